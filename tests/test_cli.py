@@ -1,0 +1,66 @@
+"""The `qdash` command as a user runs it: a separate process, real environment variables, real files."""
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+QDASH = Path(sys.executable).parent / "qdash"
+
+
+def run(*args, env=None, cwd=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("QDASH")}
+    e.update(env or {})
+    return subprocess.run([str(QDASH), *args], capture_output=True, text=True, env=e, cwd=cwd, timeout=60)
+
+
+def test_help_lists_only_working_commands(tmp_path):
+    r = run("--help", cwd=tmp_path)
+    assert r.returncode == 0
+    assert "version" in r.stdout and "config" in r.stdout
+
+
+def test_version():
+    from qdash import __version__
+    r = run("version")
+    assert (r.returncode, r.stdout.strip()) == (0, f"qdash {__version__}")
+
+
+def test_config_shows_sources_and_masks_secrets(tmp_path):
+    ini = tmp_path / "s.ini"
+    ini.write_text("[server]\nport = 9001\n")
+    r = run("config", "--json", env={"QDASH_SETTINGS": str(ini), "QDASH__COLLECT__INTERVAL": "2s",
+                                     "QDASH_API_KEY": "very-secret-key", "QDASH_INFLUX_TOKEN": "tok"}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["server"]["port"] == {"value": 9001, "source": f"file:{ini}"}
+    assert d["collect"]["interval"] == {"value": 2.0, "source": "env:QDASH__COLLECT__INTERVAL"}
+    assert d["auth"]["api_key"]["value"] == "***" and d["store"]["influx_token"]["value"] == "***"
+    assert "very-secret-key" not in r.stdout + r.stderr and "tok\"" not in r.stdout
+
+
+@pytest.mark.parametrize("env,expect", [
+    ({"QDASH__SERVER__PORT": "abc"}, "QDASH__SERVER__PORT='abc' (from env:QDASH__SERVER__PORT): expected an integer from 1 to 65535"),
+    ({"QDASH_SETTINGS": "/nonexistent/qdash.ini"}, "QDASH_SETTINGS names /nonexistent/qdash.ini, which does not exist"),
+    ({"QDASH__SERVER__PROT": "1"}, "unknown key 'prot' in [server]; known keys: graceful_shutdown_timeout, host"),
+    ({"QDASH__NOPE__X": "1"}, "unknown section 'nope'; known sections: auth, collect, dashboard"),
+])
+def test_bad_input_is_one_line_and_nonzero(env, expect, tmp_path):
+    r = run("config", env=env, cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_secret_in_file_refused(tmp_path):
+    ini = tmp_path / "settings.ini"
+    ini.write_text("[store]\ninflux_token = abc123\n")
+    r = run("config", cwd=tmp_path)
+    assert r.returncode == 2 and "is a secret and is not read from a settings file" in r.stderr
+    assert "abc123" not in r.stderr
+
+
+def test_repo_settings_ini_is_the_template():
+    root = Path(__file__).resolve().parent.parent
+    r = run("config", "--template")
+    assert r.returncode == 0 and r.stdout == (root / "settings.ini").read_text()

@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Build the docs site into docs/ from nbs/.
+
+nbdev's own processing (`proc_nbs`: directives, `show_doc` API reference, hidden cells) prepares every notebook
+in `_proc/`; then, where `quarto` is on PATH, `nbdev-docs` renders the site as usual. These machines cannot
+install Quarto, so otherwise nbconvert renders each processed notebook to HTML inside one page template with a
+sidebar listing every notebook and an index page from nbs/index.ipynb.
+"""
+import html, json, os, re, shutil, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NBS, OUT, PROC = ROOT / "nbs", ROOT / "docs", ROOT / "_proc"
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · qdash</title>
+<style>
+body{{margin:0;font:15px/1.55 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#1d2330;display:flex}}
+nav{{width:230px;min-height:100vh;background:#f4f6fa;border-right:1px solid #dde2ea;padding:18px 14px;box-sizing:border-box;flex:none}}
+nav a{{display:block;padding:4px 8px;border-radius:5px;color:#1d2330;text-decoration:none}}
+nav a.here{{background:#1d4ed8;color:#fff}} nav h1{{font-size:18px;margin:0 0 12px 8px}}
+main{{max-width:960px;padding:24px 40px;overflow-x:auto;flex:1}}
+pre{{background:#f6f8fa;padding:10px 12px;border-radius:6px;overflow-x:auto;font-size:13px}}
+code{{font-family:ui-monospace,SFMono-Regular,Menlo,monospace}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #dde2ea;padding:3px 8px}} blockquote{{color:#4b5563;border-left:3px solid #dde2ea;margin-left:0;padding-left:12px}}
+.jp-InputPrompt,.jp-OutputPrompt,.prompt{{display:none}} img{{max-width:100%}}
+</style></head>
+<body><nav><h1>Q⊗DASH</h1>{sidebar}</nav><main>{body}</main></body></html>
+"""
+
+def notebooks():
+    "Notebooks in reading order: index first, then by number."
+    nbs = sorted(p for p in NBS.glob("*.ipynb") if not p.name.startswith("_"))
+    return sorted(nbs, key=lambda p: (p.stem != "index", p.stem))
+
+def title_of(nb_path: Path) -> str:
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    for c in nb["cells"]:
+        if c["cell_type"] == "markdown":
+            m = re.search(r"^#\s+(.+)$", "".join(c["source"]), re.M)
+            if m: return m.group(1).strip()
+    return nb_path.stem
+
+def page_name(p: Path) -> str: return "index.html" if p.stem == "index" else f"{p.stem}.html"
+
+_re_attr = re.compile(r"\{(?:target|style|\.)[^{}\n]*\}")
+
+def quarto_to_plain(nb):
+    "Apply what Quarto would: frontmatter to a title, `#| echo: false` hides source, `#| include: false` drops."
+    import nbformat
+    cells = []
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # timing data nbformat's schema refuses
+        src = cell.source
+        if cell.cell_type == "raw" and src.lstrip().startswith("---"):
+            import yaml
+            meta = yaml.safe_load(src.strip().strip("-")) or {}
+            head = f"# {meta.get('title', '')}\n\n" + (f"> {meta['description']}" if meta.get("description") else "")
+            cells.append(nbformat.v4.new_markdown_cell(head)); continue
+        opts = dict(re.findall(r"^#\|\s*([\w-]+):\s*(.*)$", src, re.M))
+        if opts.get("include") == "false": continue
+        if cell.cell_type == "code":
+            cell.source = "\n".join(l for l in src.splitlines() if not l.startswith("#|")).strip()
+            if not cell.source and not cell.get("outputs"): continue
+            if opts.get("echo") == "false" or not cell.source: cell.metadata["tags"] = ["remove_input"]
+            for out in cell.get("outputs", []):
+                md = out.get("data", {}).get("text/markdown")
+                if md: out["data"]["text/markdown"] = _re_attr.sub("", md)
+        else: cell.source = _re_attr.sub("", src)
+        cells.append(cell)
+    nb.cells = cells
+    return nb
+
+def build_with_nbconvert(processed: dict):
+    from nbconvert import HTMLExporter
+    import nbformat
+    from nbconvert.preprocessors import TagRemovePreprocessor
+    exp = HTMLExporter(template_name="basic")
+    exp.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"remove_input"}), enabled=True)
+    exp.exclude_input_prompt = exp.exclude_output_prompt = True
+    exp.exclude_input = False
+    nbs = notebooks()
+    for p in nbs:
+        side = "".join(f'<a href="{page_name(q)}"{" class=here" if q == p else ""}>{html.escape(title_of(q))}</a>' for q in nbs)
+        nb = quarto_to_plain(nbformat.read(str(processed.get(p, p)), as_version=4))
+        body, _ = exp.from_notebook_node(nb)
+        (OUT / page_name(p)).write_text(PAGE.format(title=html.escape(title_of(p)), sidebar=side, body=body), encoding="utf-8")
+    print(f"docs: {len(nbs)} pages in {OUT.relative_to(ROOT)}/")
+
+def main():
+    os.chdir(ROOT)
+    if shutil.which("quarto"):
+        sys.exit(subprocess.call(["nbdev-docs"]))
+    import nbdev.doclinks
+    from nbdev.serve import proc_nbs
+    nbdev.doclinks._build_modidx()
+    cache = proc_nbs(str(NBS), n_workers=1)
+    processed = {p: cache / p.name for p in notebooks() if (cache / p.name).exists()}
+    OUT.mkdir(exist_ok=True)
+    for old in OUT.glob("*.html"): old.unlink()
+    build_with_nbconvert(processed)
+
+if __name__ == "__main__": main()
