@@ -192,6 +192,9 @@ SCHEMA: dict[str, dict[str, Setting]] = {
   "jobs": dict(
     workers=S(_int_range(1, 256), "2", "processes in the local job pool"),
     dask_scheduler=S(_url("tcp", "tls", optional=True), "", "Dask scheduler address; empty runs jobs locally"),
+    max_pending=S(_int_range(1, 100_000), "100", "jobs waiting to run before new ones are refused (429)"),
+    heartbeat=S(DURATION, "5s", "how often worker telemetry is sampled and written"),
+    log_lines=S(_int_range(10, 1_000_000), "2000", "log lines kept per job (the newest)"),
   ),
   "model": dict(
     dir=S(_path(), "models", "the model registry"),
