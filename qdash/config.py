@@ -25,6 +25,12 @@ class QdashError(Exception):
         super().__init__(detail)
         self.detail, self.field = detail, field
     def to_dict(self): return {"error": self.code, "detail": self.detail}
+    def __reduce__(self): return (_rebuild_error, (type(self), self.args, self.__dict__))
+
+def _rebuild_error(cls, args, state):
+    "Unpickle a `QdashError` whatever its subclass's `__init__` takes (errors cross to and from job workers)."
+    e = cls.__new__(cls); Exception.__init__(e, *args); e.__dict__.update(state)
+    return e
 
 class ConfigError(QdashError):
     "A setting is missing, unknown or invalid."
@@ -206,6 +212,13 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     thresholds=S(THRESHOLDS, "cpu_pct:90, mem_pct:95", "levels whose crossing is a predicted failure"),
     auto_retrain=S(BOOL, "false", "start a training job when drift persists"),
     drift_patience=S(_int_range(1, 1000), "3", "drift checks in a row before retraining"),
+  ),
+  "fleet": dict(
+    window_size=S(_int_range(10, 100_000), "100", "samples in each series' rolling baseline for cascade z-scores"),
+    anomaly_z_score=S(_float_range(0.5, 100), "2.0", "a sample with |z| above this is anomalous"),
+    cascade_servers=S(_int_range(2, 100_000), "3", "servers anomalous on one metric, correlated, that make a cascade"),
+    correlation=S(_float_range(0, 1), "0.7", "lag-aligned correlation of recent series above which servers move together"),
+    span=S(_int_range(2, 10_000), "12", "samples within which a cascade's anomalies start (at most window_size / 2)"),
   ),
   "auth": dict(
     api_key=S(STR, None, "the hub's API key", secret=True, env_alias="QDASH_API_KEY"),
