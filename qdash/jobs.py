@@ -368,9 +368,11 @@ def _finish(self:JobRunner, jid:str, out:dict):
         if job.status == "completed": job.progress = 100.0
     # persist first, then publish: whoever sees the job finished can read everything it wrote
     nums = {k: float(v) for k, v in job.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+    labels = {k: v for k, v in job.metrics.items() if isinstance(v, str) and 0 < len(v) <= 64 and v.isprintable()
+              and k not in ("task", "job", "worker", "time")}
     if job.status == "completed" and nums:
-        row = {"time": pd.Timestamp(job.completed_at), "task": job.task, "job": jid, "worker": job.worker or "", **nums}
-        try: self.store.write(job.job_type, pd.DataFrame([row]), tags=["task", "job", "worker"])
+        row = {"time": pd.Timestamp(job.completed_at), "task": job.task, "job": jid, "worker": job.worker or "", **labels, **nums}
+        try: self.store.write(job.job_type, pd.DataFrame([row]), tags=["task", "job", "worker", *labels])
         except QdashError as e: self._logs.setdefault(jid, []).append(f"metrics not written as telemetry: {e}")
     self.store.put_record("job", jid, job.to_dict())
     self.store.put_record("job_log", jid, {"job": jid, "lines": list(self._logs.get(jid, []))})

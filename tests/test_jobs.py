@@ -165,3 +165,24 @@ def test_too_many_pending_is_429(tmp_path):
     finally:
         r.stop()
         store.close()
+
+
+def test_calibration_job_feeds_status_and_history(tmp_path):
+    from qdash.calibrate import calibration_history, calibration_status
+    settings = load_settings(environ={}).updated({"store": {"path": ":memory:"}, "jobs": {"workers": 1}})
+    store = open_store(settings)
+    r = JobRunner(store, settings).start()
+    try:
+        with pytest.raises(ValidationError, match="expected one of VQE, QAOA"):
+            r.submit("calibration", {"algorithm": "VQA"})
+        job = r.submit("calibration", {"algorithm": "VQE", "mode": "Explore", "params": {"max_iter": 40}, "trials": 2, "seed": 3})
+        done = wait_for(lambda: (j := r.get(job["id"]))["status"] in ("completed", "failed") and j, timeout=120)
+        assert done["status"] == "completed", r.logs(job["id"])
+        assert done["job_type"] == "calibration" and 0 <= done["metrics"]["psi"] <= 1
+        st = calibration_status(store)
+        assert (st["algorithm"], st["mode"], st["psi"]) == ("VQE", "Explore", done["metrics"]["psi"])
+        hist = calibration_history(store)
+        assert len(hist) == 1 and hist[0]["rho"] == done["metrics"]["rho"]
+    finally:
+        r.stop()
+        store.close()
