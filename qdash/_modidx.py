@@ -41,6 +41,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'qdash.calibrate.apply_diag': ('calibrate.html#apply_diag', 'qdash/calibrate.py'),
                                  'qdash.calibrate.basis_state': ('calibrate.html#basis_state', 'qdash/calibrate.py'),
                                  'qdash.calibrate.bench_calibrate': ('calibrate.html#bench_calibrate', 'qdash/calibrate.py'),
+                                 'qdash.calibrate.calibration_history': ('calibrate.html#calibration_history', 'qdash/calibrate.py'),
+                                 'qdash.calibrate.calibration_status': ('calibrate.html#calibration_status', 'qdash/calibrate.py'),
                                  'qdash.calibrate.check_calibration': ('calibrate.html#check_calibration', 'qdash/calibrate.py'),
                                  'qdash.calibrate.check_run_params': ('calibrate.html#check_run_params', 'qdash/calibrate.py'),
                                  'qdash.calibrate.cut_sizes': ('calibrate.html#cut_sizes', 'qdash/calibrate.py'),
