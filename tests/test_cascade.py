@@ -1,0 +1,120 @@
+"Cascade detection on simulated fleets: a cascade is found with its leader, a quiet fleet is left alone, bands, records, bad input."
+import numpy as np
+import pandas as pd
+import pytest
+
+from qdash.cascade import CascadeDetector, cascade_risk, health_score, health_status, replay
+from qdash.config import ValidationError, load_settings
+from qdash.simulate import FleetSimulator
+from qdash.store import open_store
+
+BASE = load_settings(environ={})
+T0 = int(pd.Timestamp("2025-03-04 09:00", tz="UTC").timestamp())
+
+
+def cascade_run(store=None, seed=7, n_servers=20):
+    sim = FleetSimulator(n_servers, seed=seed)
+    det = CascadeDetector(BASE, store=store)
+    onset = T0 + 200 * 15
+    inc = sim.inject("cascade", server=sim.servers.server[0], start=onset, duration="1h", lag="1min")
+    hist = replay(det, sim, T0, 290)
+    return det, inc, hist
+
+
+def test_detects_simulated_cascade():
+    det, inc, hist = cascade_run()
+    hits = [j for j, h in enumerate(hist) if h["cascade_detected"]]
+    assert hits and 200 <= hits[0] <= 200 + 24          # found within 6 minutes of the onset, not before it
+    ev = det.status()["recent_events"][0]
+    assert set(ev["affected_servers"]) <= set(inc.servers) and len(ev["affected_servers"]) >= 3
+    assert ev["leader"] == inc.servers[0]
+    c = hist[hits[0]]["cascades"][0]
+    assert c["correlation_score"] > 0.7 and c["severity"] in ("medium", "high", "critical")
+    assert set(c) >= {"metric", "affected_servers", "severity"}
+
+
+def test_quiet_fleet_has_no_cascade():
+    det = CascadeDetector(BASE)
+    hist = replay(det, FleetSimulator(20, seed=3), T0, 500)
+    assert det.event_count == 0 and not any(h["cascade_detected"] for h in hist)
+    assert det.health()["status"] == "healthy"
+
+
+def test_status_and_health_shapes():
+    det, _, _ = cascade_run()
+    st = det.status()
+    assert list(st) == ["current_status", "tracking", "recent_events", "event_count", "thresholds"]
+    assert set(st["current_status"]) >= {"cascade_detected", "timestamp", "total_servers", "servers_with_anomalies",
+                                         "anomaly_rate", "correlation_score", "cascades"}
+    assert st["tracking"] == {"servers": 20, "metrics_tracked": ["cpu_pct", "mem_pct", "iowait_pct", "load1", "swap_pct"],
+                              "window_size": 100}
+    assert st["thresholds"] == {"correlation": 0.7, "cascade_servers": 3, "anomaly_z_score": 2.0}
+    assert set(st["recent_events"][0]) >= {"timestamp", "cascades", "correlation_score", "affected_servers"}
+    h = det.health()
+    assert list(h) == ["health_score", "status", "correlation_score", "anomaly_rate", "anomalous_servers",
+                       "total_servers", "cascade_risk"]
+    assert 0 <= h["health_score"] <= 100 and h["status"] == health_status(h["health_score"])
+
+
+@pytest.mark.parametrize("score,status", [(100, "healthy"), (80, "healthy"), (79.9, "degraded"), (60, "degraded"),
+                                          (59.9, "warning"), (40, "warning"), (39.9, "critical"), (0, "critical")])
+def test_health_bands(score, status):
+    assert health_status(score) == status
+
+
+@pytest.mark.parametrize("corr,risk", [(0.0, "low"), (0.49, "low"), (0.5, "medium"), (0.7, "medium"), (0.71, "high")])
+def test_cascade_risk_bands(corr, risk):
+    assert cascade_risk(corr) == risk
+
+
+def test_health_score_range():
+    assert health_score(0, 0, False) == 100
+    assert health_score(1, 1, True) == 0
+    assert health_status(health_score(0.3, 0.9, True)) == "critical"
+
+
+def test_events_kept_as_records(tmp_path):
+    s = BASE.updated({"store": {"path": str(tmp_path / "q.duckdb")}})
+    with open_store(s) as st:
+        det, inc, _ = cascade_run(store=st)
+        recs = st.list_records("cascade")
+        assert len(recs) == det.event_count >= 1
+        assert recs[0]["leader"] == inc.servers[0] and st.get_record("cascade", recs[0]["id"]) == recs[0]
+    with open_store(s) as st:                                       # kept across a restart
+        again = CascadeDetector(BASE, store=st)
+        assert again.event_count == len(recs) and again.status()["recent_events"][0]["id"] == recs[0]["id"]
+
+
+def test_frame_and_xarray_input():
+    sim = FleetSimulator(6, seed=2)
+    df = sim.frame(T0, T0 + 130 * 15, step="15s")
+    a, b = CascadeDetector(BASE, window_size=50, span=10), CascadeDetector(BASE, window_size=50, span=10)
+    ra = a.update(df)
+    ds = df.drop(columns=["host", "uuid", "profile"]).set_index(["server", "time"]).to_xarray()
+    rb = b.update(ds)
+    assert a.servers == b.servers and ra["total_servers"] == rb["total_servers"] == 6
+    assert np.allclose(a.buf, b.buf, equal_nan=True)
+    assert a.update(df)["total_servers"] == 6                          # old samples again: ignored
+    assert a.buf.shape[-1] == a.capacity
+
+
+@pytest.mark.parametrize("kw,msg", [({"metrics": ["gpu_pct"]}, "is not a cascade metric"),
+                                    ({"window_size": 5}, "window_size=5"),
+                                    ({"window_size": 20, "span": 12}, "span=12"),
+                                    ({"correlation": 1.5}, "correlation=1.5"),
+                                    ({"bogus": 1}, "not a cascade parameter")])
+def test_bad_parameters(kw, msg):
+    with pytest.raises(ValidationError, match=msg):
+        CascadeDetector(BASE, **kw)
+
+
+def test_bad_data():
+    det = CascadeDetector(BASE)
+    with pytest.raises(ValidationError, match="no cascade metric"):
+        det.update({"disk_rd_bytes_per_s": np.zeros((2, 3))})
+    with pytest.raises(ValidationError, match="missing column 'server'"):
+        det.update(pd.DataFrame({"time": [pd.Timestamp.now(tz="UTC")], "cpu_pct": [1.0]}))
+    with pytest.raises(ValidationError, match="'mem_pct' is not in the data"):
+        CascadeDetector(BASE, metrics=["mem_pct"]).update({"cpu_pct": np.zeros((2, 3))})
+    with pytest.raises(ValidationError, match="expected a DataFrame"):
+        det.update([1, 2, 3])
