@@ -10,7 +10,7 @@ import html, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NBS, OUT, PROC = ROOT / "nbs", ROOT / "docs", ROOT / "_proc"
+NBS, OUT, SRC = ROOT / "nbs", ROOT / "docs", ROOT / "_docsrc"
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -88,6 +88,32 @@ def build_with_nbconvert(processed: dict):
         (OUT / page_name(p)).write_text(PAGE.format(title=html.escape(title_of(p)), sidebar=side, body=body), encoding="utf-8")
     print(f"docs: {len(nbs)} pages in {OUT.relative_to(ROOT)}/")
 
+def _imports_plus_code(src: str) -> bool:
+    "True for an example cell that imports *and* does other work: nbdev's show_doc pass would run it out of context."
+    import ast
+    try: tree = ast.parse("\n".join(l for l in src.splitlines() if not l.lstrip().startswith(("#|", "%", "!"))))
+    except SyntaxError: return False
+    has_import = any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree))
+    return has_import and any(not isinstance(n, (ast.Import, ast.ImportFrom)) for n in tree.body)
+
+def staged_notebooks() -> Path:
+    """Copies of the notebooks for nbdev's processing, with `#| eval: false` on example cells that import and compute.
+
+    nbdev's docs pass executes exported cells and every cell containing an import (so that `show_doc` can see
+    the objects); an example cell that also computes would run without the cells before it and fail. Those
+    cells only need showing: their checks run under nbdev-test."""
+    import nbformat
+    if SRC.exists(): shutil.rmtree(SRC)
+    SRC.mkdir()
+    for p in notebooks():
+        nb = nbformat.read(str(p), as_version=4)
+        for c in nb.cells:
+            if c.cell_type == "code" and not re.search(r"^#\|\s*export", c.source, re.M) and _imports_plus_code(c.source):
+                c.source = "#| eval: false\n" + c.source
+        nbformat.write(nb, str(SRC / p.name))
+    for extra in NBS.glob("*.yml"): shutil.copy(extra, SRC / extra.name)
+    return SRC
+
 def main():
     os.chdir(ROOT)
     if shutil.which("quarto"):
@@ -95,7 +121,7 @@ def main():
     import nbdev.doclinks
     from nbdev.serve import proc_nbs
     nbdev.doclinks._build_modidx()
-    cache = proc_nbs(str(NBS), n_workers=1)
+    cache = proc_nbs(str(staged_notebooks()), n_workers=1)
     processed = {p: cache / p.name for p in notebooks() if (cache / p.name).exists()}
     OUT.mkdir(exist_ok=True)
     for old in OUT.glob("*.html"): old.unlink()
