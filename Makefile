@@ -30,8 +30,9 @@ $(STAMP): pyproject.toml
 
 setup: apt $(STAMP)
 
+# until the hub and dashboard land, the demo is live collection on the embedded defaults
 demo: setup
-	$(BIN)/qdash config
+	$(BIN)/qdash collect
 
 test: setup
 	@echo "== notebooks clean (nbdev-clean changes nothing)"
