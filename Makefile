@@ -30,9 +30,9 @@ $(STAMP): pyproject.toml
 
 setup: apt $(STAMP)
 
-# until the hub and dashboard land, the demo is live collection on the embedded defaults
+# until the dashboard lands, the demo is the hub on the embedded defaults (simulated fleet + this host)
 demo: setup
-	$(BIN)/qdash collect
+	$(BIN)/qdash serve
 
 test: setup
 	@echo "== notebooks clean (nbdev-clean changes nothing)"
@@ -43,8 +43,9 @@ test: setup
 	  [ "$$before" = "$$after" ] || { echo "nbdev-export changed qdash/: export and commit"; exit 1; }
 	$(PY) tools/readme.py --check
 	@$(BIN)/qdash config --template | diff -u settings.ini - || { echo "settings.ini is stale: qdash config --template > settings.ini"; exit 1; }
+	$(PY) tools/openapi.py --check
 	@echo "== ruff"
-	$(BIN)/ruff check qdash tests tools
+	$(BIN)/ruff check qdash tests api tools
 	@echo "== notebook tests (flags: $(FLAGS))"
 	$(BIN)/nbdev-test --flags "$(FLAGS)"
 	@echo "== docs"
