@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_api.ipynb #c002
 from __future__ import annotations
-import asyncio, hashlib, itertools, logging, math, time
+import asyncio, hashlib, importlib, itertools, logging, math, time
 from datetime import datetime, timezone
 from urllib.parse import unquote
 import orjson, pandas as pd
@@ -22,9 +22,9 @@ from .feed import parse_feed, BadFeed
 log = logging.getLogger("qdash.api")
 
 # %% auto #0
-__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'ID_TAGS', 'ROUTES', 'HEALTH', 'HISTORY_ARGS', 'FEED_BODY',
-           'WS_CLOSE_GRACE', 'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error', 'doc',
-           'create_app', 'build_metrics', 'route', 'health', 'api_health', 'daemon_status', 'api_status',
+__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'ROUTE_MODULES', 'ID_TAGS', 'ROUTES', 'HEALTH', 'HISTORY_ARGS',
+           'FEED_BODY', 'WS_CLOSE_GRACE', 'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error',
+           'doc', 'create_app', 'build_metrics', 'route', 'health', 'api_health', 'daemon_status', 'api_status',
            'build_status', 'cached', 'api_metrics', 'latest_by', 'telemetry', 'telemetry_one', 'workers',
            'history_metrics', 'Unavailable', 'collect_start', 'collect_stop', 'collect_status', 'collect_vms',
            'collect_config', 'feed_data', 'ws_metrics', 'ws_telemetry', 'ws_telemetry_one', 'serve', 'serve_bench',
@@ -67,6 +67,10 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
               408: "timeout", 413: "payload_too_large", 416: "range_not_satisfiable", 422: "invalid", 429: "rate_limited",
               500: "internal", 503: "unavailable"}
 
+def _routes_to(request, method:str) -> bool:
+    try: request.app.router.get(request.path, method, request.headers.get("host")); return True
+    except Exception: return False
+
 def _error_body(request, exc):
     "Status, JSON body and headers for any exception."
     if isinstance(exc, QdashError):
@@ -78,6 +82,9 @@ def _error_body(request, exc):
         log.exception("unhandled error on %s %s", request.method if request else "?", request.path if request else "?")
         status, body = 500, {"error": "internal", "detail": "internal error; see the hub's log"}
     headers = dict(getattr(exc, "headers", None) or {})   # e.g. Allow on a 405
+    if status == 405 and "Allow" not in headers and request is not None:   # a path whose methods are separate routes
+        allowed = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE") if _routes_to(request, m)]
+        if allowed: headers["Allow"] = ", ".join(allowed)
     if isinstance(exc, TooManyRequests): headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return status, body, headers or None
 
@@ -100,24 +107,27 @@ def doc(summary:str,         # one line shown in /docs
         params=(),           # (name, type, description, required) of query parameters
         errors=(),           # further error statuses this route answers
         body:dict|None=None, # request body: {content type: schema}
+        body_required:bool=True, # False: the body may be left out
+        status:int=200,      # the success status (201 for a created resource)
        ):
     "Decorate a handler with its OpenAPI operation."
     def deco(f):
         f = openapi.summary(summary)(f)
         f = openapi.tag(tag)(f)
-        f = openapi.response(200, {"application/json": ok}, "OK")(f)
+        f = openapi.response(status, {"application/json": ok}, "Created" if status == 201 else "OK")(f)
         for name, typ, desc, req in params:
             schema = Integer(minimum=1, maximum=1_000_000) if typ == "integer" else str
             f = openapi.parameter(name, schema, "query", description=desc, required=req)(f)
         codes = sorted(set(errors) | ({400} if params or body else set()) | (set() if public else {401, 429}))
         for c in codes: f = openapi.response(c, {"application/json": ERROR}, "error")(f)
-        if body: f = openapi.body(body, required=True)(f)
+        if body: f = openapi.body(body, required=body_required)(f)
         if not public: f = openapi.secured("api_key")(f)
         return f
     return deco
 
 # %% ../nbs/10_api.ipynb #c013
 _names = itertools.count()
+ROUTE_MODULES = ["qdash.control"]
 
 def _app_name():
     n = next(_names)
@@ -143,7 +153,7 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
     c.key = None
     c.stats, c.proc, c.limiter = RequestStats(), ProcessStats(), RateLimiter()
     c.hub = Broadcaster(settings.server.max_ws_clients, settings.server.ws_queue)
-    c.store = c.collection = None
+    c.store = c.collection = c.runner = None
     c.cache, c.cache_locks = {}, {}   # name -> (serialized snapshot, when built): see `cached`
     app.error_handler.add(Exception, on_error)
     app.on_request(_guard, priority=100)
@@ -152,6 +162,7 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
     app.register_listener(_open, "before_server_start")
     app.register_listener(_begin, "after_server_start")
     app.register_listener(_close, "after_server_stop")
+    for m in ROUTE_MODULES: importlib.import_module(m)   # they add their routes to ROUTES
     app.blueprint(Blueprint.group(*_blueprints()))
     for r in app.router.routes:   # Sanic wraps WebSocket handlers; the wrapper is what sanic-ext documents
         if r.extra.websocket: openapi.exclude()(r.handler)
@@ -198,8 +209,10 @@ async def _open(app, loop=None):
     elif where: log.info("API key from %s", where)
     if not c.start: return
     from qdash.store import open_store
+    from qdash.jobs import JobRunner
     c.loop = asyncio.get_running_loop()
     c.store = await asyncio.to_thread(open_store, c.settings)
+    c.runner = await asyncio.to_thread(lambda: JobRunner(c.store, c.settings).start())
     try: from qdash.collect import Collection
     except ImportError: log.warning("qdash.collect is not installed: the hub serves the store without collecting"); return
     c.collection = Collection(c.settings, c.store)
@@ -212,6 +225,7 @@ async def _begin(app, loop=None):
 async def _close(app, loop=None):
     c = app.ctx
     if getattr(c, "metrics_task", None): c.metrics_task.cancel()
+    if c.runner is not None: await asyncio.to_thread(c.runner.stop, c.settings.server.graceful_shutdown_timeout / 2)
     if c.collection is not None: await asyncio.to_thread(c.collection.stop)   # also releases the writer's spool
     if c.store is not None: await asyncio.to_thread(c.store.close)
 
@@ -239,7 +253,7 @@ def _health_parts(c) -> dict:
     col = c.collection
     return {"store": bool(c.store is not None and c.store.health()),
             "collector": None if not c.settings.collect.sources else bool(col is not None and col.running),
-            "executor": None, "model": None}
+            "executor": bool(c.runner is not None and c.runner.running), "model": None}
 
 def _collect_status(c) -> dict:
     try: return c.collection.status() if c.collection is not None else {}
@@ -253,14 +267,15 @@ def build_metrics(app) -> dict:
     per_source = {name: 0 for name in st.get("sources", [])}
     for vm in (c.collection.vms() if c.collection is not None else []):
         per_source[vm.get("source", "?")] = per_source.get(vm.get("source", "?"), 0) + 1
+    jobs = c.runner.counts() if c.runner is not None else {}
     return {"timestamp": datetime.now(timezone.utc).isoformat(),
-            "jobs_active": 0, "jobs_completed": 0, "jobs_failed": 0, "jobs_pending": 0,
-            "queue_length": int(st.get("queue_depth", 0) or 0),
+            **{k: int(jobs.get(k, 0)) for k in ("jobs_active", "jobs_completed", "jobs_failed", "jobs_pending", "queue_length")},
+            "points_queued": int(st.get("queue_depth", 0) or 0),
             "http_requests": c.stats.requests, "http_errors": c.stats.errors,
             "avg_response_time": round(c.stats.avg_response_ms, 3),
             **c.proc.read(), "active_connections": len(c.hub.subs), "ws_slow_disconnects": c.hub.slow_dropped,
-            "provider_stats": per_source,
-            "recent_jobs": [], "system_health": health, "alerts": alerts}
+            "provider_stats": jobs.get("provider_stats", {}), "source_stats": per_source,
+            "recent_jobs": c.runner.list(limit=10) if c.runner is not None else [], "system_health": health, "alerts": alerts}
 
 async def _metrics_loop(app):
     c = app.ctx
@@ -279,6 +294,7 @@ def route(group:str, # blueprint the route belongs to
           uri:str, name:str|None=None, **ctx):
     "Record a handler in the route table."
     def deco(f):
+        ROUTES[:] = [r for r in ROUTES if (r[1], r[2]) != (method, uri)]   # redefining a route replaces it
         ROUTES.append((group, method, uri, f, name or f.__name__, ctx)); return f
     return deco
 
@@ -330,12 +346,11 @@ async def api_status(request):
 
 def build_status(app) -> dict:
     "Seed 000's status: the newest calibration point and the health of the hub's parts."
+    from qdash.jobs import calibration_status
     c = app.ctx
-    try: cal = c.store.latest("calibration", "algorithm")
-    except ValidationError: cal = pd.DataFrame()       # calibrations carry no algorithm tag yet
-    row = records(cal.sort_values("time").tail(1))[0] if len(cal) else {}
-    return {"algorithm": row.get("algorithm"), "mode": row.get("mode"), **{k: row.get(k) for k in ("psi", "rho", "omega")},
-            "backend_health": {k: bool(v) for k, v in _health_parts(c).items()}, "last_update": row.get("time")}
+    cal = calibration_status(c.store)
+    return {**{k: cal[k] for k in ("algorithm", "mode", "psi", "rho", "omega")},
+            "backend_health": {k: bool(v) for k, v in _health_parts(c).items()}, "last_update": cal["last_update"]}
 
 async def cached(app, name:str, build) -> bytes:
     "`build(app)` serialized, rebuilt at most once per update interval however many clients ask."

@@ -16,8 +16,7 @@ __all__ = ['CDT', 'I2', 'X', 'Y', 'Z', 'H', 'CNOT', 'CZ_DIAG', 'H2_BOND_ANGSTROM
            'probabilities', 'rx', 'ry', 'rz_diag', 'rzz_diag', 'single_excitation', 'double_excitation', 'PauliSum',
            'two_body_tensor', 'h2_integrals', 'pauli_decompose', 'molecular_hamiltonian', 'h2_hamiltonian',
            'vqe_n_params', 'vqe_state', 'Problem', 'vqe_problem', 'minimize', 'cut_sizes', 'qaoa_state', 'qaoa_problem',
-           'check_calibration', 'CalibrationCancelled', 'run_calibration', 'check_run_params', 'calibration_history',
-           'calibration_status', 'bench_calibrate']
+           'check_calibration', 'CalibrationCancelled', 'run_calibration', 'check_run_params', 'bench_calibrate']
 
 # %% ../nbs/04_calibrate.ipynb #c005
 CDT = torch.complex128
@@ -560,28 +559,6 @@ def check_run_params(body:dict|None) -> dict:
     return {"algorithm": algorithm, "mode": mode, "params": params, "trials": trials, "seed": seed}
 
 # %% ../nbs/04_calibrate.ipynb #c063
-def calibration_history(store, # a qdash store
-                        limit:int=1000, # the newest this many runs
-                       ) -> list[dict]:
-    "The newest `limit` calibration runs, oldest first: `timestamp`, `psi`, `rho`, `omega`, `algorithm`, ... ."
-    if type(limit) is not int or limit < 1: raise ValidationError(f"limit={limit!r}: expected a positive integer", field="limit")
-    df = store.query("calibration")
-    if df.empty: return []
-    df = df.tail(limit)
-    keep = [c for c in ("psi", "rho", "omega", "energy", "accuracy", "algorithm", "mode", "job") if c in df]
-    out = df[keep].astype(object).where(df[keep].notna(), None).to_dict("records")
-    for row, t in zip(out, df["time"]): row["timestamp"] = t.isoformat().replace("+00:00", "Z")
-    return [{"timestamp": r.pop("timestamp"), **r} for r in out]
-
-def calibration_status(store) -> dict:
-    "Seed 000's calibration status: the latest run's algorithm, mode, ψ, ρ, ω and when it finished (nulls before any run)."
-    last = calibration_history(store, 1)
-    if not last: return {"algorithm": None, "mode": None, "psi": None, "rho": None, "omega": None, "last_update": None}
-    r = last[0]
-    return {"algorithm": r.get("algorithm"), "mode": r.get("mode"), "psi": r.get("psi"), "rho": r.get("rho"),
-            "omega": r.get("omega"), "last_update": r["timestamp"]}
-
-# %% ../nbs/04_calibrate.ipynb #c067
 def _layer(psi, n):
     for q in range(n): psi = apply(psi, ry(0.3), q)
     for q in range(n - 1): psi = apply(psi, CNOT, q, q + 1)

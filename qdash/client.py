@@ -66,6 +66,10 @@ class Client:
         body = orjson.dumps(json) if content is None else content
         r = self.http.post(path, content=body, headers={"Content-Type": content_type})
         _raise_for(r); return r.json()
+    def delete(self, path:str):
+        "DELETE `path`; the decoded JSON answer."
+        r = self.http.delete(path)
+        _raise_for(r); return r.json()
 
 # %% ../nbs/11_client.ipynb #c010
 def _frame(recs:list[dict]) -> pd.DataFrame:
@@ -127,6 +131,50 @@ def history(self:Client, measurement:str="vm", # measurement; fed records defaul
     keys = [idc, "time"] if idc else ["time"]
     return df.set_index(keys).select_dtypes("number").to_xarray()
 
+# %% ../nbs/11_client.ipynb #c012
+@patch
+def jobs(self:Client, limit:int=50, job_type:str|None=None, status:str|None=None) -> list[dict]:
+    return self.get("/api/jobs", limit=limit, job_type=job_type, status=status)
+@patch
+def job(self:Client, job_id:str) -> dict: return self.get(f"/api/jobs/{_q(job_id)}")
+@patch
+def start_calibration(self:Client, algorithm:str="VQE", mode:str="Explore", **run) -> dict:
+    "Queue a calibration run (`params`, `trials`, `seed` may be given too); `{job_id, message}`."
+    return self.post("/api/control/start_calibration", {"algorithm": algorithm, "mode": mode, **run})
+@patch
+def calibration_history(self:Client, limit:int=1000) -> list[dict]: return self.get("/api/history", limit=limit)
+@patch
+def submit_task(self:Client, task:str, params:dict|None=None, name:str|None=None) -> dict:
+    return self.post("/api/tasks", {"task": task, "params": params or {}, **({"name": name} if name else {})})
+@patch
+def tasks(self:Client, limit:int=50, job_type:str|None=None, status:str|None=None) -> list[dict]:
+    return self.get("/api/tasks", limit=limit, job_type=job_type, status=status)
+@patch
+def task(self:Client, task_id:str) -> dict: return self.get(f"/api/tasks/{_q(task_id)}")
+@patch
+def cancel_task(self:Client, task_id:str) -> dict: return self.delete(f"/api/tasks/{_q(task_id)}")
+@patch
+def task_logs(self:Client, task_id:str) -> list[str]: return self.get(f"/api/tasks/{_q(task_id)}/logs")["lines"]
+@patch
+def job_workers(self:Client) -> list[dict]: return self.get("/api/workers")
+@patch
+def job_worker(self:Client, worker_id:str) -> dict: return self.get(f"/api/workers/{_q(worker_id)}")
+@patch
+def worker_metrics(self:Client, worker_id:str, limit:int=1000) -> pd.DataFrame:
+    return _frame(self.get(f"/api/workers/{_q(worker_id)}/metrics", limit=limit))
+@patch
+def worker_tasks(self:Client, worker_id:str, limit:int=50) -> list[dict]:
+    return self.get(f"/api/workers/{_q(worker_id)}/tasks", limit=limit)
+@patch
+def wait_job(self:Client, job_id:str, timeout:float=300.0, every:float=0.25) -> dict:
+    "Poll until the job has finished (or `timeout` seconds pass); the job."
+    import time
+    end = time.monotonic() + timeout
+    while True:
+        j = self.job(job_id)
+        if j["status"] in ("completed", "failed", "cancelled", "interrupted") or time.monotonic() > end: return j
+        time.sleep(every)
+
 def _q(s:str) -> str:
     from urllib.parse import quote
     return quote(s, safe="")
@@ -134,7 +182,7 @@ def _q(s:str) -> str:
 def _iso(t):
     return t.isoformat() if hasattr(t, "isoformat") else t
 
-# %% ../nbs/11_client.ipynb #c012
+# %% ../nbs/11_client.ipynb #c014
 @patch
 def _ws_url(self:Client, path:str) -> str:
     return ("wss://" if self.url.startswith("https") else "ws://") + self.url.split("://", 1)[1] + path

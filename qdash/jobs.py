@@ -15,7 +15,7 @@ from .config import QdashError, ValidationError, NotFound, Settings, load_settin
 # %% auto #0
 __all__ = ['JOB_TYPES', 'STATUSES', 'FINISHED', 'TASKS', 'Conflict', 'TooBusy', 'utcnow', 'Job', 'Task', 'register_task',
            'resolve', 'check_task', 'worker_benchmark', 'MPChannel', 'DaskChannel', 'worker_id', 'execute_job',
-           'run_job', 'JobRunner']
+           'run_job', 'JobRunner', 'metric_history', 'calibration_status']
 
 # %% ../nbs/03_jobs.ipynb #c005
 class Conflict(QdashError):
@@ -100,8 +100,8 @@ def check_task(name:str, params:dict|None) -> tuple[Task, dict]:
     "The task called `name` and its validated parameters; `ValidationError` naming what is wrong."
     if name not in TASKS:
         raise ValidationError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}", field="task")
+    if params is not None and not isinstance(params, dict): raise ValidationError("params must be a JSON object", field="params")
     t, params = TASKS[name], dict(params or {})
-    if not isinstance(params, dict): raise ValidationError("params must be a JSON object", field="params")
     return t, (resolve(t.validate)(params) if t.validate else params)
 
 # %% ../nbs/03_jobs.ipynb #c012
@@ -384,6 +384,27 @@ def _finish(self:JobRunner, jid:str, out:dict):
     self._notify(job)
 
 # %% ../nbs/03_jobs.ipynb #c040
+def metric_history(store, # a qdash store
+                   job_type:str="calibration", # the series finished jobs of this type wrote
+                   limit:int=1000, # the newest this many points
+                  ) -> list[dict]:
+    "The newest `limit` points of a job type's metric series, oldest first, each with a `timestamp`."
+    if type(limit) is not int or limit < 1: raise ValidationError(f"limit={limit!r}: expected a positive integer", field="limit")
+    df = store.query(job_type)
+    if df.empty: return []
+    df = df.tail(limit)
+    cols = [c for c in df.columns if c not in ("time", "task", "worker")]
+    out = df[cols].astype(object).where(df[cols].notna(), None).to_dict("records")
+    return [{"timestamp": t.isoformat().replace("+00:00", "Z"), **r} for t, r in zip(df["time"], out)]
+
+def calibration_status(store) -> dict:
+    "Seed 000's calibration status: the latest run's algorithm, mode, ψ, ρ, ω and when it finished (nulls before any)."
+    last = metric_history(store, "calibration", 1)
+    r = last[0] if last else {}
+    return {"algorithm": r.get("algorithm"), "mode": r.get("mode"), "psi": r.get("psi"), "rho": r.get("rho"),
+            "omega": r.get("omega"), "last_update": r.get("timestamp")}
+
+# %% ../nbs/03_jobs.ipynb #c043
 @patch
 def get(self:JobRunner, job_id:str) -> dict:
     "One job; `NotFound` if there is none with that id."
@@ -414,7 +435,7 @@ def logs(self:JobRunner, job_id:str) -> list[str]:
     d = self.store.get_record("job_log", job_id)
     return list(d["lines"]) if d else []
 
-# %% ../nbs/03_jobs.ipynb #c042
+# %% ../nbs/03_jobs.ipynb #c045
 @patch
 def cancel(self:JobRunner, job_id:str) -> dict:
     "Cancel a pending or running job; `Conflict` if it has finished."
@@ -429,7 +450,7 @@ def cancel(self:JobRunner, job_id:str) -> dict:
     if fut is not None: fut.cancel()  # succeeds only if it has not started; its done-callback records that
     return self.get(job_id)
 
-# %% ../nbs/03_jobs.ipynb #c044
+# %% ../nbs/03_jobs.ipynb #c047
 @patch
 def _sample_workers(self:JobRunner) -> list[dict]:
     now = utcnow()
@@ -483,7 +504,7 @@ def worker(self:JobRunner, worker_id:str) -> dict:
     if not w or "id" not in w: raise NotFound(f"no worker {worker_id!r}", field="id")
     return dict(w)
 
-# %% ../nbs/03_jobs.ipynb #c046
+# %% ../nbs/03_jobs.ipynb #c049
 @patch
 def counts(self:JobRunner) -> dict:
     "Job counters by status and by provider, over the records."

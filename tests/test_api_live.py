@@ -55,7 +55,7 @@ def test_client_routes(hub):
         assert c.status()["uptime_seconds"] >= 0
         assert c.api_status()["backend_health"]["store"] is True
         m = c.metrics()
-        assert m["memory_usage"] > 10 and m["provider_stats"].get("simulator") == 8
+        assert m["memory_usage"] > 10 and m["source_stats"].get("simulator") == 8
         assert c.telemetry_status()["running"] is True
         assert len(c.vms()) == 8
         assert c.telemetry_config()["collect"]["simulator_servers"] == 8

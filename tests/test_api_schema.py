@@ -16,7 +16,9 @@ EXAMPLES = 100   # per operation; `qdash bench api` is the place for longer runs
 
 @pytest.fixture(scope="module")
 def hub():
+    # jobs the examples start are real: keep few of them waiting (the rest get their documented 429)
     env = {"QDASH__COLLECT__SOURCES": "simulator", "QDASH__COLLECT__SIMULATOR_SERVERS": "4",
+           "QDASH__JOBS__WORKERS": "1", "QDASH__JOBS__MAX_PENDING": "2",
            "QDASH__LIMITS__DEFAULT": "1000000/minute", "QDASH__LIMITS__FEED_DATA": "1000000/minute"}
     with HubProcess(env) as h:
         yield h

@@ -168,7 +168,7 @@ def test_too_many_pending_is_429(tmp_path):
 
 
 def test_calibration_job_feeds_status_and_history(tmp_path):
-    from qdash.calibrate import calibration_history, calibration_status
+    from qdash.jobs import calibration_status, metric_history
     settings = load_settings(environ={}).updated({"store": {"path": ":memory:"}, "jobs": {"workers": 1}})
     store = open_store(settings)
     r = JobRunner(store, settings).start()
@@ -181,7 +181,7 @@ def test_calibration_job_feeds_status_and_history(tmp_path):
         assert done["job_type"] == "calibration" and 0 <= done["metrics"]["psi"] <= 1
         st = calibration_status(store)
         assert (st["algorithm"], st["mode"], st["psi"]) == ("VQE", "Explore", done["metrics"]["psi"])
-        hist = calibration_history(store)
+        hist = metric_history(store, "calibration")
         assert len(hist) == 1 and hist[0]["rho"] == done["metrics"]["rho"]
     finally:
         r.stop()
