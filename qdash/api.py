@@ -127,7 +127,7 @@ def doc(summary:str,         # one line shown in /docs
 
 # %% ../nbs/10_api.ipynb #c013
 _names = itertools.count()
-ROUTE_MODULES = ["qdash.control"]
+ROUTE_MODULES = ["qdash.control", "qdash.fleet"]
 
 def _app_name():
     n = next(_names)
@@ -154,6 +154,7 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
     c.stats, c.proc, c.limiter = RequestStats(), ProcessStats(), RateLimiter()
     c.hub = Broadcaster(settings.server.max_ws_clients, settings.server.ws_queue)
     c.store = c.collection = c.runner = None
+    c.taps = []   # fn(measurement, frame) for every batch the hub collects or is fed (see `_forward`)
     c.cache, c.cache_locks = {}, {}   # name -> (serialized snapshot, when built): see `cached`
     app.error_handler.add(Exception, on_error)
     app.on_request(_guard, priority=100)
@@ -217,6 +218,9 @@ async def _open(app, loop=None):
     except ImportError: log.warning("qdash.collect is not installed: the hub serves the store without collecting"); return
     c.collection = Collection(c.settings, c.store)
     c.collection.add_listener(lambda m, f: _forward(app, m, f))
+    for m in ROUTE_MODULES:   # resources of the route modules (detectors, forecasters) start once the store is open
+        hook = getattr(importlib.import_module(m), "on_start", None)
+        if hook: await hook(app)
     if c.settings.collect.sources: await asyncio.to_thread(c.collection.start)
 
 async def _begin(app, loop=None):
@@ -225,6 +229,9 @@ async def _begin(app, loop=None):
 async def _close(app, loop=None):
     c = app.ctx
     if getattr(c, "metrics_task", None): c.metrics_task.cancel()
+    for m in reversed(ROUTE_MODULES):
+        hook = getattr(importlib.import_module(m), "on_stop", None)
+        if hook and c.store is not None: await hook(app)
     if c.runner is not None: await asyncio.to_thread(c.runner.stop, c.settings.server.graceful_shutdown_timeout / 2)
     if c.collection is not None: await asyncio.to_thread(c.collection.stop)   # also releases the writer's spool
     if c.store is not None: await asyncio.to_thread(c.store.close)
@@ -237,6 +244,9 @@ def _id_col(frame):
 
 def _forward(app, measurement:str, frame:pd.DataFrame):
     c = app.ctx
+    for tap in c.taps:
+        try: tap(measurement, frame)
+        except Exception: log.exception("a telemetry tap failed on %s", measurement)
     topics = c.hub.topics()
     if not any(t.startswith("telemetry") for t in topics): return
     msgs = []
@@ -401,7 +411,10 @@ async def workers(request):
 
 def _opt(request, name, parse=str, default=None):
     v = request.args.get(name)
-    if v is None or v == "": return default
+    if v is None or v == "":
+        if any(k == name for k, _ in request.get_query_args(keep_blank_values=True)):
+            raise ValidationError(f"query parameter {name} is empty: give a value or leave it out", field=name)
+        return default
     try: return parse(v)
     except (ValueError, TypeError, OverflowError):
         raise ValidationError(f"query parameter {name}={v[:60]!r} is not valid", field=name) from None

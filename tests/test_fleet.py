@@ -1,0 +1,44 @@
+"Cascade routes of a live hub, fed over HTTP the way seed 004's daemon is fed."
+import httpx
+import pandas as pd
+import pytest
+
+from qdash.hubrun import HubProcess
+from qdash.simulate import FleetSimulator
+
+
+@pytest.fixture(scope="module")
+def hub():
+    env = {"QDASH__COLLECT__SOURCES": "", "QDASH__LIMITS__FEED_DATA": "100000/minute", "QDASH__LIMITS__DEFAULT": "100000/minute",
+           "QDASH__LIMITS__CASCADE_STATUS": "100000/minute", "QDASH__LIMITS__CASCADE_HEALTH": "100000/minute"}
+    with HubProcess(env) as h:
+        yield h
+
+
+def test_fed_cascade_is_detected_with_its_leader(hub):
+    H = {"X-API-Key": hub.api_key}
+    sim = FleetSimulator(20, seed=7)
+    t0 = pd.Timestamp("2025-03-04 09:00", tz="UTC")
+    inc = sim.inject("cascade", server=sim.servers.server[0], start=t0 + pd.Timedelta(minutes=50), duration="1h", lag="1min")
+    frames = sim.frame(t0, t0 + pd.Timedelta(minutes=60), step="15s")
+    fields = ["cpu_pct", "mem_pct", "iowait_pct", "load1", "swap_pct"]
+    with httpx.Client(base_url=hub.url, headers=H, timeout=30) as c:
+        for t, batch in frames.groupby("time"):
+            recs = [{"server": r.server, "time": t.isoformat(), **{f: float(getattr(r, f)) for f in fields}} for r in batch.itertuples()]
+            r = c.post("/feed/data", json=recs)
+            assert r.status_code == 200, r.text
+        st = c.get("/cascade/status").json()
+        health = c.get("/cascade/health").json()
+    assert st["tracking"]["servers"] == 20 and st["event_count"] >= 1
+    ev = st["recent_events"][0]
+    assert ev["leader"] == inc.servers[0] and set(ev["affected_servers"]) <= set(inc.servers)
+    assert health["total_servers"] == 20 and health["status"] in ("healthy", "degraded", "warning", "critical")
+    assert health["cascade_risk"] in ("low", "medium", "high")
+
+
+def test_cascade_routes_need_a_key_and_are_rate_limited(tmp_path):
+    env = {"QDASH__COLLECT__SOURCES": "", "QDASH__LIMITS__CASCADE_HEALTH": "2/minute"}
+    with HubProcess(env, data_dir=tmp_path) as h:
+        assert httpx.get(h.url + "/cascade/health").status_code == 401
+        codes = [httpx.get(h.url + "/cascade/health", headers={"X-API-Key": h.api_key}).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
