@@ -22,7 +22,7 @@ from .feed import parse_feed, BadFeed
 log = logging.getLogger("qdash.api")
 
 # %% auto #0
-__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'ROUTE_MODULES', 'ID_TAGS', 'ROUTES', 'HEALTH', 'HISTORY_ARGS',
+__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'TAGS', 'ROUTE_MODULES', 'ID_TAGS', 'ROUTES', 'HEALTH', 'HISTORY_ARGS',
            'FEED_BODY', 'WS_CLOSE_GRACE', 'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error',
            'doc', 'create_app', 'build_metrics', 'route', 'health', 'api_health', 'daemon_status', 'api_status',
            'build_status', 'cached', 'api_metrics', 'latest_by', 'telemetry', 'telemetry_one', 'workers',
@@ -97,6 +97,8 @@ ERROR = {"type": "object", "properties": {"error": {"type": "string"}, "detail":
          "required": ["error", "detail"]}
 OBJ, ARR = {"type": "object"}, {"type": "array", "items": {"type": "object"}}
 
+TAGS: list[str] = []   # every tag `doc` has seen; declared sorted in each app, so the spec's order is stable
+
 def _schema(props:dict, required=None):
     return {"type": "object", "properties": props, "required": list(required if required is not None else props)}
 
@@ -111,6 +113,7 @@ def doc(summary:str,         # one line shown in /docs
         status:int=200,      # the success status (201 for a created resource)
        ):
     "Decorate a handler with its OpenAPI operation."
+    if tag not in TAGS: TAGS.append(tag)
     def deco(f):
         f = openapi.summary(summary)(f)
         f = openapi.tag(tag)(f)
@@ -164,6 +167,7 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
     app.register_listener(_begin, "after_server_start")
     app.register_listener(_close, "after_server_stop")
     for m in ROUTE_MODULES: importlib.import_module(m)   # they add their routes to ROUTES
+    for t in sorted(TAGS): app.ext.openapi.tag(t)          # otherwise the order follows route processing, which varies
     app.blueprint(Blueprint.group(*_blueprints()))
     for r in app.router.routes:   # Sanic wraps WebSocket handlers; the wrapper is what sanic-ext documents
         if r.extra.websocket: openapi.exclude()(r.handler)
