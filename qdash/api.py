@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_api.ipynb #c002
 from __future__ import annotations
-import asyncio, hashlib, importlib, itertools, logging, math, time
+import asyncio, hashlib, importlib, importlib.util, itertools, logging, math, time
 from datetime import datetime, timezone
 from urllib.parse import unquote
 import orjson, pandas as pd
@@ -24,8 +24,8 @@ log = logging.getLogger("qdash.api")
 # %% auto #0
 __all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'TAGS', 'ROUTE_MODULES', 'ID_TAGS', 'ROUTES', 'HEALTH', 'HISTORY_ARGS',
            'FEED_BODY', 'WS_CLOSE_GRACE', 'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error',
-           'doc', 'create_app', 'build_metrics', 'route', 'health', 'api_health', 'daemon_status', 'api_status',
-           'build_status', 'cached', 'api_metrics', 'latest_by', 'telemetry', 'telemetry_one', 'workers',
+           'doc', 'load_route_modules', 'create_app', 'build_metrics', 'route', 'health', 'api_health', 'daemon_status',
+           'api_status', 'build_status', 'cached', 'api_metrics', 'latest_by', 'telemetry', 'telemetry_one', 'workers',
            'history_metrics', 'Unavailable', 'collect_start', 'collect_stop', 'collect_status', 'collect_vms',
            'collect_config', 'feed_data', 'ws_metrics', 'ws_telemetry', 'ws_telemetry_one', 'serve', 'serve_bench',
            'bench_api']
@@ -130,11 +130,23 @@ def doc(summary:str,         # one line shown in /docs
 
 # %% ../nbs/10_api.ipynb #c013
 _names = itertools.count()
-ROUTE_MODULES = ["qdash.control", "qdash.fleet"]
+ROUTE_MODULES = ["qdash.control", "qdash.fleet", "qdash.watch"]
 
 def _app_name():
     n = next(_names)
     return "qdash" if n == 0 and "qdash" not in Sanic._app_registry else f"qdash_{n}"
+
+def load_route_modules() -> list[str]:
+    "Import the route modules this installation has (they add their routes to `ROUTES`); their names."
+    loaded = []
+    for m in ROUTE_MODULES:
+        if importlib.util.find_spec(m) is None: continue   # not part of this installation
+        try: importlib.import_module(m)
+        except ModuleNotFoundError as e:                    # e.g. forecasting routes without the `ml` extra (torch)
+            if (e.name or "").split(".")[0] == "qdash": raise
+            log.warning("the routes of %s are off: it needs %s, which is not installed", m, e.name); continue
+        loaded.append(m)
+    return loaded
 
 def create_app(settings:Settings|None=None, # hub settings; default: `load_settings()`
                start:bool=True,              # open the store and start the collection when served (False: routes only, for the OpenAPI document)
@@ -166,7 +178,7 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
     app.register_listener(_open, "before_server_start")
     app.register_listener(_begin, "after_server_start")
     app.register_listener(_close, "after_server_stop")
-    for m in ROUTE_MODULES: importlib.import_module(m)   # they add their routes to ROUTES
+    load_route_modules()
     for t in sorted(TAGS): app.ext.openapi.tag(t)          # otherwise the order follows route processing, which varies
     app.blueprint(Blueprint.group(*_blueprints()))
     for r in app.router.routes:   # Sanic wraps WebSocket handlers; the wrapper is what sanic-ext documents
@@ -222,7 +234,7 @@ async def _open(app, loop=None):
     except ImportError: log.warning("qdash.collect is not installed: the hub serves the store without collecting"); return
     c.collection = Collection(c.settings, c.store)
     c.collection.add_listener(lambda m, f: _forward(app, m, f))
-    for m in ROUTE_MODULES:   # resources of the route modules (detectors, forecasters) start once the store is open
+    for m in load_route_modules():   # resources of the route modules (detectors, forecasters) start once the store is open
         hook = getattr(importlib.import_module(m), "on_start", None)
         if hook: await hook(app)
     if c.settings.collect.sources: await asyncio.to_thread(c.collection.start)
@@ -233,7 +245,7 @@ async def _begin(app, loop=None):
 async def _close(app, loop=None):
     c = app.ctx
     if getattr(c, "metrics_task", None): c.metrics_task.cancel()
-    for m in reversed(ROUTE_MODULES):
+    for m in reversed(load_route_modules()):
         hook = getattr(importlib.import_module(m), "on_stop", None)
         if hook and c.store is not None: await hook(app)
     if c.runner is not None: await asyncio.to_thread(c.runner.stop, c.settings.server.graceful_shutdown_timeout / 2)
