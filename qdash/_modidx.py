@@ -51,6 +51,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                            'qdash.api.health': ('api.html#health', 'qdash/api.py'),
                            'qdash.api.history_metrics': ('api.html#history_metrics', 'qdash/api.py'),
                            'qdash.api.latest_by': ('api.html#latest_by', 'qdash/api.py'),
+                           'qdash.api.load_route_modules': ('api.html#load_route_modules', 'qdash/api.py'),
                            'qdash.api.on_error': ('api.html#on_error', 'qdash/api.py'),
                            'qdash.api.records': ('api.html#records', 'qdash/api.py'),
                            'qdash.api.reply': ('api.html#reply', 'qdash/api.py'),
