@@ -30,9 +30,9 @@ $(STAMP): pyproject.toml
 
 setup: apt $(STAMP)
 
-# until the dashboard lands, the demo is the hub on the embedded defaults (simulated fleet + this host)
+# the demo is `qdash up`: the hub on the embedded defaults (simulated fleet + this host) and the live dashboard
 demo: setup
-	$(BIN)/qdash serve
+	$(BIN)/qdash up
 
 test: setup
 	@echo "== notebooks clean (nbdev-clean changes nothing)"

@@ -130,7 +130,7 @@ def doc(summary:str,         # one line shown in /docs
 
 # %% ../nbs/10_api.ipynb #c013
 _names = itertools.count()
-ROUTE_MODULES = ["qdash.control", "qdash.fleet", "qdash.watch"]
+ROUTE_MODULES = ["qdash.control", "qdash.fleet", "qdash.predict", "qdash.watch", "qdash.why"]
 
 def _app_name():
     n = next(_names)

@@ -10,8 +10,8 @@ from . import __version__
 from .config import QdashError, load_settings, safe_dict, settings_template
 
 # %% auto #0
-__all__ = ['BENCH_MODULES', 'bench_names', 'cmd_version', 'cmd_config', 'cmd_bench', 'cmd_serve', 'cmd_collect', 'make_parser',
-           'main']
+__all__ = ['BENCH_MODULES', 'bench_names', 'cmd_version', 'cmd_config', 'cmd_bench', 'cmd_serve', 'cmd_collect', 'cmd_dashboard',
+           'cmd_up', 'make_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #c005
 def _provides(module:str, # module under qdash, e.g. "api"
@@ -69,6 +69,18 @@ def cmd_collect(args, settings):
     if args.sources: settings = settings.updated({"collect": {"sources": args.sources}})
     importlib.import_module("qdash.collect").run_collect(settings)
 
+def cmd_dashboard(args, settings):
+    "Serve the live dashboard, reading the hub at `[dashboard] hub_url`."
+    changes = {k: v for k, v in (("port", args.port), ("hub_url", args.hub_url)) if v is not None}
+    if changes: settings = settings.updated({"dashboard": changes})
+    dash = importlib.import_module("qdash.dashboard")
+    print(f"qdash dashboard: http://{args.address}:{settings.dashboard.port}/   (hub {settings.dashboard.hub_url})", flush=True)
+    dash.serve_dashboard(settings, address=args.address)
+
+def cmd_up(args, settings):
+    "Start the hub and the dashboard together."
+    importlib.import_module("qdash.dashboard").up(settings, dashboard_port=args.port)
+
 # %% ../nbs/13_cli.ipynb #c012
 def make_parser() -> argparse.ArgumentParser:
     "The `qdash` argument parser, listing only the commands available here."
@@ -87,6 +99,16 @@ def make_parser() -> argparse.ArgumentParser:
         s = sub.add_parser("collect", help="collect telemetry in the foreground")
         s.add_argument("--sources", help="comma-separated: simulator, host, libvirt")
         s.set_defaults(func=cmd_collect)
+    if _provides("dashboard", "serve_dashboard"):
+        s = sub.add_parser("dashboard", help="serve the live dashboard (Panel) for a running hub")
+        s.add_argument("--port", type=int, help="default: [dashboard] port")
+        s.add_argument("--hub-url", help="default: [dashboard] hub_url")
+        s.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+        s.set_defaults(func=cmd_dashboard)
+    if _provides("dashboard", "up"):
+        s = sub.add_parser("up", help="start the hub and the dashboard together and print both URLs")
+        s.add_argument("--port", type=int, help="dashboard port; default: [dashboard] port")
+        s.set_defaults(func=cmd_up)
     names = bench_names()
     if names:
         b = sub.add_parser("bench", help="measure speed figures, printed as JSON lines")

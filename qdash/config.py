@@ -220,6 +220,13 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     correlation=S(_float_range(0, 1), "0.7", "lag-aligned correlation of recent series above which servers move together"),
     span=S(_int_range(2, 10_000), "12", "samples within which a cascade's anomalies start (at most window_size / 2)"),
   ),
+  "drift": dict(
+    check_every=S(DURATION, "5min", "how often the hub measures model drift (from its inference cycle)"),
+    window=S(DURATION, "1d", "recent span whose inputs and errors are compared with the training data"),
+    thresholds=S(THRESHOLDS, "per:0.10, dss:0.20, fds:0.15, anomaly_rate:0.05", "drift metric levels above which the model drifts"),
+    retrain_window=S(DURATION, "14d", "history a drift-triggered training job learns from"),
+    retrain_epochs=S(_int_range(1, 1000), "5", "epochs of a drift-triggered training job"),
+  ),
   "auth": dict(
     api_key=S(STR, None, "the hub's API key", secret=True, env_alias="QDASH_API_KEY"),
     api_key_file=S(_path(), "data/api_key", "file holding the API key (created by the hub if missing)"),

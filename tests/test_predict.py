@@ -1,0 +1,97 @@
+"The hub's forecasting routes against a real model: train tiny -> register -> serve -> reload, over HTTP."
+import json
+import shutil
+
+import httpx
+import pytest
+
+from qdash.config import load_settings
+from qdash.hubrun import HubProcess
+from qdash.simulate import FleetSimulator
+from qdash.store import open_store
+
+MODEL_ENV = {"QDASH__MODEL__ENCODER_LENGTH": "24", "QDASH__MODEL__HORIZON": "6", "QDASH__MODEL__MIN_HISTORY": "24",
+             "QDASH__MODEL__STEP": "5min", "QDASH__MODEL__PREDICT_EVERY": "2s"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    "A registry with one tiny TFT trained on two simulated days."
+    from qdash.forecast import fit_tft, load_fleet
+    d = tmp_path_factory.mktemp("models")
+    s = load_settings(environ={}).updated({"store": {"path": ":memory:"},
+                                            "model": {"dir": str(d), "encoder_length": 24, "horizon": 6, "min_history": 24}})
+    store = open_store(s)
+    FleetSimulator(6, seed=1).backfill(store, days=2)
+    card = fit_tft(load_fleet(store), s, max_epochs=1, hidden_size=4, limit_train_batches=2, limit_val_batches=1,
+                   name="tiny", targets=["cpu_pct", "mem_pct"])
+    store.close()
+    assert card["name"] == "tiny"
+    return d
+
+
+@pytest.fixture(scope="module")
+def hub(models):
+    env = {**MODEL_ENV, "QDASH__MODEL__DIR": str(models), "QDASH__COLLECT__SOURCES": "simulator",
+           "QDASH__COLLECT__SIMULATOR_SERVERS": "6", "QDASH__LIMITS__DEFAULT": "100000/minute",
+           "QDASH__LIMITS__PREDICTIONS_CURRENT": "100000/minute", "QDASH__LIMITS__ALERTS_ACTIVE": "100000/minute"}
+    with HubProcess(env) as h:
+        yield h
+
+
+def get(hub, path, **kw):
+    return httpx.get(hub.url + path, headers={"X-API-Key": hub.api_key}, timeout=60, **kw)
+
+
+def post(hub, path, **kw):
+    return httpx.post(hub.url + path, headers={"X-API-Key": hub.api_key}, timeout=60, **kw)
+
+
+def test_predictions_for_every_server(hub):
+    r = get(hub, "/predictions/current")
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) >= {"predictions", "summary", "alerts", "timestamp"} and body["model"]["name"] == "tiny"
+    preds = body["predictions"]
+    assert len(preds) == 6 and all(p["status"] == "ok" for p in preds.values()), preds
+    p = next(iter(preds.values()))
+    assert len(p["forecast"]["cpu_pct"]) == 6 and len(p["forecast"]["timestamps"]) == 6
+    assert 0 <= p["risk_score"] <= 100 and p["alert"]["level"] in ("critical", "warning", "degraded", "healthy")
+    assert body["summary"]["total_servers"] == 6 and 0 <= body["summary"]["fleet_health"] <= 100
+    a = get(hub, "/alerts/active").json()
+    assert set(a) == {"timestamp", "count", "alerts"} and a["count"] == len(a["alerts"])
+
+
+def test_admin_models_and_reload(hub, models):
+    r = get(hub, "/admin/models").json()
+    assert r["active"] == "tiny" and r["models"][0]["name"] == "tiny" and r["models"][0]["valid"]
+    ok = post(hub, "/admin/reload-model", params={"model_path": "tiny"})
+    assert ok.status_code == 200 and ok.json()["model"]["name"] == "tiny"
+    assert post(hub, "/admin/reload-model", params={"model_path": "nope"}).status_code == 404
+    # a corrupt copy is refused with the reason, and the serving model stays
+    bad = models / "broken"
+    shutil.copytree(models / "tiny", bad)
+    card = json.loads((bad / "card.json").read_text())
+    (bad / "card.json").write_text(json.dumps({**card, "name": "broken"}))
+    (bad / "model.ckpt").write_bytes(b"not a checkpoint")
+    r = post(hub, "/admin/reload-model", params={"model_path": "broken"})
+    assert 400 <= r.status_code < 500, r.text
+    assert "corrupt" in r.json()["detail"], r.json()
+    assert get(hub, "/predictions/current").json()["model"]["name"] == "tiny"
+    shutil.rmtree(bad)
+
+
+def test_alert_actions_bad_input(hub):
+    assert post(hub, "/alerts/nope/ack").status_code == 404
+    r = post(hub, "/alerts/silence", json={"server": "web-01", "duration": "soon"})
+    assert r.status_code == 422 and "duration" in r.json()["detail"]
+    r = post(hub, "/alerts/silence", json={"server": "web-01", "duration": "30min", "reason": "maintenance"})
+    assert r.status_code == 200 and r.json()["server"] == "web-01"
+    assert post(hub, "/alerts/silence", json={"minutes": 5}).status_code == 422
+
+
+def test_training_status_and_stats(hub):
+    st = get(hub, "/admin/training-status").json()
+    assert st["training"] is False
+    stats = get(hub, "/admin/training-stats").json()
+    assert stats["serving_model"] == "tiny" and stats["inference_cycle"] >= 1
