@@ -31,6 +31,8 @@ class Predictor:
         self.results = self.data = self.payload = None
         self.payload_bytes: bytes|None = None
         self.cycle, self.updated_at, self.error, self.cycle_ms = 0, None, None, None
+        self.drivers: dict[str, list] = {}   # server -> top drivers of its risk, filled by `after_cycle` hooks
+        self.after_cycle: list = []          # fn(predictor), run after each cycle is published (explanations)
 
     @property
     def forecaster(self):
@@ -70,6 +72,9 @@ def run_cycle(self:Predictor, now=None) -> dict:
         self.payload_bytes = dumps(payload)
         self.cycle += 1
         self.updated_at, self.cycle_ms = now, round(1000 * (time.perf_counter() - t0), 1)
+    for fn in self.after_cycle:
+        try: fn(self)
+        except Exception: log.exception("an after-cycle hook failed")
     return payload
 
 # %% ../nbs/10g_predict.ipynb #c010
@@ -124,7 +129,10 @@ async def predictions_current(request):
 async def alerts_active(request):
     _known_args(request, ("include_silenced",))
     inc = _opt(request, "include_silenced", lambda v: {"true": True, "false": False}[v.lower()], False)
-    return reply(await asyncio.to_thread(_predictor(request).alerts.active, None, inc))
+    p = _predictor(request)
+    body = await asyncio.to_thread(p.alerts.active, None, inc)
+    for a in body["alerts"]: a["drivers"] = p.drivers.get(a["server_name"], [])
+    return reply(body)
 
 # %% ../nbs/10g_predict.ipynb #c014
 def _body(request) -> dict:

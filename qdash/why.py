@@ -13,7 +13,8 @@ from .api import route, doc, reply, _schema, OBJ, ARR, Unavailable
 log = logging.getLogger("qdash.why")
 
 # %% auto #0
-__all__ = ['log', 'BASELINE_DAYS', 'EXPLAIN', 'server_data', 'explanation', 'top_drivers', 'cache_of', 'on_start', 'explain']
+__all__ = ['log', 'BASELINE_DAYS', 'EXPLAIN', 'server_data', 'explanation', 'top_drivers', 'cache_of', 'alert_drivers',
+           'on_start', 'explain']
 
 # %% ../nbs/10h_why.ipynb #c006
 BASELINE_DAYS = 7
@@ -88,7 +89,17 @@ def cache_of(app) -> ExplanationCache:
     if getattr(c, "explain_cache", None) is None: c.explain_cache = ExplanationCache()
     return c.explain_cache
 
-async def on_start(app): cache_of(app)
+def alert_drivers(app):
+    "An after-cycle hook: the top three drivers of every server with an active alert, for `/alerts/active`."
+    def hook(predictor):
+        servers = [a["server_name"] for a in predictor.alerts.active(None, True)["alerts"]]
+        predictor.drivers = {s: top_drivers(predictor, cache_of(app), s, 3) for s in servers}
+    return hook
+
+async def on_start(app):
+    cache_of(app)
+    p = getattr(app.ctx, "predictor", None)
+    if p is not None: p.after_cycle.append(alert_drivers(app))
 
 @route("predict", "GET", "/explain/<server_name:str>", limit="explain")
 @doc("Why a server is at risk: top features, attention, counterfactuals (seed 004)", "predictions", EXPLAIN, errors=(404, 409, 503))
