@@ -865,6 +865,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'qdash.watch.stream_csv': ('watch.html#stream_csv', 'qdash/watch.py')},
             'qdash.why': { 'qdash.why._naive': ('why.html#_naive', 'qdash/why.py'),
                            'qdash.why._state': ('why.html#_state', 'qdash/why.py'),
+                           'qdash.why.alert_drivers': ('why.html#alert_drivers', 'qdash/why.py'),
                            'qdash.why.cache_of': ('why.html#cache_of', 'qdash/why.py'),
                            'qdash.why.explain': ('why.html#explain', 'qdash/why.py'),
                            'qdash.why.explanation': ('why.html#explanation', 'qdash/why.py'),
