@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, re
 import pandas as pd
 from .config import ValidationError
-from .store import check_name, parse_line_protocol
+from .store import parse_line_protocol
 
 # %% auto #0
 __all__ = ['RESERVED', 'MAX_TEXT', 'FeedRejected', 'BadFeed', 'check_record', 'parse_feed']
@@ -43,17 +43,12 @@ def _time(v):
         return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
     raise ValueError("time must be ISO 8601 text or epoch seconds")
 
-def _storable(v, what):
-    try: check_name(v, what)
-    except ValidationError as e: raise ValueError(str(e)) from None
-
 def check_record(r, # one decoded JSON record
                 ) -> tuple[str, dict]:
     "`(measurement, row)` for a valid record, else `ValueError` saying what is wrong."
     if not isinstance(r, dict): raise ValueError("a record must be a JSON object")
     srv = r.get("server")
     if not isinstance(srv, str) or not srv or len(srv) > MAX_TEXT: raise ValueError(f"server must be text of 1 to {MAX_TEXT} characters")
-    _storable(srv, "server")
     meas = r.get("measurement", "server")
     if not isinstance(meas, str) or not _NAME.fullmatch(meas): raise ValueError("measurement must be an identifier such as 'server'")
     row, fields = {"time": _time(r["time"]) if r.get("time") is not None else pd.Timestamp.now(tz="UTC"), "server": srv}, 0
@@ -66,7 +61,7 @@ def check_record(r, # one decoded JSON record
             fields += 1
         elif isinstance(v, str):
             if len(v) > MAX_TEXT: raise ValueError(f"{k} is longer than {MAX_TEXT} characters")
-            _storable(v, k)
+            if not v: raise ValueError(f"{k} is empty: leave it out instead")
         else: raise ValueError(f"{k} must be a number, a boolean or text")
         row[k] = v
     if not fields: raise ValueError("a record needs at least one numeric or boolean field")

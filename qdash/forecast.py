@@ -490,7 +490,7 @@ def evaluate(fc:Forecaster, # the model
     arr = {s: (int(g.time_idx.iloc[0]), g[tg].to_numpy(float)) for s, g in frame.sort_values("time_idx").groupby("series")}
     scale, res_sn, res_lv = {}, [], []
     for s, (b, a) in arr.items():                                        # in-sample scale and baseline errors
-        n = get_until(s) - b + 1
+        n = min(get_until(s) - b + 1, len(a))                           # training part of this series
         if n > season + 1: scale[s] = np.nanmean(np.abs(a[season:n] - a[:n - season]), axis=0)
         for o in range(season + 1, n - H + 1, 3):
             res_sn.append(a[o:o + H] - a[o - season:o - season + H]); res_lv.append(a[o:o + H] - a[o - 1])

@@ -90,6 +90,7 @@ def _field(name, s:pd.Series):
 def prepare(measurement:str, # the measurement the points belong to, such as "vm"
             frame, # DataFrame with a tz-aware `time` column, tag and field columns; or a dict of one point
             tags:list[str]|str|None=None, # the tag columns; None: the string columns
+            exact_tags:bool=True, # tag values must be carried exactly by line protocol (False: any non-empty text)
            ) -> Batch:
     "Check a batch completely and put it in the form both backends write; `ValidationError` names the fault."
     check_name(measurement, "measurement")
@@ -111,7 +112,9 @@ def prepare(measurement:str, # the measurement the points belong to, such as "vm
     for c in tag_names:
         check_name(c, "tag name")
         s = df[c].astype(object).astype("str") if df[c].dtype == object or isinstance(df[c].dtype, pd.CategoricalDtype) else df[c]
-        for v in s.dropna().unique(): check_name(v, f"value of tag '{c}'")
+        for v in s.dropna().unique():
+            if exact_tags: check_name(v, f"value of tag '{c}'")
+            elif not isinstance(v, str) or not v: raise ValidationError(f"value of tag '{c}' must be a non-empty string, got {v!r}", field=c)
         out_tags[c] = s
     ns = _time_ns(df["time"])
     kinds, fields = {}, {}
@@ -125,7 +128,7 @@ def prepare(measurement:str, # the measurement the points belong to, such as "vm
         if empty.any(): raise ValidationError(f"row {int(np.argmax(empty))} has no field values; a point needs at least one")
     return Batch(measurement, np.ascontiguousarray(ns, dtype=np.int64), out_tags, fields, kinds)
 
-# %% ../nbs/00a_lineproto.ipynb #c014
+# %% ../nbs/00a_lineproto.ipynb #c015
 _ESC_M = str.maketrans({",": r"\,", " ": r"\ "})
 _ESC_K = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _PA = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
@@ -156,7 +159,7 @@ def to_line_protocol(measurement:str, # the measurement
     "Line protocol for a batch, after the same checks as `Store.write`."
     return batch_lines(prepare(measurement, frame, tags))
 
-# %% ../nbs/00a_lineproto.ipynb #c017
+# %% ../nbs/00a_lineproto.ipynb #c018
 _re_num = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
 _re_int = re.compile(r"[+-]?\d+[iu]\Z")
 _BOOLS = {"t": True, "T": True, "true": True, "True": True, "TRUE": True, "f": False, "F": False, "false": False, "False": False, "FALSE": False}
@@ -194,7 +197,7 @@ def _value(tok, line, i):
         return v, j
     raise ValueError(f"field '{tok}' has an unreadable value {s!r}")
 
-# %% ../nbs/00a_lineproto.ipynb #c018
+# %% ../nbs/00a_lineproto.ipynb #c019
 def _parse_line(line):
     m, i = _scan(line, 0, ", ", ", ")
     if not m: raise ValueError("no measurement")
@@ -231,7 +234,7 @@ def parse_line_protocol(text:str|bytes, # line protocol, one point per line; bla
         except ValueError as e: raise ValidationError(f"line {n}: {e}: {line[:80]!r}", field="body") from None
     return out
 
-# %% ../nbs/00a_lineproto.ipynb #c021
+# %% ../nbs/00a_lineproto.ipynb #c022
 def _column(vals):
     kinds = {type(v) for v in vals if v is not None}
     if kinds <= {bool}: return pd.array(vals, dtype="boolean")

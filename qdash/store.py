@@ -112,7 +112,7 @@ class Store:
               tags:list[str]|None=None, # the tag columns; None: the string columns
              ) -> int:
         "Write a batch whole or not at all; the number of points written."
-        b = prepare(measurement, frame, tags)
+        b = prepare(measurement, frame, tags, exact_tags=self.line_protocol)
         if not len(b): return 0
         with self._lock: self._write(b)
         return len(b)
@@ -197,7 +197,7 @@ def downsample_into(self:Store, measurement:str, # the source, such as "vm"
     df = self.query(measurement, start=start, stop=stop, every=every, agg=agg)
     if not len(df): return 0
     tags = [c for c in df.columns if c != "time" and pd.api.types.is_string_dtype(df[c].dtype)]
-    b = prepare(into, df, tags)
+    b = prepare(into, df, tags, exact_tags=self.line_protocol)
     e = every_ns(every)
     with self._lock: self._write(b, replace=(int(b.time.min()), int(b.time.max()) + e))
     return len(b)
@@ -272,7 +272,7 @@ def qi(name:str) -> str: return '"' + name.replace('"', '""') + '"'
 
 class DuckStore(Store):
     "Time series in DuckDB tables, one per measurement."
-    backend = "duckdb"
+    backend, line_protocol = "duckdb", False   # stores any text as a tag value, newlines included
     def __init__(self, settings):
         super().__init__(settings)
         self.db.execute("CREATE SCHEMA IF NOT EXISTS ts")
@@ -406,7 +406,7 @@ _IKIND = {"float": "float", "integer": "int", "boolean": "bool", "string": "str"
 
 class InfluxStore(Store):
     "Time series in InfluxDB (v1 HTTP API); records in the DuckDB file."
-    backend = "influxdb"
+    backend, line_protocol = "influxdb", True   # tag values must survive line protocol exactly
     def __init__(self, settings):
         super().__init__(settings)
         st = settings.store
