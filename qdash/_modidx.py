@@ -441,7 +441,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'qdash.feed.FeedRejected.__init__': ('feed.html#feedrejected.__init__', 'qdash/feed.py'),
                             'qdash.feed.FeedRejected.to_dict': ('feed.html#feedrejected.to_dict', 'qdash/feed.py'),
                             'qdash.feed._from_lines': ('feed.html#_from_lines', 'qdash/feed.py'),
-                            'qdash.feed._storable': ('feed.html#_storable', 'qdash/feed.py'),
                             'qdash.feed._time': ('feed.html#_time', 'qdash/feed.py'),
                             'qdash.feed.check_record': ('feed.html#check_record', 'qdash/feed.py'),
                             'qdash.feed.parse_feed': ('feed.html#parse_feed', 'qdash/feed.py')},
