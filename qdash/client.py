@@ -175,6 +175,59 @@ def wait_job(self:Client, job_id:str, timeout:float=300.0, every:float=0.25) -> 
         if j["status"] in ("completed", "failed", "cancelled", "interrupted") or time.monotonic() > end: return j
         time.sleep(every)
 
+# %% ../nbs/11_client.ipynb #c014
+@patch
+def predictions(self:Client) -> dict: return self.get("/predictions/current")
+@patch
+def alerts(self:Client, include_silenced:bool=False) -> dict:
+    return self.get("/alerts/active", include_silenced="true" if include_silenced else None)
+@patch
+def ack_alert(self:Client, alert_id:str, by:str|None=None) -> dict:
+    return self.post(f"/alerts/{_q(alert_id)}/ack", {"by": by} if by else {})
+@patch
+def silence(self:Client, server:str|None=None, duration:str="1h", reason:str="") -> dict:
+    return self.post("/alerts/silence", {**({"server": server} if server else {}), "duration": duration, "reason": reason})
+@patch
+def explain(self:Client, server:str) -> dict: return self.get(f"/explain/{_q(server)}")
+@patch
+def models(self:Client) -> dict: return self.get("/admin/models")
+@patch
+def reload_model(self:Client, model_path:str|None=None) -> dict:
+    r = self.http.post("/admin/reload-model", params={"model_path": model_path} if model_path else None)
+    _raise_for(r); return r.json()
+@patch
+def trigger_training(self:Client, epochs:int|None=None, incremental:bool=False) -> dict:
+    params = {**({"epochs": epochs} if epochs else {}), **({"incremental": "true"} if incremental else {})}
+    r = self.http.post("/admin/trigger-training", params=params or None)
+    _raise_for(r); return r.json()
+@patch
+def training_status(self:Client) -> dict: return self.get("/admin/training-status")
+@patch
+def training_stats(self:Client) -> dict: return self.get("/admin/training-stats")
+@patch
+def cascade_status(self:Client) -> dict: return self.get("/cascade/status")
+@patch
+def cascade_health(self:Client) -> dict: return self.get("/cascade/health")
+@patch
+def drift_status(self:Client) -> dict: return self.get("/drift/status")
+@patch
+def drift_report(self:Client) -> dict: return self.get("/drift/report")
+@patch
+def historical_summary(self:Client, time_range:str="1d") -> dict: return self.get("/historical/summary", time_range=time_range)
+@patch
+def historical_alerts(self:Client, time_range:str="1d", server_name:str|None=None) -> dict:
+    return self.get("/historical/alerts", time_range=time_range, server_name=server_name)
+@patch
+def historical_server(self:Client, server_name:str, time_range:str="1d") -> dict:
+    return self.get(f"/historical/server/{_q(server_name)}", time_range=time_range)
+@patch
+def export_csv(self:Client, what:str="alerts", # "alerts" or "environment"
+               time_range:str="1d") -> str:
+    "A historical export as CSV text."
+    if what not in ("alerts", "environment"): raise ValidationError(f"what={what!r}: expected alerts or environment", field="what")
+    r = self.http.get(f"/historical/export/{what}", params={"time_range": time_range})
+    _raise_for(r); return r.text
+
 def _q(s:str) -> str:
     from urllib.parse import quote
     return quote(s, safe="")
@@ -182,7 +235,7 @@ def _q(s:str) -> str:
 def _iso(t):
     return t.isoformat() if hasattr(t, "isoformat") else t
 
-# %% ../nbs/11_client.ipynb #c014
+# %% ../nbs/11_client.ipynb #c016
 @patch
 def _ws_url(self:Client, path:str) -> str:
     return ("wss://" if self.url.startswith("https") else "ws://") + self.url.split("://", 1)[1] + path

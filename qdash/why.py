@@ -4,6 +4,7 @@
 
 # %% ../nbs/10h_why.ipynb #c002
 from __future__ import annotations
+from urllib.parse import unquote
 import asyncio, logging
 import pandas as pd, xarray as xr
 from .config import NotFound
@@ -101,9 +102,10 @@ async def on_start(app):
     p = getattr(app.ctx, "predictor", None)
     if p is not None: p.after_cycle.append(alert_drivers(app))
 
-@route("predict", "GET", "/explain/<server_name:str>", limit="explain")
+@route("predict", "GET", "/explain/<server_name:path>", limit="explain")
 @doc("Why a server is at risk: top features, attention, counterfactuals (seed 004)", "predictions", EXPLAIN, errors=(404, 409, 503))
 async def explain(request, server_name:str):
     p = getattr(request.app.ctx, "predictor", None)
     if p is not None and p.results is None: await asyncio.to_thread(p.run_cycle)
-    return reply(await asyncio.to_thread(explanation, p, cache_of(request.app), server_name))
+    name = unquote(server_name)   # names are any text: clients percent-encode them
+    return reply(await asyncio.to_thread(explanation, p, cache_of(request.app), name))
