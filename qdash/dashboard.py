@@ -12,12 +12,15 @@ from .config import QdashError, NotFound, Settings, load_settings
 from .client import Client, default_url
 
 # %% auto #0
-__all__ = ['SERIES', 'STATES', 'KEEP_POINTS', 'KEEP_SNAPSHOTS', 'CHROMIUM_ARGS', 'point_of', 'LiveFeed', 'shared_feed',
-           'serve_dashboard', 'up', 'launch_chromium', 'DashboardProcess', 'bench_dashboard']
+__all__ = ['SERIES', 'STATES', 'OPTIONAL', 'KEEP_EXPLANATIONS', 'KEEP_POINTS', 'KEEP_SNAPSHOTS', 'CHROMIUM_ARGS', 'point_of',
+           'LiveFeed', 'shared_feed', 'serve_dashboard', 'up', 'launch_chromium', 'DashboardProcess', 'bench_dashboard']
 
 # %% ../nbs/12_dashboard.ipynb #c005
 SERIES = ("cpu_pct", "mem_pct", "disk_rd_bytes_per_s", "disk_wr_bytes_per_s", "net_rx_bytes_per_s", "net_tx_bytes_per_s")
 STATES = ("connecting", "live", "reconnecting", "down")
+OPTIONAL = {"/cascade/health": "fleet", "/predictions/current": "predictions", "/alerts/active": "alerts_active",
+            "/cascade/status": "cascade", "/drift/status": "drift"}   # routes a hub may not serve: path -> feed parameter
+KEEP_EXPLANATIONS = 200   # servers whose latest explanation is kept
 KEEP_POINTS = 900      # points kept per server: 15 minutes at the hub's 1 s interval (the "live 15 min" range)
 KEEP_SNAPSHOTS = 300   # metrics snapshots kept: 5 minutes at 1 s (seed 001 keeps 50; 5 minutes reads better)
 
@@ -42,6 +45,9 @@ class LiveFeed(param.Parameterized):
     vms = param.List(default=[], doc="GET /api/telemetry/vms")
     fleet = param.Dict(default=None, allow_None=True, doc="GET /cascade/health when the hub serves it (seed 004)")
     predictions = param.Dict(default=None, allow_None=True, doc="GET /predictions/current when the hub serves it")
+    alerts_active = param.Dict(default=None, allow_None=True, doc="GET /alerts/active (each alert with its `drivers`)")
+    cascade = param.Dict(default=None, allow_None=True, doc="GET /cascade/status: recent events, leader, affected servers")
+    drift = param.Dict(default=None, allow_None=True, doc="GET /drift/status: PER, DSS, FDS against their thresholds")
 
     def __init__(self, url:str,            # the hub's base URL
                  api_key:str,              # the hub's API key
@@ -52,6 +58,7 @@ class LiveFeed(param.Parameterized):
         super().__init__(**kw)
         self.client = Client(url, api_key, timeout=10)      # for sessions' actions (start a run, cancel, history)
         self._poller = Client(url, api_key, timeout=5)      # for the feed's own thread
+        self._explainer = Client(url, api_key, timeout=60)  # for explanations, which the hub computes on demand
         self.poll_s, self.down_after_s, self.max_backoff_s = poll_s, down_after_s, max_backoff_s
         self._lock = threading.Lock()
         self.seq = 0
@@ -62,7 +69,9 @@ class LiveFeed(param.Parameterized):
         self.connects, self.messages = 0, 0
         self._since = time.monotonic()                        # when the current state (not live) began
         self._thread, self._stop = None, threading.Event()
-        self._probe = {"/cascade/health": True, "/predictions/current": True}
+        self._probe = {p: True for p in OPTIONAL}
+        self.explanations: dict[str, dict] = {}               # server -> {"cycle", "body", "error", ...}
+        self._wanted: set[str] = set()                        # servers whose explanation a session asked for
 
     @classmethod
     def from_settings(cls, settings:Settings|None=None, **kw) -> LiveFeed:
@@ -191,7 +200,7 @@ def poll(self:LiveFeed, full:bool=True): # also VMs, latest telemetry and seed 0
     self.vms = self._get(c.vms, self.vms)
     latest = self._get(c.telemetry)
     if latest: self.take_latest(latest)
-    for path, name in (("/cascade/health", "fleet"), ("/predictions/current", "predictions")):
+    for path, name in OPTIONAL.items():
         if not self._probe[path]: continue
         try: setattr(self, name, c.get(path))
         except NotFound: self._probe[path] = False
@@ -199,9 +208,46 @@ def poll(self:LiveFeed, full:bool=True): # also VMs, latest telemetry and seed 0
 
 # %% ../nbs/12_dashboard.ipynb #c020
 @patch
+def explanation(self:LiveFeed, server:str) -> dict|None:
+    "The feed's latest explanation of `server` (None until the first arrives); asks for this cycle's when it has not got it."
+    cycle = (self.predictions or {}).get("timestamp")
+    with self._lock:
+        got = self.explanations.get(server)
+        if got is None or got["cycle"] != cycle or (got["transient"] and time.monotonic() - got["at"] > 5):
+            self._wanted.add(server)
+    return got
+
+@patch
+def fetch_explanation(self:LiveFeed, server:str) -> dict:
+    "Ask the hub why `server` is at risk, and keep the answer (or its refusal) for this cycle."
+    cycle = (self.predictions or {}).get("timestamp")
+    got = {"cycle": cycle, "body": None, "error": None, "status": 200, "transient": False, "at": time.monotonic()}
+    try: got["body"] = self._explainer.explain(server)
+    except QdashError as e:
+        got["status"] = getattr(e, "status_code", 400)
+        got["error"], got["transient"] = str(e), got["status"] in (429, 503)
+    except httpx.HTTPError as e:
+        got["error"], got["status"], got["transient"] = f"the hub did not answer: {type(e).__name__}", None, True
+    with self._lock:
+        self.explanations.pop(server, None)
+        self.explanations[server] = got
+        while len(self.explanations) > KEEP_EXPLANATIONS: self.explanations.pop(next(iter(self.explanations)))
+        self._wanted.discard(server)
+    return got
+
+@patch
+async def _explain_wanted(self:LiveFeed):
+    while not self._stop.is_set():
+        with self._lock: want, self._wanted = sorted(self._wanted), set()
+        for server in want: await asyncio.to_thread(self.fetch_explanation, server)
+        await asyncio.sleep(0.2)
+
+# %% ../nbs/12_dashboard.ipynb #c023
+@patch
 async def _run(self:LiveFeed):
     tasks = [asyncio.ensure_future(self._stream("/ws", self.take_metrics)),
-             asyncio.ensure_future(self._stream("/ws/telemetry", self.take_telemetry))]
+             asyncio.ensure_future(self._stream("/ws/telemetry", self.take_telemetry)),
+             asyncio.ensure_future(self._explain_wanted())]
     async def poller():
         n = 0
         while not self._stop.is_set():
@@ -249,7 +295,7 @@ def shared_feed(settings:Settings|None=None) -> LiveFeed:
     if url not in _SHARED: _SHARED[url] = LiveFeed.from_settings(settings)
     return _SHARED[url].start()
 
-# %% ../nbs/12_dashboard.ipynb #c024
+# %% ../nbs/12_dashboard.ipynb #c027
 def serve_dashboard(settings:Settings|None=None, # settings; `[dashboard] port` and `hub_url` are used
                     port:int|None=None,           # default: `[dashboard] port`
                     address:str="127.0.0.1",      # interface to listen on ("0.0.0.0": every interface)
@@ -296,7 +342,7 @@ def up(settings:Settings|None=None, # settings for both; the hub is started with
             try: hub.wait(settings.server.graceful_shutdown_timeout + 5)
             except subprocess.TimeoutExpired: hub.kill(); hub.wait()
 
-# %% ../nbs/12_dashboard.ipynb #c026
+# %% ../nbs/12_dashboard.ipynb #c029
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 

@@ -110,6 +110,12 @@ async def on_stop(app):
     if t is not None: t.cancel()
 
 # %% ../nbs/10g_predict.ipynb #c012
+def _flag(v:str) -> bool:
+    "A query flag: true or false (anything else is a 422, not a 500)."
+    v = v.lower()
+    if v not in ("true", "false"): raise ValueError(v)
+    return v == "true"
+
 def _predictor(request) -> Predictor:
     p = getattr(request.app.ctx, "predictor", None)
     if p is None: raise Unavailable("the forecaster is not running")
@@ -128,7 +134,7 @@ async def predictions_current(request):
      _schema({"timestamp": {"type": "string"}, "count": {"type": "integer"}, "alerts": ARR}), errors=(503,))
 async def alerts_active(request):
     _known_args(request, ("include_silenced",))
-    inc = _opt(request, "include_silenced", lambda v: {"true": True, "false": False}[v.lower()], False)
+    inc = _opt(request, "include_silenced", _flag, False)
     p = _predictor(request)
     body = await asyncio.to_thread(p.alerts.active, None, inc)
     for a in body["alerts"]: a["drivers"] = p.drivers.get(a["server_name"], [])
@@ -181,8 +187,12 @@ async def admin_models(request):
      errors=(404, 422, 503))
 async def admin_reload(request):
     _known_args(request, ("model_path",))
-    p = _predictor(request)
-    card = await asyncio.to_thread(p.registry.reload, _opt(request, "model_path"))
+    p, path = _predictor(request), _opt(request, "model_path")
+    if path is not None and (len(path) > 1024 or not path.isprintable()):
+        raise ValidationError("model_path: expected a registry name or a directory path (printable, at most 1024 characters)",
+                              field="model_path")
+    try: card = await asyncio.to_thread(p.registry.reload, path)
+    except OSError as e: raise ValidationError(f"model_path {path!r} cannot be read: {e.strerror or e}", field="model_path") from None
     return reply({"success": True, "message": f"model {card['name']} is serving", "model": card})
 
 # %% ../nbs/10g_predict.ipynb #c018
@@ -199,7 +209,7 @@ async def admin_trigger_training(request):
     from qdash.jobs import TASKS
     _known_args(request, ("epochs", "incremental"))
     epochs = _opt(request, "epochs", int)
-    incremental = _opt(request, "incremental", lambda v: {"true": True, "false": False}[v.lower()], False)
+    incremental = _opt(request, "incremental", _flag, False)
     runner = request.app.ctx.runner
     if runner is None or TRAINING_TASK not in TASKS: raise Unavailable("training is not available in this hub")
     busy = [j for j in await asyncio.to_thread(_training_jobs, runner, 5) if j["status"] not in FINISHED]

@@ -4,7 +4,8 @@
 
 # %% ../nbs/12a_views.ipynb #c002
 from __future__ import annotations
-import html, math
+import asyncio, html, io, math
+from datetime import datetime, timezone
 import pandas as pd, param, panel as pn
 from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, LinearAxis, NumeralTickFormatter, Range1d
 from bokeh.plotting import figure
@@ -13,10 +14,11 @@ from .config import QdashError
 from .dashboard import LiveFeed, point_of
 
 # %% auto #0
-__all__ = ['LEVEL_COLORS', 'STATUS_COLORS', 'CONN', 'CSS', 'CARDS', 'RANGES', 'COLS', 'esc', 'fmt_num', 'fmt_bytes', 'fmt_secs',
-           'epoch_ms', 'html_pane', 'bar', 'load_color', 'tile', 'pill', 'time_figure', 'lines', 'ConnectionIndicator',
-           'cards_html', 'alerts_of', 'health_html', 'ranked_html', 'AlertBar', 'OverviewPage', 'bucket_s',
-           'history_columns', 'ServerPage']
+__all__ = ['LEVEL_COLORS', 'STATUS_COLORS', 'CONN', 'CSS', 'CARDS', 'EXPORT_RANGES', 'RANGES', 'COLS', 'FC_COLS', 'esc',
+           'fmt_num', 'fmt_bytes', 'fmt_secs', 'epoch_ms', 'html_pane', 'bar', 'load_color', 'tile', 'pill',
+           'time_figure', 'lines', 'ConnectionIndicator', 'cards_html', 'alerts_of', 'health_html', 'ranked_html',
+           'AlertBar', 'cascade_html', 'drift_html', 'ExportButtons', 'OverviewPage', 'bucket_s', 'history_columns',
+           'forecast_columns', 'server_alerts_html', 'why_html', 'ServerPage']
 
 # %% ../nbs/12a_views.ipynb #c005
 def esc(v) -> str:
@@ -89,6 +91,8 @@ table.qd td { padding: 4px 6px; border-bottom: 1px solid rgba(127,127,127,.15); 
 pre.qd-logs { max-height: 320px; overflow: auto; font-size: 12px; margin: 0; padding: 8px;
               background: rgba(127,127,127,.09); border-radius: 6px; white-space: pre-wrap; overflow-wrap: anywhere; }
 h3.qd { margin: 4px 0 6px 0; font-size: 15px; font-weight: 600; }
+.qd-box { padding: 6px 10px; border-radius: 8px; background: rgba(127,127,127,.06); border: 1px solid rgba(127,127,127,.18); }
+.qd-wrap { white-space: normal !important; overflow-wrap: anywhere; }
 """
 
 def html_pane(text:str="", **kw) -> pn.pane.HTML:
@@ -246,6 +250,71 @@ class AlertBar(pn.viewable.Viewer):
         self.ok.visible = not shown
 
 # %% ../nbs/12a_views.ipynb #c019
+def cascade_html(st:dict|None, n:int=8) -> str:
+    "The cascade timeline: recent events with leader and affected servers (names as text)."
+    head = '<h3 class="qd">Cascade timeline</h3>'
+    if st is None: return head + '<div class="qd-ok qd-cascade" data-events="-1">cascade detection is not served by this hub</div>'
+    evs, cur = (st.get("recent_events") or [])[:n], st.get("current_status") or {}
+    now = (f'<div class="qd-muted">now: {"cascade in progress" if cur.get("cascade_detected") else "no cascade"} · '
+           f'{fmt_num(cur.get("servers_with_anomalies"))} of {fmt_num(cur.get("total_servers"))} servers anomalous · '
+           f'{fmt_num(st.get("event_count"))} events in all</div>')
+    if not evs: return f'<div class="qd-cascade" data-events="0">{head}{now}<div class="qd-ok">✓ no cascades detected</div></div>'
+    def t(v): return esc(str(v or "")[5:16].replace("T", " "))
+    rows = "".join(
+        f'<tr><td>{t(e.get("timestamp"))} → {t(e.get("last_seen"))}</td>'
+        f'<td>{pill(e.get("severity", "?"), LEVEL_COLORS.get({"high": "critical", "medium": "warning"}.get(e.get("severity")), "#FFD700"))}</td>'
+        f'<td class="qd-leader" title="{esc(e.get("leader"))}"><b>{esc(e.get("leader"))}</b></td>'
+        f'<td class="qd-wrap">{len(e.get("affected_servers") or [])}: {esc(", ".join(map(str, e.get("affected_servers") or [])))}</td>'
+        f'<td>{esc(", ".join(str(c.get("metric")) for c in e.get("cascades") or []))}</td></tr>' for e in evs)
+    return (f'<div class="qd-cascade" data-events="{len(evs)}">{head}{now}<div class="qd-scroll"><table class="qd">'
+            f'<tr><th>began → last seen (UTC)</th><th>severity</th><th>leader</th><th>affected servers</th><th>metrics</th></tr>{rows}</table></div></div>')
+
+def drift_html(d:dict|None) -> str:
+    "The drift indicator: PER, DSS, FDS against their thresholds."
+    head = '<h3 class="qd">Model drift</h3>'
+    if d is None: return head + '<div class="qd-ok qd-drift" data-drift="unknown">drift monitoring is not served by this hub</div>'
+    m, th, state = d.get("metrics") or {}, d.get("thresholds") or {}, "drift" if d.get("drift_detected") else "ok"
+    rows = []
+    for k, label in (("per", "PER · prediction error"), ("dss", "DSS · distribution shift"), ("fds", "FDS · feature drift")):
+        v, lim = m.get(k), th.get(k)
+        pct = None if v is None or not lim else 100 * v / lim
+        rows.append(f'<tr data-metric="{k}"><td>{label}</td><td>{fmt_num(v, 3)}</td><td>{fmt_num(lim, 2)}</td>'
+                    f'<td>{bar(pct, "#9ca3af" if pct is None else "#ef4444" if pct > 100 else "#10b981")}</td></tr>')
+    flag = pill("drift detected", "#FFA500") if state == "drift" else pill("no drift", "#00FF00")
+    return (f'<div class="qd-drift" data-drift="{state}">{head}<div>{flag} '
+            f'<span class="qd-muted">model {esc(d.get("model") or "–")} · last check {esc(str(d.get("last_check") or "–")[11:19])} UTC</span></div>'
+            f'<table class="qd"><tr><th>metric</th><th>value</th><th>threshold</th><th>of threshold</th></tr>{"".join(rows)}</table></div>')
+
+# %% ../nbs/12a_views.ipynb #c022
+EXPORT_RANGES = ["30m", "1h", "8h", "1d", "1w", "1M"]
+
+class ExportButtons(pn.viewable.Viewer):
+    "Download the hub's alerts and environment history as CSV."
+    def __init__(self, feed:LiveFeed, **params):
+        super().__init__(**params)
+        self.feed = feed
+        self.range = pn.widgets.Select(name="Export range", options=EXPORT_RANGES, value="1d", width=110, margin=(4, 8))
+        self.buttons = {what: pn.widgets.FileDownload(callback=self._fetcher(what), filename=f"qdash-{what}.csv", label=f"⤓ {what} CSV",
+                                                      button_type="primary", button_style="outline", width=150, margin=(22, 4, 4, 4))
+                        for what in ("alerts", "environment")}
+        self.msg = html_pane(margin=(0, 6))
+        self.layout = pn.Column(pn.FlexBox(self.range, *self.buttons.values()), self.msg, sizing_mode="stretch_width")
+    def __panel__(self): return self.layout
+
+    def _fetcher(self, what:str):
+        async def fetch():
+            rng, stamp = self.range.value, datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            self.buttons[what].filename = f"qdash-{what}-{rng}-{stamp}.csv"
+            try:
+                text = await asyncio.to_thread(self.feed.client.export_csv, what, rng)
+                self.msg.object = f'<div class="qd-ok">✓ {what} export, {rng}: {max(0, text.count(chr(10)) - 1)} rows</div>'
+            except Exception as e:   # the hub refused or is away: say so, and the file says so too
+                why = str(e) if isinstance(e, QdashError) else type(e).__name__
+                self.msg.object, text = f'<div class="qd-ok">✕ {what} export failed: {esc(why)}</div>', f"error\n{why}\n"
+            return io.StringIO(text)
+        return fetch
+
+# %% ../nbs/12a_views.ipynb #c024
 class OverviewPage(pn.viewable.Viewer):
     "Fleet health, alerts, seed 001's cards and charts, servers ranked."
     def __init__(self, feed:LiveFeed, top:int=15, **params):
@@ -280,11 +349,14 @@ class OverviewPage(pn.viewable.Viewer):
         lines(s, self.sys_src, {"mem": ("memory MB", "#ec4899")})
         lines(s, self.sys_src, {"cpu": ("cpu %", "#f97316")}, y_range_name="cpu")
         for p in (j, s): p.add_tools(HoverTool(tooltips=[("time", "@t{%H:%M:%S}")], formatters={"@t": "datetime"}, mode="vline"))
+        self.cascade, self.drift, self.exports = html_pane(cascade_html(None)), html_pane(drift_html(None)), ExportButtons(feed)
         charts = pn.FlexBox(tile(pn.pane.Bokeh(d), "290px", 0), tile(pn.pane.Bokeh(j, sizing_mode="stretch_width"), "420px", 2),
                             tile(pn.pane.Bokeh(self.prov, sizing_mode="stretch_width"), "300px"),
                             tile(pn.pane.Bokeh(s, sizing_mode="stretch_width"), "480px"), tile(self.ranked, "480px"),
                             sizing_mode="stretch_width")
-        self.layout = pn.Column(self.health, self.alerts, self.cards, charts, sizing_mode="stretch_width")
+        fleet = pn.FlexBox(tile(self.cascade, "520px", 2), tile(pn.Column(self.drift, self.exports, sizing_mode="stretch_width"), "380px"),
+                           sizing_mode="stretch_width")
+        self.layout = pn.Column(self.health, self.alerts, self.cards, charts, fleet, sizing_mode="stretch_width")
 
     def __panel__(self): return self.layout
 
@@ -319,10 +391,13 @@ class OverviewPage(pn.viewable.Viewer):
                                       pending=[s.get("jobs_pending", 0) for _, s in new]), rollover=300)
             self.sys_src.stream(dict(t=ts, mem=[s.get("memory_usage") for _, s in new], cpu=[s.get("cpu_usage") for _, s in new]),
                                 rollover=300)
+        for key, pane, render in (("cascade", self.cascade, cascade_html), ("drift", self.drift, drift_html)):
+            v = getattr(f, key)
+            if v is not self.last.get(key): self.last[key] = v; pane.object = render(v)
         by_risk = bool((f.predictions or {}).get("predictions"))
         self.ranked.object = ranked_html(f.ranked(self.top), len(f.latest), by_risk)
 
-# %% ../nbs/12a_views.ipynb #c021
+# %% ../nbs/12a_views.ipynb #c026
 RANGES = {"live 15 min": (900, None), "1 h": (3600, "10s"), "8 h": (8 * 3600, "1min"), "24 h": (86400, "3min"),
           "7 d": (7 * 86400, "20min")}
 COLS = {"cpu": "cpu_pct", "mem": "mem_pct", "rd": "disk_rd_bytes_per_s", "wr": "disk_wr_bytes_per_s",
@@ -340,7 +415,59 @@ def history_columns(df:pd.DataFrame) -> dict:
         out[c] = pd.to_numeric(df[field], errors="coerce").tolist() if field in df.columns else [float("nan")] * n
     return out
 
-# %% ../nbs/12a_views.ipynb #c023
+# %% ../nbs/12a_views.ipynb #c029
+FC_COLS = {"cpu": "cpu_pct", "mem": "mem_pct"}
+
+def forecast_columns(p:dict|None) -> dict:
+    "A server's forecast (one entry of `/predictions/current`'s `predictions`) as the forecast chart's columns."
+    f = (p or {}).get("forecast") or {}
+    ts = f.get("timestamps") or []
+    nan = [float("nan")] * len(ts)
+    out = {"t": [epoch_ms(t) for t in ts]}
+    for c, k in FC_COLS.items():
+        out[c] = [_none_nan(v) for v in f.get(k) or nan]
+        out[f"{c}_lo"] = [_none_nan(v) for v in (f.get("p10") or {}).get(k) or nan]
+        out[f"{c}_hi"] = [_none_nan(v) for v in (f.get("p90") or {}).get(k) or nan]
+    return out
+
+def _none_nan(v): return float("nan") if v is None else float(v)
+
+def server_alerts_html(alerts:list[dict]) -> str:
+    "A server's active alerts, with the drivers of its risk."
+    if not alerts: return '<div class="qd-ok qd-server-alerts" data-alerts="0">✓ no active alerts for this server</div>'
+    rows = "".join(f'<div class="qd-alert" style="background:{LEVEL_COLORS.get(a.get("level"), "#3b82f6")}cc"><b>{esc(a.get("level"))}</b>'
+                   f'{esc(a.get("message"))} <span style="opacity:.85">· risk {fmt_num(a.get("risk_score"), 0)}'
+                   + (" · drivers " + esc(", ".join(f'{d.get("feature")} {d.get("stars", "")}' for d in a.get("drivers") or [])) if a.get("drivers") else "")
+                   + "</span></div>" for a in alerts)
+    return f'<div class="qd-server-alerts" data-alerts="{len(alerts)}" style="display:grid;gap:4px">{rows}</div>'
+
+def why_html(got:dict|None) -> str:
+    "The Why panel for one `LiveFeed.explanation`: attribution bars, attention, counterfactuals — or the hub's message."
+    head = '<h3 class="qd">Why</h3>'
+    if got is None: return f'<div class="qd-why" data-state="loading">{head}<div class="qd-ok">asking the hub why…</div></div>'
+    if got["body"] is None:
+        return (f'<div class="qd-why" data-state="none" data-status="{esc(got.get("status"))}">{head}'
+                f'<div class="qd-ok qd-wrap">nothing to explain: {esc(got["error"])}</div></div>')
+    b = got["body"]
+    feats = (b.get("shap") or {}).get("top_features") or []
+    top = max((abs(f.get("importance") or 0) for f in feats), default=0) or 1
+    def attr(f): return bar(100 * abs(f.get("importance") or 0) / top, "#3b82f6" if "raise" in str(f.get("direction")) else "#10b981")
+    bars = "".join(f'<tr class="qd-attr"><td>{esc(f.get("feature"))}</td><td style="width:50%">{attr(f)}</td>'
+                   f'<td>{fmt_num(f.get("importance"), 3)}</td><td>{esc(f.get("direction") or "")}</td></tr>' for f in feats)
+    att = b.get("attention") or {}
+    cf = "".join(f'<tr><td class="qd-wrap">{esc(c.get("scenario"))}</td><td class="qd-wrap">{esc(c.get("impact"))}</td>'
+                 f'<td class="qd-wrap">{esc(c.get("recommendation"))}</td></tr>' for c in b.get("counterfactuals") or [])
+    pred = b.get("prediction") or {}
+    return (f'<div class="qd-why" data-state="explained" data-features="{len(feats)}">{head}'
+            f'<div class="qd-muted">risk {fmt_num(pred.get("risk_score"), 1)} · {esc(pred.get("alert_level") or "–")}'
+            f' · model {esc(pred.get("model") or "–")}</div>'
+            f'<table class="qd"><tr><th>feature</th><th>attribution</th><th>importance</th><th>direction</th></tr>{bars}</table>'
+            f'<div class="qd-box" style="margin:8px 0"><b>Attention</b> · focus: {esc(", ".join(map(str, att.get("focus_periods") or [])) or "–")}'
+            f'<div class="qd-wrap">{esc(att.get("analysis") or "")}</div></div>'
+            + (f'<div class="qd-scroll"><table class="qd qd-cf"><tr><th>if</th><th>then</th><th>so</th></tr>{cf}</table></div>' if cf else "")
+            + "</div>")
+
+# %% ../nbs/12a_views.ipynb #c031
 class ServerPage(pn.viewable.Viewer):
     "One server: searchable picker, time range, live cpu / memory / disk / network charts."
     server = param.String(default="", doc="the server shown")
@@ -369,15 +496,26 @@ class ServerPage(pn.viewable.Viewer):
             p.add_tools(HoverTool(tooltips=[("time", "@t{%H:%M:%S}"), ("value", "$y{0.0}")], formatters={"@t": "datetime"}))
         self.charts = pn.FlexBox(*[tile(pn.pane.Bokeh(p, sizing_mode="stretch_width"), "560px") for p in (cpu, mem, disk, net)],
                                  sizing_mode="stretch_width")
+        self.fc_src = ColumnDataSource({"t": [], **{f"{c}{x}": [] for c in FC_COLS for x in ("", "_lo", "_hi")}}, name="server-forecast")
+        fc = time_figure("History, then the forecast: cpu · memory % (dashed: median, band: P10–P90)", height=280, y_range=Range1d(0, 100))
+        for c, (label, color) in {"cpu": ("cpu", "#f97316"), "mem": ("memory", "#ec4899")}.items():
+            fc.varea("t", f"{c}_lo", f"{c}_hi", source=self.fc_src, fill_color=color, fill_alpha=0.2, legend_label=f"{label} P10–P90")
+            fc.line("t", c, source=self.fc_src, color=color, line_width=2, line_dash="dashed", legend_label=f"{label} forecast")
+        lines(fc, self.src, {"cpu": ("cpu", "#f97316"), "mem": ("memory", "#ec4899")}, width=1.5)
+        fc.add_tools(HoverTool(tooltips=[("time", "$x{%F %H:%M}"), ("value", "$y{0.0}")], formatters={"$x": "datetime"}))
+        self.fc_info, self.srv_alerts, self.why = html_pane(), html_pane(), html_pane(why_html(None))
+        self.sig = {}
+        fc_col = pn.Column(self.fc_info, pn.pane.Bokeh(fc, sizing_mode="stretch_width"), self.srv_alerts, sizing_mode="stretch_width")
+        self.insight = pn.FlexBox(tile(fc_col, "560px", 2), tile(self.why, "420px"), sizing_mode="stretch_width")
         self.layout = pn.Column(pn.FlexBox(self.picker, self.range, sizing_mode="stretch_width"), self.info, self.charts,
-                                sizing_mode="stretch_width")
+                                self.insight, sizing_mode="stretch_width")
 
     def __panel__(self): return self.layout
 
     @param.depends("server", "span", watch=True)
     def load(self):
         "Fill the charts with this server's history for the range, then continue live from the feed's buffer."
-        self.seq, self.acc = 0, []
+        self.seq, self.acc, self.sig = 0, [], {}
         if not self.server: self.src.data = {"t": [], **{c: [] for c in COLS}}; return
         seconds, every = RANGES[self.span]
         data = {"t": [], **{c: [] for c in COLS}}
@@ -429,3 +567,26 @@ class ServerPage(pn.viewable.Viewer):
                                 f'<span>disk <b>{fmt_bytes(r["disk_rd_bytes_per_s"] + r["disk_wr_bytes_per_s"])}</b></span>'
                                 f'<span>net <b>{fmt_bytes(r["net_rx_bytes_per_s"] + r["net_tx_bytes_per_s"])}</b></span>'
                                 f'<span class="qd-muted">last point {esc(str(rec.get("time", ""))[11:19])} UTC</span></div>')
+            self._insight()
+
+    def _insight(self):
+        "Forecast, alerts and why of the server shown, each redrawn only when what it shows changed."
+        preds, sig = self.feed.predictions or {}, self.sig
+        if sig.get("fc") != (self.server, preds.get("timestamp")):
+            sig["fc"] = (self.server, preds.get("timestamp"))
+            p = (preds.get("predictions") or {}).get(self.server)
+            self.fc_src.data = forecast_columns(p)
+            n = len(self.fc_src.data["t"])
+            self.fc_info.object = (f'<div class="qd-forecast" data-points="{n}"><h3 class="qd">Forecast <span class="qd-muted">'
+                                   + (f'{n} steps · risk {fmt_num(p.get("risk_score"), 1)} · {esc((p.get("alert") or {}).get("level") or "–")}'
+                                      f'{" · " + esc(p.get("message")) if p.get("message") else ""}' if n else
+                                      esc((p or {}).get("message") or (p or {}).get("status") or "no forecast for this server yet"))
+                                   + "</span></h3></div>")
+        alerts = [a for a in (self.feed.alerts_active or preds).get("alerts") or [] if a.get("server_name") == self.server]
+        if alerts != sig.get("alerts"):
+            sig["alerts"] = alerts
+            self.srv_alerts.object = server_alerts_html(alerts)
+        got = self.feed.explanation(self.server)
+        if got is not sig.get("why", 0):
+            sig["why"] = got
+            self.why.object = why_html(got)

@@ -1,6 +1,9 @@
 "The live dashboard in a real browser (Debian's Chromium via Playwright) against a real hub and `qdash dashboard`."
+import re
+
 import httpx
 import pytest
+from pathlib import Path
 
 from qdash.dashboard import DashboardProcess, launch_chromium
 from qdash.hubrun import HubProcess
@@ -8,12 +11,16 @@ from qdash.hubrun import HubProcess
 playwright = pytest.importorskip("playwright.sync_api")
 
 EVIL = "<img src=x onerror=alert(1)>"
+MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 @pytest.fixture(scope="module")
 def hub():
     env = {"QDASH__COLLECT__SOURCES": "simulator", "QDASH__COLLECT__SIMULATOR_SERVERS": "10",
-           "QDASH__JOBS__WORKERS": "2", "QDASH__LIMITS__DEFAULT": "100000/minute", "QDASH__SERVER__UPDATE_INTERVAL": "1s"}
+           "QDASH__JOBS__WORKERS": "2", "QDASH__LIMITS__DEFAULT": "100000/minute", "QDASH__SERVER__UPDATE_INTERVAL": "1s",
+           # the shipped model forecasts: the hub backfills two simulated days, so every server has its history
+           "QDASH__MODEL__DIR": str(MODELS), "QDASH__LIMITS__PREDICTIONS_CURRENT": "100000/minute",
+           "QDASH__LIMITS__ALERTS_ACTIVE": "100000/minute", "QDASH__LIMITS__EXPLAIN": "100000/minute"}
     with HubProcess(env) as h:
         yield h
 
@@ -90,6 +97,35 @@ def test_live_charts_receive_points(page):
     page.wait_for_function(LAST_T, arg=["overview-resources", _last_t(page, "overview-resources")], timeout=3000)
 
 
+BAND = """() => Bokeh.documents.some(d => { const m = d.get_model_by_name("server-forecast");
+    return m && m.data.t.length > 0 && m.data.cpu_lo.some(v => Number.isFinite(v)) && m.data.cpu_hi.some(v => Number.isFinite(v)); })"""
+
+
+def test_server_forecast_and_why(page):
+    expect = playwright.expect
+    tab(page, "Server")
+    expect(page.locator(".qd-forecast")).not_to_have_attribute("data-points", "0", timeout=30000)
+    page.wait_for_function(BAND, timeout=10000)                                 # the P10-P90 band has numbers
+    why = page.locator('.qd-why[data-state="explained"], .qd-why[data-state="none"]')
+    expect(why).to_have_count(1, timeout=30000)
+    if why.get_attribute("data-state") == "explained":
+        assert why.locator("tr.qd-attr").count() > 0
+    else:
+        assert "nothing to explain" in why.inner_text()
+    expect(page.locator(".qd-server-alerts")).to_have_count(1)
+
+
+def test_overview_drift_cascades_and_export(page):
+    expect = playwright.expect
+    tab(page, "Overview")
+    expect(page.locator(".qd-drift")).to_have_attribute("data-drift", re.compile("^(ok|drift)$"), timeout=30000)
+    assert page.locator('.qd-drift tr[data-metric="dss"]').count() == 1
+    expect(page.locator(".qd-cascade")).to_have_attribute("data-events", re.compile(r"^\d+$"), timeout=30000)
+    with page.expect_download(timeout=20000) as dl:
+        page.locator("button", has_text="alerts CSV").click()
+    assert open(dl.value.path(), encoding="utf-8").readline().startswith("id,server_name")
+
+
 def test_calibration_from_the_control_panel(page, hub):
     expect = playwright.expect
     tab(page, "Calibration")
@@ -99,7 +135,8 @@ def test_calibration_from_the_control_panel(page, hub):
         box.press("Enter")
     page.locator("button", has_text="Start calibration").click()
     accepted = page.locator('.qd-ok[data-job]')
-    expect(accepted).to_have_attribute("data-state", "accepted", timeout=15000)
+    # the feedback moves on as the job does: accepted, then pending/running/completed as the hub reports them
+    expect(accepted).to_have_attribute("data-state", re.compile("accepted|pending|running|completed"), timeout=15000)
     job_id = accepted.get_attribute("data-job")
     job = api(hub, f"/api/jobs/{job_id}")
     assert job["job_type"] == "calibration" and job["params"]["params"]["max_iter"] == 30
@@ -151,7 +188,7 @@ def test_indicator_follows_the_hub(page, hub):
     expect(conn).to_have_attribute("data-state", "live")
     hub.stop()
     try:
-        expect(conn).to_have_attribute("data-state", __import__("re").compile("reconnecting|down"), timeout=15000)
+        expect(conn).to_have_attribute("data-state", re.compile("reconnecting|down"), timeout=15000)
         expect(conn).to_have_attribute("data-state", "down", timeout=15000)
     finally:
         hub.start()
