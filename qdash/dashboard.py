@@ -328,6 +328,8 @@ def up(settings:Settings|None=None, # settings for both; the hub is started with
     env = {**os.environ, "QDASH__SERVER__HOST": settings.server.host, "QDASH__SERVER__PORT": str(settings.server.port)}
     # its own session: a terminal's Ctrl-C reaches `up` only, which then stops the hub once, gracefully
     hub = subprocess.Popen([sys.executable, "-c", "from qdash.api import serve; serve()"], env=env, start_new_session=True)
+    def _stop(signum, frame): raise KeyboardInterrupt   # SIGTERM (systemd, `timeout`, `kill`) stops both, like Ctrl-C
+    signal.signal(signal.SIGTERM, _stop)
     try:
         url = default_url(settings)
         _wait_hub(url, hub, 120)
