@@ -26,9 +26,9 @@ __all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'TAGS', 'ROUTE_MODULES', 
            'FEED_BODY', 'WS_CLOSE_GRACE', 'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error',
            'doc', 'load_route_modules', 'create_app', 'build_metrics', 'route', 'health', 'api_health', 'daemon_status',
            'api_status', 'build_status', 'cached', 'api_metrics', 'latest_by', 'telemetry', 'telemetry_one', 'workers',
-           'history_metrics', 'Unavailable', 'collect_start', 'collect_stop', 'collect_status', 'collect_vms',
-           'collect_config', 'feed_data', 'ws_metrics', 'ws_telemetry', 'ws_telemetry_one', 'serve', 'serve_bench',
-           'bench_api']
+           'json_object', 'history_metrics', 'Unavailable', 'collect_start', 'collect_stop', 'collect_status',
+           'collect_vms', 'collect_config', 'feed_data', 'ws_metrics', 'ws_telemetry', 'ws_telemetry_one', 'serve',
+           'serve_bench', 'bench_api']
 
 # %% ../nbs/10_api.ipynb #c006
 class Unauthorized(QdashError):
@@ -441,6 +441,14 @@ def _known_args(request, known):
     "A misspelt parameter (`feilds=`) is an error, not silently ignored."
     for k, _ in request.get_query_args(keep_blank_values=True):
         if k not in known: raise ValidationError(f"unknown query parameter {k[:40]!r}; known: {', '.join(known)}", field=k)
+
+def json_object(request) -> dict:
+    "The JSON object in a request's body (an empty body is `{}`); anything else is a 422 naming the body."
+    if not request.body: return {}
+    try: body = request.json
+    except Exception: raise ValidationError("the body is not valid JSON", field="body") from None
+    if not isinstance(body, dict): raise ValidationError("the body must be a JSON object", field="body")
+    return body
 
 def _limit(v):
     n = int(v)

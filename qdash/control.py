@@ -8,7 +8,7 @@ import asyncio
 from urllib.parse import unquote
 from .config import ValidationError
 from .jobs import JOB_TYPES, STATUSES, TASKS, metric_history
-from .api import route, doc, reply, records, Unavailable, OBJ, ARR, _schema, _opt, _known_args, _limit
+from .api import route, doc, reply, records, json_object, Unavailable, OBJ, ARR, _schema, _opt, _known_args, _limit
 
 # %% auto #0
 __all__ = ['JOB', 'LIST_ARGS', 'CALIBRATION_BODY', 'TASK_BODY', 'jobs_list', 'jobs_one', 'start_calibration',
@@ -24,14 +24,6 @@ def _runner(request):
 async def _call(request, method:str, *args, **kw):
     "`runner.<method>(*args, **kw)` off the event loop."
     return await asyncio.to_thread(getattr(_runner(request), method), *args, **kw)
-
-def _body(request) -> dict:
-    "The JSON object in the body; an empty body is `{}`."
-    if not request.body: return {}
-    try: body = request.json
-    except Exception: raise ValidationError("the body is not valid JSON", field="body") from None
-    if not isinstance(body, dict): raise ValidationError("the body must be a JSON object", field="body")
-    return body
 
 JOB = _schema({"id": {"type": "string"}, "job_type": {"type": "string"}, "name": {"type": "string"},
                "status": {"type": "string", "enum": list(STATUSES)}, "progress": {"type": "number"},
@@ -66,7 +58,7 @@ CALIBRATION_BODY = {"application/json": _schema({"algorithm": {"type": "string",
 @doc("Start a calibration run (seed 000)", "calibration", _schema({"job_id": {"type": "string"}, "message": {"type": "string"}}),
      errors=(422, 429, 503), body=CALIBRATION_BODY, body_required=False)
 async def start_calibration(request):
-    job = await _call(request, "submit", "calibration", _body(request))
+    job = await _call(request, "submit", "calibration", json_object(request))
     p = job["params"]
     return reply({"job_id": job["id"], "message": f"Calibration job started ({p['algorithm']}, {p['mode']})"})
 
@@ -85,7 +77,7 @@ TASK_BODY = {"application/json": _schema({"task": {"type": "string", "enum": sor
 @route("tasks", "POST", "/api/tasks")
 @doc("Submit a task (seed 003)", "tasks", JOB, errors=(422, 429, 503), body=TASK_BODY, status=201)
 async def tasks_submit(request):
-    b = _body(request)
+    b = json_object(request)
     unknown = sorted(set(b) - {"task", "params", "name"})
     if unknown: raise ValidationError(f"{unknown[0]}: unknown field; allowed: task, params, name", field=unknown[0])
     if not isinstance(b.get("task"), str): raise ValidationError("task: expected the name of a task: " + ", ".join(sorted(TASKS)), field="task")

@@ -12,7 +12,7 @@ from .jobs import Conflict, FINISHED
 from .forecast import ModelRegistry, TARGETS, EXTRA_TARGETS, DISPLAY_FIELDS
 from .risk import score_forecasts, predictions_payload
 from .alerts import AlertEngine
-from .api import route, doc, reply, dumps, _schema, _opt, _known_args, OBJ, ARR, Unavailable
+from .api import route, doc, reply, dumps, json_object, _schema, _opt, _known_args, OBJ, ARR, Unavailable
 log = logging.getLogger("qdash.predict")
 
 # %% auto #0
@@ -141,13 +141,6 @@ async def alerts_active(request):
     return reply(body)
 
 # %% ../nbs/10g_predict.ipynb #c014
-def _body(request) -> dict:
-    if not request.body: return {}
-    try: b = request.json
-    except Exception: raise ValidationError("the body is not valid JSON", field="body") from None
-    if not isinstance(b, dict): raise ValidationError("the body must be a JSON object", field="body")
-    return b
-
 def _text(b:dict, key:str, default=None):
     v = b.get(key, default)
     if v is not None and not isinstance(v, str): raise ValidationError(f"{key}: expected text", field=key)
@@ -157,7 +150,7 @@ def _text(b:dict, key:str, default=None):
 @doc("Acknowledge an active alert", "alerts", OBJ, errors=(404, 422, 503),
      body={"application/json": _schema({"by": {"type": "string"}}, required=[])}, body_required=False)
 async def alerts_ack(request, alert_id:str):
-    by = _text(_body(request), "by")
+    by = _text(json_object(request), "by")
     return reply(await asyncio.to_thread(_predictor(request).alerts.ack, alert_id, by))
 
 SILENCE_BODY = {"application/json": _schema({"server": {"type": "string"}, "duration": {"type": "string"},
@@ -166,7 +159,7 @@ SILENCE_BODY = {"application/json": _schema({"server": {"type": "string"}, "dura
 @route("predict", "POST", "/alerts/silence")
 @doc("Silence a server's alerts (or all) for a duration", "alerts", OBJ, errors=(422, 503), body=SILENCE_BODY, body_required=False)
 async def alerts_silence(request):
-    b = _body(request)
+    b = json_object(request)
     unknown = sorted(set(b) - {"server", "duration", "reason", "by"})
     if unknown: raise ValidationError(f"{unknown[0]}: unknown field; allowed: server, duration, reason, by", field=unknown[0])
     args = dict(server=_text(b, "server"), duration=_text(b, "duration", "1h"), reason=_text(b, "reason", ""), by=_text(b, "by"))
