@@ -26,9 +26,9 @@ __all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'TAGS', 'ROUTE_MODULES', 
            'FEED_BODY', 'WS_CLOSE_GRACE', 'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error',
            'doc', 'load_route_modules', 'create_app', 'build_metrics', 'route', 'health', 'api_health', 'daemon_status',
            'api_status', 'build_status', 'cached', 'api_metrics', 'latest_by', 'telemetry', 'telemetry_one', 'workers',
-           'json_object', 'history_metrics', 'Unavailable', 'collect_start', 'collect_stop', 'collect_status',
-           'collect_vms', 'collect_config', 'feed_data', 'ws_metrics', 'ws_telemetry', 'ws_telemetry_one', 'serve',
-           'serve_bench', 'bench_api']
+           'hub_part', 'json_object', 'history_metrics', 'Unavailable', 'collect_start', 'collect_stop',
+           'collect_status', 'collect_vms', 'collect_config', 'feed_data', 'ws_metrics', 'ws_telemetry',
+           'ws_telemetry_one', 'serve', 'serve_bench', 'bench_api']
 
 # %% ../nbs/10_api.ipynb #c006
 class Unauthorized(QdashError):
@@ -441,6 +441,13 @@ def _known_args(request, known):
     "A misspelt parameter (`feilds=`) is an error, not silently ignored."
     for k, _ in request.get_query_args(keep_blank_values=True):
         if k not in known: raise ValidationError(f"unknown query parameter {k[:40]!r}; known: {', '.join(known)}", field=k)
+
+def hub_part(request, name:str, # attribute of `app.ctx`, e.g. "predictor"
+             what:str): # what it is, for the 503 message
+    "A part of the hub that a route module started, or a 503 saying it is not running."
+    part = getattr(request.app.ctx, name, None)
+    if part is None: raise Unavailable(f"the {what} is not running")
+    return part
 
 def json_object(request) -> dict:
     "The JSON object in a request's body (an empty body is `{}`); anything else is a 422 naming the body."

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio, logging, threading
 import pandas as pd
 from .cascade import CascadeDetector
-from .api import route, doc, reply, _schema
+from .api import route, doc, reply, hub_part, _schema
 log = logging.getLogger("qdash.fleet")
 
 # %% auto #0
@@ -47,11 +47,7 @@ async def on_stop(app):
     if getattr(c, "fleet", None) is not None and c.fleet.tap in c.taps: c.taps.remove(c.fleet.tap)
 
 # %% ../nbs/10f_fleet.ipynb #c008
-def _watch(request) -> FleetWatch:
-    from qdash.api import Unavailable
-    w = getattr(request.app.ctx, "fleet", None)
-    if w is None: raise Unavailable("the cascade detector is not running")
-    return w
+def _watch(request) -> FleetWatch: return hub_part(request, "fleet", "cascade detector")
 
 @route("fleet", "GET", "/cascade/status", limit="cascade_status")
 @doc("Cascade detection status, recent events and thresholds (seed 004)", "fleet",

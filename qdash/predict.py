@@ -12,7 +12,7 @@ from .jobs import Conflict, FINISHED
 from .forecast import ModelRegistry, TARGETS, EXTRA_TARGETS, DISPLAY_FIELDS
 from .risk import score_forecasts, predictions_payload
 from .alerts import AlertEngine
-from .api import route, doc, reply, dumps, json_object, _schema, _opt, _known_args, OBJ, ARR, Unavailable
+from .api import route, doc, reply, dumps, json_object, hub_part, _schema, _opt, _known_args, OBJ, ARR, Unavailable
 log = logging.getLogger("qdash.predict")
 
 # %% auto #0
@@ -116,10 +116,7 @@ def _flag(v:str) -> bool:
     if v not in ("true", "false"): raise ValueError(v)
     return v == "true"
 
-def _predictor(request) -> Predictor:
-    p = getattr(request.app.ctx, "predictor", None)
-    if p is None: raise Unavailable("the forecaster is not running")
-    return p
+def _predictor(request) -> Predictor: return hub_part(request, "predictor", "forecaster")
 
 @route("predict", "GET", "/predictions/current", limit="predictions_current")
 @doc("Forecasts, risk scores, fleet summary and alerts of the last inference cycle (seed 004)", "predictions",
