@@ -67,6 +67,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                            'qdash.api.feed_data': ('api.html#feed_data', 'qdash/api.py'),
                            'qdash.api.health': ('api.html#health', 'qdash/api.py'),
                            'qdash.api.history_metrics': ('api.html#history_metrics', 'qdash/api.py'),
+                           'qdash.api.hub_part': ('api.html#hub_part', 'qdash/api.py'),
                            'qdash.api.json_object': ('api.html#json_object', 'qdash/api.py'),
                            'qdash.api.latest_by': ('api.html#latest_by', 'qdash/api.py'),
                            'qdash.api.load_route_modules': ('api.html#load_route_modules', 'qdash/api.py'),
