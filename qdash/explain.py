@@ -97,12 +97,13 @@ class RiskModel:
         self.taus = torch.tensor(QUANTILES, dtype=f32)
         self.lev = torch.cat([torch.zeros(1), self.taus, torch.ones(1)])
         self.eps = torch.finfo(f32).eps
+        self.spread = torch.as_tensor(np.asarray(fc.spread, float), dtype=f32)
 
     def output(self, X):
         "The TFT's output dict (predictions de-normalized) for raw encoder values X (batch, time, target)."
         torch, _, _ = _torch()
         x0, B, K = self.win.x, X.shape[0], len(self.targets)
-        c, s = X.mean(1), X.std(1) + self.eps                    # EncoderNormalizer: mean, std + eps
+        c, s = self.fc._centre_scale(X)                          # the EncoderNormalizers' centre and scale
         enc, dec = x0["encoder_cont"].expand(B, -1, -1).clone(), x0["decoder_cont"].expand(B, -1, -1).clone()
         for k in range(K):
             enc[..., self.pos[k]] = (X[..., k] - c[:, k:k + 1]) / s[:, k:k + 1]
@@ -120,7 +121,9 @@ class RiskModel:
         torch, _, _ = _torch()
         pr = (out if out is not None else self.output(X))["prediction"]
         pr = pr if isinstance(pr, (list, tuple)) else [pr]
-        return torch.sort(torch.stack(pr, 2), -1).values
+        q = torch.sort(torch.stack(pr, 2), -1).values
+        mid = q[..., QUANTILES.index(0.5):QUANTILES.index(0.5) + 1]
+        return mid + (q - mid) * self.spread[:, None]                    # the model's calibrated spread
 
     def exceed(self, q):
         "P(value > threshold) per (batch, step, thresholded target): `qdash.risk.exceed_prob` in torch."

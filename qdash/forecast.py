@@ -13,8 +13,9 @@ from .config import QdashError, ValidationError, NotFound, load_settings, Settin
 # %% auto #0
 __all__ = ['TARGETS', 'EXTRA_TARGETS', 'QUANTILES', 'DISPLAY_FIELDS', 'CARD', 'CKPT', 'ACTIVE', 'REF_END', 'REF_DAYS',
            'REF_TEST_DAYS', 'REF_COMMAND', 'NAB_DIR', 'pick_targets', 'fleet_frame', 'load_fleet', 'frame_to_fleet',
-           'make_dataset', 'TrainingCancelled', 'fit_tft', 'ModelError', 'ModelRegistry', 'Forecaster', 'evaluate',
-           'reference_fleet', 'train_reference_model', 'nab_dataset', 'bench_forecast']
+           'make_dataset', 'crossing_windows', 'TrainingCancelled', 'fit_tft', 'ModelError', 'ModelRegistry',
+           'Forecaster', 'evaluate', 'calibrate_spread', 'reference_plan', 'reference_fleet', 'train_reference_model',
+           'nab_dataset', 'bench_forecast']
 
 # %% ../nbs/05_forecast.ipynb #c003
 def _torch():
@@ -69,14 +70,13 @@ def fleet_frame(ds:xr.Dataset, # dims (server, time); fields as variables; optio
     lo, T, S = int(idx.min()), int(idx.max() - idx.min() + 1), len(servers)
     col = idx - lo
     grid = np.full((len(targets), S, T), np.nan)
+    cell = (np.arange(S)[:, None] * T + col[None, :])                       # flat (server, step) cell of every point
     for k, t in enumerate(targets):
         v = np.asarray(ds[t].transpose("server", "time").values, dtype=float)
-        tot, cnt = np.zeros((S, T)), np.zeros((S, T))
         ok = np.isfinite(v)
-        rows = np.broadcast_to(np.arange(S)[:, None], v.shape)
-        np.add.at(tot, (rows[ok], np.broadcast_to(col, v.shape)[ok]), v[ok])   # duplicates and sub-step points
-        np.add.at(cnt, (rows[ok], np.broadcast_to(col, v.shape)[ok]), 1)       # ... are averaged per step
-        with np.errstate(invalid="ignore"): grid[k] = tot / cnt
+        tot = np.bincount(cell[ok], weights=v[ok], minlength=S * T)             # duplicates and sub-step points
+        cnt = np.bincount(cell[ok], minlength=S * T)                            # ... are averaged per step
+        with np.errstate(invalid="ignore", divide="ignore"): grid[k] = (tot / cnt).reshape(S, T)
     valid = np.logical_and.reduce([_fill_short_gaps(np.isfinite(g), max_gap) for g in grid])  # (S, T) every target usable
     for k in range(len(targets)):                                             # interpolate the short gaps
         g = pd.DataFrame(grid[k]).interpolate(axis=1, limit_area="inside").to_numpy()
@@ -88,11 +88,14 @@ def fleet_frame(ds:xr.Dataset, # dims (server, time); fields as variables; optio
     last_seg = pd.Series(seg).groupby(s_i).transform("max").to_numpy()
     first_seg = pd.Series(seg).groupby(s_i).transform("min").to_numpy()
     names = np.array(servers, dtype=object)[s_i]
-    series = np.where(seg == last_seg, names, [f"{n}#{a - b}" for n, a, b in zip(names, seg, first_seg)])
+    series = names.copy()
+    old = np.nonzero(seg != last_seg)[0]                                      # rows of earlier segments get a suffix
+    series[old] = [f"{n}#{a - b}" for n, a, b in zip(names[old], seg[old], first_seg[old])]
     time_idx = (t_i + lo).astype(np.int64)
-    tt = pd.to_datetime(time_idx * int(step), unit="s", utc=True)
-    df = pd.DataFrame({"series": series, "server": names, "profile": [prof[n] for n in names], "time_idx": time_idx,
-                       "time": tt, "hour": (tt.hour + tt.minute / 60).to_numpy(float), "dow": tt.dayofweek.to_numpy(float)})
+    secs = time_idx * int(step)
+    df = pd.DataFrame({"series": series, "server": names, "profile": np.array([prof[n] for n in servers], dtype=object)[s_i],
+                       "time_idx": time_idx, "time": pd.to_datetime(secs, unit="s", utc=True),
+                       "hour": (secs % 86400 // 60) / 60, "dow": ((secs // 86400 + 3) % 7).astype(float)})
     for k, t in enumerate(targets): df[t] = grid[k][s_i, t_i]
     return df
 
@@ -137,10 +140,12 @@ def make_dataset(frame:pd.DataFrame, # from fleet_frame
                  targets:list[str], # the target columns
                  encoder_length:int=288, # history steps the model reads
                  horizon:int=96, # steps forecast
+                 center_steps:int|None=6, # centre each window on its last `center_steps` values (None: the encoder mean)
                 ):
     "A TimeSeriesDataSet over `frame` for a TFT forecasting every target `horizon` steps ahead."
     torch, pl, ptf = _torch()
-    from pytorch_forecasting.data import NaNLabelEncoder, EncoderNormalizer, MultiNormalizer
+    from pytorch_forecasting.data import NaNLabelEncoder, EncoderNormalizer as EN, MultiNormalizer
+    EncoderNormalizer = lambda: EN(max_length=None if center_steps is None else (int(center_steps), int(encoder_length)))
     multi = len(targets) > 1
     return ptf.TimeSeriesDataSet(
         frame, time_idx="time_idx", target=list(targets) if multi else targets[0], group_ids=["series"],
@@ -153,6 +158,27 @@ def make_dataset(frame:pd.DataFrame, # from fleet_frame
         add_relative_time_idx=True, add_target_scales=True, add_encoder_length=False)
 
 # %% ../nbs/05_forecast.ipynb #c018
+def crossing_windows(tds, # a TimeSeriesDataSet built from `frame`
+                     frame:pd.DataFrame, # fleet_frame output the dataset was built from
+                     targets:list[str], thresholds:dict, # {target: level}; targets without one are ignored
+                    ) -> np.ndarray:
+    "For each window of `tds`: does a target reach its threshold in the horizon, with the encoder's last value below it?"
+    di = tds.decoded_index
+    over = np.zeros(len(frame), bool)
+    for t in targets:
+        if t in thresholds: over |= frame[t].to_numpy(float) >= float(thresholds[t])
+    f = pd.DataFrame({"series": frame.series.to_numpy(), "time_idx": frame.time_idx.to_numpy(), "over": over}).sort_values(["series", "time_idx"])
+    out = np.zeros(len(di), bool)
+    ser, a, b = di.series.astype(str).to_numpy(), di.time_idx_first_prediction.to_numpy(), di.time_idx_last.to_numpy()
+    for s, g in f.groupby("series", sort=False):
+        i = np.nonzero(ser == s)[0]
+        if not len(i): continue
+        t0, c = int(g.time_idx.iloc[0]), np.r_[0, np.cumsum(g.over.to_numpy())]   # c[j]: points over before step t0 + j
+        hits = c[b[i] - t0 + 1] - c[a[i] - t0]
+        out[i] = (hits > 0) & ~g.over.to_numpy()[a[i] - t0 - 1]
+    return out
+
+# %% ../nbs/05_forecast.ipynb #c022
 class TrainingCancelled(QdashError):
     "Training was stopped on request; no model was registered."
     status_code, code = 409, "cancelled"
@@ -170,7 +196,7 @@ def _callbacks(pl, total:int, progress, should_stop):
                 progress(min(99.0, 100.0 * self.done / total), f"epoch {trainer.current_epoch + 1}: val_loss {float(trainer.callback_metrics['val_loss']):.4f}")
     return Report()
 
-# %% ../nbs/05_forecast.ipynb #c019
+# %% ../nbs/05_forecast.ipynb #c023
 def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open `[store]` from settings
             settings:Settings|None=None, # [model] step, encoder_length, horizon, dir; default: load_settings()
             max_epochs:int=10, # upper bound; early stopping usually ends sooner
@@ -182,6 +208,9 @@ def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open
             batch_size:int=64, limit_train_batches:int=32, limit_val_batches:int=8, patience:int=3,
             val_frac:float=0.15, # share of the time span kept for validation
             max_gap:int=6, seed:int=42, register:bool=True, progress_bar:bool=False,
+            center_steps:int|None=6, # windows centred on their last `center_steps` values (None: encoder mean)
+            oversample:float=0.0, # share of training windows drawn from those whose horizon crosses a threshold (0: uniform)
+            coverage:float|None=0.8, # P10-P90 coverage the spread is calibrated to on the validation span (None: raw)
             command:str|None=None, # how to reproduce this model, written into the card
            ) -> dict:
     "Train a TFT on fleet telemetry, evaluate it against naive baselines, register it; the model card."
@@ -203,12 +232,20 @@ def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open
     if not len(train):
         raise ValidationError(f"data: {hi - lo + 1} steps is too little history for encoder_length={enc} and horizon={H}", field="data")
     pl.seed_everything(seed, verbose=False)
-    tds = make_dataset(train, tg, enc, H)
+    tds = make_dataset(train, tg, enc, H, center_steps)
     vds = ptf.TimeSeriesDataSet.from_dataset(tds, frame, min_prediction_idx=cut + 1, stop_randomization=True)
     loss = MultiLoss([QuantileLoss(QUANTILES) for _ in tg]) if len(tg) > 1 else QuantileLoss(QUANTILES)
     model = ptf.TemporalFusionTransformer.from_dataset(
         tds, hidden_size=hidden_size, attention_head_size=attention_head_size, hidden_continuous_size=max(1, hidden_size // 2),
         dropout=dropout, learning_rate=learning_rate, loss=loss, log_interval=-1, reduce_on_plateau_patience=max(1, patience - 1))
+    loader_kw, crossing = {}, None
+    if oversample > 0:
+        flag = crossing_windows(tds, train, tg, dict(m.thresholds))
+        crossing = int(flag.sum())
+        if 0 < crossing < len(flag):
+            w = np.where(flag, oversample / crossing, (1 - oversample) / (len(flag) - crossing))
+            loader_kw = {"shuffle": False, "sampler": torch.utils.data.WeightedRandomSampler(
+                torch.as_tensor(w, dtype=torch.double), len(w), generator=torch.Generator().manual_seed(seed))}
     n_train = min(limit_train_batches, max(1, len(tds) // batch_size))
     report = _callbacks(pl, n_train * max_epochs, progress, should_stop)
     trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, gradient_clip_val=0.1,
@@ -217,7 +254,7 @@ def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open
                          enable_progress_bar=progress_bar, enable_model_summary=False, logger=False,
                          enable_checkpointing=False, num_sanity_val_steps=0)
     t0 = time.perf_counter()
-    trainer.fit(model, tds.to_dataloader(train=True, batch_size=batch_size, num_workers=0),
+    trainer.fit(model, tds.to_dataloader(train=True, batch_size=batch_size, num_workers=0, **loader_kw),
                 vds.to_dataloader(train=False, batch_size=batch_size * 4, num_workers=0))
     seconds = time.perf_counter() - t0
     if getattr(trainer, "qdash_cancelled", False): raise TrainingCancelled("training stopped on request after "
@@ -225,7 +262,11 @@ def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open
     if progress is not None: progress(99.0, "evaluating on the validation span")
     model.eval()
     fc = Forecaster(model, {"targets": tg, "step_s": step, "max_gap": max_gap})
-    val = evaluate(fc, frame, start_idx=cut + 1, every=max(1, H // 4), scale_until=cut)
+    win = _windows(fc, frame, cut + 1, max(1, H // 4))
+    raw = evaluate(fc, frame, start_idx=cut + 1, scale_until=cut, windows=win)
+    spread = calibrate_spread(win, frame, tg, coverage) if coverage else {t: 1.0 for t in tg}
+    fc.spread = np.array([spread[t] for t in tg])
+    val = evaluate(fc, frame, start_idx=cut + 1, scale_until=cut, windows=(fc._spread(win[0]), *win[1:]))
     servers = sorted(frame.server.unique().tolist())
     card = {"name": name or time.strftime("tft-%Y%m%d-%H%M%S", time.gmtime()), "kind": "TemporalFusionTransformer",
             "created_at": _iso(pd.Timestamp.now(tz="UTC")),
@@ -236,11 +277,15 @@ def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open
                          "max_gap": max_gap, "thresholds": dict(m.thresholds), "min_history": int(m.min_history)},
             "hyperparameters": {"hidden_size": hidden_size, "attention_head_size": attention_head_size, "dropout": dropout,
                                 "learning_rate": learning_rate, "batch_size": batch_size, "limit_train_batches": limit_train_batches,
-                                "max_epochs": max_epochs, "patience": patience, "seed": seed,
+                                "max_epochs": max_epochs, "patience": patience, "seed": seed, "oversample": oversample,
+                                "center_steps": center_steps,
                                 "parameters": int(sum(p.numel() for p in model.parameters()))},
             "training": {"seconds": round(seconds, 1), "epochs": int(trainer.current_epoch),
                          "batches": report.done, "val_loss": _f(trainer.callback_metrics.get("val_loss"))},
             "validation": {**val["model"], "windows": val["windows"], "season_steps": val["season_steps"]},
+            "calibration": {"spread": spread, "coverage_goal": coverage,
+                            "coverage_before": {t: raw["model"][t]["coverage_p10_p90"] for t in tg},
+                            "oversample": oversample, "crossing_windows": crossing},
             "baselines": {"seasonal_naive": val["seasonal_naive"], "last_value": val["last_value"]},
             "command": command or "qdash.forecast.fit_tft(...) (called directly; no command recorded)"}
     if register:
@@ -254,7 +299,7 @@ def _iso(t) -> str: return pd.Timestamp(t).tz_convert("UTC").strftime("%Y-%m-%dT
 def _t(idx, step): return pd.Timestamp(int(idx) * int(step), unit="s", tz="UTC")
 def _f(v): return None if v is None else round(float(v), 4)
 
-# %% ../nbs/05_forecast.ipynb #c021
+# %% ../nbs/05_forecast.ipynb #c025
 class ModelError(QdashError):
     "A model is missing, corrupt or unusable."
     status_code, code = 422, "model_invalid"
@@ -283,7 +328,7 @@ class ModelRegistry:
         try: return json.loads((p / CARD).read_text()).get("created_at", "")
         except Exception: return ""
 
-# %% ../nbs/05_forecast.ipynb #c022
+# %% ../nbs/05_forecast.ipynb #c026
 from fastcore.basics import patch
 
 @patch
@@ -328,7 +373,7 @@ def _path(self:ModelRegistry, name:str) -> Path:
     if not q.is_dir(): raise NotFound(f"no model '{name}' in {self.dir} (have: {', '.join(self.names()) or 'none'})", field="model_path")
     return q
 
-# %% ../nbs/05_forecast.ipynb #c023
+# %% ../nbs/05_forecast.ipynb #c027
 @patch
 def load(self:ModelRegistry, name:str) -> "Forecaster":
     "Load and check model `name`; a `ModelError` says what is wrong with it."
@@ -340,7 +385,8 @@ def load(self:ModelRegistry, name:str) -> "Forecaster":
     try: model = ptf.TemporalFusionTransformer.load_from_checkpoint(ck, map_location="cpu", weights_only=False)
     except Exception as e: raise ModelError(f"model '{name}': checkpoint does not load ({type(e).__name__}: {str(e)[:120]})", field="model_path") from None
     model.eval()
-    return Forecaster(model, {**card["settings"], "name": card["name"], "path": str(p)}, card=card)
+    return Forecaster(model, {**card["settings"], "name": card["name"], "path": str(p),
+                              "spread": card.get("calibration", {}).get("spread")}, card=card)
 
 def _list_models(self:ModelRegistry) -> list[dict]:
     "Every model's card summary, newest first, with `active` and `valid` flags (cards only; checkpoints not loaded)."
@@ -384,7 +430,7 @@ def reload(self:ModelRegistry, name:str|None=None, # model name or path; default
             tmp = self.dir / f".{ACTIVE}.tmp"; tmp.write_text(fc.card["name"] + "\n"); os.replace(tmp, self.dir / ACTIVE)
         return fc.card
 
-# %% ../nbs/05_forecast.ipynb #c025
+# %% ../nbs/05_forecast.ipynb #c029
 class Forecaster:
     "A loaded forecasting model: `predict(ds)` forecasts every server with enough history."
     def __init__(self, model, # a TemporalFusionTransformer (eval mode)
@@ -396,6 +442,8 @@ class Forecaster:
         self.step, self.max_gap = float(info.get("step_s", 300)), int(info.get("max_gap", 6))
         self.encoder_length, self.horizon = int(p["max_encoder_length"]), int(p["max_prediction_length"])
         self.min_points = int(p["min_encoder_length"])
+        sp = info.get("spread") or {}
+        self.spread = np.array([float(sp.get(t, 1.0)) for t in self.targets])
     def __repr__(self): return f"Forecaster({self.info.get('name', 'unsaved')!r}, targets={self.targets}, horizon={self.horizon})"
     @property
     def name(self): return self.info.get("name", "unsaved")
@@ -419,12 +467,105 @@ def _forward(self:Forecaster, tsds, batch_size:int=512) -> np.ndarray:
             pr = self.model(x)["prediction"]
             pr = pr if isinstance(pr, (list, tuple)) else [pr]
             out.append(np.stack([p.numpy() for p in pr], axis=2))
-    return np.sort(np.concatenate(out), axis=-1) if out else np.empty((0, self.horizon, len(self.targets), len(QUANTILES)))
+    return self._spread(np.sort(np.concatenate(out), axis=-1)) if out else np.empty((0, self.horizon, len(self.targets), len(QUANTILES)))
 
-# %% ../nbs/05_forecast.ipynb #c026
+@patch
+def _spread(self:Forecaster, q:np.ndarray) -> np.ndarray:
+    "Quantiles (..., target, quantile) widened (or narrowed) about the median by the model's calibrated spread."
+    mid = q[..., QUANTILES.index(0.5):QUANTILES.index(0.5) + 1]
+    return mid + (q - mid) * self.spread[:, None]
+
+# %% ../nbs/05_forecast.ipynb #c031
+class _NoDirectRoute(Exception): "The model has an input the direct route does not build."
+
+@patch
+def _direct_inputs(self:Forecaster, Y:np.ndarray, # encoder values (window, step, target), targets in the model's order
+                   last_idx:np.ndarray, # time_idx of each window's last encoder step
+                   profiles:list[str]) -> dict:
+    "The TFT's input batch for these windows, as a TimeSeriesDataSet would build it."
+    torch = _torch()[0]
+    p, hp = self.model.dataset_parameters, self.model.hparams
+    B, L, K = Y.shape
+    H = self.horizon
+    y = torch.as_tensor(Y, dtype=torch.float32)
+    c, sd = self._centre_scale(y)
+    tt = (np.asarray(last_idx, np.int64)[:, None] + np.arange(-L + 1, H + 1)[None]) * int(self.step)   # epoch s (B, L+H)
+    known = {"hour": (tt % 86400 // 60) / 60, "dow": (tt // 86400 + 3) % 7}
+    def scaled(name, v):
+        sc = p["scalers"].get(name)
+        if sc is None: return np.asarray(v, float)
+        if type(sc).__name__ != "StandardScaler": raise _NoDirectRoute(name)
+        return (np.asarray(v, float) - (sc.mean_[0] if sc.with_mean else 0.0)) / (sc.scale_[0] if sc.with_std else 1.0)
+    f32 = lambda v: torch.as_tensor(np.broadcast_to(v, (B, L + H)).astype(np.float32))
+    cols = []
+    for name in hp.x_reals:
+        if name in self.targets:
+            k = self.targets.index(name)
+            cols.append((torch.cat([y[:, :, k], y[:, -1:, k].expand(B, H)], 1) - c[:, k:k + 1]) / sd[:, k:k + 1])
+        elif name.endswith(("_center", "_scale")) and name.rsplit("_", 1)[0] in self.targets:
+            k, what = self.targets.index(name.rsplit("_", 1)[0]), name.rsplit("_", 1)[1]
+            cols.append(f32(scaled(name, (c if what == "center" else sd)[:, k].double().numpy())[:, None]))
+        elif name in known: cols.append(f32(scaled(name, known[name])))
+        elif name == "relative_time_idx": cols.append(f32(np.arange(-L, H)[None] / float(p["max_encoder_length"])))
+        else: raise _NoDirectRoute(name)
+    cats = []
+    for name in hp.x_categoricals:
+        if name != "profile" or name not in p["categorical_encoders"]: raise _NoDirectRoute(name)
+        cats.append(np.asarray(p["categorical_encoders"][name].transform(np.asarray(profiles, dtype=object)), np.int64))
+    cont = torch.stack(cols, -1)
+    cat = torch.as_tensor(np.stack(cats, -1) if cats else np.zeros((B, 0), np.int64))[:, None, :].expand(B, L + H, len(cats))
+    multi = not isinstance(p["target"], str)
+    scale = [torch.stack([c[:, k], sd[:, k]], 1) for k in range(K)]
+    return {"encoder_cat": cat[:, :L], "decoder_cat": cat[:, L:], "encoder_cont": cont[:, :L], "decoder_cont": cont[:, L:],
+            "encoder_lengths": torch.full((B,), L, dtype=torch.long), "decoder_lengths": torch.full((B,), H, dtype=torch.long),
+            "encoder_target": [y[:, :, k] for k in range(K)] if multi else y[:, :, 0],
+            "target_scale": scale if multi else scale[0],
+            "decoder_time_idx": torch.as_tensor(np.asarray(last_idx, np.int64)[:, None] + np.arange(1, H + 1)[None])}
+
+@patch
+def _centre_scale(self:Forecaster, y) -> tuple:
+    "Each window's centre and scale (batch, target) as the model's EncoderNormalizers compute them (differentiable)."
+    torch = _torch()[0]
+    p, L = self.model.dataset_parameters, y.shape[1]
+    norms = getattr(p["target_normalizer"], "normalizers", [p["target_normalizer"]])
+    cs, ss = [], []
+    for k, nz in enumerate(norms):
+        if type(nz).__name__ != "EncoderNormalizer" or nz.method != "standard" or nz.transformation is not None:
+            raise _NoDirectRoute("target_normalizer")
+        ml = nz.max_length                                        # None: all; n: last n; (a, b): centre on last a, scale on last b
+        lc, ls = (L, L) if ml is None else (ml, ml) if isinstance(ml, int) else (ml[0], ml[1])
+        cs.append(y[:, -lc:, k].mean(1) if nz.center else torch.zeros(y.shape[0]))
+        ss.append(y[:, -ls:, k].std(1) + torch.finfo(torch.float32).eps)
+    return torch.stack(cs, 1), torch.stack(ss, 1)
+
+@patch
+def _predict_direct(self:Forecaster, ok:pd.DataFrame, # the eligible servers' rows, each series' last <= encoder_length steps
+                    prof:dict, batch_size:int=512) -> dict:
+    "{series: quantiles (horizon, target, quantile)} through the direct route, one batch per encoder length."
+    torch = _torch()[0]
+    ok = ok.sort_values(["series", "time_idx"], kind="stable")
+    sizes = ok.groupby("series", sort=False).size()
+    starts = np.r_[0, np.cumsum(sizes.to_numpy())[:-1]]
+    vals, tix = ok[self.targets].to_numpy(float), ok.time_idx.to_numpy()
+    out = {}
+    for L in np.unique(sizes.to_numpy()):
+        sel = np.nonzero(sizes.to_numpy() == L)[0]
+        for b in range(0, len(sel), batch_size):
+            part = sel[b:b + batch_size]
+            rows = starts[part][:, None] + np.arange(L)[None]
+            names = sizes.index[part].astype(str).tolist()
+            x = self._direct_inputs(vals[rows], tix[rows[:, -1]], [prof.get(s, "unknown") for s in names])
+            with torch.no_grad(): pr = self.model(x)["prediction"]
+            pr = pr if isinstance(pr, (list, tuple)) else [pr]
+            q = self._spread(np.sort(np.stack([t.numpy() for t in pr], axis=2), axis=-1))
+            out.update(zip(names, q))
+    return out
+
+# %% ../nbs/05_forecast.ipynb #c032
 @patch
 def predict(self:Forecaster, data:xr.Dataset, # fleet telemetry (server, time), e.g. from load_fleet
             min_history:int|None=None, # points a server needs; default: the model's minimum encoder length
+            direct:bool=True, # build the input batch directly (fast); False: through a TimeSeriesDataSet
            ) -> dict[str, dict]:
     "Per server: status, profile, points, and for `ok` servers timestamps and quantiles (horizon, target, quantile)."
     torch, pl, ptf = _torch()
@@ -441,19 +582,22 @@ def predict(self:Forecaster, data:xr.Dataset, # fleet telemetry (server, time), 
     ok = live[live.server.isin([s for s in n.index if n[s] >= need])]
     if len(ok):
         ok = ok.groupby("series", sort=False).tail(self.encoder_length)
-        fut = _future(ok, self.horizon, self.step, self.targets)
-        tsds = ptf.TimeSeriesDataSet.from_parameters(self.model.dataset_parameters, fut, predict=True, stop_randomization=True)
-        q = self._forward(tsds)
-        order = tsds.decoded_index.series.astype(str).tolist()
-        lastidx = ok.groupby("series").time_idx.max()
-        for i, s in enumerate(order):
+        try: qs = self._predict_direct(ok, prof) if direct else None
+        except _NoDirectRoute: qs = None
+        if qs is None:
+            fut = _future(ok, self.horizon, self.step, self.targets)
+            tsds = ptf.TimeSeriesDataSet.from_parameters(self.model.dataset_parameters, fut, predict=True, stop_randomization=True)
+            qs = dict(zip(tsds.decoded_index.series.astype(str), self._forward(tsds)))
+        lastidx, stamps = ok.groupby("series").time_idx.max(), {}
+        for s, q in qs.items():
             t0 = int(lastidx[s])
+            if t0 not in stamps:                                    # servers read together share their timestamps
+                stamps[t0] = list(pd.to_datetime((t0 + np.arange(1, self.horizon + 1)) * int(self.step), unit="s", utc=True))
             out[s] = {"status": "ok", "profile": prof.get(s, "unknown"), "points": int(n[s]),
-                      "last_time": _t(t0, self.step), "quantiles": q[i],
-                      "timestamps": [_t(t0 + h, self.step) for h in range(1, self.horizon + 1)]}
+                      "last_time": _t(t0, self.step), "quantiles": q, "timestamps": stamps[t0]}
     return {s: out[s] for s in map(str, data.server.values) if s in out}
 
-# %% ../nbs/05_forecast.ipynb #c028
+# %% ../nbs/05_forecast.ipynb #c034
 def _windows(fc:Forecaster, frame:pd.DataFrame, start_idx, every:int, only:set|None=None):
     "Quantiles (window, horizon, target, quantile) and the windows' (series, first prediction index)."
     torch, pl, ptf = _torch()
@@ -523,8 +667,51 @@ def evaluate(fc:Forecaster, # the model
     return out
 
 # %% ../nbs/05_forecast.ipynb #c036
+def _actuals(frame:pd.DataFrame, ser, first, H:int, targets) -> tuple[np.ndarray, np.ndarray]:
+    "Actual values (window, horizon, target) of windows given by series and first prediction index, and which are complete."
+    arr = {s: (int(g.time_idx.iloc[0]), g[list(targets)].to_numpy(float)) for s, g in frame.sort_values("time_idx").groupby("series")}
+    Y, ok = np.full((len(ser), H, len(targets)), np.nan), np.zeros(len(ser), bool)
+    for i, (s, t0) in enumerate(zip(ser, first)):
+        b, a = arr[s]
+        j = int(t0) - b
+        if 0 <= j and j + H <= len(a): Y[i], ok[i] = a[j:j + H], True
+    return Y, ok
+
+def calibrate_spread(windows, # `_windows(...)` output: raw quantiles, series, first prediction index
+                     frame:pd.DataFrame, targets:list[str],
+                     coverage:float=0.8, # wanted share of actual values inside P10-P90
+                    ) -> dict[str, float]:
+    "Per target, the factor on the quantiles' spread about P50 that makes P10-P90 hold `coverage` of the actuals."
+    if not 0 < coverage < 1: raise ValidationError(f"coverage={coverage}: expected a share between 0 and 1", field="coverage")
+    q, ser, first = windows
+    Y, ok = _actuals(frame, ser, first, q.shape[1], targets)
+    i10, i50, i90 = QUANTILES.index(0.1), QUANTILES.index(0.5), QUANTILES.index(0.9)
+    out = {}
+    for k, t in enumerate(targets):
+        y, m, lo, hi = Y[ok, :, k], q[ok, :, k, i50], q[ok, :, k, i10], q[ok, :, k, i90]
+        cov = lambda c: float(((y >= m + c * (lo - m)) & (y <= m + c * (hi - m))).mean())
+        a, b = 0.1, 20.0
+        if not len(y) or cov(b) < coverage: out[t] = 1.0 if not len(y) else b; continue
+        for _ in range(40):
+            c = (a + b) / 2
+            a, b = (c, b) if cov(c) < coverage else (a, c)
+        out[t] = round(b, 4)
+    return out
+
+# %% ../nbs/05_forecast.ipynb #c048
 REF_END, REF_DAYS, REF_TEST_DAYS = "2026-01-26T00:00:00Z", 21, 7
 REF_COMMAND = 'python -c "from qdash.forecast import train_reference_model; train_reference_model()"'
+
+def reference_plan(n_train:int=36) -> tuple[list, list]:
+    "The reference fleet's incidents: (training plan, held-out plan), each [(kind, day, duration hours, server index)]."
+    kinds = ["memory_leak", "cpu_runaway", "memory_leak", "swap_storm", "memory_leak", "disk_saturation", "memory_leak", "cascade"]
+    leak_h = [3, 4.5, 6, 8, 10, 12]                            # leaks of every speed, so the model learns the slopes
+    train = [(k, round(0.4 + 13.0 * i / n_train, 2), leak_h[(i // 2) % len(leak_h)] if k == "memory_leak" else 3 if k == "cascade" else 6,
+              11 * i + 1) for i, k in enumerate(kinds[i % len(kinds)] for i in range(n_train))]
+    held = [(k, d, 3 if k == "cascade" else 6, 7 * j + 3) for j, (k, d) in enumerate(
+        [("memory_leak", 14.6), ("cpu_runaway", 15.4), ("swap_storm", 16.3), ("memory_leak", 17.2), ("cascade", 18.1),
+         ("disk_saturation", 19.0), ("memory_leak", 19.8), ("cpu_runaway", 20.4)], start=9)]
+    return train, held
 
 def reference_fleet(store=None, # a Store to backfill; default a fresh in-memory one
                     n_servers:int=45, seed:int=42, days:float=REF_DAYS, end=REF_END):
@@ -536,13 +723,9 @@ def reference_fleet(store=None, # a Store to backfill; default a fresh in-memory
     sim = FleetSimulator(n_servers, seed=seed)
     e = pd.Timestamp(end)
     names = sim.servers.server.tolist()
-    plan = [("memory_leak", 1.3), ("cpu_runaway", 2.6), ("disk_saturation", 4.2), ("swap_storm", 5.5), ("cascade", 7.1),
-            ("memory_leak", 8.4), ("cpu_runaway", 9.8), ("swap_storm", 11.2), ("memory_leak", 12.5),     # training days
-            ("memory_leak", 14.6), ("cpu_runaway", 15.4), ("swap_storm", 16.3), ("memory_leak", 17.2),   # held-out week
-            ("cascade", 18.1), ("disk_saturation", 19.0), ("memory_leak", 19.8), ("cpu_runaway", 20.4)]
-    for j, (kind, day) in enumerate(plan):
-        sim.inject(kind, server=names[(7 * j + 3) % len(names)], start=e - pd.Timedelta(days=days) + pd.Timedelta(days=day),
-                   duration="6h" if kind != "cascade" else "3h")
+    train, held = reference_plan()
+    for kind, day, hours, i in train + held:
+        sim.inject(kind, server=names[i % len(names)], start=e - pd.Timedelta(days=days) + pd.Timedelta(days=day), duration=f"{hours}h")
     sim.backfill(store, days=days, end=end)
     return store, sim, e - pd.Timedelta(days=REF_TEST_DAYS)
 
@@ -557,7 +740,7 @@ def train_reference_model(settings:Settings|None=None, # [model] dir is where it
     return fit_tft(data, s, max_epochs=max_epochs, name=name, command=REF_COMMAND, targets=list(targets),
                    limit_train_batches=limit_train_batches, **{"progress_bar": True, **kw})
 
-# %% ../nbs/05_forecast.ipynb #c038
+# %% ../nbs/05_forecast.ipynb #c050
 NAB_DIR = Path(__file__).resolve().parents[2] / "shared/data/nab/realKnownCause" if "__file__" in globals() else Path("../../shared/data/nab/realKnownCause")
 
 def nab_dataset(dir:str|Path|None=None, # folder of NAB csv files (timestamp, value)
@@ -575,7 +758,7 @@ def nab_dataset(dir:str|Path|None=None, # folder of NAB csv files (timestamp, va
     return xr.Dataset({"value": (("server", "time"), df.T.to_numpy(float))}, coords={"server": list(frames), "time": df.index.values,
                                                                                       "profile": ("server", ["nab"] * len(frames))})
 
-# %% ../nbs/05_forecast.ipynb #c039
+# %% ../nbs/05_forecast.ipynb #c051
 def _scores(fc, windows, thresholds):
     "Risk score of every window: {(series, first prediction index): risk}."
     from qdash.risk import score_forecasts
@@ -624,7 +807,7 @@ def _figures(name, ev):
             "coverage_p10_p90_tft": m["coverage_p10_p90"],
             "mase_by_target": {t: v["mase"] for t, v in ev["model"].items() if t != "all"}}
 
-# %% ../nbs/05_forecast.ipynb #c040
+# %% ../nbs/05_forecast.ipynb #c052
 def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model) and thresholds
                    nab:bool=True, # include the NAB part (trains a small model, ~2-4 min on 2 cores)
                    nab_epochs:int=2):
@@ -655,9 +838,16 @@ def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model
         big = FleetSimulator(n, seed=7)
         f = big.frame(test_start - pd.Timedelta(seconds=fc.step * (fc.encoder_length + 1)), test_start, f"{int(fc.step)}s")
         ds = frame_to_fleet(f, fc.targets)
+        fc.predict(ds.isel(server=slice(0, 2)), min_history=int(s.model.min_history))     # warm-up
         t0 = time.perf_counter()
         r = score_forecasts(fc.predict(ds, min_history=int(s.model.min_history)), fc.targets, th, fc.step)
-        yield {"inference_servers": n, "inference_s": round(time.perf_counter() - t0, 3),
+        fast = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        b = fc.predict(ds, min_history=int(s.model.min_history), direct=False)               # baseline: the dataset route
+        slow = time.perf_counter() - t0
+        same = max(float(np.abs(r[k]["quantiles"] - b[k]["quantiles"]).max()) for k in r if r[k]["status"] == "ok")
+        yield {"inference_servers": n, "inference_s": round(fast, 3), "dataset_route_s": round(slow, 3),
+               "inference_ratio_to_dataset_route": round(fast / slow, 3), "max_quantile_difference": round(same, 5),
                "forecast": sum(v["status"] == "ok" for v in r.values()), "torch_threads": torch.get_num_threads()}
     if not nab: return
     nd = nab_dataset()
