@@ -98,6 +98,7 @@ class RiskModel:
         self.lev = torch.cat([torch.zeros(1), self.taus, torch.ones(1)])
         self.eps = torch.finfo(f32).eps
         self.spread = torch.as_tensor(np.asarray(fc.spread, float), dtype=f32)
+        self.lo, self.hi = (torch.as_tensor(b, dtype=f32) for b in fc.bounds)
 
     def output(self, X):
         "The TFT's output dict (predictions de-normalized) for raw encoder values X (batch, time, target)."
@@ -123,7 +124,8 @@ class RiskModel:
         pr = pr if isinstance(pr, (list, tuple)) else [pr]
         q = torch.sort(torch.stack(pr, 2), -1).values
         mid = q[..., QUANTILES.index(0.5):QUANTILES.index(0.5) + 1]
-        return mid + (q - mid) * self.spread[:, None]                    # the model's calibrated spread
+        q = mid + (q - mid) * self.spread[:, None]                       # the model's calibrated spread ...
+        return torch.minimum(torch.maximum(q, self.lo[:, None]), self.hi[:, None])   # ... and 0-100 for percentages
 
     def exceed(self, q):
         "P(value > threshold) per (batch, step, thresholded target): `qdash.risk.exceed_prob` in torch."
