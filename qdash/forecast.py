@@ -5,6 +5,7 @@
 # %% ../nbs/05_forecast.ipynb #c002
 from __future__ import annotations
 import hashlib, json, logging, os, shutil, tempfile, threading, time, warnings
+from functools import partial
 from pathlib import Path
 from typing import Callable
 import numpy as np, pandas as pd, xarray as xr
@@ -715,9 +716,10 @@ def calibrate_spread(windows, # `_windows(...)` output: raw quantiles, series, f
     Y, ok = _actuals(frame, ser, first, q.shape[1], targets)
     i10, i50, i90 = QUANTILES.index(0.1), QUANTILES.index(0.5), QUANTILES.index(0.9)
     out = {}
+    def share(y, m, lo, hi, c): return float(((y >= m + c * (lo - m)) & (y <= m + c * (hi - m))).mean())
     for k, t in enumerate(targets):
-        y, m, lo, hi = Y[ok, :, k], q[ok, :, k, i50], q[ok, :, k, i10], q[ok, :, k, i90]
-        cov = lambda c: float(((y >= m + c * (lo - m)) & (y <= m + c * (hi - m))).mean())
+        cov = partial(share, Y[ok, :, k], q[ok, :, k, i50], q[ok, :, k, i10], q[ok, :, k, i90])
+        y = Y[ok, :, k]
         a, b = 0.1, 20.0
         if not len(y) or cov(b) < coverage: out[t] = 1.0 if not len(y) else b; continue
         for _ in range(40):
