@@ -229,7 +229,7 @@ def parse_line_protocol(text:str|bytes, # line protocol, one point per line; bla
     out = []
     for n, line in enumerate(text.split("\n"), 1):
         line = line.rstrip("\r")
-        if not line.strip() or line.lstrip().startswith("#"): continue
+        if not line.strip(" \t") or line.lstrip(" \t").startswith("#"): continue   # ASCII blanks only: '\xa0#' is a name
         try: out.append(_parse_line(line))
         except ValueError as e: raise ValidationError(f"line {n}: {e}: {line[:80]!r}", field="body") from None
     return out
