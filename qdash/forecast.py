@@ -32,7 +32,7 @@ def _torch():
 
 # %% ../nbs/05_forecast.ipynb #c006
 TARGETS = ("cpu_pct", "mem_pct")                 # always forecast
-EXTRA_TARGETS = ("swap_pct", "iowait_pct")       # forecast where the data has them
+EXTRA_TARGETS = ("swap_pct", "iowait_pct", "load1")   # forecast where the data has them
 QUANTILES = [0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98]
 
 def _epoch_s(t) -> np.ndarray:

@@ -15,7 +15,7 @@ from qdash.simulate import FleetSimulator
 from qdash.store import open_store
 
 END = pd.Timestamp("2026-01-12", tz="UTC")
-FIELDS = ["cpu_pct", "mem_pct", "swap_pct", "iowait_pct"]
+FIELDS = ["cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "load1"]
 
 
 @pytest.fixture(scope="module")
