@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse, importlib, importlib.util, json, sys
 from pathlib import Path
 from . import __version__
-from .config import QdashError, load_settings, safe_dict, settings_template
+from .config import QdashError, ValidationError, load_settings, safe_dict, settings_template
 
 # %% auto #0
 __all__ = ['BENCH_MODULES', 'bench_names', 'cmd_version', 'cmd_config', 'cmd_bench', 'cmd_serve', 'cmd_collect', 'cmd_dashboard',
-           'cmd_up', 'make_parser', 'main']
+           'cmd_up', 'cmd_train', 'make_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #c005
 def _provides(module:str, # module under qdash, e.g. "api"
@@ -81,6 +81,21 @@ def cmd_up(args, settings):
     "Start the hub and the dashboard together."
     importlib.import_module("qdash.dashboard").up(settings, dashboard_port=args.port)
 
+def cmd_train(args, settings):
+    "Train a forecasting model (on `[store]`, or the reference fleet) with a progress bar; print its card's summary."
+    for flag, v in (("--epochs", args.epochs), ("--batches", args.batches), ("--hidden-size", args.hidden_size)):
+        if v is not None and v < 1: raise ValidationError(f"{flag}={v}: expected a positive integer", field=flag.strip("-"))
+    fc = importlib.import_module("qdash.forecast")
+    kw = {k: v for k, v in (("max_epochs", args.epochs), ("limit_train_batches", args.batches), ("name", args.name),
+                            ("hidden_size", args.hidden_size)) if v is not None}
+    card = fc.train_reference_model(settings, **kw) if args.reference else fc.fit_tft(None, settings, progress_bar=True,
+               command="qdash train " + " ".join(args.argv), **kw)
+    v, sn = card["validation"]["all"], card["baselines"]["seasonal_naive"]["all"]
+    print(json.dumps({"name": card["name"], "path": card["path"], "servers": card["data"]["n_servers"],
+                      "training_s": card["training"]["seconds"], "val_mase": v["mase"], "seasonal_naive_mase": sn["mase"],
+                      "coverage_p10_p90": v["coverage_p10_p90"]}))
+    print(f"serve it: POST /admin/reload-model?model_path={card['name']} (or restart the hub)", file=sys.stderr)
+
 # %% ../nbs/13_cli.ipynb #c012
 def make_parser() -> argparse.ArgumentParser:
     "The `qdash` argument parser, listing only the commands available here."
@@ -109,6 +124,14 @@ def make_parser() -> argparse.ArgumentParser:
         s = sub.add_parser("up", help="start the hub and the dashboard together and print both URLs")
         s.add_argument("--port", type=int, help="dashboard port; default: [dashboard] port")
         s.set_defaults(func=cmd_up)
+    if _provides("forecast", "fit_tft"):
+        s = sub.add_parser("train", help="train a forecasting model on the store's telemetry and register it")
+        s.add_argument("--epochs", type=int, help="most epochs (early stopping may end sooner)")
+        s.add_argument("--batches", type=int, help="training batches per epoch")
+        s.add_argument("--hidden-size", type=int, help="the TFT's hidden size (default 16)")
+        s.add_argument("--name", help="registry name (default tft-<UTC time>)")
+        s.add_argument("--reference", action="store_true", help="train on the simulated reference fleet: rebuilds the shipped model")
+        s.set_defaults(func=cmd_train)
     names = bench_names()
     if names:
         b = sub.add_parser("bench", help="measure speed figures, printed as JSON lines")
@@ -124,6 +147,7 @@ def main(argv:list[str]|None=None) -> int:
         p.print_help(); return 0
     try:
         settings = None if args.func is cmd_version else load_settings()
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         args.func(args, settings)
     except QdashError as e:
         print(f"qdash: error: {e}", file=sys.stderr); return 2

@@ -243,6 +243,7 @@ def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open
     s = settings or load_settings()
     m = s.model
     step, enc, H = float(m.step), int(m.encoder_length), int(m.horizon)
+    if register and name is not None: ModelRegistry(m.dir).check_new(name)   # a bad name fails now, not after training
     if data is None or hasattr(data, "to_xarray"):
         store = data if data is not None else __import__("qdash.store", fromlist=["open_store"]).open_store(s)
         data = load_fleet(store)
@@ -363,11 +364,9 @@ def add(self:ModelRegistry, model, # a TemporalFusionTransformer trained by a Li
        ) -> Path:
     "Write the model and its card atomically; the model's directory."
     torch, pl, ptf = _torch()
-    name = card["name"]
-    if not name or "/" in name or name.startswith("."): raise ValidationError(f"name={name!r}: expected a plain directory name", field="name")
+    final = self.check_new(card["name"])
     self.dir.mkdir(parents=True, exist_ok=True)
-    final = self.dir / name
-    if final.exists(): raise ModelError(f"model '{name}' already exists in {self.dir}", field="name")
+    name = card["name"]
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=self.dir))
     try:
         model.trainer.save_checkpoint(tmp / CKPT, weights_only=True)   # Lightning's format, without optimizer state
@@ -379,6 +378,14 @@ def add(self:ModelRegistry, model, # a TemporalFusionTransformer trained by a Li
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return final
+
+@patch
+def check_new(self:ModelRegistry, name:str) -> Path:
+    "Where a new model `name` would go; a `ValidationError`/`ModelError` if the name is not usable (checked before training)."
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValidationError(f"name={name!r}: expected a plain directory name", field="name")
+    if (self.dir / name).exists(): raise ModelError(f"model '{name}' already exists in {self.dir}", field="name")
+    return self.dir / name
 
 @patch
 def card(self:ModelRegistry, name:str) -> dict:

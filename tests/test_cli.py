@@ -7,10 +7,10 @@ import pytest
 QDASH = Path(sys.executable).parent / "qdash"
 
 
-def run(*args, env=None, cwd=None):
+def run(*args, env=None, cwd=None, timeout=60):
     e = {k: v for k, v in os.environ.items() if not k.startswith("QDASH")}
     e.update(env or {})
-    return subprocess.run([str(QDASH), *args], capture_output=True, text=True, env=e, cwd=cwd, timeout=60)
+    return subprocess.run([str(QDASH), *args], capture_output=True, text=True, env=e, cwd=cwd, timeout=timeout)
 
 
 def test_help_lists_only_working_commands(tmp_path):
@@ -64,3 +64,26 @@ def test_repo_settings_ini_is_the_template():
     root = Path(__file__).resolve().parent.parent
     r = run("config", "--template")
     assert r.returncode == 0 and r.stdout == (root / "settings.ini").read_text()
+
+
+def test_train_registers_a_model_from_the_store(tmp_path):
+    from qdash.config import load_settings
+    from qdash.simulate import FleetSimulator
+    from qdash.store import open_store
+    db = tmp_path / "fleet.duckdb"
+    st = open_store(load_settings(environ={}).updated({"store": {"path": str(db)}}))
+    FleetSimulator(4, seed=1).backfill(st, days=0.5, end="2026-01-05")
+    st.close()
+    env = {"QDASH__STORE__PATH": str(db), "QDASH__MODEL__DIR": str(tmp_path / "models"), "QDASH__MODEL__ENCODER_LENGTH": "12",
+           "QDASH__MODEL__HORIZON": "6", "QDASH__MODEL__MIN_HISTORY": "12"}
+    r = run("train", "--epochs", "1", "--batches", "2", "--hidden-size", "4", "--name", "cli", env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (out["name"], out["servers"]) == ("cli", 4) and out["val_mase"] > 0
+    card = json.loads((tmp_path / "models/cli/card.json").read_text())
+    assert card["command"].startswith("qdash train") and card["settings"]["encoder_length"] == 12
+    assert "reload-model?model_path=cli" in r.stderr
+    again = run("train", "--name", "cli", env=env, cwd=tmp_path, timeout=120)      # refused before any training
+    assert again.returncode == 2 and again.stderr.strip() == f"qdash: error: model 'cli' already exists in {tmp_path / 'models'}"
+    empty = run("train", env={**env, "QDASH__STORE__PATH": str(tmp_path / "empty.duckdb")}, cwd=tmp_path, timeout=120)
+    assert empty.returncode == 2 and "Traceback" not in empty.stderr and empty.stderr.startswith("qdash: error:"), empty.stderr[-1500:]
