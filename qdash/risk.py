@@ -81,7 +81,8 @@ def score_forecasts(results:dict, # from Forecaster.predict
         risk = float(100 * pw[i, h, k])
         tgt = targets[ks[k]]
         r = results[s]
-        r.update(risk_score=round(risk, 1), target=tgt, threshold=float(th[k]), time_to_issue_min=round(t[hh] / 60, 1),
+        r.update(risk_score=round(risk, 1), target=tgt, threshold=float(th[k]),
+                 time_to_issue_min=round(t[hh] / 60, 1) if pw[i, h, k] > 0 else None,      # no chance of crossing: no time
                  prob_30m=round(float(cum[i, t <= 1800].max()) if (t <= 1800).any() else 0.0, 4),
                  prob_8h=round(float(cum[i, -1].max()), 4))
         r["message"] = (f"{PHRASES.get(tgt, tgt)} predicted in {fmt_minutes(t[hh] / 60)}" if risk >= 50 else "")
