@@ -61,10 +61,11 @@ class Client:
         r = self.http.get(path, params={k: v for k, v in params.items() if v is not None})
         _raise_for(r); return r.json()
 
-    def post(self, path:str, json=None, content:str|bytes|None=None, content_type:str="application/json"):
-        "POST JSON (or raw `content`) to `path`; the decoded JSON answer."
+    def post(self, path:str, json=None, content:str|bytes|None=None, content_type:str="application/json", **params):
+        "POST JSON (or raw `content`) to `path` with the query `params` that are not None; the decoded JSON answer."
         body = orjson.dumps(json) if content is None else content
-        r = self.http.post(path, content=body, headers={"Content-Type": content_type})
+        r = self.http.post(path, content=body, headers={"Content-Type": content_type},
+                           params={k: v for k, v in params.items() if v is not None})
         _raise_for(r); return r.json()
     def delete(self, path:str):
         "DELETE `path`; the decoded JSON answer."
@@ -193,13 +194,10 @@ def explain(self:Client, server:str) -> dict: return self.get(f"/explain/{_q(ser
 def models(self:Client) -> dict: return self.get("/admin/models")
 @patch
 def reload_model(self:Client, model_path:str|None=None) -> dict:
-    r = self.http.post("/admin/reload-model", params={"model_path": model_path} if model_path else None)
-    _raise_for(r); return r.json()
+    return self.post("/admin/reload-model", model_path=model_path or None)
 @patch
 def trigger_training(self:Client, epochs:int|None=None, incremental:bool=False) -> dict:
-    params = {**({"epochs": epochs} if epochs else {}), **({"incremental": "true"} if incremental else {})}
-    r = self.http.post("/admin/trigger-training", params=params or None)
-    _raise_for(r); return r.json()
+    return self.post("/admin/trigger-training", epochs=epochs or None, incremental="true" if incremental else None)
 @patch
 def training_status(self:Client) -> dict: return self.get("/admin/training-status")
 @patch

@@ -96,9 +96,14 @@ def fleet_frame(ds:xr.Dataset, # dims (server, time); fields as variables; optio
     secs = time_idx * int(step)
     df = pd.DataFrame({"series": series, "server": names, "profile": np.array([prof[n] for n in servers], dtype=object)[s_i],
                        "time_idx": time_idx, "time": pd.to_datetime(secs, unit="s", utc=True),
-                       "hour": (secs % 86400 // 60) / 60, "dow": ((secs // 86400 + 3) % 7).astype(float)})
+                       **_time_features(secs)})
     for k, t in enumerate(targets): df[t] = grid[k][s_i, t_i]
     return df
+
+def _time_features(secs) -> dict:
+    "The known inputs of epoch seconds (UTC): hour of day (with minutes) and day of week (Monday 0; 1970-01-01 was a Thursday)."
+    secs = np.asarray(secs, np.int64)
+    return {"hour": (secs % 86400 // 60) / 60, "dow": ((secs // 86400 + 3) % 7).astype(float)}
 
 def _fill_short_gaps(seen:np.ndarray, max_gap:int) -> np.ndarray:
     "Mark as valid the unseen cells of interior runs no longer than `max_gap`."
@@ -259,7 +264,7 @@ def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open
     pl.seed_everything(seed, verbose=False)
     tds = make_dataset(train, tg, enc, H, center_steps)
     vds = ptf.TimeSeriesDataSet.from_dataset(tds, frame, min_prediction_idx=cut + 1, stop_randomization=True)
-    NQ = __getattr__("NearQuantileLoss") if "NearQuantileLoss" not in globals() else globals()["NearQuantileLoss"]
+    NQ = globals().get("NearQuantileLoss") or __getattr__("NearQuantileLoss")
     mk = (lambda: NQ(QUANTILES, near=near)) if near else (lambda: QuantileLoss(QUANTILES))
     loss = MultiLoss([mk() for _ in tg]) if len(tg) > 1 else mk()
     model = ptf.TemporalFusionTransformer.from_dataset(
@@ -489,7 +494,8 @@ def _future(frame:pd.DataFrame, horizon:int, step:float, targets) -> pd.DataFram
     rep = last.loc[last.index.repeat(horizon)].copy()
     rep["time_idx"] = rep.time_idx.to_numpy() + np.tile(np.arange(1, horizon + 1), len(last))
     tt = pd.to_datetime(rep.time_idx.to_numpy() * int(step), unit="s", utc=True)
-    rep["time"], rep["hour"], rep["dow"] = tt, (tt.hour + tt.minute / 60).to_numpy(float), tt.dayofweek.to_numpy(float)
+    rep["time"] = tt
+    for k, v in _time_features(rep.time_idx.to_numpy() * int(step)).items(): rep[k] = v
     return pd.concat([frame, rep], ignore_index=True)
 
 @patch
@@ -526,7 +532,7 @@ def _direct_inputs(self:Forecaster, Y:np.ndarray, # encoder values (window, step
     y = torch.as_tensor(Y, dtype=torch.float32)
     c, sd = self._centre_scale(y)
     tt = (np.asarray(last_idx, np.int64)[:, None] + np.arange(-L + 1, H + 1)[None]) * int(self.step)   # epoch s (B, L+H)
-    known = {"hour": (tt % 86400 // 60) / 60, "dow": (tt // 86400 + 3) % 7}
+    known = _time_features(tt)
     def scaled(name, v):
         sc = p["scalers"].get(name)
         if sc is None: return np.asarray(v, float)
