@@ -525,6 +525,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'qdash.forecast._scores': ('forecast.html#_scores', 'qdash/forecast.py'),
                                 'qdash.forecast._sha256': ('forecast.html#_sha256', 'qdash/forecast.py'),
                                 'qdash.forecast._t': ('forecast.html#_t', 'qdash/forecast.py'),
+                                'qdash.forecast._time_features': ('forecast.html#_time_features', 'qdash/forecast.py'),
                                 'qdash.forecast._torch': ('forecast.html#_torch', 'qdash/forecast.py'),
                                 'qdash.forecast._windows': ('forecast.html#_windows', 'qdash/forecast.py'),
                                 'qdash.forecast.bench_forecast': ('forecast.html#bench_forecast', 'qdash/forecast.py'),
