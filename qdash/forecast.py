@@ -405,13 +405,47 @@ def card(self:ModelRegistry, name:str) -> dict:
 
 @patch
 def _path(self:ModelRegistry, name:str) -> Path:
+    "The directory of model `name`, which must lie inside the registry (see *Where a model may come from*)."
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValidationError("model_path: expected a model name in the registry", field="model_path")
     p = Path(name)
-    if p.is_dir() and (p / CARD).exists(): return p
-    q = self.dir / name
-    if not q.is_dir(): raise NotFound(f"no model '{name}' in {self.dir} (have: {', '.join(self.names()) or 'none'})", field="model_path")
+    if p.is_absolute() or ".." in p.parts or name.startswith("~"):
+        raise ValidationError(f"model_path {name!r}: expected a model name in the registry (such as 'tft-fleet45' or "
+                              f"'{self.dir.name}/tft-fleet45'); absolute paths and '..' are refused", field="model_path")
+    here = Path(os.path.normpath(Path.cwd() / p.parent))       # `models/tft-x` names the model `tft-x` of a registry `models`
+    if len(p.parts) > 1 and here != Path(os.path.normpath(self.dir.absolute())):
+        raise ValidationError(f"model_path {name!r}: expected a model name in the registry (such as 'tft-fleet45' or "
+                              f"'{self.dir.name}/tft-fleet45'); paths outside it are refused", field="model_path")
+    q = self.dir / p.name
+    try: inside = q.resolve(strict=True).parent == self.dir.resolve(strict=True)   # a symlink out of the registry is not in it
+    except OSError: inside = False
+    if not inside or p.name.startswith(".") or not q.is_dir():
+        raise NotFound(f"no model '{p.name}' in the registry (have: {', '.join(self.names()) or 'none'})", field="model_path")
     return q
 
 # %% ../nbs/05_forecast.ipynb #c030
+import pickle, re
+
+def _safe_globals() -> list:
+    "The classes and functions a TFT checkpoint may name: torch's weights-only unpickler refuses everything else."
+    from sklearn.preprocessing import StandardScaler
+    from torch.nn import ModuleList
+    from pytorch_forecasting.data import encoders as enc
+    from pytorch_forecasting.metrics import point, base_metrics
+    import torchmetrics.metric, torchmetrics.utilities.data
+    from pytorch_forecasting.metrics import QuantileLoss
+    nq = globals().get("NearQuantileLoss") or __getattr__("NearQuantileLoss")
+    ok = [StandardScaler, ModuleList, enc.EncoderNormalizer, enc.MultiNormalizer, enc.NaNLabelEncoder, enc.GroupNormalizer,
+          enc.TorchNormalizer, base_metrics.MultiLoss, point.MAE, point.MAPE, point.RMSE, point.SMAPE, QuantileLoss, nq,
+          (nq, "qdash.forecast.NearQuantileLoss"),   # the name the shipped checkpoint carries
+          torchmetrics.metric.jit_distributed_available, torchmetrics.utilities.data.dim_zero_sum,
+          set, np.dtype, np.ndarray, np._core.multiarray._reconstruct, np._core.multiarray.scalar]
+    return ok + [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]   # numpy's dtype classes
+
+def _unsafe_global(msg:str) -> str:
+    m = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", msg)
+    return f"'{m.group(1) or m.group(2)}'" if m else "an object outside the allowed list"
+
 @patch
 def load(self:ModelRegistry, name:str) -> "Forecaster":
     "Load and check model `name`; a `ModelError` says what is wrong with it."
@@ -420,7 +454,12 @@ def load(self:ModelRegistry, name:str) -> "Forecaster":
     ck = p / card.get("checkpoint", CKPT)
     if not ck.is_file(): raise ModelError(f"model '{name}': checkpoint {ck.name} is missing", field="model_path")
     if _sha256(ck) != card["sha256"]: raise ModelError(f"model '{name}': checkpoint {ck.name} does not match its card's checksum (corrupt)", field="model_path")
-    try: model = ptf.TemporalFusionTransformer.load_from_checkpoint(ck, map_location="cpu", weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            model = ptf.TemporalFusionTransformer.load_from_checkpoint(ck, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelError(f"model '{name}': checkpoint holds objects a model does not need "
+                         f"({_unsafe_global(str(e))}); it is refused unread", field="model_path") from None
     except Exception as e: raise ModelError(f"model '{name}': checkpoint does not load ({type(e).__name__}: {str(e)[:120]})", field="model_path") from None
     model.eval()
     return Forecaster(model, {**card["settings"], "name": card["name"], "path": str(p),

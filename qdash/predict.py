@@ -173,16 +173,17 @@ async def admin_models(request):
 
 @route("admin", "POST", "/admin/reload-model")
 @doc("Load a model and make it the serving one (seed 004)", "admin", OBJ,
-     params=[("model_path", "string", "a registry name or a model directory (default: the active model)", False)],
+     params=[("model_path", "string", "a model in the registry: its name, or the registry's relative path to it such as "
+              "models/tft-fleet45 (default: the active model); paths outside [model] dir are refused", False)],
      errors=(404, 422, 503))
 async def admin_reload(request):
     _known_args(request, ("model_path",))
     p, path = _predictor(request), _opt(request, "model_path")
     if path is not None and (len(path) > 1024 or not path.isprintable()):
-        raise ValidationError("model_path: expected a registry name or a directory path (printable, at most 1024 characters)",
+        raise ValidationError("model_path: expected a model name in the registry (printable, at most 1024 characters)",
                               field="model_path")
     try: card = await asyncio.to_thread(p.registry.reload, path)
-    except OSError as e: raise ValidationError(f"model_path {path!r} cannot be read: {e.strerror or e}", field="model_path") from None
+    except OSError: raise ValidationError(f"model_path {path!r}: the model cannot be read", field="model_path") from None
     return reply({"success": True, "message": f"model {card['name']} is serving", "model": card})
 
 # %% ../nbs/10g_predict.ipynb #c018

@@ -81,6 +81,46 @@ def test_admin_models_and_reload(hub, models):
     shutil.rmtree(bad)
 
 
+
+class _Shell:
+    "Unpickling this runs a shell command: what a crafted checkpoint did to the hub before the fix."
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("where", ["outside", "inside"])
+def test_reload_refuses_code_execution(hub, models, tmp_path, where):
+    "Issue 20 item 1: a crafted checkpoint with a valid card and checksum, outside and inside the registry."
+    import torch
+    from qdash.forecast import _sha256
+    d = tmp_path / "evil" if where == "outside" else models / "evil"
+    d.mkdir()
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": _Shell(marker)}}, d / "model.ckpt")
+    card = json.loads((models / "tiny" / "card.json").read_text())
+    (d / "card.json").write_text(json.dumps({**card, "name": "evil", "sha256": _sha256(d / "model.ckpt")}))
+    try:
+        r = post(hub, "/admin/reload-model", params={"model_path": str(d) if where == "outside" else "evil"})
+        assert r.status_code == 422, r.text
+        assert not marker.exists(), "the checkpoint's code ran"
+        assert "refused" in r.json()["detail"] and "model" in r.json()["detail"], r.json()
+        assert get(hub, "/predictions/current").json()["model"]["name"] == "tiny"
+    finally:
+        shutil.rmtree(d)
+
+
+@pytest.mark.parametrize("path", ["/etc", "/", "../../etc", "models/../../etc", "/nonexistent/dir", "sub/dir/x", "a\\..\\b"])
+def test_reload_refuses_paths_outside_the_registry(hub, path):
+    "Every path outside [model] dir is refused alike: the answer does not tell what exists on disk."
+    r = post(hub, "/admin/reload-model", params={"model_path": path})
+    assert r.status_code in (404, 422), r.text
+    detail = r.json()["detail"]
+    assert "card.json" not in detail and "cannot be read" not in detail, detail
+    assert get(hub, "/predictions/current").json()["model"]["name"] == "tiny"
+
+
 def test_alert_actions_bad_input(hub):
     assert post(hub, "/alerts/nope/ack").status_code == 404
     r = post(hub, "/alerts/silence", json={"server": "web-01", "duration": "soon"})
