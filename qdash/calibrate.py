@@ -16,7 +16,7 @@ __all__ = ['CDT', 'I2', 'X', 'Y', 'Z', 'H', 'CNOT', 'CZ_DIAG', 'H2_BOND_ANGSTROM
            'probabilities', 'rx', 'ry', 'rz_diag', 'rzz_diag', 'single_excitation', 'double_excitation', 'PauliSum',
            'two_body_tensor', 'h2_integrals', 'pauli_decompose', 'molecular_hamiltonian', 'h2_hamiltonian',
            'vqe_n_params', 'vqe_state', 'Problem', 'vqe_problem', 'minimize', 'cut_sizes', 'qaoa_state', 'qaoa_problem',
-           'check_calibration', 'CalibrationCancelled', 'run_calibration', 'check_run_params', 'bench_calibrate']
+           'check_calibration', 'CalibrationCancelled', 'run_calibration', 'check_run_params']
 
 # %% ../nbs/04_calibrate.ipynb #c005
 CDT = torch.complex128
@@ -557,43 +557,3 @@ def check_run_params(body:dict|None) -> dict:
     if seed is not None and (type(seed) is not int or seed < 0):
         raise ValidationError(f"seed={seed!r}: expected a non-negative integer or null", field="seed")
     return {"algorithm": algorithm, "mode": mode, "params": params, "trials": trials, "seed": seed}
-
-# %% ../nbs/04_calibrate.ipynb #c063
-def _layer(psi, n):
-    for q in range(n): psi = apply(psi, ry(0.3), q)
-    for q in range(n - 1): psi = apply(psi, CNOT, q, q + 1)
-    return psi
-
-def _timed(f, min_s=0.2):
-    "Seconds per call of f, repeated for at least min_s."
-    f(); k, t0 = 0, time.perf_counter()
-    while True:
-        f(); k += 1
-        if time.perf_counter() - t0 > min_s: return (time.perf_counter() - t0) / k
-
-def bench_calibrate():
-    "Figures for `qdash bench calibrate`: exact H₂ energy, VQE time to chemical accuracy, simulator gates/s."
-    H2 = h2_hamiltonian()
-    e0 = float(torch.linalg.eigvalsh(H2.matrix())[0])
-    yield {"h2_exact_energy_ha": e0, "h2_exact_minus_reference_ha": e0 - (-1.137306), "h2_pauli_terms": len(H2)}
-    for name, ansatz, opt, lr, depth in [("uccd_gd", "uccd", "gd", 0.4, 1), ("hea_adam", "hea", "adam", 0.2, 1)]:
-        P = vqe_problem(ansatz, depth, H2)
-        minimize(P, opt, lr=lr, init_scale=0.0, max_iter=3)   # warm up autograd
-        t0 = time.perf_counter()
-        r = minimize(P, opt, lr=lr, init_scale=0.0 if ansatz == "uccd" else 0.1, max_iter=1000, target=e0 + CHEMICAL_ACCURACY)
-        yield {f"vqe_h2_{name}_s": time.perf_counter() - t0, f"vqe_h2_{name}_iterations": r["iterations"],
-               f"vqe_h2_{name}_error_mha": 1000 * (r["energies"][-1] - e0)}
-    for n in (12, 16):
-        yield {f"statevector_gates_per_s_{n}q": (2 * n - 1) / _timed(lambda n=n, psi=zero_state(n): _layer(psi, n))}
-    n = 12
-    full = torch.kron(ry(0.3), torch.eye(2 ** (n - 1), dtype=CDT))   # one RY on wire 0 as a dense operator
-    v = zero_state(n).reshape(-1)
-    dense = 1 / _timed(lambda: full @ v)
-    ours = (2 * n - 1) / _timed(lambda: _layer(zero_state(n), n))
-    yield {"dense_matmul_gates_per_s_12q": dense, "ratio_to_dense_matmul_12q": ours / dense}
-    t0 = time.perf_counter()
-    r = run_calibration("VQE", "Explore", {"max_iter": 100}, trials=3, seed=0)
-    yield {"run_calibration_vqe_s": time.perf_counter() - t0, "run_calibration_vqe_psi": r["psi"]}
-    t0 = time.perf_counter()
-    r = run_calibration("QAOA", "Exploit", {"graph": "prism6", "p": 2}, trials=3, seed=0)
-    yield {"run_calibration_qaoa_s": time.perf_counter() - t0, "qaoa_prism6_ratio": r["accuracy"]}

@@ -4,17 +4,15 @@
 
 # %% ../nbs/08_cascade.ipynb #c002
 from __future__ import annotations
-import json, math, time, uuid
-from pathlib import Path
+import math, uuid
 import numpy as np, pandas as pd
 from fastcore.basics import patch
 from .config import Settings, ValidationError, load_settings
-from .simulate import FleetSimulator
 
 # %% auto #0
-__all__ = ['METRIC_FAMILIES', 'KNOWN_METRICS', 'CONFIRM', 'SIM_FIELDS', 'NAB_DIR', 'NAB_PUBLISHED', 'check_metrics',
-           'pick_metrics', 'rolling_z', 'anomaly_runs', 'lagged_corr', 'severity', 'health_score', 'health_status',
-           'cascade_risk', 'detect', 'CascadeDetector', 'replay', 'nab_file_score', 'nab_alarms', 'bench_cascade']
+__all__ = ['METRIC_FAMILIES', 'KNOWN_METRICS', 'CONFIRM', 'SIM_FIELDS', 'check_metrics', 'pick_metrics', 'rolling_z',
+           'anomaly_runs', 'lagged_corr', 'severity', 'health_score', 'health_status', 'cascade_risk', 'detect',
+           'CascadeDetector', 'replay', 'nab_file_score', 'nab_alarms']
 
 # %% ../nbs/08_cascade.ipynb #c005
 METRIC_FAMILIES = {
@@ -439,98 +437,3 @@ def nab_alarms(values:np.ndarray, window:int=100, z_score:float=2.0) -> np.ndarr
     run = np.zeros(len(flags), dtype=int)
     for i in range(len(flags)): run[i] = run[i - 1] + 1 if flags[i] and i else int(flags[i])
     return run == CONFIRM
-
-# %% ../nbs/08_cascade.ipynb #c045
-NAB_DIR = Path(__file__).resolve().parents[2] / "shared/data/nab" if "__file__" in globals() else Path("../../shared/data/nab")
-NAB_PUBLISHED = {"windowed_gaussian": 39.6, "numenta_htm": 70.5}   # NAB scoreboard, standard profile, whole corpus
-
-def _bench_trials(settings, trials:int, step:int=15) -> dict:
-    "Detection figures over `trials` simulated cascades."
-    found, delays, prec, rec, lead = 0, [], [], [], 0
-    for k in range(trials):
-        sim = FleetSimulator(45, seed=100 + k)
-        t0 = int(pd.Timestamp("2025-03-03", tz="UTC").timestamp()) + int(_hash_hour(k) * 3600)
-        det = CascadeDetector(settings)
-        pre = det.capacity + 40
-        onset = t0 + pre * step
-        origin = sim.servers.server[int(k * 7919) % 45]
-        inc = sim.inject("cascade", server=origin, start=onset, duration="1h", lag="1min")
-        hist = replay(det, sim, t0, pre + 120, step)
-        hits = [j for j, h in enumerate(hist) if j >= pre and h["cascade_detected"]]
-        evs = [e for e in det.events if set(e["affected_servers"]) & set(inc.servers)]
-        if not hits or not evs: continue
-        found += 1; ev = evs[0]
-        delays.append((hits[0] - pre) * step)
-        got, truth = set(ev["affected_servers"]), set(inc.servers)
-        prec.append(len(got & truth) / len(got)); rec.append(len(got & truth) / len(truth))
-        lead += ev["leader"] == inc.servers[0]
-    return {"sim_cascades": trials, "sim_detection_rate": round(found / trials, 3),
-            "sim_median_delay_s": float(np.median(delays)) if delays else None,
-            "sim_affected_precision": round(float(np.mean(prec)), 3) if prec else None,
-            "sim_affected_recall": round(float(np.mean(rec)), 3) if rec else None,
-            "sim_leader_named_rate": round(lead / max(found, 1), 3), "sim_step_s": step, "sim_lag_s": 60}
-
-def _hash_hour(k): return (k * 0.618034) % 1 * 24
-
-def _bench_quiet(settings, days:float, step:int, n_servers:int=45) -> dict:
-    det = CascadeDetector(settings)
-    n = int(days * 86400 / step)
-    hist = replay(det, FleetSimulator(n_servers, seed=5), int(pd.Timestamp("2025-03-03", tz="UTC").timestamp()), n, step)
-    rate = float(np.mean([h["anomaly_rate"] for h in hist[det.capacity:]]))
-    return {"quiet_step_s": step, "quiet_days": days, "false_cascades_per_day": round(det.event_count / days, 2),
-            "quiet_mean_anomaly_rate": round(rate, 3),
-            "quiet_healthy_share": round(float(np.mean([health_status(health_score(h["anomaly_rate"], h["correlation_score"],
-                                         h["cascade_detected"])) == "healthy" for h in hist[det.capacity:]])), 3)}
-
-def _bench_nab(nab_dir:Path, window:int=100, z_score:float=2.0) -> dict:
-    labels = json.loads((nab_dir / "labels/combined_windows.json").read_text())
-    raw = n_win = win_hit = alarms_in = alarms_all = 0
-    for f in sorted((nab_dir / "realKnownCause").glob("*.csv")):
-        df = pd.read_csv(f, parse_dates=["timestamp"])
-        times, al = pd.DatetimeIndex(df.timestamp), nab_alarms(df.value.to_numpy(float), window, z_score)
-        wins = labels[f"realKnownCause/{f.name}"]
-        s, n = nab_file_score(times, al, wins); raw += s; n_win += n
-        inside = np.zeros(len(times), dtype=bool)
-        for a, b in wins:
-            m = (times >= pd.Timestamp(a)) & (times <= pd.Timestamp(b)); inside |= m
-            win_hit += bool(al[m].any())
-        alarms_in += int((al & inside).sum()); alarms_all += int(al.sum())
-    total = sum(len(v) for k, v in labels.items() if k.startswith("realKnownCause/"))
-    return {"nab_files": 7, "nab_windows": total, "nab_window_recall": round(win_hit / total, 3),
-            "nab_alarm_precision": round(alarms_in / max(alarms_all, 1), 3), "nab_alarms": alarms_all,
-            "nab_standard_score_realknowncause": round(100 * (raw + n_win) / (2 * n_win), 1),
-            "nab_z_score": z_score, "nab_window_samples": window,
-            **{f"nab_published_{k}_corpus_score": v for k, v in NAB_PUBLISHED.items()}}
-
-def _bench_speed(settings, n_servers:int=1000, repeat:int=20) -> dict:
-    sim = FleetSimulator(n_servers, seed=9)
-    det = CascadeDetector(settings)
-    t0 = int(pd.Timestamp("2025-03-03 10:00", tz="UTC").timestamp())
-    sim.inject("cascade", start=t0 + (det.capacity - 8) * 15, lag="15s", duration="1h")
-    t = t0 + 15 * np.arange(det.capacity)
-    v = sim.values(t)
-    det.update({m: v[m] for m in SIM_FIELDS}, servers=sim.servers.server.tolist(), times=t, check=False)
-    det.check()
-    t1 = time.perf_counter()
-    for _ in range(repeat): cur = det.check()
-    ms = (time.perf_counter() - t1) / repeat * 1000
-    one = sim.values(t[-1:] + 15)
-    t1 = time.perf_counter()
-    det.update({m: one[m] for m in SIM_FIELDS}, servers=sim.servers.server.tolist(), times=t[-1:] + 15)
-    return {"servers": n_servers, "window_size": det.window, "metrics": len(SIM_FIELDS), "check_ms": round(ms, 2),
-            "update_and_check_ms": round((time.perf_counter() - t1) * 1000, 2), "cascade_in_check": cur["cascade_detected"]}
-
-def bench_cascade(settings:Settings|None=None, # `[fleet]` parameters; default: the defaults
-                  trials:int=12, # simulated cascades
-                  nab_dir:Path|str|None=None, # NAB data (realKnownCause, labels); default: ../shared/data/nab
-                 ):
-    "Quality and speed figures of cascade detection (see above), one dict at a time."
-    s = settings or load_settings(environ={})
-    yield {"figure": "simulated_cascades", **_bench_trials(s, trials)}
-    yield {"figure": "quiet_fleet", **_bench_quiet(s, days=1, step=15)}
-    yield {"figure": "quiet_fleet_coarse", **_bench_quiet(s, days=2, step=300)}
-    d = Path(nab_dir) if nab_dir else NAB_DIR
-    if (d / "realKnownCause").is_dir():
-        for z in dict.fromkeys([s.fleet.anomaly_z_score, 3.0, 4.0]):   # the setting, then stricter thresholds
-            yield {"figure": "nab_realknowncause", **_bench_nab(d, s.fleet.window_size, z)}
-    yield {"figure": "speed", **_bench_speed(s)}

@@ -5,29 +5,18 @@
 # %% ../nbs/13_cli.ipynb #c002
 from __future__ import annotations
 import argparse, importlib, importlib.util, json, sys
-from pathlib import Path
 from . import __version__
 from .config import QdashError, ValidationError, load_settings, safe_dict, settings_template
+from .bench.registry import available, run as run_bench
 
 # %% auto #0
-__all__ = ['BENCH_MODULES', 'bench_names', 'cmd_version', 'cmd_config', 'cmd_bench', 'cmd_serve', 'cmd_collect', 'cmd_dashboard',
-           'cmd_up', 'cmd_train', 'make_parser', 'main']
+__all__ = ['cmd_version', 'cmd_config', 'cmd_bench', 'cmd_serve', 'cmd_collect', 'cmd_dashboard', 'cmd_up', 'cmd_train',
+           'make_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #c005
-def _provides(module:str, # module under qdash, e.g. "api"
-              func:str,   # function it must define at top level
-             ) -> bool:
-    "True when `qdash.<module>` exists and defines `func` at top level (checked without importing it)."
-    try: spec = importlib.util.find_spec(f"qdash.{module}")
-    except (ImportError, ValueError): return False
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"): return False
-    return f"\ndef {func}(" in Path(spec.origin).read_text(encoding="utf-8")
-
-BENCH_MODULES = ("store", "collect", "api", "calibrate", "jobs", "forecast", "explain", "cascade", "drift", "dashboard")
-
-def bench_names() -> list[str]:
-    "Benchmarks available here: each `qdash.<name>` that defines `bench_<name>()`."
-    return [m for m in BENCH_MODULES if _provides(m, f"bench_{m}")]
+def _installed(*packages:str) -> bool:
+    "True when every package can be imported here (found, not imported)."
+    return all(importlib.util.find_spec(p) is not None for p in packages)
 
 # %% ../nbs/13_cli.ipynb #c008
 def cmd_version(args, settings=None):
@@ -53,39 +42,38 @@ def cmd_config(args, settings):
 
 # %% ../nbs/13_cli.ipynb #c010
 def cmd_bench(args, settings):
-    "Run `qdash.<name>.bench_<name>()` and print each figure it yields as a JSON line."
-    mod = importlib.import_module(f"qdash.{args.name}")
-    for fig in getattr(mod, f"bench_{args.name}")():
+    "Run benchmark `args.name` (see `qdash.bench.registry`) and print each figure it yields as a JSON line."
+    for fig in run_bench(args.name):
         print(json.dumps(fig, default=str), flush=True)
 
 def cmd_serve(args, settings):
     "Run the hub."
     changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if changes: settings = settings.updated({"server": changes})
-    importlib.import_module("qdash.api").serve(settings)
+    importlib.import_module("qdash.hub.app").serve(settings)
 
 def cmd_collect(args, settings):
     "Collect telemetry in the foreground with a live status line."
     if args.sources: settings = settings.updated({"collect": {"sources": args.sources}})
-    importlib.import_module("qdash.collect").run_collect(settings)
+    importlib.import_module("qdash.collect.service").run_collect(settings)
 
 def cmd_dashboard(args, settings):
     "Serve the live dashboard, reading the hub at `[dashboard] hub_url`."
     changes = {k: v for k, v in (("port", args.port), ("hub_url", args.hub_url)) if v is not None}
     if changes: settings = settings.updated({"dashboard": changes})
-    dash = importlib.import_module("qdash.dashboard")
+    dash = importlib.import_module("qdash.dashboard.app")
     print(f"qdash dashboard: http://{args.address}:{settings.dashboard.port}/   (hub {settings.dashboard.hub_url})", flush=True)
     dash.serve_dashboard(settings, address=args.address)
 
 def cmd_up(args, settings):
     "Start the hub and the dashboard together."
-    importlib.import_module("qdash.dashboard").up(settings, dashboard_port=args.port)
+    importlib.import_module("qdash.dashboard.app").up(settings, dashboard_port=args.port)
 
 def cmd_train(args, settings):
     "Train a forecasting model (on `[store]`, or the reference fleet) with a progress bar; print its card's summary."
     for flag, v in (("--epochs", args.epochs), ("--batches", args.batches), ("--hidden-size", args.hidden_size)):
         if v is not None and v < 1: raise ValidationError(f"{flag}={v}: expected a positive integer", field=flag.strip("-"))
-    fc = importlib.import_module("qdash.forecast")
+    fc = importlib.import_module("qdash.model.forecast")
     kw = {k: v for k, v in (("max_epochs", args.epochs), ("limit_train_batches", args.batches), ("name", args.name),
                             ("hidden_size", args.hidden_size)) if v is not None}
     card = fc.train_reference_model(settings, **kw) if args.reference else fc.fit_tft(None, settings, progress_bar=True,
@@ -106,25 +94,25 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON")
     c.add_argument("--template", action="store_true", help="print a settings file with every key at its default")
     c.set_defaults(func=cmd_config)
-    if _provides("api", "serve"):
+    if _installed("sanic", "sanic_ext"):
         s = sub.add_parser("serve", help="run the hub (REST + WebSocket API)")
         s.add_argument("--host"); s.add_argument("--port", type=int)
         s.set_defaults(func=cmd_serve)
-    if _provides("collect", "run_collect"):
+    if _installed("psutil"):
         s = sub.add_parser("collect", help="collect telemetry in the foreground")
         s.add_argument("--sources", help="comma-separated: simulator, host, libvirt")
         s.set_defaults(func=cmd_collect)
-    if _provides("dashboard", "serve_dashboard"):
+    if _installed("panel", "sanic"):
         s = sub.add_parser("dashboard", help="serve the live dashboard (Panel) for a running hub")
         s.add_argument("--port", type=int, help="default: [dashboard] port")
         s.add_argument("--hub-url", help="default: [dashboard] hub_url")
         s.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: loopback only)")
         s.set_defaults(func=cmd_dashboard)
-    if _provides("dashboard", "up"):
+    if _installed("panel", "sanic"):
         s = sub.add_parser("up", help="start the hub and the dashboard together and print both URLs")
         s.add_argument("--port", type=int, help="dashboard port; default: [dashboard] port")
         s.set_defaults(func=cmd_up)
-    if _provides("forecast", "fit_tft"):
+    if _installed("torch", "pytorch_forecasting"):
         s = sub.add_parser("train", help="train a forecasting model on the store's telemetry and register it")
         s.add_argument("--epochs", type=int, help="most epochs (early stopping may end sooner)")
         s.add_argument("--batches", type=int, help="training batches per epoch")
@@ -132,10 +120,13 @@ def make_parser() -> argparse.ArgumentParser:
         s.add_argument("--name", help="registry name (default tft-<UTC time>)")
         s.add_argument("--reference", action="store_true", help="train on the simulated reference fleet: rebuilds the shipped model")
         s.set_defaults(func=cmd_train)
-    names = bench_names()
-    if names:
-        b = sub.add_parser("bench", help="measure speed figures, printed as JSON lines")
-        b.add_argument("name", choices=names)
+    benches = available()
+    if benches:
+        b = sub.add_parser("bench", help="measure figures (speed, quality), printed as JSON lines",
+                           description="Run one benchmark and print each figure as a JSON line.",
+                           epilog="benchmarks:\n" + "\n".join(f"  {x.name:<10} {x.help}" for x in benches),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        b.add_argument("name", choices=[x.name for x in benches], metavar="NAME", help="one of: " + ", ".join(x.name for x in benches))
         b.set_defaults(func=cmd_bench)
     return p
 

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 # %% auto #0
 __all__ = ['INT', 'BOOL', 'STR', 'PORT', 'DURATION', 'RATE', 'THRESHOLDS', 'S', 'SCHEMA', 'ENV_PREFIX', 'MASK', 'QdashError',
            'ConfigError', 'ValidationError', 'NotFound', 'Kind', 'parse_duration', 'Setting', 'Section', 'Settings',
-           'load_settings', 'safe_dict', 'updated', 'settings_template']
+           'load_settings', 'safe_dict', 'updated', 'settings_template', 'shared_data']
 
 # %% ../nbs/00_config.ipynb #c005
 class QdashError(Exception):
@@ -410,3 +410,12 @@ def settings_template() -> str:
             lines += [f"# {st.help}", f"{key} = {st.default}"]
         lines.append("")
     return "\n".join(lines)
+
+# %% ../nbs/00_config.ipynb #22cf59aa
+def shared_data(*parts:str) -> Path:
+    "A path inside the workspace's `shared/data` (found above this package, else above the working directory)."
+    here = globals().get("__file__")                 # not set when this cell runs in a notebook
+    for start in ([Path(here).resolve().parent] if here else []) + [Path.cwd().resolve()]:
+        for d in (start, *start.parents):
+            if (d / "shared" / "data").is_dir(): return d.joinpath("shared", "data", *parts)
+    return Path("shared", "data", *parts)

@@ -12,9 +12,8 @@ from .config import ConfigError, ValidationError, QdashError, Settings, load_set
 from .jobs import FINISHED, register_task
 
 # %% auto #0
-__all__ = ['FEATURES', 'METRICS', 'LEVELS', 'MIN_SLOT', 'ANOMALY_Z', 'PER_STEPS', 'KEEP_PREDICTIONS', 'MIN_BASELINE', 'SHIFTS',
-           'season_slot', 'Reference', 'psi', 'ks_distance', 'DriftMonitor', 'use_exporter', 'retrain', 'shift_frame',
-           'bench_drift']
+__all__ = ['FEATURES', 'METRICS', 'LEVELS', 'MIN_SLOT', 'ANOMALY_Z', 'PER_STEPS', 'KEEP_PREDICTIONS', 'MIN_BASELINE',
+           'season_slot', 'Reference', 'psi', 'ks_distance', 'DriftMonitor', 'use_exporter', 'retrain']
 
 # %% ../nbs/09_drift.ipynb #c005
 FEATURES = ("cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "load1")   # inputs watched, where the data has them
@@ -153,7 +152,7 @@ class DriftMonitor:
     def __init__(self, store, # a qdash Store: telemetry, prediction snapshots and state records
                  settings:Settings|None=None, # [drift], [model] auto_retrain, drift_patience, step, dir
                  runner=None, # a started qdash.jobs.JobRunner, for retraining
-                 registry=None, # a qdash.forecast.ModelRegistry: the active model's card (training data range)
+                 registry=None, # a qdash.model.forecast.ModelRegistry: the active model's card (training data range)
                  reference:Reference|None=None, # a fixed reference; default: from the active model's training data
                  measurement:str="vm", # where server telemetry is
                  retrain_params:dict|None=None): # extra parameters of the retraining job (e.g. limit_train_batches)
@@ -311,7 +310,7 @@ def due(self:DriftMonitor, now=None) -> bool:
     return last is None or (_utc(now) - _utc(last)).total_seconds() >= self.settings.drift.check_every
 
 # %% ../nbs/09_drift.ipynb #c025
-_HUB = {"export": None, "max_epochs": 5}   # set by the hub's drift monitor (qdash.watch)
+_HUB = {"export": None, "max_epochs": 5}   # set by the hub's drift monitor (qdash.hub.routes.drift)
 
 def use_exporter(export=None, # () -> Path of exported training data; None: no exporter
                  max_epochs:int=5): # default epochs of a training job
@@ -342,7 +341,7 @@ def _check_retrain(params:dict) -> dict:
 
 def _serving_recipe(s:Settings) -> tuple[Settings, dict]:
     "Settings and fit_tft arguments reproducing the active model's shape (for incremental training)."
-    from qdash.forecast import ModelRegistry
+    from qdash.model.forecast import ModelRegistry
     reg = ModelRegistry(s.model.dir)
     if reg.active_name() is None: return s, {}
     card = reg.card(reg.active_name())
@@ -356,7 +355,7 @@ def retrain(data_path:str, # Parquet: time, server, profile and the fields
             incremental:bool=False, # keep the serving model's step, lengths, targets and sizes
             progress=None, log=None, should_stop=None) -> dict:
     "Train and register a model on exported telemetry (a job function); its name and validation figures."
-    from qdash.forecast import fit_tft, frame_to_fleet
+    from qdash.model.forecast import fit_tft, frame_to_fleet
     try:
         s, kw = _serving_recipe(load_settings()) if incremental else (load_settings(), {})
         df = pd.read_parquet(data_path)
@@ -458,63 +457,3 @@ def _advice(metrics, feats, cmp, last) -> list[str]:
     if last and last.get("reference") is None: out.append("No reference data yet: DSS, FDS and anomaly rate need the training data or half a day of telemetry.")
     if last and metrics["per"]["value"] is None: out.append("No scored forecasts yet: PER needs an active model and an hour of actual values.")
     return out
-
-# %% ../nbs/09_drift.ipynb #c033
-SHIFTS = {  # name: (profiles hit or None for all, {field: (kind, amount)})
-    "web_cpu_plus_15": (["web"], {"cpu_pct": ("add", 15.0), "load1": ("mul", 1.5)}),
-    "fleet_mem_plus_10pct": (None, {"mem_pct": ("mul", 1.10)}),
-    "db_iowait_x2": (["database"], {"iowait_pct": ("mul", 2.0)}),
-}
-
-def shift_frame(frame:pd.DataFrame, onset, # when the shift starts
-                profiles:list|None, changes:dict, # profiles hit (None: all) and {field: ("add"|"mul", amount)}
-                ramp="1h") -> pd.DataFrame:
-    "A copy of simulator output with a distribution shift injected from `onset`, ramping in over `ramp`."
-    r = ((frame.time - _utc(onset)).dt.total_seconds() / pd.Timedelta(ramp).total_seconds()).clip(0, 1)
-    if profiles is not None: r = r * frame.profile.isin(profiles)
-    out = frame.copy()
-    for f, (kind, a) in changes.items():
-        out[f] = frame[f] + r * a if kind == "add" else frame[f] * (1 + r * (a - 1))
-        if f.endswith("_pct"): out[f] = out[f].clip(0, 100)
-    return out
-
-def bench_drift(n_servers:int=45, seed:int=42, every:str="30min", window:str="1D",
-                cost_servers=(45, 1000)): # fleet sizes whose check cost is measured
-    "Drift figures: false drift over a calm simulated week, time to detect injected shifts, check cost."
-    from qdash.simulate import FleetSimulator
-    th = load_settings(environ={}).drift.thresholds
-    sim = FleetSimulator(n_servers, seed=seed)
-    end = pd.Timestamp("2026-01-19", tz="UTC")
-    t0 = time.perf_counter()
-    ref = Reference(sim.frame(end - pd.Timedelta(days=14), end, "5min"), source="14 simulated days", window=window)
-    ref_s = time.perf_counter() - t0
-    week = sim.frame(end - pd.Timedelta(window), end + pd.Timedelta(days=7), "5min")
-    W, E = pd.Timedelta(window), pd.Timedelta(every)
-    checks = pd.date_range(end + E, end + pd.Timedelta(days=7), freq=every)
-    def run(frame):
-        for t in checks:
-            yield t, ref.compare(frame[(frame.time >= t - W) & (frame.time < t)])
-    worst, false = {k: 0.0 for k in ("dss", "fds", "anomaly_rate")}, 0
-    for _, c in run(week):
-        worst = {k: max(worst[k], c[k]) for k in worst}
-        false += any(c[k] >= th[k] for k in worst)
-    yield {"figure": "calm_week", "servers": n_servers, "checks": len(checks), "check_every_min": E.total_seconds() / 60,
-           "drift_checks": false, "max_dss": round(worst["dss"], 4), "max_fds": round(worst["fds"], 4),
-           "max_anomaly_rate": round(worst["anomaly_rate"], 4), "reference_build_s": round(ref_s, 2)}
-    onset = end + pd.Timedelta(days=2, hours=9)
-    for name, (profiles, changes) in SHIFTS.items():
-        fr = shift_frame(week[(week.time >= onset - W) & (week.time < onset + pd.Timedelta(days=1))], onset, profiles, changes)
-        hit = {}
-        for t in checks[(checks > onset) & (checks <= onset + pd.Timedelta(days=1))]:
-            c = ref.compare(fr[(fr.time >= t - W) & (fr.time < t)])
-            for k in ("dss", "fds"):
-                if k not in hit and c[k] >= th[k]: hit[k] = (t - onset).total_seconds() / 60
-            if len(hit) == 2: break
-        yield {"figure": "injected_shift", "shift": name, "minutes_to_fds": hit.get("fds"), "minutes_to_dss": hit.get("dss"),
-               "detected_within_1d": bool(hit)}
-    for n in cost_servers:
-        big = FleetSimulator(n, seed=7)
-        r = Reference(big.frame(end - pd.Timedelta(days=2), end, "5min"), window=window)
-        cur = big.frame(end, end + W, "5min")
-        t1 = time.perf_counter(); r.compare(cur)
-        yield {"figure": "check_cost", "servers": n, "compare_ms": round(1000 * (time.perf_counter() - t1), 1)}

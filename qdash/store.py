@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_store.ipynb #c003
 from __future__ import annotations
-import atexit, gzip, json, os, re, shutil, socket, subprocess, tempfile, threading, time as _time
+import gzip, json, threading, time as _time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,7 +15,7 @@ from .lineproto import *
 
 # %% auto #0
 __all__ = ['AGGS', 'StoreUnavailable', 'StoreAuthError', 'to_ns', 'every_ns', 'Plan', 'plan_query', 'Store', 'qi', 'DuckStore',
-           'open_store', 'InfluxStore', 'free_port', 'InfluxServer', 'bench_store']
+           'open_store', 'InfluxStore']
 
 # %% ../nbs/01_store.ipynb #c006
 class StoreUnavailable(QdashError):
@@ -576,174 +576,3 @@ def _measurements(self:InfluxStore):
 def _retain(self:InfluxStore, cutoff, measurement=None):
     self._query(f"DELETE {'FROM ' + _iql_ident(measurement) + ' ' if measurement else ''}WHERE time < {cutoff}")
     return None
-
-# %% ../nbs/01_store.ipynb #c057
-_CONF = """reporting-disabled = true
-bind-address = "127.0.0.1:{rpc}"
-[meta]
-  dir = "{d}/meta"
-  logging-enabled = false
-[data]
-  dir = "{d}/data"
-  wal-dir = "{d}/wal"
-  query-log-enabled = false
-  index-version = "inmem"
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{port}"
-  log-enabled = false
-  auth-enabled = false
-  max-row-limit = 0
-  max-body-size = 0
-[logging]
-  level = "warn"
-[monitor]
-  store-enabled = false
-[continuous_queries]
-  enabled = false
-[subscriber]
-  enabled = false
-"""
-
-def free_port() -> int:
-    "A TCP port nobody listens on at the moment, on 127.0.0.1."
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-class InfluxServer:
-    "A throwaway `influxd` on loopback: a context manager, restartable on the same port and data dir."
-    def __init__(self, port:int|None=None, # HTTP port; default: a free one
-                 data_dir:str|Path|None=None, # where meta/data/wal live; default: a temp dir removed by close()
-                 database:str="qdash", binary:str="/usr/bin/influxd",
-                 http:dict|None=None): # extra [http] settings, such as {"auth-enabled": "true"}
-        self.port, self.rpc_port, self.http = port or free_port(), free_port(), http or {}
-        self._own = data_dir is None
-        self.data_dir = Path(tempfile.mkdtemp(prefix="qdash-influx-") if self._own else data_dir)
-        self.database, self.binary, self.proc = database, binary, None
-        self.url = f"http://127.0.0.1:{self.port}"
-        atexit.register(self.close)
-    def __repr__(self): return f"InfluxServer({self.url}, running={self.running})"
-    @property
-    def running(self): return self.proc is not None and self.proc.poll() is None
-    def close(self):
-        "Stop influxd and remove its data dir if it was a temporary one."
-        self.stop()
-        if self._own: shutil.rmtree(self.data_dir, ignore_errors=True)
-
-# %% ../nbs/01_store.ipynb #c058
-@patch
-def start(self:InfluxServer, timeout:float=30) -> InfluxServer:
-    "Start influxd (if not running), wait for /ping, create the database."
-    if self.running: return self
-    if not Path(self.binary).exists(): raise StoreUnavailable(f"{self.binary} is not installed (Debian package influxdb)")
-    self.data_dir.mkdir(parents=True, exist_ok=True)
-    conf = self.data_dir / "influxdb.conf"
-    text = _CONF.format(rpc=self.rpc_port, d=self.data_dir, port=self.port)
-    for k, v in self.http.items(): text = re.sub(rf"(?m)^  {re.escape(k)} = .*\n", "", text).replace("[http]\n", f"[http]\n  {k} = {v}\n")
-    conf.write_text(text)
-    self._log = open(self.data_dir / "influxd.log", "ab")
-    self.proc = subprocess.Popen([self.binary, "run", "-config", str(conf)], stdout=self._log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, env={**os.environ, "INFLUXDB_DATA_QUERY_LOG_ENABLED": "false"})
-    deadline = _time.monotonic() + timeout
-    while _time.monotonic() < deadline:
-        if self.proc.poll() is not None: break
-        try:
-            if requests.get(self.url + "/ping", timeout=1).status_code == 204:
-                if self.http.get("auth-enabled") != "true":
-                    requests.post(self.url + "/query", data={"q": f"CREATE DATABASE {_iql_ident(self.database)}"}, timeout=10).raise_for_status()
-                return self
-        except requests.RequestException: pass
-        _time.sleep(0.05)
-    tail = (self.data_dir / "influxd.log").read_text(errors="replace")[-500:]
-    self.stop()
-    raise StoreUnavailable(f"influxd did not start on {self.url}: {tail}")
-
-@patch
-def stop(self:InfluxServer, timeout:float=10):
-    "Stop influxd, keeping its port and data for `start()`."
-    if self.proc is not None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try: self.proc.wait(timeout)
-            except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
-        self.proc = None
-        self._log.close()
-
-
-@patch
-def settings(self:InfluxServer, base:Settings|None=None, path:str=":memory:") -> Settings:
-    "Settings pointing the influxdb backend at this server."
-    base = load_settings(environ={}) if base is None else base
-    return base.updated({"store": {"backend": "influxdb", "influx_url": self.url, "influx_database": self.database, "path": path}})
-
-InfluxServer.__enter__ = lambda self: self.start()
-InfluxServer.__exit__ = lambda self, *exc: self.close()
-
-# %% ../nbs/01_store.ipynb #c062
-def _bench_frames(n_batches, rows=5000, n_fields=10, seed=0, t0=1_735_689_600_000_000_000):
-    rng = np.random.default_rng(seed)
-    for i in range(n_batches):
-        t = pd.to_datetime(t0 + (i * rows + np.arange(rows)) * 1_000_000_000, unit="ns", utc=True)
-        d = {"time": t, "server": pd.array([f"srv-{j % 50:02d}" for j in range(rows)], dtype="str")}
-        d.update({f"f{k}": rng.random(rows).round(3) * 100 for k in range(n_fields)})
-        yield pd.DataFrame(d)
-
-def _timed(fn):
-    t = _time.perf_counter(); fn(); return _time.perf_counter() - t
-
-def _fleet_columns(n_servers, seconds, n_fields, seed=0, t0=1_735_689_600_000_000_000):
-    "One server at a time: (frame) of `seconds` 1 s points × `n_fields` smooth, rounded fields."
-    rng = np.random.default_rng(seed)
-    tt = t0 + np.arange(seconds, dtype=np.int64) * 1_000_000_000
-    base = np.sin(np.arange(seconds) / 86400 * 2 * np.pi)
-    for s in range(n_servers):
-        d = {"time": _ts(tt), "server": pd.array([f"srv-{s:02d}"] * seconds, dtype="str")}
-        for k in range(n_fields): d[f"f{k}"] = (50 + 20 * base + rng.normal(0, 2, seconds)).round(1)
-        yield pd.DataFrame(d)
-
-# %% ../nbs/01_store.ipynb #c063
-def bench_store(n_batches:int=100, # DuckDB ingest batches of 5,000 rows × 10 fields
-                influx_batches:int=20, # InfluxDB ingest batches (each way)
-                servers:int=50, seconds:int=86400, # size of the downsampling query
-                influx_seconds:int=3600, # InfluxDB query size: same servers and fields, fewer seconds
-               ):
-    "Yield the store's speed figures as dicts (see the section above)."
-    base = load_settings(environ={})
-    frames = list(_bench_frames(n_batches))
-    vals = n_batches * 5000 * 10
-    with tempfile.TemporaryDirectory() as tmp:
-        st = open_store(base.updated({"store": {"path": f"{tmp}/a.duckdb"}}))
-        plain = duckdb.connect(f"{tmp}/b.duckdb")
-        st.write("m", frames[0]); plain.execute("CREATE TABLE m (time BIGINT, server VARCHAR, " + ", ".join(f"f{k} DOUBLE" for k in range(10)) + ")")
-        def plain_append():
-            for f in frames:
-                tbl = pa.Table.from_pandas(f.assign(time=f.time.array.as_unit("ns").asi8), preserve_index=False)
-                plain.register("b", tbl); plain.execute("INSERT INTO m SELECT * FROM b"); plain.unregister("b")
-        ours = _timed(lambda: [st.write("m", f) for f in frames]); ref = _timed(plain_append)
-        yield {"duckdb_values_per_s": round(vals / ours), "duckdb_rows_per_s": round(vals / 10 / ours),
-               "plain_append_values_per_s": round(vals / ref), "ratio_to_plain_append": round(ref / ours, 3), "batch_rows": 5000, "fields": 10}
-        st.close(); plain.close()
-        if Path("/usr/bin/influxd").exists():
-            with InfluxServer() as srv:
-                ist = open_store(srv.settings())
-                ifr = list(_bench_frames(influx_batches, seed=1))
-                pre = [batch_lines(prepare("plain", f)) for f in ifr]
-                sess = requests.Session()
-                wp = {"db": srv.database, "precision": "ns"}
-                post = lambda: [sess.post(srv.url + "/write", params=wp, data="\n".join(ls).encode()).raise_for_status() for ls in pre]
-                ours = _timed(lambda: [ist.write("m", f) for f in ifr]); ref = _timed(post)
-                n = influx_batches * 5000 * 10
-                yield {"influx_values_per_s": round(n / ours), "influx_plain_post_values_per_s": round(n / ref),
-                       "influx_ratio_to_plain_post": round(ref / ours, 3)}
-                for f in _fleet_columns(servers, influx_seconds, 10): ist.write("fleet", f)
-                ms = _timed(lambda: ist.query("fleet", every="1min")) * 1000
-                yield {"influx_query_ms": round(ms, 1), "influx_query_values": servers * influx_seconds * 10, "every": "1min"}
-                ist.close()
-        st = open_store(base.updated({"store": {"path": f"{tmp}/q.duckdb"}}))
-        for f in _fleet_columns(servers, seconds, 10): st.write("fleet", f)
-        st.db.execute("CHECKPOINT")
-        st.query("fleet", every="1min", limit=1)
-        ms = min(_timed(lambda: st.query("fleet", every="1min")) for _ in range(3)) * 1000
-        n = servers * seconds * 10
-        st.close()
-        yield {"duckdb_query_ms": round(ms, 1), "query_values": n, "every": "1min", "servers": servers,
-               "bytes_per_value": round(os.path.getsize(f"{tmp}/q.duckdb") / n, 3)}

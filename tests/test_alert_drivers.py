@@ -4,10 +4,10 @@ from pathlib import Path
 
 import httpx
 
-from qdash.alerts import AlertEngine
+from qdash.model.alerts import AlertEngine
 from qdash.config import load_settings
-from qdash.hubrun import HubProcess
-from qdash.simulate import FleetSimulator
+from qdash.testing import HubProcess
+from qdash.collect.simulate import FleetSimulator
 from qdash.store import open_store
 
 MODELS = Path(__file__).resolve().parent.parent / "models"

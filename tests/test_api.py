@@ -5,12 +5,12 @@ import orjson
 import pytest
 from sanic_testing.reusable import ReusableClient
 
-from qdash.api import create_app
-from qdash.hubrun import free_port
+from qdash.hub.app import create_app
+from qdash.testing import free_port
 from qdash.config import load_settings
-from qdash.guard import ensure_api_key
+from qdash.hub.guard import ensure_api_key
 
-HAS_COLLECT = importlib.util.find_spec("qdash.collect") is not None
+HAS_COLLECT = importlib.util.find_spec("qdash.collect.service") is not None
 
 PROTECTED_GETS = ["/api/status", "/api/metrics", "/telemetry", "/workers", "/api/history/metrics",
                   "/api/telemetry/status", "/api/telemetry/vms", "/api/telemetry/config"]

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from qdash.hubrun import HubProcess
+from qdash.testing import HubProcess
 from qdash.client import Client, HubError
 from qdash.config import NotFound, ValidationError, load_settings
 

@@ -9,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from qdash.hubrun import HubProcess
+from qdash.testing import HubProcess
 
 EXAMPLES = 100   # per operation; `qdash bench api` is the place for longer runs
 

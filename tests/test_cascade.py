@@ -5,7 +5,7 @@ import pytest
 
 from qdash.cascade import CascadeDetector, cascade_risk, health_score, health_status, replay
 from qdash.config import ValidationError, load_settings
-from qdash.simulate import FleetSimulator
+from qdash.collect.simulate import FleetSimulator
 from qdash.store import open_store
 
 BASE = load_settings(environ={})

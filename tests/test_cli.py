@@ -68,7 +68,7 @@ def test_repo_settings_ini_is_the_template():
 
 def test_train_registers_a_model_from_the_store(tmp_path):
     from qdash.config import load_settings
-    from qdash.simulate import FleetSimulator
+    from qdash.collect.simulate import FleetSimulator
     from qdash.store import open_store
     db = tmp_path / "fleet.duckdb"
     st = open_store(load_settings(environ={}).updated({"store": {"path": str(db)}}))

@@ -1,4 +1,4 @@
-"""qdash.collect against libvirt's test driver, cross-checked with virsh; the simulator's determinism and incidents."""
+"""qdash.collect.service against libvirt's test driver, cross-checked with virsh; the simulator's determinism and incidents."""
 import re
 import subprocess
 import time
@@ -10,9 +10,9 @@ import pytest
 
 libvirt = pytest.importorskip("libvirt")
 
-from qdash.collect import Collection, FleetSimulator, LibvirtCollector  # noqa: E402
+from qdash.collect.service import Collection, FleetSimulator, LibvirtCollector  # noqa: E402
 from qdash.config import load_settings  # noqa: E402
-from qdash.sources import RateTracker, domain_xml, fleet_xml  # noqa: E402
+from qdash.collect.sources import RateTracker, domain_xml, fleet_xml  # noqa: E402
 from qdash.store import open_store  # noqa: E402
 
 FLEET = Path(__file__).parent / "fixtures" / "fleet.xml"

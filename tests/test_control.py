@@ -8,7 +8,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from qdash.client import Client, HubError
-from qdash.hubrun import HubProcess
+from qdash.testing import HubProcess
 
 
 @pytest.fixture(scope="module")

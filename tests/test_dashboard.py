@@ -5,8 +5,8 @@ import httpx
 import pytest
 from pathlib import Path
 
-from qdash.dashboard import DashboardProcess, launch_chromium
-from qdash.hubrun import HubProcess
+from qdash.testing import DashboardProcess, launch_chromium
+from qdash.testing import HubProcess
 
 playwright = pytest.importorskip("playwright.sync_api")
 

@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 
 from qdash.config import ConfigError, ValidationError, load_settings
-from qdash.drift import DriftMonitor, Reference, shift_frame
-from qdash.forecast import ModelRegistry
+from qdash.bench.drift import shift_frame
+from qdash.drift import DriftMonitor, Reference
+from qdash.model.forecast import ModelRegistry
 from qdash.history import export_alerts, export_environment, summary
-from qdash.alerts import AlertEngine
+from qdash.model.alerts import AlertEngine
 from qdash.jobs import JobRunner
-from qdash.simulate import FleetSimulator
+from qdash.collect.simulate import FleetSimulator
 from qdash.store import open_store
 
 END = pd.Timestamp("2026-01-19", tz="UTC")

@@ -1,4 +1,4 @@
-"qdash.explain on a tiny trained TFT: attributions, attention, counterfactuals and the /explain body."
+"qdash.model.explain on a tiny trained TFT: attributions, attention, counterfactuals and the /explain body."
 import json
 
 import numpy as np
@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from qdash.config import NotFound, load_settings
-from qdash.explain import (RULES, ExplanationCache, InsufficientData, RiskModel, attribute, ablate, drivers_for, explain_server,
+from qdash.model.explain import (RULES, ExplanationCache, InsufficientData, RiskModel, attribute, ablate, drivers_for, explain_server,
                            focus_periods, impact, period_name, recommendation, stars, typical_day)
-from qdash.forecast import Forecaster, fit_tft, frame_to_fleet, load_fleet
-from qdash.risk import level_of, score_forecasts
-from qdash.simulate import FleetSimulator
+from qdash.model.forecast import Forecaster, fit_tft, frame_to_fleet, load_fleet
+from qdash.model.risk import level_of, score_forecasts
+from qdash.collect.simulate import FleetSimulator
 from qdash.store import open_store
 
 END = pd.Timestamp("2026-01-12", tz="UTC")

@@ -3,8 +3,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from qdash.hubrun import HubProcess
-from qdash.simulate import FleetSimulator
+from qdash.testing import HubProcess
+from qdash.collect.simulate import FleetSimulator
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import requests
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from qdash.config import QdashError, ValidationError, load_settings
-from qdash.store import (InfluxServer, StoreAuthError, StoreUnavailable, check_name, free_port, open_store,
-                         parse_line_protocol, to_line_protocol)
+from qdash.store import StoreAuthError, StoreUnavailable, check_name, open_store, parse_line_protocol, to_line_protocol
+from qdash.testing import InfluxServer, free_port
 
 T0 = pd.Timestamp("2025-03-01", tz="UTC")
 BASE = load_settings(environ={})

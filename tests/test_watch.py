@@ -5,9 +5,9 @@ import httpx
 import pandas as pd
 import pytest
 
-from qdash.drift import shift_frame
-from qdash.hubrun import HubProcess
-from qdash.simulate import FleetSimulator
+from qdash.bench.drift import shift_frame
+from qdash.testing import HubProcess
+from qdash.collect.simulate import FleetSimulator
 
 FIELDS = ["cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "load1"]
 ROUTES = ["/historical/summary", "/historical/alerts", "/historical/server/web-01", "/historical/export/alerts",

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from qdash.config import load_settings
-from qdash.hubrun import HubProcess
-from qdash.simulate import FleetSimulator
+from qdash.testing import HubProcess
+from qdash.collect.simulate import FleetSimulator
 from qdash.store import open_store
 
 MODEL = {"encoder_length": 24, "horizon": 6, "min_history": 24}
@@ -15,7 +15,7 @@ MODEL_ENV = {"QDASH__MODEL__ENCODER_LENGTH": "24", "QDASH__MODEL__HORIZON": "6",
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     "A hub without collection over a store holding two days of six servers (db-01's CPU ran away 3 h ago) and a young server."
-    from qdash.forecast import fit_tft, load_fleet
+    from qdash.model.forecast import fit_tft, load_fleet
     d = tmp_path_factory.mktemp("why")
     s = load_settings(environ={}).updated({"store": {"path": str(d / "qdash.duckdb")}, "model": {"dir": str(d / "models"), **MODEL}})
     end = pd.Timestamp.now(tz="UTC").floor("5min")

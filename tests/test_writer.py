@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qdash.collect import Writer
+from qdash.collect.service import Writer
 from qdash.config import load_settings
-from qdash.store import InfluxServer, open_store
+from qdash.store import open_store
+from qdash.testing import InfluxServer
 
 T0 = 1_717_200_000  # epoch seconds; each point's time is T0 + seq ms, unique per (server, time)
 
@@ -89,7 +90,7 @@ def test_no_loss_across_a_10s_outage(srv, tmp_path):
 
 WRITER_PROCESS = textwrap.dedent("""
     import json, signal, sys, time
-    from qdash.collect import Writer
+    from qdash.collect.service import Writer
     from qdash.config import load_settings
     from qdash.store import open_store
     sys.path.insert(0, {tests!r})

@@ -20,6 +20,7 @@ body{{margin:0;font:15px/1.55 system-ui,-apple-system,Segoe UI,Roboto,sans-serif
 nav{{width:230px;min-height:100vh;background:#f4f6fa;border-right:1px solid #dde2ea;padding:18px 14px;box-sizing:border-box;flex:none}}
 nav a{{display:block;padding:4px 8px;border-radius:5px;color:#1d2330;text-decoration:none}}
 nav a.here{{background:#1d4ed8;color:#fff}} nav h1{{font-size:18px;margin:0 0 12px 8px}}
+nav h2{{font-size:12px;text-transform:uppercase;letter-spacing:.05em;color:#6b7280;margin:14px 0 4px 8px}}
 main{{max-width:960px;padding:24px 40px;overflow-x:auto;flex:1}}
 pre{{background:#f6f8fa;padding:10px 12px;border-radius:6px;overflow-x:auto;font-size:13px}}
 code{{font-family:ui-monospace,SFMono-Regular,Menlo,monospace}} table{{border-collapse:collapse}}
@@ -30,9 +31,11 @@ td,th{{border:1px solid #dde2ea;padding:3px 8px}} blockquote{{color:#4b5563;bord
 """
 
 def notebooks():
-    "Notebooks in reading order: index first, then by number."
-    nbs = sorted(p for p in NBS.glob("*.ipynb") if not p.name.startswith("_"))
-    return sorted(nbs, key=lambda p: (p.stem != "index", p.stem))
+    "Notebooks in reading order: index first, then by folder (the package's layers) and number."
+    nbs = [p for p in NBS.rglob("*.ipynb") if not any(part.startswith(("_", ".")) for part in p.relative_to(NBS).parts)]
+    return sorted(nbs, key=lambda p: (p.stem != "index", p.relative_to(NBS).parent.as_posix(), p.stem))
+
+def rel(p: Path) -> Path: return p.relative_to(NBS)
 
 def title_of(nb_path: Path) -> str:
     nb = json.loads(nb_path.read_text(encoding="utf-8"))
@@ -42,7 +45,18 @@ def title_of(nb_path: Path) -> str:
             if m: return m.group(1).strip()
     return nb_path.stem
 
-def page_name(p: Path) -> str: return "index.html" if p.stem == "index" else f"{p.stem}.html"
+def page_name(p: Path) -> str:
+    return "index.html" if p.stem == "index" else "_".join(rel(p).with_suffix("").parts) + ".html"
+
+def sidebar(nbs, here) -> str:
+    "Links to every page, under a heading per subfolder (collect, model, hub, ...)."
+    out, folder = [], ""
+    for q in nbs:
+        f = rel(q).parent.as_posix()
+        if f != folder and f != ".": out.append(f"<h2>{html.escape(f)}/</h2>")
+        folder = f
+        out.append(f'<a href="{page_name(q)}"{" class=here" if q == here else ""}>{html.escape(title_of(q))}</a>')
+    return "".join(out)
 
 _re_attr = re.compile(r"\{(?:target|style|\.)[^{}\n]*\}")
 
@@ -82,7 +96,7 @@ def build_with_nbconvert(processed: dict):
     exp.exclude_input = False
     nbs = notebooks()
     for p in nbs:
-        side = "".join(f'<a href="{page_name(q)}"{" class=here" if q == p else ""}>{html.escape(title_of(q))}</a>' for q in nbs)
+        side = sidebar(nbs, p)
         nb = quarto_to_plain(nbformat.read(str(processed.get(p, p)), as_version=4))
         body, _ = exp.from_notebook_node(nb)
         (OUT / page_name(p)).write_text(PAGE.format(title=html.escape(title_of(p)), sidebar=side, body=body), encoding="utf-8")
@@ -110,7 +124,8 @@ def staged_notebooks() -> Path:
         for c in nb.cells:
             if c.cell_type == "code" and not re.search(r"^#\|\s*export", c.source, re.M) and _imports_plus_code(c.source):
                 c.source = "#| eval: false\n" + c.source
-        nbformat.write(nb, str(SRC / p.name))
+        (SRC / rel(p)).parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(SRC / rel(p)))
     for extra in NBS.glob("*.yml"): shutil.copy(extra, SRC / extra.name)
     return SRC
 
@@ -122,7 +137,7 @@ def main():
     from nbdev.serve import proc_nbs
     nbdev.doclinks._build_modidx()
     cache = proc_nbs(str(staged_notebooks()), n_workers=1)
-    processed = {p: cache / p.name for p in notebooks() if (cache / p.name).exists()}
+    processed = {p: cache / rel(p) for p in notebooks() if (cache / rel(p)).exists()}
     OUT.mkdir(exist_ok=True)
     for old in OUT.glob("*.html"): old.unlink()
     build_with_nbconvert(processed)

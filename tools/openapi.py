@@ -14,7 +14,7 @@ def build_spec() -> dict:
     "The OpenAPI document the hub serves at /docs/openapi.json, built without opening a store or a socket."
     import logging
     logging.disable(logging.WARNING)
-    from qdash.api import create_app
+    from qdash.hub.app import create_app
     from qdash.config import load_settings
     tmp = Path(tempfile.mkdtemp())
     (tmp / "empty.ini").write_text("")  # defaults only: the spec must not depend on a local settings.ini
