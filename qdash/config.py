@@ -227,6 +227,10 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     retrain_window=S(DURATION, "14d", "history a drift-triggered training job learns from"),
     retrain_epochs=S(_int_range(1, 1000), "5", "epochs of a drift-triggered training job"),
   ),
+  "alerts": {
+    "for": S(_int_range(1, 100_000), "2", "samples in a row at or over a [model] threshold that make a breach: risk 100, critical"),
+    "stale": S(_int_range(1, 100_000), "3", "collection intervals ([collect] interval) without a point before a server is stale"),
+  },
   "auth": dict(
     api_key=S(STR, None, "the hub's API key", secret=True, env_alias="QDASH_API_KEY"),
     api_key_file=S(_path(), "data/api_key", "file holding the API key (created by the hub if missing)"),
