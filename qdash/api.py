@@ -534,7 +534,8 @@ def _feed_body(request):
 @doc("Ingest metrics: JSON records or line protocol", "feed",
      _schema({"accepted": {"type": "integer"}, "written": {"type": "integer"}}), body=FEED_BODY, errors=(413, 422, 503))
 async def feed_data(request):
-    c, batch = request.app.ctx, parse_feed(_feed_body(request))
+    c = request.app.ctx
+    batch = await asyncio.to_thread(parse_feed, _feed_body(request), c.store.field_kinds)
     written = 0
     for m, frame in batch:
         written += await asyncio.to_thread(c.store.write, m, frame)
