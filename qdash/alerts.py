@@ -7,10 +7,10 @@ from __future__ import annotations
 import threading, uuid
 import pandas as pd
 from .config import ValidationError, NotFound, parse_duration
-from .risk import LEVELS, level_of, alert_badge, fmt_minutes
+from .risk import LEVELS, level_of, alert_badge, fmt_minutes, fmt_span
 
 # %% auto #0
-__all__ = ['AlertEngine']
+__all__ = ['STALE_LEVEL', 'AlertEngine']
 
 # %% ../nbs/06_alerts.ipynb #c005
 _RANK = {name: i for i, (name, *_) in enumerate(reversed(LEVELS))}   # healthy 0 ... critical 3
@@ -32,10 +32,12 @@ class AlertEngine:
         if clear_after < 1: raise ValidationError(f"clear_after={clear_after}: expected at least 1", field="clear_after")
         self.store, self.margin, self.clear_after = store, float(margin), int(clear_after)
         self._lock, self._below = threading.RLock(), {}
-        self._active = {a["server_name"]: a for a in reversed(store.list_records("alert", where={"status": "active"}))}
+        recs = list(reversed(store.list_records("alert", where={"status": "active"})))
+        self._active = {a["server_name"]: a for a in recs if a.get("kind", "risk") != "stale"}   # risk alerts
+        self._stale = {a["server_name"]: a for a in recs if a.get("kind") == "stale"}           # servers gone quiet
         t = _ts(now)
         self._silences = [s for s in store.list_records("silence") if _ts(s["until"]) > t]
-    def __repr__(self): return f"AlertEngine(active={len(self._active)}, silences={len(self._silences)})"
+    def __repr__(self): return f"AlertEngine(active={len(self._active)}, stale={len(self._stale)}, silences={len(self._silences)})"
 
 # %% ../nbs/06_alerts.ipynb #c007
 from fastcore.basics import patch
@@ -87,7 +89,7 @@ def _save(self:AlertEngine, a:dict):
 
 @patch
 def _open(self:AlertEngine, server:str, sc:dict, t) -> dict:
-    a = {"id": f"alert-{uuid.uuid4().hex[:12]}", "server_name": server, "status": "active", "level": level_of(sc["risk_score"]),
+    a = {"id": f"alert-{uuid.uuid4().hex[:12]}", "kind": "risk", "server_name": server, "status": "active", "level": level_of(sc["risk_score"]),
          "risk_score": 0.0, "opened_at": _iso(t), "resolved_at": None, "acked": False, "acked_by": None, "acked_at": None,
          "message": "", "target": None, "time_to_issue": None, "time_to_issue_min": None, "history": []}
     self._refresh(a, sc, t)
@@ -108,10 +110,10 @@ def _resolve(self:AlertEngine, server:str, x:float, t) -> dict:
 # %% ../nbs/06_alerts.ipynb #c009
 @patch
 def _view(self:AlertEngine, a:dict, t=None) -> dict:
-    b = alert_badge(a["risk_score"] if a["status"] == "active" else 0)
-    return {"id": a["id"], "server_name": a["server_name"], "level": a["level"], "risk_score": a["risk_score"],
+    on = a["status"] == "active"
+    return {"id": a["id"], "kind": a.get("kind", "risk"), "server_name": a["server_name"], "level": a["level"], "risk_score": a["risk_score"],
             "profile": a.get("profile"), "message": a["message"], "time_to_issue": a.get("time_to_issue"),
-            "color": dict((n, c) for n, _, c, _ in LEVELS)[a["level"]] if a["status"] == "active" else b["color"],
+            "color": dict((n, c) for n, _, c, _ in LEVELS)[a["level"]] if on else alert_badge(0)["color"],
             "status": a["status"], "acked": a["acked"], "silenced": self.silenced(a["server_name"], t),
             "opened_at": a["opened_at"], "resolved_at": a.get("resolved_at")}
 
@@ -120,8 +122,9 @@ def active(self:AlertEngine, now=None, include_silenced:bool=False) -> dict:
     "GET /alerts/active: timestamp, count, alerts (highest risk first)."
     t = _ts(now)
     with self._lock:
-        al = [self._view(a, t) for a in self._active.values()]
-    al = sorted([a for a in al if include_silenced or not a["silenced"]], key=lambda a: -a["risk_score"])
+        al = [self._view(a, t) for a in (*self._active.values(), *self._stale.values())]
+    rank = lambda a: -(a["risk_score"] if a["risk_score"] is not None else _LOW[a["level"]])
+    al = sorted([a for a in al if include_silenced or not a["silenced"]], key=rank)
     return {"timestamp": _iso(t), "count": len(al), "alerts": al}
 
 @patch
@@ -139,7 +142,7 @@ def ack(self:AlertEngine, alert_id:str, # the alert's id
     "Acknowledge an active alert; its view. NotFound if no active alert has this id."
     t = _ts(now)
     with self._lock:
-        a = next((a for a in self._active.values() if a["id"] == alert_id), None)
+        a = next((a for a in (*self._active.values(), *self._stale.values()) if a["id"] == alert_id), None)
         if a is None: raise NotFound(f"no active alert with id '{alert_id}'", field="id")
         a.update(acked=True, acked_by=by, acked_at=_iso(t))
         self._save(a)
@@ -167,14 +170,48 @@ def silenced(self:AlertEngine, server:str, now=None) -> bool:
     t = _ts(now)
     return any(s["server"] in ("*", server) and _ts(s["until"]) > t for s in self._silences)
 
+# %% ../nbs/06_alerts.ipynb #c011b
+STALE_LEVEL = "warning"
+
+def _silence_msg(last_seen, t) -> str:
+    return f"No data for {fmt_span((t - _ts(last_seen)).total_seconds())} (last point {_iso(last_seen)})" if last_seen else "No data"
+
+@patch
+def update_stale(self:AlertEngine, status:dict, # {server: {"stale": bool, "last_seen": ISO time, "profile"}}
+                 now=None) -> list[dict]:
+    "Open a stale alert for each stale server, resolve it when the server reports again; the events."
+    t, events = _ts(now), []
+    with self._lock:
+        for server, v in status.items():
+            a, last = self._stale.get(server), v.get("last_seen")
+            if v.get("stale"):
+                msg = _silence_msg(last, t)
+                if a is None:
+                    a = {"id": f"alert-{uuid.uuid4().hex[:12]}", "kind": "stale", "server_name": server, "status": "active",
+                         "level": STALE_LEVEL, "risk_score": None, "opened_at": _iso(t), "resolved_at": None, "acked": False,
+                         "acked_by": None, "acked_at": None, "message": msg, "target": None, "time_to_issue": None,
+                         "time_to_issue_min": None, "last_seen": last, "profile": v.get("profile"), "updated_at": _iso(t),
+                         "history": [{"at": _iso(t), "level": STALE_LEVEL, "risk_score": None}]}
+                    self._stale[server] = a
+                    self._save(a); events.append({"event": "opened", "alert": self._view(a, t)})
+                elif a["message"] != msg:
+                    a.update(message=msg, updated_at=_iso(t)); self._save(a)
+            elif v.get("stale") is False and a is not None:
+                del self._stale[server]
+                a.update(status="resolved", resolved_at=_iso(t), updated_at=_iso(t), last_seen=last)
+                a["history"] = (a["history"] + [{"at": _iso(t), "level": "healthy", "risk_score": None}])[-50:]
+                self._save(a); events.append({"event": "resolved", "alert": self._view(a, t)})
+    return events
+
 # %% ../nbs/06_alerts.ipynb #c013
 @patch
 def observe(self:AlertEngine, payload:dict, # from Forecaster.current / predictions_payload
             now=None) -> dict:
     "Update alerts from a predictions payload and put the active alerts into it; the payload."
     t = _ts(payload.get("timestamp") if now is None else now)
-    scores = {s: p for s, p in payload["predictions"].items() if p.get("status", "ok") == "ok" and p.get("risk_score") is not None}
-    self.update(scores, t)
-    payload["alerts"] = [{k: a[k] for k in ("server_name", "level", "risk_score", "message", "id", "profile", "time_to_issue", "acked")}
+    preds = payload["predictions"]
+    self.update({s: p for s, p in preds.items() if p.get("risk_score") is not None}, t)
+    self.update_stale({s: p for s, p in preds.items() if "stale" in p}, t)
+    payload["alerts"] = [{k: a[k] for k in ("server_name", "level", "risk_score", "message", "id", "kind", "profile", "time_to_issue", "acked")}
                          for a in self.active(t)["alerts"]]
     return payload
