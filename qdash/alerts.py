@@ -73,13 +73,15 @@ def update(self:AlertEngine, scores:dict, # {server: {"risk_score", "profile", "
             if ev: events.append({"event": ev, "alert": self._view(a, t)})
     return events
 
+def _when(m) -> str|None: return None if m is None else "now" if m <= 0 else fmt_minutes(m)
+
 @patch
 def _refresh(self:AlertEngine, a:dict, sc:dict, t):
     a["risk_score"] = round(float(sc["risk_score"]), 1)
     a["peak_score"] = max(a.get("peak_score", 0), a["risk_score"])
     if sc.get("message"):                                # in the 45-50 band the scorer gives none: keep the last
         a.update(message=sc["message"], target=sc.get("target"), time_to_issue_min=sc.get("time_to_issue_min"),
-                 time_to_issue=fmt_minutes(sc["time_to_issue_min"]) if sc.get("time_to_issue_min") is not None else None)
+                 time_to_issue=_when(sc.get("time_to_issue_min")))
     a["profile"], a["updated_at"] = sc.get("profile", a.get("profile")), _iso(t)
 
 @patch

@@ -10,7 +10,7 @@ from fastcore.basics import patch
 from .config import QdashError, ValidationError, Settings
 from .jobs import Conflict, FINISHED
 from .forecast import ModelRegistry, TARGETS, EXTRA_TARGETS, DISPLAY_FIELDS
-from .risk import score_forecasts, predictions_payload
+from .risk import score_forecasts, predictions_payload, Vitals, apply_vitals
 from .alerts import AlertEngine
 from .api import route, doc, reply, dumps, json_object, hub_part, _schema, _opt, _known_args, OBJ, ARR, Unavailable
 log = logging.getLogger("qdash.predict")
@@ -27,12 +27,26 @@ class Predictor:
         self.settings, self.store = settings, store
         self.registry = ModelRegistry(settings.model.dir)
         self.alerts = AlertEngine(store)
+        self.vitals = Vitals.from_settings(settings)
+        self._seed_vitals()
         self.lock = threading.RLock()
         self.results = self.data = self.payload = None
         self.payload_bytes: bytes|None = None
         self.cycle, self.updated_at, self.error, self.cycle_ms = 0, None, None, None
         self.drivers: dict[str, list] = {}   # server -> top drivers of its risk, filled by `after_cycle` hooks
         self.after_cycle: list = []          # fn(predictor), run after each cycle is published (explanations)
+
+    def tap(self, measurement:str, frame:pd.DataFrame):
+        "Hand server telemetry to the vitals (a hub tap: called with every batch the hub collects or is fed)."
+        if measurement == "vm": self.vitals.update(frame)
+
+    def _seed_vitals(self):
+        "The vitals from the store: the last minutes' samples, then each server's newest point."
+        if "vm" not in self.store.measurements(): return
+        v, now = self.vitals, pd.Timestamp.now(tz="UTC")
+        fields = [f for f in v.thresholds if f in self.store.field_kinds("vm")]
+        v.update(self.store.query("vm", fields or None, start=now - pd.Timedelta(seconds=max(self.settings.model.step, 10 * v.stale_after))))
+        v.update(self.store.latest("vm"))
 
     @property
     def forecaster(self):
@@ -64,6 +78,7 @@ def run_cycle(self:Predictor, now=None) -> dict:
         if data is not None and data.sizes.get("server", 0):
             results = score_forecasts(fc.predict(data, min_history=int(self.settings.model.min_history)), fc.targets,
                                       self.settings.model.thresholds, fc.step)
+    results = apply_vitals(results, self.vitals.check(now))
     payload = predictions_payload(results, fc.targets if fc else list(TARGETS), data, now)
     payload["model"] = {"name": fc.name if fc else None, "error": None if fc else (self.error or "no model in the registry")}
     payload = self.alerts.observe(payload, now)
@@ -102,12 +117,15 @@ async def on_start(app):
     "Create the predictor (after a simulated past, if needed) and start the inference loop."
     c = app.ctx
     await asyncio.to_thread(_backfill_simulated_past, app)
-    c.predictor = Predictor(c.settings, c.store)
+    c.predictor = await asyncio.to_thread(Predictor, c.settings, c.store)
+    c.taps.append(c.predictor.tap)
     c.predict_task = asyncio.ensure_future(_predict_loop(app))
 
 async def on_stop(app):
     t = getattr(app.ctx, "predict_task", None)
     if t is not None: t.cancel()
+    p = getattr(app.ctx, "predictor", None)
+    if p is not None and p.tap in app.ctx.taps: app.ctx.taps.remove(p.tap)
 
 # %% ../nbs/10g_predict.ipynb #c012
 def _flag(v:str) -> bool:

@@ -184,9 +184,7 @@ def apply_vitals(results:dict, # scored results (score_forecasts), changed in pl
     "Mark stale servers; make a breach in progress risk 100 with its message, whatever the forecast says. `results`."
     for s, v in vitals.items():
         r = results.get(s)
-        if r is None:
-            if not (v["stale"] or v["breach"]): continue
-            r = results[s] = {"status": "not_forecast", "profile": "unknown", "points": None, "required": None}
+        if r is None: r = results[s] = {"status": "not_forecast", "profile": "unknown", "points": None, "required": None}
         r.update(stale=v["stale"], last_seen=v["last_seen"])
         b = v["breach"]
         if b is None: continue
