@@ -114,7 +114,7 @@ def feed(self:Client, data:list[dict]|pd.DataFrame|str) -> dict:
     return self.post("/feed/data", json=data)
 
 @patch
-def history(self:Client, measurement:str="vm", # measurement; fed records default to "server"
+def history(self:Client, measurement:str="vm", # measurement; fed records default to "vm" too
             server:str|None=None,           # one server only
             fields:list[str]|None=None,     # fields; default all
             start=None, stop=None,          # ISO 8601 or relative ("-1h")
