@@ -8,6 +8,7 @@ import math, uuid
 import numpy as np, pandas as pd
 from fastcore.basics import patch
 from .config import Settings, ValidationError, load_settings
+from .timeutil import iso, utc
 
 # %% auto #0
 __all__ = ['METRIC_FAMILIES', 'KNOWN_METRICS', 'CONFIRM', 'SIM_FIELDS', 'check_metrics', 'pick_metrics', 'rolling_z',
@@ -308,10 +309,6 @@ def _grow(self:CascadeDetector, names:list[str]):
     for s in names: self._index[s] = len(self.servers); self.servers.append(s)
 
 # %% ../nbs/08_cascade.ipynb #c029
-def _iso(t) -> str:
-    if t is None or np.isnat(t): return pd.Timestamp.now(tz="UTC").floor("s").isoformat()
-    return pd.Timestamp(t).tz_localize("UTC").isoformat()
-
 _SEV = ["low", "medium", "high", "critical"]
 
 @patch
@@ -324,7 +321,7 @@ def check(self:CascadeDetector, data=None, # optional samples to `update` with f
            if B > self.span else {"cascade_detected": False, "total_servers": len(self.servers), "servers_with_anomalies": 0,
                                   "anomaly_rate": 0.0, "correlation_score": 0.0, "cascades": [], "anomalous": {}})
     self.anomalous = res.pop("anomalous")
-    cur = {"cascade_detected": res["cascade_detected"], "timestamp": _iso(self.times[-1] if B else None), **res}
+    cur = {"cascade_detected": res["cascade_detected"], "timestamp": (iso(self.times[-1]) if B else iso(utc())), **res}
     self.current = cur
     self._record(cur)
     return cur
@@ -371,7 +368,7 @@ def recent_events(self:CascadeDetector, limit:int|None=None) -> list[dict]:
 @patch
 def status(self:CascadeDetector) -> dict:
     "Seed 004's `GET /cascade/status` body."
-    cur = self.current or {"cascade_detected": False, "timestamp": _iso(None), "total_servers": len(self.servers),
+    cur = self.current or {"cascade_detected": False, "timestamp": iso(utc()), "total_servers": len(self.servers),
                            "servers_with_anomalies": 0, "anomaly_rate": 0.0, "correlation_score": 0.0, "cascades": []}
     return {"current_status": cur,
             "tracking": {"servers": len(self.servers), "metrics_tracked": list(self.metrics or []), "window_size": self.window},

@@ -9,6 +9,7 @@ from typing import AsyncIterator
 import httpx, orjson, pandas as pd
 from fastcore.basics import patch
 from .config import QdashError, NotFound, ValidationError, Settings, load_settings
+from .timeutil import iso
 
 # %% auto #0
 __all__ = ['HubError', 'default_url', 'Client']
@@ -114,7 +115,7 @@ def feed(self:Client, data:list[dict]|pd.DataFrame|str) -> dict:
     return self.post("/feed/data", json=data)
 
 @patch
-def history(self:Client, measurement:str="vm", # measurement; fed records default to "server"
+def history(self:Client, measurement:str="vm", # measurement; fed records default to "vm" too
             server:str|None=None,           # one server only
             fields:list[str]|None=None,     # fields; default all
             start=None, stop=None,          # ISO 8601 or relative ("-1h")
@@ -123,7 +124,7 @@ def history(self:Client, measurement:str="vm", # measurement; fed records defaul
             as_:str="frame"):               # "frame", "xarray" or "records"
     "Time series from the hub's store."
     recs = self.get("/api/history/metrics", measurement=measurement, server=server,
-                    fields=",".join(fields) if fields else None, start=_iso(start), stop=_iso(stop), every=every, limit=limit)
+                    fields=",".join(fields) if fields else None, start=_when(start), stop=_when(stop), every=every, limit=limit)
     if as_ == "records": return recs
     df = _frame(recs)
     if as_ == "frame": return df
@@ -230,8 +231,9 @@ def _q(s:str) -> str:
     from urllib.parse import quote
     return quote(s, safe="")
 
-def _iso(t):
-    return t.isoformat() if hasattr(t, "isoformat") else t
+def _when(t):
+    "A time for a query: datetimes as ISO 8601 UTC, text (\"-1h\") as given."
+    return iso(t) if hasattr(t, "isoformat") else t
 
 # %% ../nbs/11_client.ipynb #c016
 @patch

@@ -12,8 +12,8 @@ from urllib.parse import urlparse
 
 # %% auto #0
 __all__ = ['INT', 'BOOL', 'STR', 'PORT', 'DURATION', 'RATE', 'THRESHOLDS', 'S', 'SCHEMA', 'ENV_PREFIX', 'MASK', 'QdashError',
-           'ConfigError', 'ValidationError', 'NotFound', 'Kind', 'parse_duration', 'Setting', 'Section', 'Settings',
-           'load_settings', 'safe_dict', 'updated', 'settings_template', 'shared_data']
+           'ConfigError', 'ValidationError', 'NotFound', 'Unavailable', 'Kind', 'parse_duration', 'Setting', 'Section',
+           'Settings', 'load_settings', 'safe_dict', 'updated', 'settings_template', 'shared_data']
 
 # %% ../nbs/00_config.ipynb #c005
 class QdashError(Exception):
@@ -43,6 +43,10 @@ class ValidationError(QdashError):
 class NotFound(QdashError):
     "The thing asked for does not exist."
     status_code, code = 404, "not_found"
+
+class Unavailable(QdashError):
+    "A part of the hub is not running, or has nothing to answer with yet."
+    status_code, code = 503, "unavailable"
 
 # %% ../nbs/00_config.ipynb #c008
 @dataclass(frozen=True)
@@ -227,6 +231,10 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     retrain_window=S(DURATION, "14d", "history a drift-triggered training job learns from"),
     retrain_epochs=S(_int_range(1, 1000), "5", "epochs of a drift-triggered training job"),
   ),
+  "alerts": {
+    "for": S(_int_range(1, 100_000), "2", "samples in a row at or over a [model] threshold that make a breach: risk 100, critical"),
+    "stale": S(_int_range(1, 100_000), "3", "collection intervals ([collect] interval) without a point before a server is stale"),
+  },
   "auth": dict(
     api_key=S(STR, None, "the hub's API key", secret=True, env_alias="QDASH_API_KEY"),
     api_key_file=S(_path(), "data/api_key", "file holding the API key (created by the hub if missing)"),

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import patch
 from .config import ConfigError, ValidationError, QdashError, Settings, load_settings
-from .jobs import FINISHED, register_task
+from .jobs import FINISHED
+from .timeutil import utc, iso
 
 # %% auto #0
 __all__ = ['FEATURES', 'METRICS', 'LEVELS', 'MIN_SLOT', 'ANOMALY_Z', 'PER_STEPS', 'KEEP_PREDICTIONS', 'MIN_BASELINE',
-           'season_slot', 'Reference', 'psi', 'ks_distance', 'DriftMonitor', 'use_exporter', 'retrain']
+           'season_slot', 'Reference', 'psi', 'ks_distance', 'DriftMonitor', 'check_retrain_params', 'retrain']
 
 # %% ../nbs/09_drift.ipynb #c005
 FEATURES = ("cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "load1")   # inputs watched, where the data has them
@@ -21,12 +22,6 @@ METRICS = ("per", "dss", "fds", "anomaly_rate")
 LEVELS = np.linspace(0, 1, 101)                                        # quantile levels of the reference sketch
 MIN_SLOT = 6                                                           # training points a (key, slot) needs
 ANOMALY_Z = 4.0                                                        # |z| above this is an anomalous reading
-
-def _utc(t=None) -> pd.Timestamp:
-    t = pd.Timestamp.now(tz="UTC") if t is None else pd.Timestamp(t)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-
-def _iso(t) -> str|None: return None if t is None else _utc(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 def season_slot(time) -> np.ndarray:
     "The place in the week of each time: hour of day (UTC), plus 24 on Saturdays and Sundays (0-47)."
@@ -49,7 +44,7 @@ class Reference:
         feats = [f for f in features if f in frame.columns and frame[f].notna().any()]
         if not feats or not len(frame): raise ValidationError(f"reference: the data has none of {', '.join(features)}", field="reference")
         self.features, self.source, self.rows = feats, source, int(len(frame))
-        self.start, self.end = _iso(frame.time.min()), _iso(frame.time.max())
+        self.start, self.end = iso(frame.time.min()), iso(frame.time.max())
         df = self._prep(frame)
         self._levels = []
         for keys in (["server", "slot"], ["profile", "slot"], ["slot"]):
@@ -177,7 +172,7 @@ def observe(self:DriftMonitor, results:dict|None, # {server: result} of one infe
             forecaster=None, # the Forecaster that made them (targets, step, name, card)
             now=None) -> dict|None:
     "Keep a snapshot of the P50 forecasts (at most one per model step); the snapshot record, or None."
-    t = _utc(now)
+    t = utc(now)
     if forecaster is not None and getattr(forecaster, "card", None): self.card = forecaster.card
     if not results or forecaster is None: return None
     if self._last_snapshot is not None and (t - self._last_snapshot).total_seconds() < self.step: return None
@@ -186,11 +181,11 @@ def observe(self:DriftMonitor, results:dict|None, # {server: result} of one infe
     for s, r in results.items():
         if r.get("status") != "ok" or "quantiles" not in r: continue
         q, ts = np.asarray(r["quantiles"]), list(r["timestamps"])[:PER_STEPS]
-        fc[s] = {"t0": _iso(ts[0]), "p50": {k: np.round(q[:len(ts), i, q.shape[-1] // 2], 3).tolist() for i, k in enumerate(tg)}}
+        fc[s] = {"t0": iso(ts[0]), "p50": {k: np.round(q[:len(ts), i, q.shape[-1] // 2], 3).tolist() for i, k in enumerate(tg)}}
         first = min(first or ts[0], ts[0]); last = max(last or ts[-1], ts[-1])
     if not fc: return None
-    doc = {"id": f"pred-{t:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", "made_at": _iso(t), "model": getattr(forecaster, "name", None),
-           "step_s": float(forecaster.step), "targets": tg, "first": _iso(first), "last": _iso(last), "evaluated": False, "forecasts": fc}
+    doc = {"id": f"pred-{t:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", "made_at": iso(t), "model": getattr(forecaster, "name", None),
+           "step_s": float(forecaster.step), "targets": tg, "first": iso(first), "last": iso(last), "evaluated": False, "forecasts": fc}
     self.store.put_record("prediction", doc["id"], doc)
     self._last_snapshot = t
     return doc
@@ -204,14 +199,14 @@ def _score(self:DriftMonitor, doc:dict) -> dict:
     fields = [k for k in tg if k in have]
     err, n = {k: 0.0 for k in fields}, {k: 0 for k in fields}
     if fields:
-        act = self.store.query(self.measurement, fields, start=doc["first"], stop=_utc(doc["last"]) + pd.Timedelta(seconds=step),
+        act = self.store.query(self.measurement, fields, start=doc["first"], stop=utc(doc["last"]) + pd.Timedelta(seconds=step),
                                where={"server": list(doc["forecasts"])}, every=f"{int(step)}s")
         if len(act):
             secs = (act.time - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
             act = act.assign(server=act.server.astype(str), t=(secs // int(step)).astype(np.int64))
             act = act.groupby(["server", "t"])[fields].mean()
             for s, f in doc["forecasts"].items():
-                t0 = int(_utc(f["t0"]).timestamp() // step)
+                t0 = int(utc(f["t0"]).timestamp() // step)
                 for k in fields:
                     p = np.asarray(f["p50"][k], float)
                     y = act.reindex(pd.MultiIndex.from_arrays([[s] * len(p), np.arange(t0, t0 + len(p))]))[k].to_numpy(float)
@@ -224,16 +219,16 @@ def _score(self:DriftMonitor, doc:dict) -> dict:
 @patch
 def prediction_error(self:DriftMonitor, now=None) -> dict:
     "Score the snapshots whose hour has passed; PER over the snapshots of the last `[drift] window`."
-    t = _utc(now)
+    t = utc(now)
     for d in self.store.list_records("prediction", where={"evaluated": False}):
-        if _utc(d["last"]) + pd.Timedelta(seconds=float(d["step_s"])) > t: continue           # actuals not all in yet
+        if utc(d["last"]) + pd.Timedelta(seconds=float(d["step_s"])) > t: continue           # actuals not all in yet
         sc = self._score(d)
-        if sc["n"] or (t - _utc(d["last"])) > pd.Timedelta(days=1): self.store.put_record("prediction", d["id"], {**d, **sc})
+        if sc["n"] or (t - utc(d["last"])) > pd.Timedelta(days=1): self.store.put_record("prediction", d["id"], {**d, **sc})
     since, old = t - pd.Timedelta(seconds=self.settings.drift.window), t - pd.Timedelta(days=KEEP_PREDICTIONS)
     err = n = 0.0
     by = {}
     for d in self.store.list_records("prediction", where={"evaluated": True}):
-        made = _utc(d["made_at"])
+        made = utc(d["made_at"])
         if made < old: self.store.delete_record("prediction", d["id"]); continue
         if made < since or not d.get("n"): continue
         err += d["per"] * d["n"]; n += d["n"]
@@ -267,16 +262,16 @@ def _reference(self:DriftMonitor, now) -> Reference|None:
     if self.reference is not None and self._ref_key == key: return self.reference
     ref = None
     if card and card.get("data", {}).get("start"):
-        fr = self._read(card["data"]["start"], _utc(card["data"]["end"]) + pd.Timedelta(seconds=1))
+        fr = self._read(card["data"]["start"], utc(card["data"]["end"]) + pd.Timedelta(seconds=1))
         if len(fr) >= 100: ref = Reference(fr, source=f"training data of model {key}", window=pd.Timedelta(seconds=self.settings.drift.window))
     if ref is None:
         first = self.store.query(self.measurement, limit=1)
         if not len(first): return None
-        a = _utc(first.time.iloc[0])
-        b = min(a + pd.Timedelta(seconds=self.settings.drift.retrain_window), _utc(now) - pd.Timedelta(seconds=self.settings.drift.window))
+        a = utc(first.time.iloc[0])
+        b = min(a + pd.Timedelta(seconds=self.settings.drift.retrain_window), utc(now) - pd.Timedelta(seconds=self.settings.drift.window))
         if b - a < MIN_BASELINE: return None
         fr = self._read(a, b)
-        if not len(fr) or _utc(fr.time.max()) - _utc(fr.time.min()) < MIN_BASELINE: return None
+        if not len(fr) or utc(fr.time.max()) - utc(fr.time.min()) < MIN_BASELINE: return None
         ref = Reference(fr, source="the store's first data" + (f" (training data of model {key} is not in the store)" if key else " (no model)"),
                         window=pd.Timedelta(seconds=self.settings.drift.window))
     self.reference, self._ref_key = ref, key
@@ -286,7 +281,7 @@ def _reference(self:DriftMonitor, now) -> Reference|None:
 @patch
 def check(self:DriftMonitor, now=None) -> dict:
     "Measure drift now, update the consecutive-drift count, retrain if it persists; the status."
-    t, d = _utc(now), self.settings.drift
+    t, d = utc(now), self.settings.drift
     with self.lock:
         per = self.prediction_error(t)
         ref = self._reference(t)
@@ -295,34 +290,28 @@ def check(self:DriftMonitor, now=None) -> dict:
         m = {"per": per["value"], **({k: cmp[k] for k in ("dss", "fds", "anomaly_rate")} if cmp else {"dss": None, "fds": None, "anomaly_rate": None})}
         detected = any(v is not None and v >= self.thresholds[k] for k, v in m.items())
         self.state["consecutive"] = self.state["consecutive"] + 1 if detected else 0
-        self.state["last_check"] = _iso(t)
-        self.last = {"time": _iso(t), "metrics": m, "drift_detected": detected, "per": per, "compare": cmp,
+        self.state["last_check"] = iso(t)
+        self.last = {"time": iso(t), "metrics": m, "drift_detected": detected, "per": per, "compare": cmp,
                      "reference": None if ref is None else {"source": ref.source, "start": ref.start, "end": ref.end, "rows": ref.rows},
                      "retrain": self._maybe_retrain(t)}
         self.store.put_record("drift_state", "state", self.state)
-        self.store.put_record("drift_check", f"check-{t:%Y%m%dT%H%M%S}", {"time": _iso(t), "metrics": m, "drift_detected": detected})
+        self.store.put_record("drift_check", f"check-{t:%Y%m%dT%H%M%S}", {"time": iso(t), "metrics": m, "drift_detected": detected})
         return self.status()
 
 @patch
 def due(self:DriftMonitor, now=None) -> bool:
     "Whether `[drift] check_every` has passed since the last check."
     last = self.state.get("last_check")
-    return last is None or (_utc(now) - _utc(last)).total_seconds() >= self.settings.drift.check_every
+    return last is None or (utc(now) - utc(last)).total_seconds() >= self.settings.drift.check_every
 
 # %% ../nbs/09_drift.ipynb #c025
-_HUB = {"export": None, "max_epochs": 5}   # set by the hub's drift monitor (qdash.hub.routes.drift)
-
-def use_exporter(export=None, # () -> Path of exported training data; None: no exporter
-                 max_epochs:int=5): # default epochs of a training job
-    "Let `retrain` jobs submitted without `data_path` (e.g. /admin/trigger-training) get their data from `export`."
-    _HUB.update(export=export, max_epochs=int(max_epochs))
-
-def _check_retrain(params:dict) -> dict:
+def check_retrain_params(params:dict) -> dict:
+    "A `retrain` job's parameters, normalised; a `ValidationError` naming the first bad one."
     p = dict(params)
     if "epochs" in p:
         if "max_epochs" in p: raise ValidationError("give epochs or max_epochs, not both", field="epochs")
         p["max_epochs"] = p.pop("epochs")
-    out = {"data_path": None, "max_epochs": _HUB["max_epochs"], "name": None, "limit_train_batches": 32, "incremental": False}
+    out = {"data_path": None, "max_epochs": 5, "name": None, "limit_train_batches": 32, "incremental": False}
     for k, v in p.items():
         if k not in out: raise ValidationError(f"unknown parameter {k!r} for retrain; known: epochs, {', '.join(out)}", field=k)
         out[k] = v
@@ -332,9 +321,7 @@ def _check_retrain(params:dict) -> dict:
     if not isinstance(out["incremental"], bool): raise ValidationError("incremental must be true or false", field="incremental")
     if out["name"] is not None and not isinstance(out["name"], str): raise ValidationError("name must be text", field="name")
     if out["data_path"] is None:
-        if _HUB["export"] is None:
-            raise ValidationError("data_path: expected a Parquet file of telemetry (this process has no store to export from)", field="data_path")
-        out["data_path"] = str(_HUB["export"]())
+        raise ValidationError("data_path: expected a Parquet file of telemetry (a hub exports its store's when none is given)", field="data_path")
     if not isinstance(out["data_path"], str) or not Path(out["data_path"]).is_file():
         raise ValidationError(f"data_path={out['data_path']!r}: expected an existing Parquet file", field="data_path")
     return out
@@ -370,8 +357,6 @@ def retrain(data_path:str, # Parquet: time, server, profile and the fields
     return {"model": card["name"], "path": card.get("path"), "val_loss": card["training"]["val_loss"],
             "mase": card["validation"].get("all", {}).get("mase")}
 
-register_task("retrain", "qdash.drift:retrain", "training", _check_retrain, "train and register a forecasting model on recent telemetry")
-
 # %% ../nbs/09_drift.ipynb #c027
 @patch
 def _data_dir(self:DriftMonitor) -> Path:
@@ -383,7 +368,7 @@ def _data_dir(self:DriftMonitor) -> Path:
 @patch
 def export_training_data(self:DriftMonitor, now=None) -> Path:
     "The recent `[drift] retrain_window` of telemetry, at the model's step, as a Parquet file for a training job."
-    t = _utc(now)
+    t = utc(now)
     fr = self._read(t - pd.Timedelta(seconds=self.settings.drift.retrain_window), t, ("cpu_pct", "mem_pct", "swap_pct", "iowait_pct"))
     if not len(fr): raise ValidationError(f"no telemetry in the last {self.settings.drift.retrain_window / 86400:g} days to train on", field="data")
     d = self._data_dir()
@@ -405,7 +390,7 @@ def _maybe_retrain(self:DriftMonitor, t) -> dict|None:
     except ValidationError as e: return {"started": False, "reason": e.detail}
     job = self.runner.submit("retrain", {"data_path": str(path), "max_epochs": int(self.settings.drift.retrain_epochs),
                                          "name": f"tft-drift-{t:%Y%m%d-%H%M%S}", **self.retrain_params}, name="retrain after drift")
-    st.update(consecutive=0, last_triggered=_iso(t), total_drift_trainings=st["total_drift_trainings"] + 1, last_job=job["id"])
+    st.update(consecutive=0, last_triggered=iso(t), total_drift_trainings=st["total_drift_trainings"] + 1, last_job=job["id"])
     return {"started": True, "job_id": job["id"]}
 
 # %% ../nbs/09_drift.ipynb #c029
@@ -418,7 +403,7 @@ def status(self:DriftMonitor) -> dict:
     nxt = self.state.get("last_check")
     return {"drift_detected": bool(last.get("drift_detected", False)), "auto_retrain_enabled": bool(self.settings.model.auto_retrain),
             "last_retrain": self.state.get("last_triggered") or card.get("created_at"),
-            "next_check": _iso(_utc(nxt) + pd.Timedelta(seconds=self.settings.drift.check_every)) if nxt else None,
+            "next_check": iso(utc(nxt) + pd.Timedelta(seconds=self.settings.drift.check_every)) if nxt else None,
             "metrics": dict(last.get("metrics") or {k: None for k in METRICS}), "thresholds": dict(self.thresholds),
             "last_check": nxt, "consecutive_drift_checks": self.state["consecutive"], "drift_patience": self.settings.model.drift_patience,
             "model": card.get("name")}

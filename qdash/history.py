@@ -8,6 +8,7 @@ import csv, io
 from typing import Iterator
 import numpy as np, pandas as pd
 from .config import ValidationError, NotFound, Settings, load_settings
+from .timeutil import utc, iso
 
 # %% auto #0
 __all__ = ['TIME_RANGES', 'ALERT_COLUMNS', 'DEFAULT_EVERY', 'time_window', 'alerts_in', 'alert_history', 'summary',
@@ -16,19 +17,13 @@ __all__ = ['TIME_RANGES', 'ALERT_COLUMNS', 'DEFAULT_EVERY', 'time_window', 'aler
 # %% ../nbs/09a_history.ipynb #c005
 TIME_RANGES = {"30m": 1800, "1h": 3600, "8h": 8 * 3600, "1d": 86400, "1w": 7 * 86400, "1M": 30 * 86400}
 
-def _utc(t=None) -> pd.Timestamp:
-    t = pd.Timestamp.now(tz="UTC") if t is None else pd.Timestamp(t)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-
-def _iso(t) -> str|None: return None if t is None else _utc(t).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 def time_window(time_range:str|None, # one of TIME_RANGES; None means 1d
                 now=None) -> tuple[pd.Timestamp, pd.Timestamp]:
     "(start, end) of a time range ending now; ValidationError listing the allowed ranges."
     tr = "1d" if time_range is None else time_range
     if tr not in TIME_RANGES:
         raise ValidationError(f"time_range={str(tr)[:20]!r}: expected one of {', '.join(TIME_RANGES)}", field="time_range")
-    end = _utc(now)
+    end = utc(now)
     return end - pd.Timedelta(seconds=TIME_RANGES[tr]), end
 
 # %% ../nbs/09a_history.ipynb #c008
@@ -41,10 +36,10 @@ def _peak(a:dict) -> str:
 def alerts_in(store, # a qdash Store (alert records)
               start, end, server_name:str|None=None) -> list[dict]:
     "Alerts open at some time in [start, end), newest first, with `peak_level` and `duration_minutes`."
-    a, b = _utc(start), _utc(end)
+    a, b = utc(start), utc(end)
     out = []
     for d in store.list_records("alert", where={"server_name": server_name} if server_name else None):
-        op, rs = _utc(d["opened_at"]), (_utc(d["resolved_at"]) if d.get("resolved_at") else None)
+        op, rs = utc(d["opened_at"]), (utc(d["resolved_at"]) if d.get("resolved_at") else None)
         if op >= b or (rs is not None and rs < a): continue
         d = {k: v for k, v in d.items() if not k.startswith("_")}
         d["peak_level"] = _peak(d)
@@ -56,7 +51,7 @@ def alert_history(store, time_range:str|None="1d", server_name:str|None=None, no
     "GET /historical/alerts: the alerts of a range (optionally one server's), newest first."
     a, b = time_window(time_range, now)
     al = alerts_in(store, a, b, server_name)
-    return {"success": True, "time_range": time_range or "1d", "start": _iso(a), "end": _iso(b), "server_name": server_name,
+    return {"success": True, "time_range": time_range or "1d", "start": iso(a), "end": iso(b), "server_name": server_name,
             "count": len(al), "alerts": al}
 
 # %% ../nbs/09a_history.ipynb #c010
@@ -65,7 +60,7 @@ def _crossed(store, a:dict, thresholds:dict, measurement:str="vm") -> bool|None:
     tg = a.get("target")
     if tg not in thresholds or not a.get("resolved_at"): return None
     try:
-        df = store.query(measurement, [tg], start=a["opened_at"], stop=_utc(a["resolved_at"]) + pd.Timedelta(seconds=1),
+        df = store.query(measurement, [tg], start=a["opened_at"], stop=utc(a["resolved_at"]) + pd.Timedelta(seconds=1),
                          where={"server": a["server_name"]})
     except ValidationError: return None
     return bool(len(df) and (df[tg] >= thresholds[tg]).any()) if len(df) else None
@@ -78,13 +73,13 @@ def summary(store, time_range:str|None="1d", settings:Settings|None=None, now=No
     by = {lv: 0 for lv in ("critical", "warning", "degraded")}
     for x in al:
         if x["peak_level"] in by: by[x["peak_level"]] += 1
-    res = [x["duration_minutes"] for x in al if x.get("resolved_at") and _utc(x["resolved_at"]) >= a]
+    res = [x["duration_minutes"] for x in al if x.get("resolved_at") and utc(x["resolved_at"]) >= a]
     cand = [x for x in al if x["peak_level"] in ("warning", "critical") and x.get("resolved_at")][:max_checked]
     prevented = sum(_crossed(store, x, s.model.thresholds) is False for x in cand)
     return {"success": True, "time_range": time_range or "1d", "total_alerts": len(al), "alerts_by_level": by,
             "avg_resolution_time_minutes": round(float(np.mean(res)), 1) if res else None,
             "incidents_prevented": int(prevented), "active_alerts": sum(x.get("status") == "active" for x in al),
-            "start": _iso(a), "end": _iso(b)}
+            "start": iso(a), "end": iso(b)}
 
 # %% ../nbs/09a_history.ipynb #c014
 def _bucket(seconds:float, points:int=240) -> int:
@@ -106,8 +101,8 @@ def server_history(store, server_name:str, time_range:str|None="1d", now=None, m
     df = store.query(measurement, start=a, stop=b, where={"server": server_name}, every=f"{w}s")
     fields = [c for c in df.columns if c != "time" and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
     stats = {f: {"min": _r(df[f].min()), "mean": _r(df[f].mean()), "max": _r(df[f].max())} for f in fields}
-    return {"success": True, "server_name": server_name, "time_range": time_range or "1d", "start": _iso(a), "end": _iso(b),
-            "bucket_seconds": w, "points": int(len(df)), "timestamps": [_iso(t) for t in df.time],
+    return {"success": True, "server_name": server_name, "time_range": time_range or "1d", "start": iso(a), "end": iso(b),
+            "bucket_seconds": w, "points": int(len(df)), "timestamps": [iso(t) for t in df.time],
             "metrics": {f: [_r(v) for v in df[f]] for f in fields}, "stats": stats, "alerts": alerts_in(store, a, b, server_name)}
 
 def _r(v): return None if v is None or not np.isfinite(v) else round(float(v), 3)

@@ -6,16 +6,16 @@
 from __future__ import annotations
 import concurrent.futures as cf, inspect, importlib, multiprocessing as mp, os, socket, threading, time, traceback, uuid
 from dataclasses import dataclass, field, asdict
-from datetime import datetime, timezone
 from typing import Callable
 import numpy as np, pandas as pd, psutil
 from fastcore.basics import patch
 from .config import QdashError, ValidationError, NotFound, Settings, load_settings
+from .timeutil import iso_ms
 
 # %% auto #0
-__all__ = ['JOB_TYPES', 'STATUSES', 'FINISHED', 'TASKS', 'Conflict', 'TooBusy', 'utcnow', 'Job', 'Task', 'register_task',
-           'resolve', 'check_task', 'worker_benchmark', 'MPChannel', 'DaskChannel', 'worker_id', 'execute_job',
-           'run_job', 'JobRunner', 'metric_history', 'calibration_status']
+__all__ = ['JOB_TYPES', 'STATUSES', 'FINISHED', 'TASKS', 'Conflict', 'TooBusy', 'Job', 'Task', 'register_task', 'resolve',
+           'check_task', 'worker_benchmark', 'MPChannel', 'DaskChannel', 'worker_id', 'execute_job', 'run_job',
+           'JobRunner', 'metric_history', 'calibration_status']
 
 # %% ../nbs/03_jobs.ipynb #c005
 class Conflict(QdashError):
@@ -30,10 +30,6 @@ class TooBusy(QdashError):
 JOB_TYPES = ("calibration", "benchmark", "training", "task")
 STATUSES = ("pending", "running", "completed", "failed", "cancelled", "interrupted")
 FINISHED = ("completed", "failed", "cancelled", "interrupted")
-
-def utcnow() -> str:
-    "Now, as an ISO 8601 UTC timestamp with a Z."
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 def _seconds_between(a:str|None, b:str|None) -> float|None:
     if not a: return None
@@ -52,7 +48,7 @@ class Job:
     progress: float = 0.0
     worker: str|None = None
     provider: str = "local"
-    created_at: str = field(default_factory=utcnow)
+    created_at: str = field(default_factory=iso_ms)
     started_at: str|None = None
     completed_at: str|None = None
     metrics: dict = field(default_factory=dict)
@@ -138,6 +134,8 @@ register_task("benchmark", "qdash.jobs:worker_benchmark", "benchmark", _check_be
 # %% ../nbs/03_jobs.ipynb #c014
 register_task("calibration", "qdash.calibrate:run_calibration", "calibration", "qdash.calibrate:check_run_params",
               "a VQE or QAOA calibration run, scored by ψ, ρ and ω")
+register_task("retrain", "qdash.drift:retrain", "training", "qdash.drift:check_retrain_params",
+              "train and register a forecasting model on exported telemetry (data_path)")
 
 # %% ../nbs/03_jobs.ipynb #c017
 class MPChannel:
@@ -175,7 +173,7 @@ def execute_job(job_id:str, target, params:dict, channel) -> dict:
     def progress(pct, metrics=None, **kw):  # progress(50, loss=0.1) and progress(50, {"loss": 0.1}) both work
         channel.put({"job": job_id, "type": "progress", "progress": float(pct), "metrics": {**(metrics or {}), **kw}})
     def log(line): channel.put({"job": job_id, "type": "log", "line": str(line)})
-    channel.put({"job": job_id, "type": "started", "worker": worker_id(), "time": utcnow()})
+    channel.put({"job": job_id, "type": "started", "worker": worker_id(), "time": iso_ms()})
     try:
         fn = resolve(target)
         accepted = inspect.signature(fn).parameters
@@ -221,6 +219,7 @@ class JobRunner:
         self._workers: dict[str, dict] = {}
         self._procs: dict[int, psutil.Process] = {}
         self._listeners: list[Callable[[dict], None]] = []
+        self.prepare: dict[str, Callable[[dict], dict]] = {}   # task -> params -> params, before validation (the hub fills defaults)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -243,7 +242,7 @@ def start(self:JobRunner):
     for st in ("pending", "running"):
         for d in self.store.list_records("job", where={"status": st}):
             job = Job.from_dict(d)
-            job.status, job.completed_at = "interrupted", utcnow()
+            job.status, job.completed_at = "interrupted", iso_ms()
             job.error = job.error or "the hub stopped while this job was " + st
             self.store.put_record("job", job.id, job.to_dict())
     if self.provider == "dask":
@@ -278,6 +277,7 @@ def submit(self:JobRunner, task:str, # a registered task name
           ) -> dict:
     "Validate, record and queue a job; return it."
     if not self.running: raise QdashError("the job runner is not running", field="jobs")
+    if task in self.prepare and (params is None or isinstance(params, dict)): params = self.prepare[task](dict(params or {}))
     t, params = check_task(task, params)
     with self._lock:
         waiting = sum(1 for j in self._jobs.values() if j.status == "pending")
@@ -325,7 +325,7 @@ def _on_event(self:JobRunner, ev:dict):
         if kind == "finished":
             threading.Thread(target=self._finish, args=(job.id, ev["outcome"]), daemon=True).start(); return
         if kind == "started":
-            job.status, job.started_at, job.worker = "running", ev.get("time") or utcnow(), ev.get("worker")
+            job.status, job.started_at, job.worker = "running", ev.get("time") or iso_ms(), ev.get("worker")
             self.store.put_record("job", job.id, job.to_dict())
         elif kind == "progress":
             job.progress = max(0.0, min(100.0, ev["progress"]))
@@ -360,7 +360,7 @@ def _finish(self:JobRunner, jid:str, out:dict):
         if cur is None or cur.finished or jid in self._finishing: return
         self._finishing.add(jid)
         job = Job.from_dict(cur.to_dict())
-        job.status, job.completed_at = out["status"], utcnow()
+        job.status, job.completed_at = out["status"], iso_ms()
         job.worker = out.get("worker") or job.worker
         job.started_at = job.started_at or (job.completed_at if job.status != "cancelled" else None)
         job.metrics.update(out.get("metrics") or {})
@@ -453,7 +453,7 @@ def cancel(self:JobRunner, job_id:str) -> dict:
 # %% ../nbs/03_jobs.ipynb #c047
 @patch
 def _sample_workers(self:JobRunner) -> list[dict]:
-    now = utcnow()
+    now = iso_ms()
     with self._lock:
         running: dict[str, int] = {}
         for j in self._jobs.values():
@@ -536,7 +536,7 @@ def stop(self:JobRunner, timeout:float=10.0):
     with self._lock:
         for j in self._jobs.values():
             if not j.finished:
-                j.status, j.completed_at, j.error = "interrupted", utcnow(), "the hub stopped before this job finished"
+                j.status, j.completed_at, j.error = "interrupted", iso_ms(), "the hub stopped before this job finished"
                 self.store.put_record("job", j.id, j.to_dict())
     self._stopping.set()
     for t in self._threads: t.join(timeout=2)

@@ -156,6 +156,11 @@ def series(self:Store, measurement:str) -> pd.DataFrame:
     with self._lock: return self._series(measurement)
 
 @patch
+def field_kinds(self:Store, measurement:str) -> dict[str, str]:
+    "`{field: kind}` of a measurement, kind being float, int or bool; {} for an unknown one."
+    with self._lock: return {f: k for f, k in self._field_kinds(measurement).items() if k != "tag"}
+
+@patch
 def measurements(self:Store) -> list[str]:
     "The measurements holding data, sorted."
     with self._lock: return self._measurements()
@@ -381,6 +386,9 @@ def _latest(self:DuckStore, measurement, by):
     return _result(df, tags, kinds)
 
 @patch
+def _field_kinds(self:DuckStore, measurement): return dict(self._cols.get(measurement, {}))
+
+@patch
 def _series(self:DuckStore, measurement):
     tags = sorted(c for c, k in self._cols.get(measurement, {}).items() if k == "tag")
     if not tags: return pd.DataFrame()
@@ -566,6 +574,9 @@ def _series(self:InfluxStore, measurement):
     df = pd.DataFrame([{t: (s.get("tags") or {}).get(t) or None for t in tags} for s in ser], columns=tags)
     df = df.drop_duplicates().sort_values(tags, na_position="first").reset_index(drop=True)
     return pd.DataFrame({t: pd.Series(df[t].to_numpy(dtype=object), dtype="str") for t in tags})
+
+@patch
+def _field_kinds(self:InfluxStore, measurement): return dict(self._kinds(measurement))
 
 @patch
 def _measurements(self:InfluxStore):

@@ -163,7 +163,7 @@ def settings(self:InfluxServer, base:Settings|None=None, path:str=":memory:") ->
 InfluxServer.__enter__ = lambda self: self.start()
 InfluxServer.__exit__ = lambda self, *exc: self.close()
 
-# %% ../nbs/14_testing.ipynb #be2c2813
+# %% ../nbs/14_testing.ipynb #038b9800
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 

@@ -112,11 +112,11 @@ def test_feed_roundtrip_keeps_text(hub):
     assert r.status == 200 and r.json["accepted"] == 4, r.text
     _, r = hub.get("/telemetry", headers=hub.H)
     for i, n in enumerate(names):
-        assert r.json[n]["server"]["cpu_pct"] == 10.0 + i and r.json[n]["server"]["note"] == n
+        assert r.json[n]["vm"]["cpu_pct"] == 10.0 + i and r.json[n]["vm"]["note"] == n
     from urllib.parse import quote
     _, r = hub.get("/telemetry/" + quote(names[0], safe=""), headers=hub.H)
-    assert r.status == 200 and r.json["server"]["note"] == names[0]
-    _, r = hub.get("/api/history/metrics", params={"measurement": "server", "server": names[1]}, headers=hub.H)
+    assert r.status == 200 and r.json["vm"]["note"] == names[0]
+    _, r = hub.get("/api/history/metrics", params={"measurement": "vm", "server": names[1]}, headers=hub.H)
     assert [x["server"] for x in r.json] == [names[1]]
 
 
@@ -126,8 +126,8 @@ def test_feed_newline_names_come_back_unchanged(hub):
     _, r = hub.post("/feed/data", headers=hub.H, content=orjson.dumps(batch))
     assert r.status == 200, r.json
     _, r = hub.get("/telemetry", headers=hub.H)
-    assert all(r.json[n]["server"]["note"] == n for n in names)
-    _, r = hub.get("/api/history/metrics", params={"measurement": "server", "server": names[0]}, headers=hub.H)
+    assert all(r.json[n]["vm"]["note"] == n for n in names)
+    _, r = hub.get("/api/history/metrics", params={"measurement": "vm", "server": names[0]}, headers=hub.H)
     assert [x["server"] for x in r.json] == [names[0]]
 
 
@@ -174,7 +174,7 @@ def test_history_validation(hub):
     hub.post("/feed/data", headers=hub.H, content=orjson.dumps([{"server": "hv", "cpu_pct": 1.0}]))
     _, r = hub.get("/api/history/metrics", params={"limit": "zero"}, headers=hub.H)
     assert r.status == 422 and "limit" in r.json["detail"]
-    _, r = hub.get("/api/history/metrics", params={"measurement": "server", "fields": "no_such_field"}, headers=hub.H)
+    _, r = hub.get("/api/history/metrics", params={"measurement": "vm", "fields": "no_such_field"}, headers=hub.H)
     assert r.status == 422 and "no_such_field" in r.json["detail"]
     _, r = hub.get("/api/history/metrics", params={"start": "not a time"}, headers=hub.H)
     assert r.status == 422

@@ -62,10 +62,10 @@ def test_client_routes(hub):
         assert c.workers() == []
         c.feed([{"server": "cli-1", "time": "2025-01-15T10:00:00Z", "cpu_pct": 1.0},
                 {"server": "cli-1", "time": "2025-01-15T10:00:01Z", "cpu_pct": 2.0}])
-        assert c.telemetry("cli-1")["server"]["cpu_pct"] == 2.0
-        df = c.history("server", server="cli-1")
+        assert c.telemetry("cli-1")["vm"]["cpu_pct"] == 2.0
+        df = c.history("vm", server="cli-1")
         assert list(df.cpu_pct) == [1.0, 2.0] and str(df.time.dt.tz) == "UTC"
-        ds = c.history("server", server="cli-1", as_="xarray")
+        ds = c.history("vm", server="cli-1", as_="xarray")
         assert dict(ds.sizes) == {"server": 1, "time": 2} and float(ds.cpu_pct.sum()) == 3.0
         deadline = time.monotonic() + 10
         while c.history("vm", limit=1).empty and time.monotonic() < deadline: time.sleep(0.2)
@@ -99,7 +99,7 @@ def test_xss_and_odd_names_come_back_unchanged(hub):
         c.feed([{"server": n, "cpu_pct": 5.0, "label": n} for n in names])
         got = c.telemetry()
         for n in names:   # the embedded store keeps any text, newlines included; the client percent-encodes ids
-            assert got[n]["server"]["label"] == n and c.telemetry(n)["server"]["label"] == n
+            assert got[n]["vm"]["label"] == n and c.telemetry(n)["vm"]["label"] == n
     r = httpx.get(hub.url + "/telemetry", headers=headers(hub))
     assert r.headers["content-type"] == "application/json"
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio, base64, os, socket, statistics, time
 import orjson, psutil
 from ..testing import *
-from ..hub.app import create_app, reply
+from ..hub.app import create_app
+from ..hub.http import reply
 from ..config import Settings, load_settings
 
 

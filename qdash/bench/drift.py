@@ -8,8 +8,7 @@ import time
 import pandas as pd
 from ..config import load_settings
 from ..drift import *
-from ..drift import _utc
-
+from ..timeutil import utc
 
 # %% auto #0
 __all__ = ['SHIFTS', 'shift_frame', 'bench_drift']
@@ -25,7 +24,7 @@ def shift_frame(frame:pd.DataFrame, onset, # when the shift starts
                 profiles:list|None, changes:dict, # profiles hit (None: all) and {field: ("add"|"mul", amount)}
                 ramp="1h") -> pd.DataFrame:
     "A copy of simulator output with a distribution shift injected from `onset`, ramping in over `ramp`."
-    r = ((frame.time - _utc(onset)).dt.total_seconds() / pd.Timedelta(ramp).total_seconds()).clip(0, 1)
+    r = ((frame.time - utc(onset)).dt.total_seconds() / pd.Timedelta(ramp).total_seconds()).clip(0, 1)
     if profiles is not None: r = r * frame.profile.isin(profiles)
     out = frame.copy()
     for f, (kind, a) in changes.items():

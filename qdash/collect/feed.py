@@ -10,7 +10,7 @@ from ..config import ValidationError
 from ..store import parse_line_protocol
 
 # %% auto #0
-__all__ = ['RESERVED', 'MAX_TEXT', 'FeedRejected', 'BadFeed', 'check_record', 'parse_feed']
+__all__ = ['DEFAULT_MEASUREMENT', 'ALIASES', 'RESERVED', 'MAX_TEXT', 'FeedRejected', 'BadFeed', 'check_record', 'parse_feed']
 
 # %% ../../nbs/collect/04_feed.ipynb #c005
 class FeedRejected(ValidationError):
@@ -28,10 +28,13 @@ class BadFeed(ValidationError):
 
 # %% ../../nbs/collect/04_feed.ipynb #c007
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-RESERVED = {"server", "measurement", "time"}
+DEFAULT_MEASUREMENT = "vm"
+ALIASES = {"server": ("server", "server_name"), "time": ("time", "timestamp")}
+RESERVED = {"measurement", *(k for names in ALIASES.values() for k in names)}
 MAX_TEXT = 256
 
 def _time(v):
+    if v is None: raise ValueError("time is null: leave it out to stamp the record on arrival")
     if isinstance(v, bool): raise ValueError("time must be ISO 8601 text or epoch seconds")
     if isinstance(v, (int, float)):
         if not math.isfinite(v) or not 0 <= v < 1e11: raise ValueError("time in epoch seconds must be between 1970 and 5138")
@@ -43,25 +46,43 @@ def _time(v):
         return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
     raise ValueError("time must be ISO 8601 text or epoch seconds")
 
+def _pick(r:dict, what:str):
+    "The value of `what` under any of its names (None when absent); two names with different values are an error."
+    names = [n for n in ALIASES[what] if n in r]
+    if len(names) > 1 and any(r[n] != r[names[0]] for n in names): raise ValueError(f"{' and '.join(names)} differ: give one")
+    return names, (r[names[0]] if names else None)
+
 def check_record(r, # one decoded JSON record
+                 kinds:dict|None=None, # {field: kind} the measurement already holds (Store.field_kinds)
                 ) -> tuple[str, dict]:
     "`(measurement, row)` for a valid record, else `ValueError` saying what is wrong."
     if not isinstance(r, dict): raise ValueError("a record must be a JSON object")
-    srv = r.get("server")
-    if not isinstance(srv, str) or not srv or len(srv) > MAX_TEXT: raise ValueError(f"server must be text of 1 to {MAX_TEXT} characters")
-    meas = r.get("measurement", "server")
-    if not isinstance(meas, str) or not _NAME.fullmatch(meas): raise ValueError("measurement must be an identifier such as 'server'")
-    row, fields = {"time": _time(r["time"]) if r.get("time") is not None else pd.Timestamp.now(tz="UTC"), "server": srv}, 0
+    _, srv = _pick(r, "server")
+    if not isinstance(srv, str) or not srv or len(srv) > MAX_TEXT:
+        raise ValueError(f"server (or server_name) must be text of 1 to {MAX_TEXT} characters")
+    meas = r.get("measurement", DEFAULT_MEASUREMENT)
+    if not isinstance(meas, str) or not _NAME.fullmatch(meas): raise ValueError("measurement must be an identifier such as 'vm'")
+    tn, tv = _pick(r, "time")
+    try: t = _time(tv) if tn else pd.Timestamp.now(tz="UTC")
+    except ValueError as e: raise ValueError(f"{tn[0]}: {e}" if not str(e).startswith("time") else f"{tn[0]}{str(e)[4:]}") from None
+    row, fields, have = {"time": t, "server": srv}, 0, (kinds or {}).get
     for k, v in r.items():
         if k in RESERVED: continue
         if not _NAME.fullmatch(str(k)): raise ValueError(f"{str(k)[:40]!r} is not a valid name (letters, digits, _; not starting with a digit)")
-        if isinstance(v, bool) or (isinstance(v, int) and abs(v) < 2**63): fields += 1
+        if isinstance(v, bool): fields += 1
+        elif isinstance(v, int) and abs(v) < 2**63:
+            fields += 1
+            if have(k) != "int": v = float(v)          # a JSON number is a number: a float unless the field holds integers
         elif isinstance(v, float):
             if not math.isfinite(v): raise ValueError(f"{k} must be a finite number")
+            if have(k) == "int":
+                if not v.is_integer(): raise ValueError(f"{k} holds integers; {v!r} is not one")
+                v = int(v)
             fields += 1
         elif isinstance(v, str):
             if len(v) > MAX_TEXT: raise ValueError(f"{k} is longer than {MAX_TEXT} characters")
             if not v: raise ValueError(f"{k} is empty: leave it out instead")
+            if have(k) in ("float", "int", "bool"): raise ValueError(f"{k} holds {have(k)} values; got text {v[:40]!r}")
         else: raise ValueError(f"{k} must be a number, a boolean or text")
         row[k] = v
     if not fields: raise ValueError("a record needs at least one numeric or boolean field")
@@ -81,14 +102,21 @@ def _from_lines(text):
     return out
 
 def parse_feed(body, # decoded JSON (list of records or one record), or line-protocol text
+               kinds=None, # fn(measurement) -> {field: kind} the store holds, such as Store.field_kinds
               ) -> list[tuple[str, pd.DataFrame]]:
     "`[(measurement, frame), ...]` for a fully valid batch; `FeedRejected` listing every bad record otherwise."
-    records = _from_lines(body) if isinstance(body, str) else [body] if isinstance(body, dict) else body
+    lines = isinstance(body, str)
+    records = _from_lines(body) if lines else [body] if isinstance(body, dict) else body
     if not isinstance(records, list): raise BadFeed("the body must be a JSON list of records, one record, or line protocol")
     if not records: raise BadFeed("the batch is empty: send at least one record")
-    errors, groups = [], {}
+    errors, groups, known = [], {}, {}
+    def held(r):
+        m = r.get("measurement", DEFAULT_MEASUREMENT) if isinstance(r, dict) and not lines and kinds else None
+        if not isinstance(m, str): return None
+        if m not in known: known[m] = kinds(m)
+        return known[m]
     for i, r in enumerate(records):
-        try: meas, row = check_record(r)
+        try: meas, row = check_record(r, held(r))
         except ValueError as e: errors.append({"index": i, "reason": str(e)}); continue
         groups.setdefault((meas, tuple(sorted(row))), []).append(row)
     if errors: raise FeedRejected(errors)

@@ -4,16 +4,18 @@
 
 # %% ../../nbs/collect/05_service.ipynb #c002
 from __future__ import annotations
-import signal, sys, threading, time
+import logging, signal, sys, threading, time
 import pandas as pd
 from ..config import Settings, load_settings
 from ..store import open_store
 from .sources import LibvirtCollector, HostCollector, RateTracker, fleet_xml, domain_xml, nullable  # noqa: F401
 from .simulate import FleetSimulator, Incident, KINDS  # noqa: F401
 from .writer import Writer, Spool  # noqa: F401
+from ..timeutil import utc
+log = logging.getLogger("qdash.collect.service")
 
 # %% auto #0
-__all__ = ['make_sources', 'Collection', 'status_line', 'run_collect']
+__all__ = ['log', 'make_sources', 'Collection', 'status_line', 'run_collect']
 
 # %% ../../nbs/collect/05_service.ipynb #c005
 def make_sources(settings:Settings) -> list:
@@ -58,14 +60,11 @@ class Collection:
 # %% ../../nbs/collect/05_service.ipynb #c009
 from fastcore.basics import patch
 
-def _now(now=None) -> pd.Timestamp:
-    return pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now) if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
-
 @patch
 def collect_once(self:Collection, now=None # cycle time; default: now (UTC)
                 ) -> int:
     "One cycle of every source into the writer and the listeners; the number of points collected."
-    ts, total = _now(now), 0
+    ts, total = utc(now), 0
     for src in self.sources:
         h, t0, n = self.health[src.name], time.perf_counter(), 0
         try:
@@ -137,6 +136,22 @@ def status(self:Collection) -> dict:
 def vms(self:Collection) -> list[dict]:
     "The monitored VMs: name, uuid, state, vcpus, mem_max_kib, host, source, disks, nics (and profile when simulated)."
     return [vm for s in self.sources if hasattr(s, "vms") for vm in s.vms()]
+
+# %% ../../nbs/collect/05_service.ipynb #8528eb1f
+@patch
+def feed(self:Collection, batch:list[tuple[str, pd.DataFrame]], # (measurement, frame) pairs, checked (`qdash.collect.feed`)
+         wait:float=5.0, # seconds to wait for the points to reach the store
+        ) -> dict:
+    "Points from outside into the writer and the listeners; accepted, and written to the store within `wait`."
+    self.writer.start()
+    n = 0
+    for m, df in batch:
+        n += self.writer.put(m, df)
+        for fn in list(self._listeners):
+            try: fn(m, df)
+            except Exception as e: self.errors += 1; log.warning("listener %s failed on fed %s: %s", getattr(fn, "__name__", fn), m, e)
+    ok = self.writer.flush(wait) if n else True
+    return {"accepted": n, "written": n if ok else 0, "pending": 0 if ok else n}
 
 # %% ../../nbs/collect/05_service.ipynb #c019
 def status_line(st:dict) -> str:

@@ -7,20 +7,15 @@ from __future__ import annotations
 import threading, uuid
 import pandas as pd
 from ..config import ValidationError, NotFound, parse_duration
-from .risk import LEVELS, level_of, alert_badge, fmt_minutes
+from .risk import LEVELS, level_of, alert_badge, fmt_minutes, fmt_span
+from ..timeutil import utc, iso
 
 # %% auto #0
-__all__ = ['AlertEngine']
+__all__ = ['STALE_LEVEL', 'AlertEngine']
 
 # %% ../../nbs/model/07_alerts.ipynb #c005
 _RANK = {name: i for i, (name, *_) in enumerate(reversed(LEVELS))}   # healthy 0 ... critical 3
 _LOW = {name: lo for name, lo, *_ in LEVELS}
-
-def _ts(now) -> pd.Timestamp:
-    t = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-
-def _iso(t) -> str: return _ts(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 class AlertEngine:
     "Open, update and resolve alerts from risk scores, with hysteresis; acknowledge and silence them."
@@ -32,10 +27,12 @@ class AlertEngine:
         if clear_after < 1: raise ValidationError(f"clear_after={clear_after}: expected at least 1", field="clear_after")
         self.store, self.margin, self.clear_after = store, float(margin), int(clear_after)
         self._lock, self._below = threading.RLock(), {}
-        self._active = {a["server_name"]: a for a in reversed(store.list_records("alert", where={"status": "active"}))}
-        t = _ts(now)
-        self._silences = [s for s in store.list_records("silence") if _ts(s["until"]) > t]
-    def __repr__(self): return f"AlertEngine(active={len(self._active)}, silences={len(self._silences)})"
+        recs = list(reversed(store.list_records("alert", where={"status": "active"})))
+        self._active = {a["server_name"]: a for a in recs if a.get("kind", "risk") != "stale"}   # risk alerts
+        self._stale = {a["server_name"]: a for a in recs if a.get("kind") == "stale"}           # servers gone quiet
+        t = utc(now)
+        self._silences = [s for s in store.list_records("silence") if utc(s["until"]) > t]
+    def __repr__(self): return f"AlertEngine(active={len(self._active)}, stale={len(self._stale)}, silences={len(self._silences)})"
 
 # %% ../../nbs/model/07_alerts.ipynb #c007
 from fastcore.basics import patch
@@ -44,7 +41,7 @@ from fastcore.basics import patch
 def update(self:AlertEngine, scores:dict, # {server: {"risk_score", "profile", "target", "message", "time_to_issue_min"}}
            now=None) -> list[dict]:
     "Apply one cycle of risk scores; the events it caused."
-    t, events = _ts(now), []
+    t, events = utc(now), []
     with self._lock:
         for server, sc in scores.items():
             x = sc.get("risk_score")
@@ -65,11 +62,13 @@ def update(self:AlertEngine, scores:dict, # {server: {"risk_score", "profile", "
                 if ev is None and x < _LOW[lvl] - self.margin:
                     a["level"] = max(level_of(x + self.margin), "degraded", key=_RANK.get); ev = "deescalated"
             self._refresh(a, sc, t)
-            if ev: a["history"] = (a["history"] + [{"at": _iso(t), "level": a["level"], "risk_score": a["risk_score"]}])[-50:]
+            if ev: a["history"] = (a["history"] + [{"at": iso(t), "level": a["level"], "risk_score": a["risk_score"]}])[-50:]
             if ev or a["message"] != old["message"] or abs(a["risk_score"] - old.get("_written", old["risk_score"])) >= 1:
                 self._save(a)
             if ev: events.append({"event": ev, "alert": self._view(a, t)})
     return events
+
+def _when(m) -> str|None: return None if m is None else "now" if m <= 0 else fmt_minutes(m)
 
 @patch
 def _refresh(self:AlertEngine, a:dict, sc:dict, t):
@@ -77,8 +76,8 @@ def _refresh(self:AlertEngine, a:dict, sc:dict, t):
     a["peak_score"] = max(a.get("peak_score", 0), a["risk_score"])
     if sc.get("message"):                                # in the 45-50 band the scorer gives none: keep the last
         a.update(message=sc["message"], target=sc.get("target"), time_to_issue_min=sc.get("time_to_issue_min"),
-                 time_to_issue=fmt_minutes(sc["time_to_issue_min"]) if sc.get("time_to_issue_min") is not None else None)
-    a["profile"], a["updated_at"] = sc.get("profile", a.get("profile")), _iso(t)
+                 time_to_issue=_when(sc.get("time_to_issue_min")))
+    a["profile"], a["updated_at"] = sc.get("profile", a.get("profile")), iso(t)
 
 @patch
 def _save(self:AlertEngine, a:dict):
@@ -87,11 +86,11 @@ def _save(self:AlertEngine, a:dict):
 
 @patch
 def _open(self:AlertEngine, server:str, sc:dict, t) -> dict:
-    a = {"id": f"alert-{uuid.uuid4().hex[:12]}", "server_name": server, "status": "active", "level": level_of(sc["risk_score"]),
-         "risk_score": 0.0, "opened_at": _iso(t), "resolved_at": None, "acked": False, "acked_by": None, "acked_at": None,
+    a = {"id": f"alert-{uuid.uuid4().hex[:12]}", "kind": "risk", "server_name": server, "status": "active", "level": level_of(sc["risk_score"]),
+         "risk_score": 0.0, "opened_at": iso(t), "resolved_at": None, "acked": False, "acked_by": None, "acked_at": None,
          "message": "", "target": None, "time_to_issue": None, "time_to_issue_min": None, "history": []}
     self._refresh(a, sc, t)
-    a["history"] = [{"at": _iso(t), "level": a["level"], "risk_score": a["risk_score"]}]
+    a["history"] = [{"at": iso(t), "level": a["level"], "risk_score": a["risk_score"]}]
     self._active[server], self._below[server] = a, 0
     self._save(a)
     return {"event": "opened", "alert": self._view(a, t)}
@@ -100,29 +99,30 @@ def _open(self:AlertEngine, server:str, sc:dict, t) -> dict:
 def _resolve(self:AlertEngine, server:str, x:float, t) -> dict:
     a = self._active.pop(server)
     self._below.pop(server, None)
-    a.update(status="resolved", resolved_at=_iso(t), updated_at=_iso(t), risk_score=round(float(x), 1))
-    a["history"] = (a["history"] + [{"at": _iso(t), "level": "healthy", "risk_score": a["risk_score"]}])[-50:]
+    a.update(status="resolved", resolved_at=iso(t), updated_at=iso(t), risk_score=round(float(x), 1))
+    a["history"] = (a["history"] + [{"at": iso(t), "level": "healthy", "risk_score": a["risk_score"]}])[-50:]
     self._save(a)
     return {"event": "resolved", "alert": self._view(a, t)}
 
 # %% ../../nbs/model/07_alerts.ipynb #c009
 @patch
 def _view(self:AlertEngine, a:dict, t=None) -> dict:
-    b = alert_badge(a["risk_score"] if a["status"] == "active" else 0)
-    return {"id": a["id"], "server_name": a["server_name"], "level": a["level"], "risk_score": a["risk_score"],
+    on = a["status"] == "active"
+    return {"id": a["id"], "kind": a.get("kind", "risk"), "server_name": a["server_name"], "level": a["level"], "risk_score": a["risk_score"],
             "profile": a.get("profile"), "message": a["message"], "time_to_issue": a.get("time_to_issue"),
-            "color": dict((n, c) for n, _, c, _ in LEVELS)[a["level"]] if a["status"] == "active" else b["color"],
+            "color": dict((n, c) for n, _, c, _ in LEVELS)[a["level"]] if on else alert_badge(0)["color"],
             "status": a["status"], "acked": a["acked"], "silenced": self.silenced(a["server_name"], t),
             "opened_at": a["opened_at"], "resolved_at": a.get("resolved_at")}
 
 @patch
 def active(self:AlertEngine, now=None, include_silenced:bool=False) -> dict:
     "GET /alerts/active: timestamp, count, alerts (highest risk first)."
-    t = _ts(now)
+    t = utc(now)
     with self._lock:
-        al = [self._view(a, t) for a in self._active.values()]
-    al = sorted([a for a in al if include_silenced or not a["silenced"]], key=lambda a: -a["risk_score"])
-    return {"timestamp": _iso(t), "count": len(al), "alerts": al}
+        al = [self._view(a, t) for a in (*self._active.values(), *self._stale.values())]
+    rank = lambda a: -(a["risk_score"] if a["risk_score"] is not None else _LOW[a["level"]])
+    al = sorted([a for a in al if include_silenced or not a["silenced"]], key=rank)
+    return {"timestamp": iso(t), "count": len(al), "alerts": al}
 
 @patch
 def history(self:AlertEngine, server:str|None=None, # one server's alerts; default all
@@ -137,11 +137,11 @@ def ack(self:AlertEngine, alert_id:str, # the alert's id
         by:str|None=None, # who acknowledged
         now=None) -> dict:
     "Acknowledge an active alert; its view. NotFound if no active alert has this id."
-    t = _ts(now)
+    t = utc(now)
     with self._lock:
-        a = next((a for a in self._active.values() if a["id"] == alert_id), None)
+        a = next((a for a in (*self._active.values(), *self._stale.values()) if a["id"] == alert_id), None)
         if a is None: raise NotFound(f"no active alert with id '{alert_id}'", field="id")
-        a.update(acked=True, acked_by=by, acked_at=_iso(t))
+        a.update(acked=True, acked_by=by, acked_at=iso(t))
         self._save(a)
         return self._view(a, t)
 
@@ -153,9 +153,9 @@ def silence(self:AlertEngine, server:str|None=None, # the server to silence; Non
     try: secs = parse_duration(duration)
     except ValueError: raise ValidationError(f"duration={duration!r}: expected a duration such as 30min or 2h", field="duration") from None
     if secs <= 0: raise ValidationError(f"duration={duration!r}: expected a positive duration", field="duration")
-    t = _ts(now)
-    doc = {"id": f"silence-{uuid.uuid4().hex[:12]}", "server": server or "*", "until": _iso(t + pd.Timedelta(seconds=secs)),
-           "reason": reason, "by": by, "created_at": _iso(t)}
+    t = utc(now)
+    doc = {"id": f"silence-{uuid.uuid4().hex[:12]}", "server": server or "*", "until": iso(t + pd.Timedelta(seconds=secs)),
+           "reason": reason, "by": by, "created_at": iso(t)}
     with self._lock:
         self.store.put_record("silence", doc["id"], doc)
         self._silences.append(doc)
@@ -164,17 +164,51 @@ def silence(self:AlertEngine, server:str|None=None, # the server to silence; Non
 @patch
 def silenced(self:AlertEngine, server:str, now=None) -> bool:
     "Whether `server`'s alerts are silenced at `now`."
-    t = _ts(now)
-    return any(s["server"] in ("*", server) and _ts(s["until"]) > t for s in self._silences)
+    t = utc(now)
+    return any(s["server"] in ("*", server) and utc(s["until"]) > t for s in self._silences)
+
+# %% ../../nbs/model/07_alerts.ipynb #c011b
+STALE_LEVEL = "warning"
+
+def _silence_msg(last_seen, t) -> str:
+    return f"No data for {fmt_span((t - utc(last_seen)).total_seconds())} (last point {iso(last_seen)})" if last_seen else "No data"
+
+@patch
+def update_stale(self:AlertEngine, status:dict, # {server: {"stale": bool, "last_seen": ISO time, "profile"}}
+                 now=None) -> list[dict]:
+    "Open a stale alert for each stale server, resolve it when the server reports again; the events."
+    t, events = utc(now), []
+    with self._lock:
+        for server, v in status.items():
+            a, last = self._stale.get(server), v.get("last_seen")
+            if v.get("stale"):
+                msg = _silence_msg(last, t)
+                if a is None:
+                    a = {"id": f"alert-{uuid.uuid4().hex[:12]}", "kind": "stale", "server_name": server, "status": "active",
+                         "level": STALE_LEVEL, "risk_score": None, "opened_at": iso(t), "resolved_at": None, "acked": False,
+                         "acked_by": None, "acked_at": None, "message": msg, "target": None, "time_to_issue": None,
+                         "time_to_issue_min": None, "last_seen": last, "profile": v.get("profile"), "updated_at": iso(t),
+                         "history": [{"at": iso(t), "level": STALE_LEVEL, "risk_score": None}]}
+                    self._stale[server] = a
+                    self._save(a); events.append({"event": "opened", "alert": self._view(a, t)})
+                elif a["message"] != msg:
+                    a.update(message=msg, updated_at=iso(t)); self._save(a)
+            elif v.get("stale") is False and a is not None:
+                del self._stale[server]
+                a.update(status="resolved", resolved_at=iso(t), updated_at=iso(t), last_seen=last)
+                a["history"] = (a["history"] + [{"at": iso(t), "level": "healthy", "risk_score": None}])[-50:]
+                self._save(a); events.append({"event": "resolved", "alert": self._view(a, t)})
+    return events
 
 # %% ../../nbs/model/07_alerts.ipynb #c013
 @patch
 def observe(self:AlertEngine, payload:dict, # from Forecaster.current / predictions_payload
             now=None) -> dict:
     "Update alerts from a predictions payload and put the active alerts into it; the payload."
-    t = _ts(payload.get("timestamp") if now is None else now)
-    scores = {s: p for s, p in payload["predictions"].items() if p.get("status", "ok") == "ok" and p.get("risk_score") is not None}
-    self.update(scores, t)
-    payload["alerts"] = [{k: a[k] for k in ("server_name", "level", "risk_score", "message", "id", "profile", "time_to_issue", "acked")}
+    t = utc(payload.get("timestamp") if now is None else now)
+    preds = payload["predictions"]
+    self.update({s: p for s, p in preds.items() if p.get("risk_score") is not None}, t)
+    self.update_stale({s: p for s, p in preds.items() if "stale" in p}, t)
+    payload["alerts"] = [{k: a[k] for k in ("server_name", "level", "risk_score", "message", "id", "kind", "profile", "time_to_issue", "acked")}
                          for a in self.active(t)["alerts"]]
     return payload

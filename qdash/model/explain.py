@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import numpy as np, pandas as pd, xarray as xr
 from fastcore.basics import patch
 from ..config import QdashError, NotFound, ValidationError, Settings, load_settings
-from .forecast import Forecaster, QUANTILES, fleet_frame, _future, _torch, _iso, _t
+from .forecast import Forecaster, QUANTILES, fleet_frame, _future, _torch
 from .risk import level_of
 if TYPE_CHECKING: import torch
+from ..timeutil import iso, at_step
 
 # %% auto #0
 __all__ = ['STARS', 'NOUNS', 'RULES', 'InsufficientData', 'ServerWindow', 'RiskModel', 'typical_day', 'stars', 'Attribution',
@@ -37,7 +38,7 @@ class ServerWindow:
     history: pd.DataFrame      # every fleet_frame row of the server (all segments): for the baseline
     targets: list = field(default_factory=list)
     @property
-    def times(self) -> pd.DatetimeIndex: return pd.DatetimeIndex([_t(i, self.step) for i in self.time_idx])
+    def times(self) -> pd.DatetimeIndex: return pd.DatetimeIndex([at_step(i, self.step) for i in self.time_idx])
     step: float = 300.0
 
 @patch
@@ -428,14 +429,14 @@ def _explain(fc, data, server, th, mh, n_steps, days):
     else: analysis = "Model attention is spread evenly over the history"
     return {"server_name": server,
             "prediction": {"risk_score": round(risk, 1), "alert_level": level_of(risk), "profile": win.profile,
-                           "last_time": _iso(win.times[-1]), "model": fc.name},
+                           "last_time": iso(win.times[-1]), "model": fc.name},
             "shap": {"top_features": tops, "method": "integrated_gradients", "explained": att.explained,
                      "baseline": dict(zip(win.targets, src)), "completeness_gap": round(att.gap, 3),
                      "check": {"method": "feature_ablation", "attribution": dict(zip(win.targets, np.round(fa, 2).tolist())),
                                "attribution_risk": dict(zip(win.targets, np.round(fa_risk, 2).tolist())),
                                **rank_agreement(att.per_variable, fa)}},
             "attention": {"focus_periods": names, "analysis": analysis, "horizon_step": an["horizon_step"],
-                          "timestamps": [_iso(t) for t in win.times], "weights": np.round(an["weights"], 4).tolist(),
+                          "timestamps": [iso(t) for t in win.times], "weights": np.round(an["weights"], 4).tolist(),
                           "variable_selection": an["variable_selection"]},
             "counterfactuals": counterfactuals(rm, vs, risks=np.r_[r[0], r[K + 1:]])}
 

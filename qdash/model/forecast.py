@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 import numpy as np, pandas as pd, xarray as xr
 from ..config import QdashError, ValidationError, NotFound, load_settings, Settings
+from ..timeutil import iso, at_step
 
 # %% auto #0
 __all__ = ['TARGETS', 'EXTRA_TARGETS', 'QUANTILES', 'DISPLAY_FIELDS', 'CARD', 'CKPT', 'ACTIVE', 'REF_END', 'REF_DAYS',
@@ -300,8 +301,8 @@ def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open
     val = evaluate(fc, frame, start_idx=cut + 1, scale_until=cut, windows=(fc._spread(win[0]), *win[1:]))
     servers = sorted(frame.server.unique().tolist())
     card = {"name": name or time.strftime("tft-%Y%m%d-%H%M%S", time.gmtime()), "kind": "TemporalFusionTransformer",
-            "created_at": _iso(pd.Timestamp.now(tz="UTC")),
-            "data": {"start": _iso(frame.time.min()), "end": _iso(frame.time.max()), "validation_start": _iso(_t(cut + 1, step)),
+            "created_at": iso(pd.Timestamp.now(tz="UTC")),
+            "data": {"start": iso(frame.time.min()), "end": iso(frame.time.max()), "validation_start": iso(at_step(cut + 1, step)),
                      "servers": servers, "n_servers": len(servers), "points": int(len(frame)),
                      "profiles": sorted(frame.profile.unique().tolist())},
             "settings": {"step_s": step, "encoder_length": enc, "horizon": H, "targets": tg, "quantiles": QUANTILES,
@@ -326,8 +327,6 @@ def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open
     if progress is not None: progress(100.0, f"registered {card['name']}" if register else "done")
     return card
 
-def _iso(t) -> str: return pd.Timestamp(t).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
-def _t(idx, step): return pd.Timestamp(int(idx) * int(step), unit="s", tz="UTC")
 def _f(v): return None if v is None else round(float(v), 4)
 
 # %% ../../nbs/model/01_forecast.ipynb #c028
@@ -436,7 +435,7 @@ def _safe_globals() -> list:
     nq = globals().get("NearQuantileLoss") or __getattr__("NearQuantileLoss")
     ok = [StandardScaler, ModuleList, enc.EncoderNormalizer, enc.MultiNormalizer, enc.NaNLabelEncoder, enc.GroupNormalizer,
           enc.TorchNormalizer, base_metrics.MultiLoss, point.MAE, point.MAPE, point.RMSE, point.SMAPE, QuantileLoss, nq,
-          (nq, "qdash.model.forecast.NearQuantileLoss"),   # the name the shipped checkpoint carries
+          (nq, "qdash." "forecast.NearQuantileLoss"),   # where it lived when the shipped checkpoint was saved
           torchmetrics.metric.jit_distributed_available, torchmetrics.utilities.data.dim_zero_sum,
           set, np.dtype, np.ndarray, np._core.multiarray._reconstruct, np._core.multiarray.scalar]
     return ok + [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]   # numpy's dtype classes
@@ -485,6 +484,11 @@ def active_name(self:ModelRegistry) -> str|None:
         if n in self.names(): return n
     names = self.names()
     return names[-1] if names else None
+
+@patch(as_prop=True)
+def loaded(self:ModelRegistry) -> "Forecaster|None":
+    "The Forecaster serving now, without loading one: None until the first `current`/`reload` succeeds."
+    return self._current
 
 @patch(as_prop=True)
 def current(self:ModelRegistry) -> "Forecaster|None":
@@ -674,7 +678,7 @@ def predict(self:Forecaster, data:xr.Dataset, # fleet telemetry (server, time), 
             if t0 not in stamps:                                    # servers read together share their timestamps
                 stamps[t0] = list(pd.to_datetime((t0 + np.arange(1, self.horizon + 1)) * int(self.step), unit="s", utc=True))
             out[s] = {"status": "ok", "profile": prof.get(s, "unknown"), "points": int(n[s]),
-                      "last_time": _t(t0, self.step), "quantiles": q, "timestamps": stamps[t0]}
+                      "last_time": at_step(t0, self.step), "quantiles": q, "timestamps": stamps[t0]}
     return {s: out[s] for s in map(str, data.server.values) if s in out}
 
 # %% ../../nbs/model/01_forecast.ipynb #c037

@@ -4,14 +4,16 @@
 
 # %% ../../nbs/model/06_risk.ipynb #c002
 from __future__ import annotations
+import threading
 import numpy as np, pandas as pd, xarray as xr
 from fastcore.basics import patch
 from ..config import ValidationError, Settings, load_settings
-from .forecast import Forecaster, QUANTILES, load_fleet, _iso
+from .forecast import Forecaster, QUANTILES, load_fleet
+from ..timeutil import iso
 
 # %% auto #0
-__all__ = ['LEVELS', 'PHRASES', 'exceed_prob', 'level_of', 'alert_badge', 'fmt_minutes', 'score_forecasts', 'fleet_summary',
-           'display_metrics', 'predictions_payload']
+__all__ = ['LEVELS', 'PHRASES', 'NAMES', 'exceed_prob', 'level_of', 'alert_badge', 'fmt_minutes', 'score_forecasts', 'fmt_span',
+           'Vitals', 'breach_message', 'apply_vitals', 'fleet_summary', 'display_metrics', 'predictions_payload']
 
 # %% ../../nbs/model/06_risk.ipynb #c005
 def exceed_prob(q:np.ndarray, # quantile values, last axis = quantile levels `taus` (sorted)
@@ -88,21 +90,126 @@ def score_forecasts(results:dict, # from Forecaster.predict
         r["message"] = (f"{PHRASES.get(tgt, tgt)} predicted in {fmt_minutes(t[hh] / 60)}" if risk >= 50 else "")
     return results
 
+# %% ../../nbs/model/06_risk.ipynb #c011b
+NAMES = {"cpu_pct": "CPU", "mem_pct": "Memory", "swap_pct": "Swap", "iowait_pct": "I/O wait", "load1": "Load"}
+
+def fmt_span(seconds:float) -> str:
+    "'40 s', '3 min', '2.5 hours'."
+    s = max(0, int(round(seconds)))
+    return f"{s} s" if s < 90 else fmt_minutes(s / 60).replace(" minutes", " min").replace(" minute", " min")
+
+def _ns(t=None) -> int:
+    t = pd.Timestamp.now(tz="UTC") if t is None else pd.Timestamp(t)
+    return (t.tz_localize("UTC") if t.tzinfo is None else t).value
+
+def _at(ns:int) -> str: return iso(pd.Timestamp(int(ns), tz="UTC"))
+
+class Vitals:
+    "Each server's newest samples, taken as they arrive: breaches in progress and servers gone quiet."
+    def __init__(self, thresholds:dict, # {target: level}, as `[model] thresholds`
+                 samples:int=2, # samples in a row at or over a threshold that make a breach (`[alerts] for`)
+                 stale_after:float=3.0, # seconds without a point before a server is stale
+                 forget_after:float|None=None, # seconds of silence after which a server is no longer watched; None: never
+                 now=None): # when the watch starts (default: now)
+        if int(samples) < 1: raise ValidationError(f"samples={samples}: expected at least 1", field="for")
+        if not stale_after > 0: raise ValidationError(f"stale_after={stale_after}: expected a positive number of seconds", field="stale")
+        self.thresholds, self.samples, self.stale_after = dict(thresholds), int(samples), float(stale_after)
+        self.forget_after, self.started = forget_after, _ns(now)
+        self._lock, self._seen, self._runs = threading.Lock(), {}, {}   # server -> newest time (ns); (server, target) -> run
+    def __repr__(self): return f"Vitals(servers={len(self._seen)}, samples={self.samples}, stale_after={self.stale_after:g}s)"
+
+    @classmethod
+    def from_settings(cls, s:Settings, now=None):
+        "A watch on `[model] thresholds` with `[alerts] for` and `[alerts] stale` × `[collect] interval`."
+        keep = s.model.step * max(s.model.encoder_length, s.model.min_history)         # the forecaster's window
+        return cls(s.model.thresholds, s.alerts["for"], s.alerts.stale * s.collect.interval, keep, now)
+
+    def update(self, frame:pd.DataFrame) -> int:
+        "Take a batch of points (`time`, `server`, fields); the number of points newer than their server's newest."
+        if not len(frame) or "server" not in frame or "time" not in frame: return 0
+        frame = frame[frame["server"].notna()]
+        t = pd.DatetimeIndex(pd.to_datetime(frame["time"], utc=True)).as_unit("ns").asi8
+        o = np.argsort(t, kind="stable")
+        t, srv = t[o], frame["server"].astype(str).to_numpy()[o]
+        cols = [(k, frame[k].to_numpy(dtype=float, na_value=np.nan)[o]) for k in self.thresholds if k in frame]
+        new = 0
+        with self._lock:
+            for i in range(len(t)):
+                s, ti = srv[i], int(t[i])
+                if ti > self._seen.get(s, -1): self._seen[s] = ti; new += 1
+                for k, vals in cols:
+                    v = vals[i]
+                    if not np.isfinite(v): continue
+                    run = self._runs.setdefault((s, k), {"t": -1, "n": 0, "since": None, "value": None})
+                    if ti <= run["t"]: continue                         # not newer than this target's last sample
+                    run["t"], run["value"] = ti, float(v)
+                    if v >= self.thresholds[k]:
+                        if run["n"] == 0: run["since"] = ti
+                        run["n"] += 1
+                    else: run["n"], run["since"] = 0, None
+        return new
+
+# %% ../../nbs/model/06_risk.ipynb #c011d
+@patch
+def check(self:Vitals, now=None) -> dict[str, dict]:
+    "Per server watched: `last_seen`, `silent_s`, `stale`, and `breach` (None, or target, value, threshold, samples, since, seconds)."
+    t = _ns(now)
+    out = {}
+    with self._lock:
+        if self.forget_after is not None:
+            for s in [s for s, x in self._seen.items() if (t - x) / 1e9 > self.forget_after]:
+                del self._seen[s]
+                for k in self.thresholds: self._runs.pop((s, k), None)
+        for s, last in self._seen.items():
+            br = None
+            for k, th in self.thresholds.items():
+                run = self._runs.get((s, k))
+                if run is None or run["n"] < self.samples: continue
+                b = {"target": k, "value": round(run["value"], 2), "threshold": float(th), "samples": run["n"],
+                     "since": _at(run["since"]), "seconds": round((run["t"] - run["since"]) / 1e9, 1)}
+                over = lambda x: (x["value"] - x["threshold"]) / max(abs(x["threshold"]), 1e-9)
+                if br is None or over(b) > over(br): br = b
+            out[s] = {"last_seen": _at(last), "silent_s": round(max(0.0, (t - last) / 1e9), 1),
+                      "stale": (t - max(last, self.started)) / 1e9 >= self.stale_after, "breach": br}
+    return out
+
+# %% ../../nbs/model/06_risk.ipynb #c011j
+def breach_message(b:dict) -> str:
+    "'Memory at 98.7 %, over 95 % for 3 min'."
+    u = " %" if b["target"].endswith("_pct") else ""
+    return f"{NAMES.get(b['target'], b['target'])} at {b['value']:.1f}{u}, over {b['threshold']:g}{u} for {fmt_span(b['seconds'])}"
+
+def apply_vitals(results:dict, # scored results (score_forecasts), changed in place
+                 vitals:dict, # from Vitals.check
+                ) -> dict:
+    "Mark stale servers; make a breach in progress risk 100 with its message, whatever the forecast says. `results`."
+    for s, v in vitals.items():
+        r = results.get(s)
+        if r is None: r = results[s] = {"status": "not_forecast", "profile": "unknown", "points": None, "required": None}
+        r.update(stale=v["stale"], last_seen=v["last_seen"])
+        b = v["breach"]
+        if b is None: continue
+        r.update(risk_score=100.0, target=b["target"], threshold=b["threshold"], time_to_issue_min=0.0, breach=b, message=breach_message(b))
+        if "prob_30m" in r: r.update(prob_30m=1.0, prob_8h=1.0)
+    return results
+
 # %% ../../nbs/model/06_risk.ipynb #c013
 def fleet_summary(results:dict) -> dict:
-    "Counts per level, fleet_health, prob_30m and prob_8h over scored results."
-    ok = [r for r in results.values() if r["status"] == "ok" and "risk_score" in r]
-    out = {"total_servers": len(results), **{name: 0 for name, *_ in LEVELS}, "insufficient_data": len(results) - len(ok)}
-    for r in ok: out[level_of(r["risk_score"])] += 1
-    out["fleet_health"] = round(100 - float(np.mean([r["risk_score"] for r in ok])), 1) if ok else 100.0
-    out["prob_30m"] = round(float(np.mean([r["prob_30m"] for r in ok])), 4) if ok else 0.0
-    out["prob_8h"] = round(float(np.mean([r["prob_8h"] for r in ok])), 4) if ok else 0.0
+    "Counts per level, stale servers, fleet_health, prob_30m and prob_8h over scored results."
+    scored = [r for r in results.values() if r.get("risk_score") is not None]
+    fc = [r for r in scored if "prob_30m" in r]
+    out = {"total_servers": len(results), **{name: 0 for name, *_ in LEVELS}, "insufficient_data": len(results) - len(scored),
+           "stale": sum(bool(r.get("stale")) for r in results.values())}
+    for r in scored: out[level_of(r["risk_score"])] += 1
+    out["fleet_health"] = round(100 - float(np.mean([r["risk_score"] for r in scored])), 1) if scored else 100.0
+    out["prob_30m"] = round(float(np.mean([r["prob_30m"] for r in fc])), 4) if fc else 0.0
+    out["prob_8h"] = round(float(np.mean([r["prob_8h"] for r in fc])), 4) if fc else 0.0
     return out
 
 def display_metrics(data:xr.Dataset, server:str) -> dict:
     "Seed 004's `display_metrics`: newest CPU, memory and disk I/O of a server, formatted."
     def last(f):
-        if f not in data.data_vars: return None
+        if f not in data.data_vars or server not in data.indexes["server"]: return None
         v = np.asarray(data[f].sel(server=server).values, float)
         v = v[np.isfinite(v)]
         return float(v[-1]) if len(v) else None
@@ -128,15 +235,16 @@ def predictions_payload(results:dict, # scored results (score_forecasts)
             q = r["quantiles"]
             p["alert"] = alert_badge(r["risk_score"])
             p["forecast"] = {t: np.round(q[:, k, 3], 2).tolist() for k, t in enumerate(targets)}
-            p["forecast"]["timestamps"] = [_iso(t) for t in r["timestamps"]]
+            p["forecast"]["timestamps"] = [iso(t) for t in r["timestamps"]]
             p["forecast"]["p10"] = {t: np.round(q[:, k, 1], 2).tolist() for k, t in enumerate(targets)}
             p["forecast"]["p90"] = {t: np.round(q[:, k, 5], 2).tolist() for k, t in enumerate(targets)}
-            p.update({k: r[k] for k in ("target", "time_to_issue_min", "message", "prob_30m", "prob_8h") if k in r})
         else:
-            p.update(alert=None, points=r["points"], required=r["required"])
+            p.update(alert=alert_badge(r["risk_score"]) if r.get("risk_score") is not None else None,
+                     points=r.get("points"), required=r.get("required"))
+        p.update({k: r[k] for k in ("target", "time_to_issue_min", "message", "prob_30m", "prob_8h", "breach", "stale", "last_seen") if k in r})
         preds[s] = p
     return {"predictions": preds, "summary": fleet_summary(results), "alerts": [],
-            "timestamp": _iso(pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now))}
+            "timestamp": iso(pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now))}
 
 # %% ../../nbs/model/06_risk.ipynb #c016
 @patch

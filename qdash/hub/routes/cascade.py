@@ -4,50 +4,15 @@
 
 # %% ../../../nbs/hub/routes/02_cascade.ipynb #c002
 from __future__ import annotations
-import asyncio, logging, threading
-import pandas as pd
-from ...cascade import CascadeDetector
-from ..app import route, doc, reply, hub_part, _schema
-log = logging.getLogger("qdash.hub.routes.cascade")
+import asyncio
+from ..http import Routes, doc, reply, part, _schema
+route = Routes()
 
 # %% auto #0
-__all__ = ['log', 'SERVER_MEASUREMENTS', 'FleetWatch', 'on_start', 'on_stop', 'cascade_status', 'cascade_health']
-
-# %% ../../../nbs/hub/routes/02_cascade.ipynb #c006
-SERVER_MEASUREMENTS = ("vm", "server")
-
-class FleetWatch:
-    "A cascade detector fed by the hub's taps, safe to read from handlers."
-    def __init__(self, settings, store):
-        self.detector = CascadeDetector(settings, store)
-        self.lock = threading.Lock()
-        self.errors = 0
-
-    def tap(self, measurement:str, frame:pd.DataFrame):
-        "Feed one batch (called by the hub for everything it collects or is fed)."
-        if measurement not in SERVER_MEASUREMENTS or "server" not in frame.columns: return
-        try:
-            with self.lock: self.detector.update(frame)
-        except Exception as e:   # a batch without any usable metric must not stop the tap
-            self.errors += 1; log.debug("cascade update skipped: %s", e)
-
-    def status(self) -> dict:
-        with self.lock: return self.detector.status()
-    def health(self) -> dict:
-        with self.lock: return self.detector.health()
-
-async def on_start(app):
-    "Attach a `FleetWatch` to the hub and to its taps."
-    c = app.ctx
-    c.fleet = FleetWatch(c.settings, c.store)
-    c.taps.append(c.fleet.tap)
-
-async def on_stop(app):
-    c = app.ctx
-    if getattr(c, "fleet", None) is not None and c.fleet.tap in c.taps: c.taps.remove(c.fleet.tap)
+__all__ = ['route', 'cascade_status', 'cascade_health']
 
 # %% ../../../nbs/hub/routes/02_cascade.ipynb #c008
-def _watch(request) -> FleetWatch: return hub_part(request, "fleet", "cascade detector")
+def _watch(request): return part(request, "fleet", "cascade detector")
 
 @route("fleet", "GET", "/cascade/status", limit="cascade_status")
 @doc("Cascade detection status, recent events and thresholds (seed 004)", "fleet",

@@ -6,19 +6,20 @@
 from __future__ import annotations
 import asyncio
 from urllib.parse import unquote
-from ...config import ValidationError
+from ...config import ValidationError, Unavailable
 from ...jobs import JOB_TYPES, STATUSES, TASKS, metric_history
-from ..app import route, doc, reply, records, json_object, Unavailable, OBJ, ARR, _schema, _opt, _known_args, _limit
+from ..http import Routes, doc, reply, records, json_object, part, OBJ, ARR, _schema, _opt, _known_args, _limit
+route = Routes()
 
 # %% auto #0
-__all__ = ['JOB', 'LIST_ARGS', 'CALIBRATION_BODY', 'TASK_BODY', 'jobs_list', 'jobs_one', 'start_calibration',
+__all__ = ['route', 'JOB', 'LIST_ARGS', 'CALIBRATION_BODY', 'TASK_BODY', 'jobs_list', 'jobs_one', 'start_calibration',
            'calibration_history', 'tasks_submit', 'tasks_list', 'tasks_one', 'tasks_cancel', 'tasks_logs',
            'workers_list', 'workers_one', 'workers_metrics', 'workers_tasks']
 
 # %% ../../../nbs/hub/routes/01_jobs.ipynb #c006
 def _runner(request):
-    r = request.app.ctx.runner
-    if r is None or not r.running: raise Unavailable("the job runner is not running")
+    r = part(request, "runner", "job runner")
+    if not r.running: raise Unavailable("the job runner is not running")
     return r
 
 async def _call(request, method:str, *args, **kw):
@@ -68,7 +69,7 @@ async def start_calibration(request):
 async def calibration_history(request):
     _known_args(request, ("limit",))
     limit = _opt(request, "limit", _limit, 1000)
-    return reply(await asyncio.to_thread(metric_history, request.app.ctx.store, "calibration", limit))
+    return reply(await asyncio.to_thread(metric_history, part(request, "store", "store"), "calibration", limit))
 
 # %% ../../../nbs/hub/routes/01_jobs.ipynb #c012
 TASK_BODY = {"application/json": _schema({"task": {"type": "string", "enum": sorted(TASKS)}, "params": OBJ,
@@ -128,7 +129,7 @@ async def workers_metrics(request, worker_id:str):
     _known_args(request, ("limit",))
     limit = _opt(request, "limit", _limit, 1000)
     await _call(request, "worker", worker_id)
-    df = await asyncio.to_thread(request.app.ctx.store.query, "worker", where={"worker": worker_id})
+    df = await asyncio.to_thread(part(request, "store", "store").query, "worker", where={"worker": worker_id})
     return reply(records(df.tail(limit)))
 
 @route("workers", "GET", "/api/workers/<worker_id:path>/tasks")
