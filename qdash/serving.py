@@ -10,7 +10,7 @@ from .config import QdashError, NotFound, Unavailable, Settings, load_settings
 from .timeutil import iso, utc
 from .store import open_store
 from .jobs import JobRunner
-from .model.forecast import ModelRegistry, TARGETS, EXTRA_TARGETS, DISPLAY_FIELDS, frame_to_fleet
+from .model.forecast import ModelRegistry, TARGETS, frame_to_fleet, load_fleet
 from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals
 from .model.alerts import AlertEngine
 from .model.explain import explain_server, ExplanationCache, InsufficientData
@@ -83,15 +83,10 @@ class Forecasting:
             self.error = e.detail; return None
 
     def telemetry(self, fc, now:pd.Timestamp):
-        "The recent fleet telemetry `fc` needs, at its step, as a (server, time) Dataset with profiles."
+        "The recent fleet telemetry `fc` needs, at its step, as a (server, time) Dataset with profiles; None without its targets."
         span = pd.Timedelta(seconds=fc.step * (max(fc.encoder_length, int(self.settings.model.min_history)) + fc.max_gap + 2))
-        have = set(self.store.query("vm", limit=1).columns)
-        fields = [f for f in (*TARGETS, *EXTRA_TARGETS, *DISPLAY_FIELDS) if f in have]
-        if not set(fc.targets) <= set(fields): return None
-        ds = self.store.to_xarray("vm", fields, start=now - span, stop=now + pd.Timedelta(seconds=1), every=f"{int(fc.step)}s")
-        ser = self.store.series("vm")
-        prof = dict(zip(ser.server.astype(str), ser.profile.astype(str))) if "profile" in ser else {}
-        return ds.assign_coords(profile=("server", [prof.get(str(s), "unknown") for s in ds.server.values]))
+        if not set(fc.targets) <= set(self.store.query("vm", limit=1).columns): return None
+        return load_fleet(self.store, start=now - span, stop=now + pd.Timedelta(seconds=1), every=f"{int(fc.step)}s")
 
     def run_cycle(self, now=None) -> dict:
         "Forecast the fleet once; the new payload."

@@ -12,7 +12,7 @@ import numpy as np, pandas as pd, xarray as xr
 from fastcore.basics import patch
 from ..config import QdashError, NotFound, ValidationError, Settings, load_settings
 from .forecast import Forecaster, QUANTILES, fleet_frame, _future, _torch
-from .risk import level_of
+from .risk import level_of, exceed_prob, horizon_weights
 if TYPE_CHECKING: import torch
 from ..timeutil import iso, at_step
 
@@ -93,11 +93,8 @@ class RiskModel:
         self.ssc = [_affine(sc.get(f"{t}_scale")) for t in fc.targets]
         f32 = torch.float32
         self.th = torch.tensor([float(thresholds[fc.targets[k]]) for k in ks], dtype=f32)
-        t = torch.arange(1, fc.horizon + 1, dtype=f32) * fc.step
-        self.w = 1 - 0.5 * torch.clamp((t - 1800) / max(float(t[-1]) - 1800, 1.0), 0, 1)
+        self.w = horizon_weights(fc.horizon, fc.step, torch)                # the weights and ...
         self.taus = torch.tensor(QUANTILES, dtype=f32)
-        self.lev = torch.cat([torch.zeros(1), self.taus, torch.ones(1)])
-        self.eps = torch.finfo(f32).eps
         self.spread = torch.as_tensor(np.asarray(fc.spread, float), dtype=f32)
         self.lo, self.hi = (torch.as_tensor(b, dtype=f32) for b in fc.bounds)
 
@@ -129,15 +126,8 @@ class RiskModel:
         return torch.minimum(torch.maximum(q, self.lo[:, None]), self.hi[:, None])   # ... and 0-100 for percentages
 
     def exceed(self, q):
-        "P(value > threshold) per (batch, step, thresholded target): `qdash.model.risk.exceed_prob` in torch."
-        torch, _, _ = _torch()
-        q, taus = q[:, :, self.ks], self.taus
-        lo = q[..., :1] - taus[0] * torch.clamp(q[..., 1:2] - q[..., :1], min=1e-9) / (taus[1] - taus[0])
-        hi = q[..., -1:] + (1 - taus[-1]) * torch.clamp(q[..., -1:] - q[..., -2:-1], min=1e-9) / (taus[-1] - taus[-2])
-        kn = torch.cat([lo, q, hi], -1)
-        a, b = kn[..., :-1], kn[..., 1:]
-        F = (torch.clamp((self.th[None, None, :, None] - a) / torch.clamp(b - a, min=1e-9), 0, 1) * (self.lev[1:] - self.lev[:-1])).sum(-1)
-        return 1 - F
+        "P(value > threshold) per (batch, step, thresholded target): ... the exceedance of `qdash.model.risk`, on tensors."
+        return exceed_prob(q[:, :, self.ks], self.taus, self.th[None, None, :])
 
     def risk(self, X, out=None):
         "The 0-100 risk score of each row of X."

@@ -120,11 +120,12 @@ def load_fleet(store, # a qdash.store Store
                fields:list[str]|None=None, # fields to read; default: targets, extra targets and display fields
                start=None, stop=None, # time range (as Store.query takes it)
                measurement:str="vm", # the measurement holding server telemetry
+               every:str|None=None, # bucket width such as "300s" (means); default: the raw points
               ) -> xr.Dataset:
     "Telemetry as a `(server, time)` Dataset with a `profile` coordinate."
     fields = list(fields or (*TARGETS, *EXTRA_TARGETS, *DISPLAY_FIELDS))
     have = set(store.query(measurement, limit=1).columns)
-    ds = store.to_xarray(measurement, [f for f in fields if f in have] or list(TARGETS), start=start, stop=stop)
+    ds = store.to_xarray(measurement, [f for f in fields if f in have] or list(TARGETS), start=start, stop=stop, every=every)
     prof = {}
     try:
         ser = store.series(measurement)

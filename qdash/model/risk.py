@@ -7,33 +7,45 @@ from __future__ import annotations
 import threading
 import numpy as np, pandas as pd, xarray as xr
 from fastcore.basics import patch
-from ..config import ValidationError, Settings, load_settings
-from .forecast import Forecaster, QUANTILES, load_fleet
+from ..config import ValidationError, Settings
+from .forecast import QUANTILES
 from ..timeutil import iso
 
 # %% auto #0
-__all__ = ['LEVELS', 'PHRASES', 'NAMES', 'exceed_prob', 'level_of', 'alert_badge', 'fmt_minutes', 'score_forecasts', 'fmt_span',
-           'Vitals', 'breach_message', 'apply_vitals', 'fleet_summary', 'display_metrics', 'predictions_payload']
+__all__ = ['LEVELS', 'PHRASES', 'NAMES', 'exceed_prob', 'horizon_weights', 'level_of', 'alert_badge', 'fmt_minutes',
+           'score_forecasts', 'fmt_span', 'Vitals', 'breach_message', 'apply_vitals', 'fleet_summary',
+           'display_metrics', 'predictions_payload']
 
 # %% ../../nbs/model/06_risk.ipynb #c005
-def exceed_prob(q:np.ndarray, # quantile values, last axis = quantile levels `taus` (sorted)
-                taus, # quantile levels, e.g. QUANTILES
+def _xp(a):
+    "The array namespace of `a`: numpy, or torch for a tensor (so the explainer can differentiate the same maths)."
+    if type(a).__module__.split(".")[0] == "torch":
+        import torch
+        return torch
+    return np
+
+def exceed_prob(q, # quantile values, last axis = quantile levels `taus`: a numpy array, or a torch tensor (sorted)
+                taus, # quantile levels, e.g. QUANTILES (a tensor with torch)
                 threshold, # scalar or array broadcasting to q.shape[:-1]
-               ) -> np.ndarray:
+               ):
     "P(value > threshold) under the piecewise-linear distribution through the quantiles (tails extended)."
-    q, taus = np.sort(np.asarray(q, float), axis=-1), np.asarray(taus, float)
-    eps = 1e-9
-    lo = q[..., :1] - taus[0] * np.maximum(q[..., 1:2] - q[..., :1], eps) / (taus[1] - taus[0])
-    hi = q[..., -1:] + (1 - taus[-1]) * np.maximum(q[..., -1:] - q[..., -2:-1], eps) / (taus[-1] - taus[-2])
-    knots = np.concatenate([lo, q, hi], axis=-1)
-    lev = np.concatenate([[0.0], taus, [1.0]])
-    th = np.broadcast_to(np.asarray(threshold, float), q.shape[:-1])[..., None]
-    j = np.clip((knots <= th).sum(-1, keepdims=True) - 1, 0, len(lev) - 2)  # segment holding the threshold
-    a, b = np.take_along_axis(knots, j, -1), np.take_along_axis(knots, j + 1, -1)
-    frac = np.clip((th - a) / np.maximum(b - a, eps), 0, 1)
-    F = lev[j] + frac * (lev[j + 1] - lev[j])
-    F = np.where(th < knots[..., :1], 0.0, np.where(th >= knots[..., -1:], 1.0, F))
-    return (1 - F)[..., 0]
+    xp = _xp(q)
+    if xp is np: q, taus, threshold = np.sort(np.asarray(q, float), axis=-1), np.asarray(taus, float), np.asarray(threshold, float)
+    cat, eps = (np.concatenate if xp is np else xp.cat), 1e-9
+    lo = q[..., :1] - taus[0] * xp.clip(q[..., 1:2] - q[..., :1], eps, None) / (taus[1] - taus[0])
+    hi = q[..., -1:] + (1 - taus[-1]) * xp.clip(q[..., -1:] - q[..., -2:-1], eps, None) / (taus[-1] - taus[-2])
+    knots = cat([lo, q, hi], -1)
+    lev = cat([taus[:1] * 0, taus, taus[:1] * 0 + 1], -1)               # 0, the levels, 1
+    a, b = knots[..., :-1], knots[..., 1:]
+    F = (xp.clip((threshold[..., None] - a) / xp.clip(b - a, eps, None), 0, 1) * (lev[1:] - lev[:-1])).sum(-1)
+    return 1 - F                                                       # F(θ) = Σ_j Δτ_j · clamp((θ − a_j)/(b_j − a_j), 0, 1)
+
+def horizon_weights(H:int, # forecast steps
+                    step:float, # seconds per step
+                    xp=np): # numpy or torch
+    "The urgency weight of each step: 1 up to 30 minutes ahead, falling linearly to 0.5 at the end of the horizon."
+    t = xp.arange(1, H + 1, dtype=xp.float64 if xp is np else xp.float32) * step
+    return 1 - 0.5 * xp.clip((t - 1800) / max(float(t[-1]) - 1800, 1.0), 0, 1)
 
 # %% ../../nbs/model/06_risk.ipynb #c007
 LEVELS = [  # (level, lowest score, colour, emoji) - seed 004's alert levels
@@ -72,8 +84,7 @@ def score_forecasts(results:dict, # from Forecaster.predict
     th = np.array([thresholds[targets[k]] for k in ks])
     p = exceed_prob(q, QUANTILES, th[None, None, :])                          # (S, H, K)
     H = p.shape[1]
-    t = np.arange(1, H + 1) * step
-    w = 1 - 0.5 * np.clip((t - 1800) / max(t[-1] - 1800, 1), 0, 1)
+    t, w = np.arange(1, H + 1) * step, horizon_weights(H, step)
     pw = p * w[None, :, None]
     cum = np.maximum.accumulate(p, axis=1)
     for i, s in enumerate(oks):
@@ -245,19 +256,3 @@ def predictions_payload(results:dict, # scored results (score_forecasts)
         preds[s] = p
     return {"predictions": preds, "summary": fleet_summary(results), "alerts": [],
             "timestamp": iso(pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now))}
-
-# %% ../../nbs/model/06_risk.ipynb #c016
-@patch
-def current(self:Forecaster, store, # the Store to read telemetry from
-            settings:Settings|None=None, # [model] thresholds and min_history
-            now=None, # end of the window; default: now
-            measurement:str="vm",
-           ) -> dict:
-    "Forecast the fleet from the store's recent telemetry: the /predictions/current payload."
-    s = settings or load_settings()
-    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
-    now = now.tz_localize("UTC") if now.tzinfo is None else now
-    span = pd.Timedelta(seconds=self.step * (max(self.encoder_length, int(s.model.min_history)) + self.max_gap + 2))
-    data = load_fleet(store, start=now - span, stop=now + pd.Timedelta(seconds=1), measurement=measurement)
-    res = score_forecasts(self.predict(data, min_history=int(s.model.min_history)), self.targets, s.model.thresholds, self.step)
-    return predictions_payload(res, self.targets, data, now)
