@@ -582,11 +582,17 @@ async def ws_telemetry_one(request, ws, server_id:str): await _stream(request, w
 # %% ../nbs/10_api.ipynb #c033
 def serve(settings:Settings|None=None): # hub settings; default: `load_settings()`
     "Run the hub on `[server] host`:`[server] port` until interrupted."
+    from qdash.hubrun import check_listen, listen_error
     settings = settings or load_settings()
+    host, port = settings.server.host, settings.server.port
+    check_listen(host, port)      # a port in use is one line (QdashError), before the store is opened
     logging.basicConfig(level=settings.server.log_level.upper())
     app = create_app(settings)
-    app.run(host=settings.server.host, port=settings.server.port, single_process=True, access_log=False,
-            motd=False)
+    try: app.run(host=host, port=port, single_process=True, access_log=False, motd=False)
+    except OSError as e:          # taken in between: the same line
+        msg = listen_error(e, host, port)
+        if msg is None: raise
+        raise QdashError(msg) from None
 
 # %% ../nbs/10_api.ipynb #c035
 def serve_bench(settings:Settings|None=None):

@@ -6,10 +6,12 @@
 from __future__ import annotations
 import asyncio, base64, os, socket, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
+import errno
 import httpx, orjson, psutil
+from .config import QdashError
 
 # %% auto #0
-__all__ = ['free_port', 'HubProcess', 'requests_per_s', 'ws_fanout', 'run_bench']
+__all__ = ['LISTEN_HINTS', 'free_port', 'HubProcess', 'listen_error', 'check_listen', 'requests_per_s', 'ws_fanout', 'run_bench']
 
 # %% ../nbs/10d_hubrun.ipynb #c005
 def free_port() -> int:
@@ -60,6 +62,30 @@ class HubProcess:
     def restart(self): self.stop(); return self.start()
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
+
+# %% ../nbs/10d_hubrun.ipynb #c006b
+LISTEN_HINTS = {"server": ("set [server] port or QDASH__SERVER__PORT", "set [server] host or QDASH__SERVER__HOST"),
+                "dashboard": ("set [dashboard] port or QDASH__DASHBOARD__PORT, or pass --port", "pass another --address")}
+
+def listen_error(e:OSError, host:str, port:int, what:str="server") -> str|None:
+    "One line saying why a server cannot listen on `host`:`port` (None when `e` is not a refusal to bind)."
+    port_hint, host_hint = LISTEN_HINTS[what]
+    if isinstance(e, socket.gaierror): return f"cannot listen on {host}: {e.strerror} ({host_hint})"
+    if e.errno == errno.EADDRINUSE: return f"port {port} on {host} is in use ({port_hint})"
+    if e.errno == errno.EACCES: return f"port {port} on {host} needs privileges this user does not have ({port_hint})"
+    if e.errno == errno.EADDRNOTAVAIL: return f"{host} is not an address of this machine ({host_hint})"
+    return None
+
+def check_listen(host:str, port:int, what:str="server") -> None:
+    "Raise `QdashError` (one line) when a server could not listen on `host`:`port` now; return when it could."
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as so:
+            so.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            so.bind(addr)
+    except OSError as e:
+        msg = listen_error(e, host, port, what)
+        raise QdashError(msg or f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 # %% ../nbs/10d_hubrun.ipynb #c008
 def _run(coro):
