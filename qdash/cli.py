@@ -62,6 +62,7 @@ def cmd_dashboard(args, settings):
     changes = {k: v for k, v in (("port", args.port), ("hub_url", args.hub_url)) if v is not None}
     if changes: settings = settings.updated({"dashboard": changes})
     dash = importlib.import_module("qdash.dashboard.app")
+    importlib.import_module("qdash.hub.app").check_listen(args.address, settings.dashboard.port, "dashboard")   # before the URL
     print(f"qdash dashboard: http://{args.address}:{settings.dashboard.port}/   (hub {settings.dashboard.hub_url})", flush=True)
     dash.serve_dashboard(settings, address=args.address)
 

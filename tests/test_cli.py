@@ -1,5 +1,5 @@
 """The `qdash` command as a user runs it: a separate process, real environment variables, real files."""
-import json, os, subprocess, sys
+import json, os, socket, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -87,3 +87,52 @@ def test_train_registers_a_model_from_the_store(tmp_path):
     assert again.returncode == 2 and again.stderr.strip() == f"qdash: error: model 'cli' already exists in {tmp_path / 'models'}"
     empty = run("train", env={**env, "QDASH__STORE__PATH": str(tmp_path / "empty.duckdb")}, cwd=tmp_path, timeout=120)
     assert empty.returncode == 2 and "Traceback" not in empty.stderr and empty.stderr.startswith("qdash: error:"), empty.stderr[-1500:]
+
+
+def _hub_env(tmp_path, hub_port, dashboard_port):
+    return {"QDASH__SERVER__HOST": "127.0.0.1", "QDASH__SERVER__PORT": str(hub_port), "QDASH__DASHBOARD__PORT": str(dashboard_port),
+            "QDASH__STORE__PATH": str(tmp_path / "qdash.duckdb"), "QDASH__AUTH__API_KEY_FILE": str(tmp_path / "api_key"),
+            "QDASH__COLLECT__SOURCES": "", "QDASH__COLLECT__SPOOL_DIR": str(tmp_path / "spool")}
+
+
+@pytest.mark.parametrize("command,taken,expect", [
+    ("serve", "hub", "port {port} on 127.0.0.1 is in use (set [server] port or QDASH__SERVER__PORT)"),
+    ("up", "hub", "port {port} on 127.0.0.1 is in use (set [server] port or QDASH__SERVER__PORT)"),
+    ("up", "dashboard", "port {port} on 127.0.0.1 is in use (set [dashboard] port or QDASH__DASHBOARD__PORT, or pass --port)"),
+    ("dashboard", "dashboard", "port {port} on 127.0.0.1 is in use (set [dashboard] port or QDASH__DASHBOARD__PORT, or pass --port)"),
+], ids=["serve", "up-hub-port", "up-dashboard-port", "dashboard"])
+def test_a_port_in_use_is_one_line_and_nothing_starts(command, taken, expect, tmp_path):
+    from qdash.testing import free_port
+    with socket.socket() as held:                    # another server on the port: bound and listening
+        held.bind(("127.0.0.1", 0)); held.listen()
+        port = held.getsockname()[1]
+        ports = (port, free_port()) if taken == "hub" else (free_port(), port)
+        r = run(command, env=_hub_env(tmp_path, *ports), cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.splitlines() == [f"qdash: error: {expect.format(port=port)}"], r.stderr
+    assert r.stdout == ""                            # no URL of a hub or dashboard that is not there
+    assert not (tmp_path / "qdash.duckdb").exists()  # the hub did not start: its store was never opened
+
+
+def test_up_stops_when_its_hub_dies(tmp_path):
+    import psutil
+    from qdash.testing import free_port
+    hub_port, dash_port = free_port(), free_port()
+    e = {k: v for k, v in os.environ.items() if not k.startswith("QDASH")}
+    e.update(_hub_env(tmp_path, hub_port, dash_port))
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        up = subprocess.Popen([str(QDASH), "up"], stdout=out, stderr=err, env=e, cwd=tmp_path)
+    try:
+        end = time.monotonic() + 120
+        while "qdash dashboard:" not in (tmp_path / "out").read_text() and up.poll() is None and time.monotonic() < end:
+            time.sleep(0.2)
+        assert f"http://127.0.0.1:{dash_port}/" in (tmp_path / "out").read_text(), (tmp_path / "err").read_text()[-2000:]
+        (hub,) = psutil.Process(up.pid).children()
+        hub.kill()                                   # the hub dies under `up`
+        assert up.wait(30) == 2
+        last = (tmp_path / "err").read_text().strip().splitlines()[-1]
+        assert last == "qdash: error: the hub exited with status -9; the dashboard stopped with it"
+        with pytest.raises(OSError):                 # and the dashboard is gone with it
+            socket.create_connection(("127.0.0.1", dash_port), timeout=2).close()
+    finally:
+        if up.poll() is None: up.kill(); up.wait()

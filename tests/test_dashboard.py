@@ -1,5 +1,6 @@
 "The live dashboard in a real browser (Debian's Chromium via Playwright) against a real hub and `qdash dashboard`."
 import re
+import time
 
 import httpx
 import pytest
@@ -180,6 +181,118 @@ def test_screenshots_of_every_page(browser, dash, tmp_path):
         if size["width"] < 500:   # a phone: the page does not scroll sideways
             assert pg.evaluate("document.documentElement.scrollWidth") <= size["width"] + 1
         pg.close()
+
+
+# WCAG 2 contrast of every visible element that has text of its own, measured in the page (shadow roots included):
+# the text colour (its alpha and its ancestors' opacity applied) against the background it is drawn on, the translucent
+# backgrounds of its ancestors composited down to the first opaque one. Disabled controls are left out (WCAG 1.4.3
+# exempts inactive components).
+CONTRAST = """() => {
+  const rgba = s => { const m = s.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
+    const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const over = (top, below) => [0, 1, 2].map(i => top[i] * top[3] + below[i] * (1 - top[3])).concat([1]);
+  const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const up = e => e.parentElement || (e.parentNode && e.parentNode.host) || null;    // out of a shadow root: its host
+  const background = el => {
+    const layers = [];
+    for (let e = el; e; e = up(e)) { const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; } }
+    return layers.reduceRight((below, c) => over(c, below), [255, 255, 255, 1]);   // the canvas under all: white
+  };
+  const opacity = el => { let o = 1; for (let e = el; e; e = up(e)) o *= parseFloat(getComputedStyle(e).opacity); return o; };
+  const out = [];
+  const visit = root => { for (const el of root.querySelectorAll("*")) {
+    if (el.shadowRoot) visit(el.shadowRoot);
+    if (["SCRIPT", "STYLE", "TITLE", "OPTION", "NOSCRIPT", "TEMPLATE"].includes(el.tagName) || el.closest(":disabled")) continue;
+    const text = [...el.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join("").trim();
+    if (!text || !el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true})) continue;
+    const r = el.getBoundingClientRect(); if (r.width < 1 || r.height < 1) continue;
+    const bg = background(el), c = rgba(getComputedStyle(el).color), fg = over([c[0], c[1], c[2], c[3] * opacity(el)], bg);
+    const a = lum(fg), b = lum(bg);
+    out.push({text: text.slice(0, 50), tag: el.tagName.toLowerCase(), cls: String(el.className).slice(0, 50),
+              color: "rgb(" + fg.slice(0, 3).map(Math.round) + ")", background: "rgb(" + bg.slice(0, 3).map(Math.round) + ")",
+              ratio: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)});
+  } };
+  visit(document);
+  return out;
+}"""
+
+READY = {"Overview": ".qd-card .qd-val.ready", "Server": '.qd-why[data-state="explained"], .qd-why[data-state="none"]',
+         "Jobs": "tr[data-job]", "Calibration": ".qd-card", "Collector": "table.qd td"}
+
+
+def _measure(pg, name):
+    tab(pg, name)
+    pg.locator(READY[name]).first.wait_for(timeout=45000)
+    pg.wait_for_timeout(1200)                     # the page's next tick has drawn what the feed holds
+    found = pg.evaluate(CONTRAST)
+    assert len(found) >= 8, (name, found)         # the page was drawn: a check of nothing would pass
+    return found
+
+
+def test_every_page_is_readable_in_both_themes(browser, dash, hub):
+    expect = playwright.expect
+    api(hub, "/api/control/start_calibration", method="POST", json={"algorithm": "VQE", "mode": "Explore",
+                                                                     "params": {"max_iter": 5}, "trials": 2})   # a job in the table
+    pg = browser.new_page(viewport={"width": 1366, "height": 768})
+    seen, worst = {}, {}
+    try:
+        # the default theme (dark, no ?theme=), then light and dark again by the header's toggle, as a person switches
+        for theme in ("dark (default)", "light", "dark"):
+            if theme == "dark (default)": pg.goto(dash.url)
+            else:
+                with pg.expect_navigation(): pg.locator("#theme-switch").click()
+                assert ("theme=default" if theme == "light" else "theme=dark") in pg.url
+            pg.locator(".qd-card .qd-val.ready").first.wait_for(timeout=30000)
+            for name in READY: seen[(theme, name, "collecting")] = _measure(pg, name)
+            # collection stopped: the overview's alert banner, the health in colour, the collector's other button
+            api(hub, "/api/telemetry/stop", method="POST")
+            try:
+                tab(pg, "Overview")
+                expect(pg.locator(".qd-alert", has_text="collector is not healthy")).to_be_visible(timeout=15000)
+                seen[(theme, "Overview", "stopped")] = _measure(pg, "Overview")
+                tab(pg, "Collector")
+                expect(pg.locator("button", has_text="Start collection")).to_be_enabled(timeout=15000)
+                seen[(theme, "Collector", "stopped")] = _measure(pg, "Collector")
+            finally:
+                api(hub, "/api/telemetry/start", method="POST")
+    finally:
+        pg.close()
+    failing = []
+    for key, found in seen.items():
+        w = min(found, key=lambda f: f["ratio"])
+        worst[" · ".join(key)] = f"{w['ratio']:.2f} {w['text']!r}"
+        failing += [(*key, f) for f in found if f["ratio"] < 4.5]
+    print("lowest contrast per page:", *worst.items(), sep="\n  ")
+    assert not failing, "\n".join(f"{t} · {p} · {s}: {f['ratio']:.2f}:1 {f['tag']}.{f['cls']} {f['text']!r} "
+                                  f"{f['color']} on {f['background']}" for t, p, s, f in failing[:40])
+
+
+def test_collector_stop_and_start_from_the_page(page, hub):
+    expect = playwright.expect
+    tab(page, "Collector")
+    assert api(hub, "/api/telemetry/status")["running"] is True
+    stop, start = page.locator("button", has_text="Stop collection"), page.locator("button", has_text="Start collection")
+    expect(stop).to_be_enabled(timeout=15000)
+    stop.click()
+    end = time.monotonic() + 15
+    while api(hub, "/api/telemetry/status")["running"] and time.monotonic() < end: time.sleep(0.2)
+    st = api(hub, "/api/telemetry/status")
+    assert st["running"] is False, st
+    cycles = st["cycles"]
+    time.sleep(2.5)                                                   # stopped means no more cycles
+    assert api(hub, "/api/telemetry/status")["cycles"] == cycles
+    expect(page.locator(".qd-ok", has_text="telemetry collection stopped")).to_be_visible(timeout=10000)  # the hub's answer, on the page
+    expect(start).to_be_enabled(timeout=15000)
+    start.click()
+    end = time.monotonic() + 15
+    while not api(hub, "/api/telemetry/status")["running"] and time.monotonic() < end: time.sleep(0.2)
+    assert api(hub, "/api/telemetry/status")["running"] is True
+    end = time.monotonic() + 15                                       # and it collects again: cycles go on
+    while api(hub, "/api/telemetry/status")["cycles"] <= cycles and time.monotonic() < end: time.sleep(0.3)
+    assert api(hub, "/api/telemetry/status")["cycles"] > cycles
+    expect(stop).to_be_enabled(timeout=15000)
 
 
 def test_indicator_follows_the_hub(page, hub):

@@ -304,8 +304,10 @@ def serve_dashboard(settings:Settings|None=None, # settings; `[dashboard] port` 
     "Serve the live dashboard (Panel's server) until interrupted, or on a thread when `threaded`."
     import panel as pn
     from qdash.dashboard.panels import dashboard_app
+    from qdash.hub.app import check_listen
     settings = settings or load_settings()
     port = port or settings.dashboard.port
+    check_listen(address, port, "dashboard")    # a port in use: one line, not tornado's traceback
     feed = shared_feed(settings)
     origins = ["*"] if address in ("0.0.0.0", "::", "") else [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
     return pn.serve({"/": lambda: dashboard_app(feed)}, port=port, address=address, websocket_origin=origins,
@@ -315,30 +317,40 @@ def _wait_hub(url:str, proc, timeout:float) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None: raise QdashError(f"the hub exited with status {proc.returncode} before answering on {url}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200: return
+        try:   # the answer counts while our hub runs (not another server's, on a port ours failed to take)
+            if httpx.get(url + "/health", timeout=1).status_code == 200 and proc.poll() is None: return
         except httpx.HTTPError: pass
         time.sleep(0.2)
     raise QdashError(f"the hub did not answer on {url} within {timeout:.0f}s")
 
 def up(settings:Settings|None=None, # settings for both; the hub is started with `[server] host` and `port`
        dashboard_port:int|None=None): # default: `[dashboard] port`
-    "Start the hub and the dashboard together, print both URLs, serve until Ctrl-C, stop the hub."
+    "Start the hub and the dashboard together, print both URLs, serve until Ctrl-C or until the hub exits, stop the hub."
+    from qdash.hub.app import check_listen
     settings = settings or load_settings()
+    port = dashboard_port or settings.dashboard.port
+    check_listen(settings.server.host, settings.server.port)   # both ports before anything starts: a taken one is one line
+    check_listen("127.0.0.1", port, "dashboard")
     env = {**os.environ, "QDASH__SERVER__HOST": settings.server.host, "QDASH__SERVER__PORT": str(settings.server.port)}
-    # its own session: a terminal's Ctrl-C reaches `up` only, which then stops the hub once, gracefully
-    hub = subprocess.Popen([sys.executable, "-c", "from qdash.hub.app import serve; serve()"], env=env, start_new_session=True)
+    # its own session: a terminal's Ctrl-C reaches `up` only, which then stops the hub once, gracefully; `qdash serve`,
+    # so a hub that cannot start says why in one line (exit status 2), not with a traceback
+    hub = subprocess.Popen([sys.executable, "-c", "import sys; from qdash.cli import main; sys.exit(main(['serve']))"], env=env,
+                           start_new_session=True)
     def _stop(signum, frame): raise KeyboardInterrupt   # SIGTERM (systemd, `timeout`, `kill`) stops both, like Ctrl-C
     signal.signal(signal.SIGTERM, _stop)
+    server = None
     try:
         url = default_url(settings)
         _wait_hub(url, hub, 120)
         settings = settings.updated({"dashboard": {"hub_url": url}})
-        port = dashboard_port or settings.dashboard.port
+        server = serve_dashboard(settings, port=port, threaded=True)
         print(f"qdash hub:       {url}   (API docs: {url}/docs)", flush=True)
         print(f"qdash dashboard: http://127.0.0.1:{port}/   (Ctrl-C stops both)", flush=True)
-        serve_dashboard(settings, port=port)
+        while hub.poll() is None and server.is_alive(): time.sleep(0.5)
+        if hub.poll() is not None: raise QdashError(f"the hub exited with status {hub.returncode}; the dashboard stopped with it")
+        raise QdashError("the dashboard stopped; the hub is stopped with it")
     finally:
+        if server is not None: server.stop()
         if hub.poll() is None:
             hub.send_signal(signal.SIGINT)
             try: hub.wait(settings.server.graceful_shutdown_timeout + 5)

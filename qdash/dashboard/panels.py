@@ -5,15 +5,16 @@
 # %% ../../nbs/dashboard/03_panels.ipynb #c002
 from __future__ import annotations
 import asyncio
-import param, panel as pn
+import httpx, param, panel as pn
 from bokeh.models import ColumnDataSource, DataRange1d, HoverTool
 from ..config import QdashError
 from .app import LiveFeed
-from .views import (CSS, STATUS_COLORS, ConnectionIndicator, OverviewPage, ServerPage, bar, epoch_ms, esc, fmt_num,
-                         fmt_secs, html_pane, lines, pill, tile, time_figure)
+from .views import (BUTTON_CSS, STATUS_COLORS, ConnectionIndicator, OverviewPage, ServerPage, bar, epoch_ms, esc, fmt_num,
+                         fmt_secs, html_pane, lines, pill, sheets, tile, time_figure)
 
 # %% auto #0
-__all__ = ['PAGES', 'jobs_html', 'JobsPage', 'CalibrationPage', 'vms_html', 'CollectorPanel', 'dashboard_app']
+__all__ = ['PAGES', 'ACCENT', 'jobs_html', 'JobsPage', 'CalibrationPage', 'vms_html', 'CollectorPanel', 'session_theme',
+           'dashboard_app']
 
 # %% ../../nbs/dashboard/03_panels.ipynb #c005
 def jobs_html(jobs:list[dict]) -> str:
@@ -35,7 +36,8 @@ class JobsPage(pn.viewable.Viewer):
         self.table = html_pane(jobs_html([]))
         self.pick = pn.widgets.Select(name="Job", options={}, sizing_mode="stretch_width", max_width=420, margin=(4, 8))
         self.logs_btn = pn.widgets.Button(name="Show log", button_type="primary", margin=(22, 4, 4, 4))
-        self.cancel_btn = pn.widgets.Button(name="Cancel job", button_type="danger", button_style="outline", margin=(22, 4, 4, 4))
+        self.cancel_btn = pn.widgets.Button(name="Cancel job", button_type="danger", button_style="outline", margin=(22, 4, 4, 4),
+                                            stylesheets=[BUTTON_CSS])
         self.msg, self.logs = html_pane(), html_pane()
         self.logs_btn.on_click(self.show_logs); self.cancel_btn.on_click(self.cancel)
         self.layout = pn.Column(pn.FlexBox(self.pick, self.logs_btn, self.cancel_btn, sizing_mode="stretch_width"),
@@ -47,6 +49,7 @@ class JobsPage(pn.viewable.Viewer):
         if not jid: return
         try: lines = await asyncio.to_thread(self.feed.client.task_logs, jid)
         except QdashError as e: self.logs.object = f'<div class="qd-muted">{esc(e)}</div>'; return
+        except httpx.HTTPError as e: self.logs.object = f'<div class="qd-muted">the hub did not answer: {esc(type(e).__name__)}</div>'; return
         self.logs.object = f'<h3 class="qd">log of {esc(jid[:8])}</h3><pre class="qd-logs">' + esc("\n".join(lines) or "(empty)") + "</pre>"
 
     async def cancel(self, event=None):
@@ -55,7 +58,9 @@ class JobsPage(pn.viewable.Viewer):
         try:
             j = await asyncio.to_thread(self.feed.client.cancel_task, jid)
             self.msg.object = f'<div class="qd-ok">job {esc(jid[:8])}: {esc(j.get("status", "cancel requested"))}</div>'
-        except QdashError as e: self.msg.object = f'<div class="qd-ok">could not cancel {esc(jid[:8])}: {esc(e)}</div>'
+        except (QdashError, httpx.HTTPError) as e:
+            why = str(e) if isinstance(e, QdashError) else f"the hub did not answer: {type(e).__name__}"
+            self.msg.object = f'<div class="qd-ok">could not cancel {esc(jid[:8])}: {esc(why)}</div>'
 
     def update(self):
         jobs = self.feed.jobs
@@ -90,7 +95,7 @@ class CalibrationPage(pn.viewable.Viewer):
         self.start_btn = pn.widgets.Button(name="Start calibration", button_type="primary", width=170, margin=(22, 8, 4, 8))
         self.start_btn.on_click(self.start)
         self.feedback = html_pane('<div class="qd-ok">no run started from this page yet</div>')
-        control = pn.Column(pn.pane.HTML('<h3 class="qd">Start a calibration run</h3>', stylesheets=[CSS]),
+        control = pn.Column(pn.pane.HTML('<h3 class="qd">Start a calibration run</h3>', stylesheets=sheets()),
                             pn.FlexBox(self.algorithm, self.mode, self.max_iter, self.trials, self.start_btn), self.feedback,
                             sizing_mode="stretch_width")
         self.layout = pn.Column(self.status, pn.FlexBox(tile(pn.pane.Bokeh(p, sizing_mode="stretch_width"), "480px", 2),
@@ -106,8 +111,9 @@ class CalibrationPage(pn.viewable.Viewer):
             self.job_id, self.job_sig = r["job_id"], None
             self.feedback.object = (f'<div class="qd-ok" data-job="{esc(r["job_id"])}" data-state="accepted">✓ accepted: job '
                                     f'{esc(r["job_id"][:8])} — {esc(r.get("message", ""))}</div>')
-        except QdashError as e:
-            self.feedback.object = f'<div class="qd-ok" data-state="refused">✕ not started: {esc(e)}</div>'
+        except (QdashError, httpx.HTTPError) as e:
+            why = str(e) if isinstance(e, QdashError) else f"the hub did not answer: {type(e).__name__}"
+            self.feedback.object = f'<div class="qd-ok" data-state="refused">✕ not started: {esc(why)}</div>'
         finally: self.start_btn.disabled = False
 
     def update(self):
@@ -120,8 +126,8 @@ class CalibrationPage(pn.viewable.Viewer):
                 for lab, v, c in (("algorithm", esc(st.get("algorithm") or "–"), "#3b82f6"), ("mode", esc(st.get("mode") or "–"), "#8b5cf6"),
                                   ("ψ psi", fmt_num(st.get("psi"), 3), "#3b82f6"), ("ρ rho", fmt_num(st.get("rho"), 3), "#10b981"),
                                   ("ω omega", fmt_num(st.get("omega"), 3), "#f59e0b"))) + "</div>"
-            f'<div class="qd-muted" style="margin-top:6px">last run {esc((st.get("last_update") or "never")[:19].replace("T", " "))} UTC'
-            f' · backends {health}</div>')
+            f'<div style="margin-top:6px"><span class="qd-muted">last run {esc((st.get("last_update") or "never")[:19].replace("T", " "))} UTC'
+            f' · backends</span> {health}</div>')
         hist = self.feed.cal_history
         sig = (len(hist), hist[-1].get("timestamp") if hist else None)
         if sig != self.hist_sig:
@@ -158,17 +164,24 @@ class CollectorPanel(pn.viewable.Viewer):
     def __init__(self, feed:LiveFeed, **params):
         super().__init__(**params)
         self.feed, self.sig = feed, None
-        self.start_btn = pn.widgets.Button(name="Start collection", button_type="success", margin=(4, 8))
-        self.stop_btn = pn.widgets.Button(name="Stop collection", button_type="danger", button_style="outline", margin=(4, 8))
-        self.start_btn.on_click(lambda e: self.act(self.feed.client.telemetry_start))
-        self.stop_btn.on_click(lambda e: self.act(self.feed.client.telemetry_stop))
+        self.start_btn = pn.widgets.Button(name="Start collection", button_type="success", margin=(4, 8), stylesheets=[BUTTON_CSS])
+        self.stop_btn = pn.widgets.Button(name="Stop collection", button_type="danger", button_style="outline", margin=(4, 8),
+                                         stylesheets=[BUTTON_CSS])
+        # the callbacks are coroutine functions themselves: Panel awaits those. A lambda returning `self.act(...)` is a plain
+        # function to Panel, whose coroutine was never awaited — the buttons did nothing (issue #16)
+        self.start_btn.on_click(self.start); self.stop_btn.on_click(self.stop)
         self.msg, self.status, self.vms = html_pane(), html_pane(), html_pane()
         self.layout = pn.Column(pn.Row(self.start_btn, self.stop_btn), self.msg, self.status, self.vms, sizing_mode="stretch_width")
     def __panel__(self): return self.layout
 
+    async def start(self, event=None): await self.act(self.feed.client.telemetry_start)
+    async def stop(self, event=None): await self.act(self.feed.client.telemetry_stop)
+
     async def act(self, call):
+        "Make the hub call `call` off the event loop and show its answer (the buttons follow at the feed's next poll)."
         try: r = await asyncio.to_thread(call); self.msg.object = f'<div class="qd-ok">{esc(r.get("message"))}</div>'
         except QdashError as e: self.msg.object = f'<div class="qd-ok">✕ {esc(e)}</div>'
+        except httpx.HTTPError as e: self.msg.object = f'<div class="qd-ok">✕ the hub did not answer: {esc(type(e).__name__)}</div>'
 
     def update(self):
         c = self.feed.collector
@@ -194,9 +207,21 @@ class CollectorPanel(pn.viewable.Viewer):
 # %% ../../nbs/dashboard/03_panels.ipynb #c011
 PAGES = {"Overview": OverviewPage, "Server": ServerPage, "Jobs": JobsPage, "Calibration": CalibrationPage, "Collector": CollectorPanel}
 
+ACCENT = {"dark": "#2563eb", "default": "#3b82f6"}   # a selected button's fill: white text on it (dark) 5.2:1, near-black (light) 4.8:1
+
+def session_theme(default:str="dark") -> str:
+    "This session's theme: the URL's `?theme=` (the header's toggle sets it) when it names one, else `default`."
+    arg = (pn.state.session_args or {}).get("theme") if isinstance(pn.state.session_args, dict) else None
+    name = arg[0].decode("utf-8").strip("'\"") if arg else ""
+    return name if name in ("dark", "default") else default
+
 def dashboard_app(feed:LiveFeed, # the process's feed (`qdash.dashboard.app.shared_feed`)
                   tick_ms:int=1000): # how often this session redraws what changed
     "The dashboard for one browser session."
+    theme = session_theme()
+    # every component takes its theme from `pn.config.theme` when it is built, and a page is built on its first visit,
+    # after the template: the session's config says dark too, or a page built later is light-on-dark (unreadable)
+    if pn.state.curdoc is not None: pn.config.theme = theme
     slots = {name: pn.Column(sizing_mode="stretch_width", margin=0) for name in PAGES}
     pages = {}
     def page(name:str):
@@ -215,10 +240,10 @@ def dashboard_app(feed:LiveFeed, # the process's feed (`qdash.dashboard.app.shar
     tick()
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
         pn.state.add_periodic_callback(tick, period=tick_ms)
-    about = pn.pane.HTML(f'<div class="qd-muted">hub <b>{esc(feed.client.url)}</b><br>API docs: '
-                         f'<a href="{esc(feed.client.url)}/docs" target="_blank">{esc(feed.client.url)}/docs</a></div>', stylesheets=[CSS])
-    tmpl = pn.template.FastListTemplate(title="qdash", header=[conn], main=[tabs], sidebar=[about], theme="dark",
-                                        theme_toggle=True, accent="#3b82f6", collapsed_sidebar=True, main_layout=None,
+    about = pn.pane.HTML(f'<div style="font-size:13px">hub <b>{esc(feed.client.url)}</b><br>API docs: '
+                         f'<a href="{esc(feed.client.url)}/docs" target="_blank">{esc(feed.client.url)}/docs</a></div>', stylesheets=sheets())
+    tmpl = pn.template.FastListTemplate(title="qdash", header=[conn], main=[tabs], sidebar=[about], theme=theme,
+                                        theme_toggle=True, accent=ACCENT[theme], collapsed_sidebar=True, main_layout=None,
                                         header_background="#111827", sidebar_width=260)
     tmpl.page, tmpl.tabs, tmpl.tick = page, tabs, tick
     return tmpl

@@ -14,11 +14,12 @@ from ..config import QdashError
 from .app import LiveFeed, point_of
 
 # %% auto #0
-__all__ = ['LEVEL_COLORS', 'STATUS_COLORS', 'CONN', 'CSS', 'CARDS', 'EXPORT_RANGES', 'RANGES', 'COLS', 'FC_COLS', 'esc',
-           'fmt_num', 'fmt_bytes', 'fmt_secs', 'epoch_ms', 'html_pane', 'bar', 'load_color', 'tile', 'pill',
-           'time_figure', 'lines', 'ConnectionIndicator', 'cards_html', 'alerts_of', 'health_html', 'ranked_html',
-           'AlertBar', 'cascade_html', 'drift_html', 'ExportButtons', 'OverviewPage', 'bucket_s', 'history_columns',
-           'forecast_columns', 'server_alerts_html', 'why_html', 'ServerPage']
+__all__ = ['LEVEL_COLORS', 'STATUS_COLORS', 'TEXT_COLORS', 'CONN', 'CSS', 'BUTTON_CSS', 'CARDS', 'EXPORT_RANGES', 'RANGES',
+           'COLS', 'FC_COLS', 'esc', 'fmt_num', 'fmt_bytes', 'fmt_secs', 'epoch_ms', 'theme_css', 'sheets', 'html_pane',
+           'bar', 'load_color', 'tile', 'pill', 'time_figure', 'lines', 'ConnectionIndicator', 'cards_html',
+           'alerts_of', 'health_html', 'ranked_html', 'AlertBar', 'cascade_html', 'drift_html', 'ExportButtons',
+           'OverviewPage', 'bucket_s', 'history_columns', 'forecast_columns', 'server_alerts_html', 'why_html',
+           'ServerPage']
 
 # %% ../../nbs/dashboard/02_views.ipynb #c005
 def esc(v) -> str:
@@ -55,6 +56,11 @@ LEVEL_COLORS = {"critical": "#FF0000", "warning": "#FFA500", "degraded": "#FFD70
                 "info": "#3b82f6", "unhealthy": "#FF0000"}
 STATUS_COLORS = {"running": "#3b82f6", "completed": "#10b981", "failed": "#ef4444", "pending": "#f59e0b",
                  "cancelled": "#9ca3af", "interrupted": "#a855f7"}
+TEXT_COLORS = {   # coloured text on each theme's page (WCAG AA, 4.5:1 on its cards); the seeds' palette above is for fills
+    "dark": {"critical": "#ff6b6b", "unhealthy": "#ff6b6b", "warning": "#ffa500", "degraded": "#ffd700", "healthy": "#00ff00",
+             "info": "#60a5fa", "link": "#93c5fd", "danger": "#ff8a8a"},
+    "default": {"critical": "#b91c1c", "unhealthy": "#b91c1c", "warning": "#9a4b00", "degraded": "#7c5e00", "healthy": "#166534",
+                "info": "#1d4ed8", "link": "#1d4ed8", "danger": "#b02a37"}}
 CONN = {"connecting": ("#9ca3af", "◌ connecting…"), "live": ("#10b981", "● live"),
         "reconnecting": ("#f59e0b", "◌ reconnecting…"), "down": ("#ef4444", "✕ hub down")}
 
@@ -74,7 +80,7 @@ CSS = """
 .qd-pill { display: inline-block; padding: 1px 9px; border-radius: 999px; font-size: 12px; font-weight: 600;
            color: #111; white-space: nowrap; }
 .qd-muted { opacity: .7; font-size: 13px; }
-.qd-alert { padding: 6px 12px; border-radius: 6px; color: #fff; font-size: 14px; overflow-wrap: anywhere; }
+.qd-alert { padding: 6px 12px; border-radius: 6px; color: #111; font-size: 14px; overflow-wrap: anywhere; }
 .qd-alert b { text-transform: uppercase; margin-right: 8px; font-size: 12px; letter-spacing: .05em; }
 .qd-ok { padding: 4px 2px; font-size: 13px; opacity: .7; }
 .qd-scroll { overflow-x: auto; max-width: 100%; }
@@ -83,9 +89,10 @@ table.qd th { text-align: left; font-weight: 600; opacity: .7; font-size: 11px; 
               letter-spacing: .04em; padding: 4px 6px; border-bottom: 1px solid rgba(127,127,127,.35); }
 table.qd td { padding: 4px 6px; border-bottom: 1px solid rgba(127,127,127,.15); vertical-align: middle;
               max-width: 260px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-.qd-bar { position: relative; height: 14px; min-width: 70px; border-radius: 3px; background: rgba(127,127,127,.18); }
-.qd-bar > span { position: absolute; left: 0; top: 0; bottom: 0; border-radius: 3px; }
-.qd-bar > em { position: relative; font-style: normal; font-size: 11px; padding-left: 4px; line-height: 14px; }
+.qd-bar { display: flex; align-items: center; gap: 5px; min-width: 90px; }
+.qd-bar > i { position: relative; flex: 1; height: 9px; border-radius: 3px; background: rgba(127,127,127,.18); overflow: hidden; }
+.qd-bar > i > span { position: absolute; left: 0; top: 0; bottom: 0; border-radius: 3px; }
+.qd-bar > em { font-style: normal; font-size: 11px; min-width: 30px; text-align: right; line-height: 14px; }
 .qd-conn { font-weight: 700; font-size: 14px; padding: 3px 12px; border-radius: 999px; background: rgba(0,0,0,.25);
            white-space: nowrap; }
 pre.qd-logs { max-height: 320px; overflow: auto; font-size: 12px; margin: 0; padding: 8px;
@@ -93,17 +100,32 @@ pre.qd-logs { max-height: 320px; overflow: auto; font-size: 12px; margin: 0; pad
 h3.qd { margin: 4px 0 6px 0; font-size: 15px; font-weight: 600; }
 .qd-box { padding: 6px 10px; border-radius: 8px; background: rgba(127,127,127,.06); border: 1px solid rgba(127,127,127,.18); }
 .qd-wrap { white-space: normal !important; overflow-wrap: anywhere; }
-"""
+a { color: var(--qd-link); }
+""" + "".join(f".qd-lvl-{k} {{ color: var(--qd-{k}); }}\n" for k in TEXT_COLORS["dark"])
+
+def theme_css(theme:str|None=None) -> str:
+    "The text colours of `theme` (default: the session's, `pn.config.theme`) as the CSS variables `CSS` reads."
+    pal = TEXT_COLORS.get(theme or pn.config.theme, TEXT_COLORS["default"])
+    return ":host { " + " ".join(f"--qd-{k}: {v};" for k, v in pal.items()) + " }"
+
+# an outline danger button's label is the fill colour, #dc3545: 3.9:1 on the dark page; the theme's danger *text* colour reads
+# and white on the success fill, #5cb85c, is 2.5:1: a darker green (5.0:1)
+BUTTON_CSS = (":host(.outline) .bk-btn-danger:not(:hover) { color: var(--danger-text-color); }\n"
+              ":host(.solid) .bk-btn-success { background-color: #15803d; border-color: #15803d; color: #fff; }")
+
+def sheets() -> list[str]:
+    "The stylesheets of an HTML pane built now: `CSS` and the session's theme."
+    return [CSS, theme_css()]
 
 def html_pane(text:str="", **kw) -> pn.pane.HTML:
     "An HTML pane with the dashboard's stylesheet, stretching to its container's width."
-    return pn.pane.HTML(text, stylesheets=[CSS], **{"sizing_mode": "stretch_width", "margin": (4, 6), **kw})
+    return pn.pane.HTML(text, stylesheets=sheets(), **{"sizing_mode": "stretch_width", "margin": (4, 6), **kw})
 
 def bar(pct, color:str="#3b82f6") -> str:
     "A small horizontal bar with its percentage as text."
-    if pct is None or pct != pct: return '<div class="qd-bar"><em>–</em></div>'
-    w = max(0.0, min(100.0, float(pct)))
-    return f'<div class="qd-bar"><span style="width:{w:.1f}%;background:{color}"></span><em>{w:.0f}%</em></div>'
+    if pct is None or pct != pct: return '<div class="qd-bar"><i></i><em>–</em></div>'
+    w = max(0.0, min(100.0, float(pct)))   # the number beside the bar, not on it: it reads whatever the fill's colour
+    return f'<div class="qd-bar"><i><span style="width:{w:.1f}%;background:{color}"></span></i><em>{w:.0f}%</em></div>'
 
 def load_color(pct) -> str:
     "Green, yellow, orange or red by load, on seed 004's thresholds (50, 60, 80)."
@@ -145,7 +167,7 @@ class ConnectionIndicator(pn.viewable.Viewer):
     def __init__(self, feed:LiveFeed, **params):
         super().__init__(**params)
         self.feed, self.shown = feed, None
-        self.pane = pn.pane.HTML("", stylesheets=[CSS], margin=(0, 10), align="center")
+        self.pane = pn.pane.HTML("", stylesheets=sheets(), margin=(0, 10), align="center")
         self.update()
     def __panel__(self): return self.pane
     def update(self):
@@ -188,13 +210,13 @@ def health_html(feed:LiveFeed) -> str:
     counts = {lvl: sum(a["level"] == lvl for a in alerts) for lvl in ("critical", "warning", "info")}
     if f:
         status, score = f.get("status", "?"), f.get("health_score")
-        head = (f'<span class="qd-score" style="color:{LEVEL_COLORS.get(status, "#9ca3af")}">{fmt_num(score, 1)}</span>'
-                f'<span class="qd-status" style="color:{LEVEL_COLORS.get(status, "#9ca3af")}">{esc(status).upper()}</span>'
+        head = (f'<span class="qd-score qd-lvl-{esc(status)}">{fmt_num(score, 1)}</span>'
+                f'<span class="qd-status qd-lvl-{esc(status)}">{esc(status).upper()}</span>'
                 f'<span>cascade risk <b>{esc(f.get("cascade_risk", "?")).upper()}</b></span>'
                 f'<span class="qd-muted">{fmt_num(f.get("anomalous_servers"))} / {fmt_num(f.get("total_servers"))} servers with anomalies</span>')
     else:
         status = m.get("system_health", "unknown")
-        head = (f'<span class="qd-muted">fleet health</span><span class="qd-status" style="color:{LEVEL_COLORS.get(status, "#9ca3af")}">'
+        head = (f'<span class="qd-muted">fleet health</span><span class="qd-status qd-lvl-{esc(status)}">'
                 f'{esc(status).upper()}</span>')
     summ = (feed.predictions or {}).get("summary") or {}
     forecast = f' · {fmt_num(summ.get("total_servers"))} forecast' if summ else ""
@@ -244,7 +266,7 @@ class AlertBar(pn.viewable.Viewer):
         for i, (row, text, _) in enumerate(self.items):
             if i < len(shown):
                 a = shown[i]
-                text.object = (f'<div class="qd-alert" style="background:{LEVEL_COLORS.get(a["level"], "#3b82f6")}cc">'
+                text.object = (f'<div class="qd-alert" style="background:{LEVEL_COLORS.get(a["level"], "#3b82f6")}">'
                                f'<b>{esc(a["level"])}</b>{esc(a["source"])}: {esc(a["message"])}</div>')
             row.visible = i < len(shown)
         self.ok.visible = not shown
@@ -435,8 +457,8 @@ def _none_nan(v): return float("nan") if v is None else float(v)
 def server_alerts_html(alerts:list[dict]) -> str:
     "A server's active alerts, with the drivers of its risk."
     if not alerts: return '<div class="qd-ok qd-server-alerts" data-alerts="0">✓ no active alerts for this server</div>'
-    rows = "".join(f'<div class="qd-alert" style="background:{LEVEL_COLORS.get(a.get("level"), "#3b82f6")}cc"><b>{esc(a.get("level"))}</b>'
-                   f'{esc(a.get("message"))} <span style="opacity:.85">· risk {fmt_num(a.get("risk_score"), 0)}'
+    rows = "".join(f'<div class="qd-alert" style="background:{LEVEL_COLORS.get(a.get("level"), "#3b82f6")}"><b>{esc(a.get("level"))}</b>'
+                   f'{esc(a.get("message"))} <span>· risk {fmt_num(a.get("risk_score"), 0)}'
                    + (" · drivers " + esc(", ".join(f'{d.get("feature")} {d.get("stars", "")}' for d in a.get("drivers") or [])) if a.get("drivers") else "")
                    + "</span></div>" for a in alerts)
     return f'<div class="qd-server-alerts" data-alerts="{len(alerts)}" style="display:grid;gap:4px">{rows}</div>'

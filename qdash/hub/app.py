@@ -4,13 +4,13 @@
 
 # %% ../../nbs/hub/01_app.ipynb #80f27638
 from __future__ import annotations
-import asyncio, hashlib, itertools, logging, math, time
+import asyncio, errno, hashlib, itertools, logging, math, socket, time
 import pandas as pd
 from sanic import Blueprint, Request, Sanic
 from sanic.exceptions import PayloadTooLarge
 from sanic_ext import Extend, openapi
 from .. import __version__
-from ..config import Settings, load_settings
+from ..config import QdashError, Settings, load_settings
 from ..serving import Services
 from .http import Unauthorized, TooManyRequests, dumps, records, on_error
 from .guard import ensure_api_key, check_key, RateLimiter, client_address
@@ -19,7 +19,7 @@ from .routes import status, telemetry, collection, jobs, cascade, predictions, e
 log = logging.getLogger("qdash.hub.app")
 
 # %% auto #0
-__all__ = ['log', 'ROUTE_MODULES', 'ID_TAGS', 'create_app', 'serve']
+__all__ = ['log', 'ROUTE_MODULES', 'ID_TAGS', 'LISTEN_HINTS', 'create_app', 'listen_error', 'check_listen', 'serve']
 
 # %% ../../nbs/hub/01_app.ipynb #7041cd35
 ROUTE_MODULES = (status, telemetry, collection, jobs, cascade, predictions, explain, drift, history)   # what the hub serves
@@ -147,10 +147,38 @@ async def _metrics_loop(app):
         await asyncio.sleep(c.settings.server.update_interval)
 
 # %% ../../nbs/hub/01_app.ipynb #16fbaba8
+LISTEN_HINTS = {"server": ("set [server] port or QDASH__SERVER__PORT", "set [server] host or QDASH__SERVER__HOST"),
+                "dashboard": ("set [dashboard] port or QDASH__DASHBOARD__PORT, or pass --port", "pass another --address")}
+
+def listen_error(e:OSError, host:str, port:int, what:str="server") -> str|None:
+    "One line saying why a server cannot listen on `host`:`port` (None when `e` is not a refusal to bind)."
+    port_hint, host_hint = LISTEN_HINTS[what]
+    if isinstance(e, socket.gaierror): return f"cannot listen on {host}: {e.strerror} ({host_hint})"
+    if e.errno == errno.EADDRINUSE: return f"port {port} on {host} is in use ({port_hint})"
+    if e.errno == errno.EACCES: return f"port {port} on {host} needs privileges this user does not have ({port_hint})"
+    if e.errno == errno.EADDRNOTAVAIL: return f"{host} is not an address of this machine ({host_hint})"
+    return None
+
+def check_listen(host:str, port:int, what:str="server") -> None:
+    "Raise `QdashError` (one line) when a server could not listen on `host`:`port` now; return when it could."
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as so:
+            so.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            so.bind(addr)
+    except OSError as e:
+        msg = listen_error(e, host, port, what)
+        raise QdashError(msg or f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
 def serve(settings:Settings|None=None): # hub settings; default: `load_settings()`
     "Run the hub on `[server] host`:`[server] port` until interrupted."
     settings = settings or load_settings()
+    host, port = settings.server.host, settings.server.port
+    check_listen(host, port)      # a port in use is one line (QdashError), before the store is opened
     logging.basicConfig(level=settings.server.log_level.upper())
     app = create_app(settings)
-    app.run(host=settings.server.host, port=settings.server.port, single_process=True, access_log=False,
-            motd=False)
+    try: app.run(host=host, port=port, single_process=True, access_log=False, motd=False)
+    except OSError as e:          # taken in between: the same line
+        msg = listen_error(e, host, port)
+        if msg is None: raise
+        raise QdashError(msg) from None
