@@ -1143,7 +1143,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qdash.serving.Services.start': ('serving.html#services.start', 'qdash/serving.py'),
                                'qdash.serving.Services.status': ('serving.html#services.status', 'qdash/serving.py'),
                                'qdash.serving.Services.stop': ('serving.html#services.stop', 'qdash/serving.py'),
-                               'qdash.serving._naive': ('serving.html#_naive', 'qdash/serving.py'),
                                'qdash.serving.backfill_simulated_past': ('serving.html#backfill_simulated_past', 'qdash/serving.py')},
             'qdash.store': { 'qdash.store.DuckStore': ('store.html#duckstore', 'qdash/store.py'),
                              'qdash.store.DuckStore.__init__': ('store.html#duckstore.__init__', 'qdash/store.py'),

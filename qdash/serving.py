@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging, threading, time
 import pandas as pd, xarray as xr
 from .config import QdashError, NotFound, Unavailable, Settings, load_settings
-from .timeutil import iso, utc
+from .timeutil import iso, utc, naive_utc
 from .store import open_store
 from .jobs import JobRunner
 from .model.forecast import ModelRegistry, TARGETS, frame_to_fleet, load_fleet
@@ -121,10 +121,6 @@ class Forecasting:
 # %% ../nbs/10_serving.ipynb #a97b2f8c
 BASELINE_DAYS = 7
 
-def _naive(t) -> pd.DatetimeIndex:
-    t = pd.DatetimeIndex(t)
-    return t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t
-
 class Explanations:
     "Why a server is at risk, for the forecasting service's latest cycle, cached per cycle."
     def __init__(self, forecasting:Forecasting, days:int=BASELINE_DAYS): # history before the cycle for the baseline
@@ -134,7 +130,7 @@ class Explanations:
         "The cycle's telemetry of `server`, preceded by up to `days` of its history from the store."
         f = self.forecasting
         cur = f.data.sel(server=[server])[list(fc.targets)]
-        cur = cur.assign_coords(time=_naive(cur.time.values))
+        cur = cur.assign_coords(time=naive_utc(cur.time.values))
         first = pd.Timestamp(cur.time.values.min()).tz_localize("UTC")
         if self.days <= 0: return cur
         try:
@@ -145,7 +141,7 @@ class Explanations:
         old = old[[c for c in old.columns if c in ("time", "server", *fc.targets)]].dropna(subset=list(fc.targets), how="all")
         if not len(old): return cur
         prev = frame_to_fleet(old.assign(profile=str(cur.profile.values[0])), list(fc.targets))
-        prev = prev.assign_coords(time=_naive(prev.time.values))
+        prev = prev.assign_coords(time=naive_utc(prev.time.values))
         return xr.concat([prev, cur], "time", data_vars="all", coords="minimal", compat="override").sortby("time")
 
     def explain(self, server:str) -> dict:
