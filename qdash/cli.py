@@ -74,7 +74,7 @@ def cmd_train(args, settings):
     "Train a forecasting model (on `[store]`, or the reference fleet) with a progress bar; print its card's summary."
     for flag, v in (("--epochs", args.epochs), ("--batches", args.batches), ("--hidden-size", args.hidden_size)):
         if v is not None and v < 1: raise ValidationError(f"{flag}={v}: expected a positive integer", field=flag.strip("-"))
-    fc = importlib.import_module("qdash.model.forecast")
+    fc = importlib.import_module("qdash.model.train")
     kw = {k: v for k, v in (("max_epochs", args.epochs), ("limit_train_batches", args.batches), ("name", args.name),
                             ("hidden_size", args.hidden_size)) if v is not None}
     card = fc.train_reference_model(settings, **kw) if args.reference else fc.fit_tft(None, settings, progress_bar=True,

@@ -147,7 +147,7 @@ class DriftMonitor:
     def __init__(self, store, # a qdash Store: telemetry, prediction snapshots and state records
                  settings:Settings|None=None, # [drift], [model] auto_retrain, drift_patience, step, dir
                  runner=None, # a started qdash.jobs.JobRunner, for retraining
-                 registry=None, # a qdash.model.forecast.ModelRegistry: the active model's card (training data range)
+                 registry=None, # a qdash.model.registry.ModelRegistry: the active model's card (training data range)
                  reference:Reference|None=None, # a fixed reference; default: from the active model's training data
                  measurement:str="vm", # where server telemetry is
                  retrain_params:dict|None=None): # extra parameters of the retraining job (e.g. limit_train_batches)
@@ -328,7 +328,7 @@ def check_retrain_params(params:dict) -> dict:
 
 def _serving_recipe(s:Settings) -> tuple[Settings, dict]:
     "Settings and fit_tft arguments reproducing the active model's shape (for incremental training)."
-    from qdash.model.forecast import ModelRegistry
+    from qdash.model.registry import ModelRegistry
     reg = ModelRegistry(s.model.dir)
     if reg.active_name() is None: return s, {}
     card = reg.card(reg.active_name())
@@ -342,7 +342,8 @@ def retrain(data_path:str, # Parquet: time, server, profile and the fields
             incremental:bool=False, # keep the serving model's step, lengths, targets and sizes
             progress=None, log=None, should_stop=None) -> dict:
     "Train and register a model on exported telemetry (a job function); its name and validation figures."
-    from qdash.model.forecast import fit_tft, frame_to_fleet
+    from qdash.model.data import frame_to_fleet
+    from qdash.model.train import fit_tft
     try:
         s, kw = _serving_recipe(load_settings()) if incremental else (load_settings(), {})
         df = pd.read_parquet(data_path)

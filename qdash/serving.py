@@ -10,7 +10,8 @@ from .config import QdashError, NotFound, Unavailable, Settings, load_settings
 from .timeutil import iso, utc, naive_utc
 from .store import open_store
 from .jobs import JobRunner
-from .model.forecast import ModelRegistry, TARGETS, frame_to_fleet, load_fleet
+from .model.data import TARGETS, frame_to_fleet, load_fleet
+from .model.registry import ModelRegistry
 from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals
 from .model.alerts import AlertEngine
 from .model.explain import explain_server, ExplanationCache, InsufficientData

@@ -9,7 +9,7 @@ import pytest
 from qdash.config import ConfigError, ValidationError, load_settings
 from qdash.bench.drift import shift_frame
 from qdash.drift import DriftMonitor, Reference
-from qdash.model.forecast import ModelRegistry
+from qdash.model.registry import ModelRegistry
 from qdash.history import export_alerts, export_environment, summary
 from qdash.model.alerts import AlertEngine
 from qdash.jobs import JobRunner

@@ -8,8 +8,10 @@ import torch
 
 from qdash.config import NotFound, load_settings
 from qdash.model.explain import (RULES, ExplanationCache, InsufficientData, RiskModel, attribute, ablate, drivers_for, explain_server,
-                           focus_periods, impact, period_name, recommendation, stars, typical_day)
-from qdash.model.forecast import Forecaster, fit_tft, frame_to_fleet, load_fleet
+                                 focus_periods, impact, period_name, recommendation, server_window, stars, typical_day)
+from qdash.model.data import frame_to_fleet, load_fleet
+from qdash.model.forecaster import Forecaster
+from qdash.model.train import fit_tft
 from qdash.model.risk import level_of, score_forecasts
 from qdash.collect.simulate import FleetSimulator
 from qdash.store import open_store
@@ -40,7 +42,7 @@ def setup():
 def test_risk_function_is_the_served_one(setup):
     s, fc, data, res = setup
     for srv in map(str, data.server.values):
-        w = fc.window(data, srv)
+        w = server_window(fc, data, srv)
         rm = RiskModel(fc, w, dict(s.model.thresholds))
         with torch.no_grad():
             np.testing.assert_allclose(rm.quantiles(w.X[None])[0].numpy(), res[srv]["quantiles"], atol=1e-3)
@@ -74,7 +76,7 @@ def test_explanation_shape_and_known_drivers(setup):
 def test_attributions_are_complete_and_agree_with_ablation(setup):
     s, fc, data, res = setup
     for srv in ("db-01", "web-01", "ml-01"):
-        w = fc.window(data, srv)
+        w = server_window(fc, data, srv)
         rm = RiskModel(fc, w, dict(s.model.thresholds))
         base, src = typical_day(w)
         assert src == ["typical_day", "typical_day"]

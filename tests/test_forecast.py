@@ -4,7 +4,9 @@ import numpy as np, pandas as pd, pytest
 from qdash.config import load_settings, NotFound
 from qdash.store import open_store
 from qdash.collect.simulate import FleetSimulator
-from qdash.model.forecast import fit_tft, load_fleet, ModelRegistry, ModelError, TrainingCancelled
+from qdash.model.data import load_fleet
+from qdash.model.registry import ModelRegistry, ModelError
+from qdash.model.train import fit_tft, TrainingCancelled
 from qdash.model.alerts import AlertEngine
 from qdash.serving import Forecasting
 
@@ -34,7 +36,7 @@ def test_train_register_reload_predict(env):
     for k in ("created_at", "data", "settings", "validation", "baselines", "command", "sha256"): assert k in on_disk
     assert on_disk["data"]["n_servers"] == 6 and on_disk["command"] == "tests/test_forecast.py::env"
     assert reg.reload()["name"] == "tiny" and reg.current.name == "tiny"
-    pay = Forecasting(s, st, registry=reg).run_cycle(now=T0)   # the hub's forecasting cycle with this registry's model
+    pay = Forecasting(s, st, reg).run_cycle(now=T0)   # the hub's forecasting cycle, on the registry's serving model
     assert pay["summary"]["total_servers"] == 6 and len(pay["predictions"]) == 6
     p = pay["predictions"][sim.servers.server[0]]
     assert p["status"] == "ok" and 0 <= p["risk_score"] <= 100 and len(p["forecast"]["mem_pct"]) == 6

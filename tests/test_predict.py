@@ -17,7 +17,8 @@ MODEL_ENV = {"QDASH__MODEL__ENCODER_LENGTH": "24", "QDASH__MODEL__HORIZON": "6",
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     "A registry with one tiny TFT trained on two simulated days."
-    from qdash.model.forecast import fit_tft, load_fleet
+    from qdash.model.data import load_fleet
+    from qdash.model.train import fit_tft
     d = tmp_path_factory.mktemp("models")
     s = load_settings(environ={}).updated({"store": {"path": ":memory:"},
                                             "model": {"dir": str(d), "encoder_length": 24, "horizon": 6, "min_history": 24}})
@@ -94,7 +95,7 @@ class _Shell:
 def test_reload_refuses_code_execution(hub, models, tmp_path, where):
     "Issue 20 item 1: a crafted checkpoint with a valid card and checksum, outside and inside the registry."
     import torch
-    from qdash.model.forecast import _sha256
+    from qdash.model.registry import _sha256
     d = tmp_path / "evil" if where == "outside" else models / "evil"
     d.mkdir()
     marker = tmp_path / "pwned"

@@ -15,7 +15,8 @@ MODEL_ENV = {"QDASH__MODEL__ENCODER_LENGTH": "24", "QDASH__MODEL__HORIZON": "6",
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     "A hub without collection over a store holding two days of six servers (db-01's CPU ran away 3 h ago) and a young server."
-    from qdash.model.forecast import fit_tft, load_fleet
+    from qdash.model.data import load_fleet
+    from qdash.model.train import fit_tft
     d = tmp_path_factory.mktemp("why")
     s = load_settings(environ={}).updated({"store": {"path": str(d / "qdash.duckdb")}, "model": {"dir": str(d / "models"), **MODEL}})
     end = pd.Timestamp.now(tz="UTC").floor("5min")

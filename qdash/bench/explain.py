@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 import numpy as np, pandas as pd
 from ..config import Settings, load_settings
-from ..model.forecast import Forecaster, frame_to_fleet, _torch
+from ..model.data import frame_to_fleet, _torch
+from ..model.forecaster import Forecaster
 from ..model.explain import *
 
 # %% auto #0
@@ -22,7 +23,7 @@ def _faithfulness(fc, data, servers, at_risk, least, th, mh, n_steps, rng, fracs
     acc = {}
     for srv in servers:
         with torch_threads(1):
-            w = fc.window(data, srv, mh); rm = RiskModel(fc, w, th); base = typical_day(w)[0]
+            w = server_window(fc, data, srv, mh); rm = RiskModel(fc, w, th); base = typical_day(w)[0]
             at = attribute(rm, base, n_steps=n_steps)
             X, size = w.X[None], at.cells.size
             for frac in fracs:
@@ -56,7 +57,9 @@ def _removed(X, base, idx):
 
 def _bench_model(s:Settings):
     "The serving model of `[model] dir`, or a small one trained here when there is none."
-    from qdash.model.forecast import ModelRegistry, fit_tft, load_fleet
+    from qdash.model.data import load_fleet
+    from qdash.model.registry import ModelRegistry
+    from qdash.model.train import fit_tft
     reg = ModelRegistry(s.model.dir)
     if reg.names(): return reg.current, "shipped"
     from qdash.store import open_store
@@ -95,7 +98,7 @@ def bench_explain(settings:Settings|None=None, # [model] dir, thresholds, min_hi
         drv = DRIVERS[kind]
         if drv not in fc.targets: by_kind[kind] = "not_an_input"; continue
         with torch_threads(1):
-            w = fc.window(data, srv, mh)
+            w = server_window(fc, data, srv, mh)
             at = attribute(RiskModel(fc, w, th), typical_day(w)[0], n_steps=n_steps)
         hn = by_kind.setdefault(kind, [0, 0])
         hn[0] += at.top_features(1)[0]["feature"] == drv; hn[1] += 1

@@ -8,8 +8,11 @@ import os, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd, xarray as xr
 from ..config import QdashError, NotFound, load_settings, Settings
-from ..model.forecast import *
-from ..model.forecast import _torch, _windows
+from ..model.data import _torch, fleet_frame, frame_to_fleet, load_fleet
+from ..model.forecaster import Forecaster
+from ..model.evaluate import _windows, evaluate
+from ..model.registry import ModelRegistry
+from ..model.train import fit_tft, reference_fleet, train_reference_model
 
 
 # %% auto #0

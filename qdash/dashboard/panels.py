@@ -9,8 +9,9 @@ import httpx, param, panel as pn
 from bokeh.models import ColumnDataSource, DataRange1d, HoverTool
 from ..config import QdashError
 from .app import LiveFeed
-from .views import (BUTTON_CSS, STATUS_COLORS, ConnectionIndicator, OverviewPage, ServerPage, bar, epoch_ms, esc, fmt_num,
-                         fmt_secs, html_pane, lines, pill, sheets, tile, time_figure)
+from .pieces import (BUTTON_CSS, STATUS_COLORS, bar, epoch_ms, esc, fmt_num, fmt_secs, html_pane, lines, pill, sheets, tile,
+                                    time_figure)
+from .views import ConnectionIndicator, OverviewPage, ServerPage
 
 # %% auto #0
 __all__ = ['PAGES', 'ACCENT', 'jobs_html', 'JobsPage', 'CalibrationPage', 'vms_html', 'CollectorPanel', 'session_theme',

@@ -9,18 +9,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 import numpy as np, pandas as pd, xarray as xr
-from fastcore.basics import patch
 from ..config import QdashError, NotFound, ValidationError, Settings, load_settings
-from .forecast import Forecaster, QUANTILES, fleet_frame, _future, _torch
+from .data import QUANTILES, fleet_frame, _torch
+from .forecaster import Forecaster, _future
 from .risk import level_of, exceed_prob, horizon_weights
 if TYPE_CHECKING: import torch
 from ..timeutil import iso, at_step
 
 # %% auto #0
-__all__ = ['STARS', 'NOUNS', 'RULES', 'InsufficientData', 'ServerWindow', 'RiskModel', 'typical_day', 'stars', 'Attribution',
-           'attribute', 'ablate', 'rank_agreement', 'period_name', 'focus_periods', 'attention', 'recommendation',
-           'impact', 'scenario_vars', 'counterfactuals', 'torch_threads', 'explain_server', 'drivers_for',
-           'ExplanationCache']
+__all__ = ['STARS', 'NOUNS', 'RULES', 'InsufficientData', 'ServerWindow', 'server_window', 'RiskModel', 'typical_day', 'stars',
+           'Attribution', 'attribute', 'ablate', 'rank_agreement', 'period_name', 'focus_periods', 'attention',
+           'recommendation', 'impact', 'scenario_vars', 'counterfactuals', 'torch_threads', 'explain_server',
+           'drivers_for', 'ExplanationCache']
 
 # %% ../../nbs/model/08_explain.ipynb #c005
 class InsufficientData(QdashError):
@@ -41,29 +41,29 @@ class ServerWindow:
     def times(self) -> pd.DatetimeIndex: return pd.DatetimeIndex([at_step(i, self.step) for i in self.time_idx])
     step: float = 300.0
 
-@patch
-def window(self:Forecaster, data:xr.Dataset, # telemetry (server, time), as for `predict`
-           server:str, # the server to build the input of
-           min_history:int|None=None, # points it needs; default: the model's minimum encoder length
-          ) -> ServerWindow:
+def server_window(fc:Forecaster, # the model whose input to build
+                  data:xr.Dataset, # telemetry (server, time), as for `Forecaster.predict`
+                  server:str, # the server to build the input of
+                  min_history:int|None=None, # points it needs; default: the model's minimum encoder length
+                 ) -> ServerWindow:
     "The model's input tensors for one server, built as `predict` builds them."
     torch, pl, ptf = _torch()
     if server not in set(map(str, data.server.values)): raise NotFound(f"no server named {server!r} in the telemetry", field="server")
     sd = data.sel(server=[server])
-    missing = [t for t in self.targets if t not in sd.data_vars]
-    if missing: raise ValidationError(f"data: the model reads {', '.join(self.targets)}; {missing[0]} is missing", field="data")
-    frame = fleet_frame(sd, self.targets, self.step, self.max_gap)
+    missing = [t for t in fc.targets if t not in sd.data_vars]
+    if missing: raise ValidationError(f"data: the model reads {', '.join(fc.targets)}; {missing[0]} is missing", field="data")
+    frame = fleet_frame(sd, fc.targets, fc.step, fc.max_gap)
     live = frame[frame.series == server]
-    need = max(int(min_history or 0), self.min_points)
+    need = max(int(min_history or 0), fc.min_points)
     if len(live) < need:
         raise InsufficientData(f"server {server!r} has {len(live)} recent points; the model needs {need} before it forecasts", field="server")
-    live = live.tail(self.encoder_length)
-    tsds = ptf.TimeSeriesDataSet.from_parameters(self.model.dataset_parameters, _future(live, self.horizon, self.step, self.targets),
+    live = live.tail(fc.encoder_length)
+    tsds = ptf.TimeSeriesDataSet.from_parameters(fc.model.dataset_parameters, _future(live, fc.horizon, fc.step, fc.targets),
                                                  predict=True, stop_randomization=True)
     x, _ = next(iter(tsds.to_dataloader(train=False, batch_size=1, num_workers=0)))
     et = x["encoder_target"] if isinstance(x["encoder_target"], (list, tuple)) else [x["encoder_target"]]
     return ServerWindow(server, str(live.profile.iloc[0]), x, torch.stack([e[0].float() for e in et], -1),
-                        live.time_idx.to_numpy(), frame, list(self.targets), step=self.step)
+                        live.time_idx.to_numpy(), frame, list(fc.targets), step=fc.step)
 
 # %% ../../nbs/model/08_explain.ipynb #c007
 def _affine(sc) -> tuple[float, float]:
@@ -389,7 +389,7 @@ def explain_server(fc:Forecaster, # the serving model
 
 def _explain(fc, data, server, th, mh, n_steps, days):
     torch, _, _ = _torch()
-    win = fc.window(data, server, min_history=mh)
+    win = server_window(fc, data, server, min_history=mh)
     rm = RiskModel(fc, win, th)
     base, src = typical_day(win, days)
     X, K = win.X[None], len(win.targets)
@@ -436,7 +436,7 @@ def drivers_for(fc:Forecaster, data:xr.Dataset, server:str, k:int=3, # the top k
     "The top `k` features (feature, importance, stars) of a server's risk: what an active alert carries inline."
     th, mh = _settings_of(settings, thresholds, min_history)
     with torch_threads(threads):
-        win = fc.window(data, server, min_history=mh)
+        win = server_window(fc, data, server, min_history=mh)
         return attribute(RiskModel(fc, win, th), typical_day(win, days)[0], n_steps=n_steps).top_features(k)
 
 # %% ../../nbs/model/08_explain.ipynb #c037

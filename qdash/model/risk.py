@@ -8,7 +8,7 @@ import threading
 import numpy as np, pandas as pd, xarray as xr
 from fastcore.basics import patch
 from ..config import ValidationError, Settings
-from .forecast import QUANTILES
+from .data import QUANTILES
 from ..timeutil import iso
 
 # %% auto #0
