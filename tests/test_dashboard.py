@@ -300,16 +300,16 @@ def test_indicator_follows_the_hub(page, hub):
     expect = playwright.expect
     conn = page.locator(".qd-conn")
     expect(conn).to_have_attribute("data-state", "live")
-    tab(page, "Server")
-    page.wait_for_function(LAST_T, arg=["server-points", 0], timeout=15000)
+    tab(page, "Overview")            # its resources chart draws the /ws snapshots (the Server tab may show a fed, silent server)
+    page.wait_for_function(LAST_T, arg=["overview-resources", 0], timeout=15000)
     hub.stop()
     try:
         expect(conn).to_have_attribute("data-state", re.compile("reconnecting|down"), timeout=15000)
         expect(conn).to_have_attribute("data-state", "down", timeout=15000)
         page.wait_for_timeout(1500)                                                  # the page's next tick
-        drawn = _last_t(page, "server-points")                                       # the newest point before the restart
+        drawn = _last_t(page, "overview-resources")                                  # the newest point before the restart
         assert re.search(r"/ws|REST", conn.get_attribute("title")), conn.get_attribute("title")   # why, not the hub's URL
     finally:
         hub.start()
     expect(conn).to_have_attribute("data-state", "live", timeout=30000)
-    page.wait_for_function(LAST_T, arg=["server-points", drawn], timeout=20000)        # points from the restarted hub
+    page.wait_for_function(LAST_T, arg=["overview-resources", drawn], timeout=20000)   # points from the restarted hub
