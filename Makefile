@@ -44,6 +44,7 @@ test: setup
 	$(PY) tools/readme.py --check
 	@$(BIN)/qdash config --template | diff -u settings.ini - || { echo "settings.ini is stale: qdash config --template > settings.ini"; exit 1; }
 	$(PY) tools/openapi.py --check
+	$(PY) tools/check_imports.py
 	@echo "== ruff"
 	$(BIN)/ruff check qdash tests api tools
 	@echo "== notebook tests (flags: $(FLAGS))"

@@ -4,10 +4,9 @@
 
 # %% ../nbs/13_cli.ipynb #c002
 from __future__ import annotations
-import argparse, importlib, importlib.util, json, sys
+import argparse, importlib, importlib.util, json, subprocess, sys
 from . import __version__
 from .config import QdashError, ValidationError, load_settings, safe_dict, settings_template
-from .bench.registry import available, run as run_bench
 
 # %% auto #0
 __all__ = ['cmd_version', 'cmd_config', 'cmd_bench', 'cmd_serve', 'cmd_collect', 'cmd_dashboard', 'cmd_up', 'cmd_train',
@@ -41,10 +40,9 @@ def cmd_config(args, settings):
         print()
 
 # %% ../nbs/13_cli.ipynb #c010
-def cmd_bench(args, settings):
-    "Run benchmark `args.name` (see `qdash.bench.registry`) and print each figure it yields as a JSON line."
-    for fig in run_bench(args.name):
-        print(json.dumps(fig, default=str), flush=True)
+def cmd_bench(args, settings) -> int:
+    "Run `python -m qdash.bench` with the arguments given (a benchmark's name, or --help); its exit status."
+    return subprocess.call([sys.executable, "-m", "qdash.bench", *args.rest])
 
 def cmd_serve(args, settings):
     "Run the hub."
@@ -61,14 +59,14 @@ def cmd_dashboard(args, settings):
     "Serve the live dashboard, reading the hub at `[dashboard] hub_url`."
     changes = {k: v for k, v in (("port", args.port), ("hub_url", args.hub_url)) if v is not None}
     if changes: settings = settings.updated({"dashboard": changes})
-    dash = importlib.import_module("qdash.dashboard.app")
+    dash = importlib.import_module("qdash.dashboard.serve")
     importlib.import_module("qdash.hub.app").check_listen(args.address, settings.dashboard.port, "dashboard")   # before the URL
     print(f"qdash dashboard: http://{args.address}:{settings.dashboard.port}/   (hub {settings.dashboard.hub_url})", flush=True)
     dash.serve_dashboard(settings, address=args.address)
 
 def cmd_up(args, settings):
     "Start the hub and the dashboard together."
-    importlib.import_module("qdash.dashboard.app").up(settings, dashboard_port=args.port)
+    importlib.import_module("qdash.dashboard.serve").up(settings, dashboard_port=args.port)
 
 def cmd_train(args, settings):
     "Train a forecasting model (on `[store]`, or the reference fleet) with a progress bar; print its card's summary."
@@ -121,28 +119,25 @@ def make_parser() -> argparse.ArgumentParser:
         s.add_argument("--name", help="registry name (default tft-<UTC time>)")
         s.add_argument("--reference", action="store_true", help="train on the simulated reference fleet: rebuilds the shipped model")
         s.set_defaults(func=cmd_train)
-    benches = available()
-    if benches:
-        b = sub.add_parser("bench", help="measure figures (speed, quality), printed as JSON lines",
-                           description="Run one benchmark and print each figure as a JSON line.",
-                           epilog="benchmarks:\n" + "\n".join(f"  {x.name:<10} {x.help}" for x in benches),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        b.add_argument("name", choices=[x.name for x in benches], metavar="NAME", help="one of: " + ", ".join(x.name for x in benches))
-        b.set_defaults(func=cmd_bench)
+    b = sub.add_parser("bench", add_help=False, help="measure figures (speed, quality), printed as JSON lines (NAME or --help)")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(func=cmd_bench)
     return p
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `qdash` console script."
     p = make_parser()
-    args = p.parse_args(argv)
+    args, unknown = p.parse_known_args(argv)   # options after `bench` are the child's (`qdash bench --help`)
+    if unknown and getattr(args, "func", None) is not cmd_bench: p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown: args.rest = unknown + args.rest
     if not getattr(args, "func", None):
         p.print_help(); return 0
     try:
         settings = None if args.func is cmd_version else load_settings()
         args.argv = list(sys.argv[1:] if argv is None else argv)
-        args.func(args, settings)
+        status = args.func(args, settings)
     except QdashError as e:
         print(f"qdash: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt: return 130
     except BrokenPipeError: return 0  # `qdash config | head` is not an error
-    return 0
+    return status if isinstance(status, int) else 0

@@ -244,24 +244,30 @@ def _ws_url(self:Client, path:str) -> str:
 async def stream(self:Client, path:str="/ws/telemetry", # /ws, /ws/telemetry or /ws/telemetry/{id}
                  reconnect:bool=True,                    # reconnect when the connection drops
                  max_backoff:float=10.0,                 # longest wait between attempts, seconds
-                 on_connect=None,                        # called with the attempt number after each (re)connection
+                 on_status=None,                         # called as on_status(state, detail) on each connect and drop
+                 ping_s:float|None=20.0,                 # keepalive ping every ping_s s; no answer within as long: gone
+                 retry_refused:bool=False,               # keep trying when the hub refuses the route (401, 403, 404)
                 ) -> AsyncIterator[dict]:
     "Decoded messages from a hub WebSocket, across reconnects."
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidStatus
-    delay, attempt = 0.5, 0
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    def tell(state, detail=""):
+        if on_status: on_status(state, detail)
+    delay = 0.5
     while True:
         try:
             async with connect(self._ws_url(path), additional_headers={"X-API-Key": self.api_key},
-                               open_timeout=5, max_size=2**24) as ws:
-                attempt += 1
-                if on_connect: on_connect(attempt)
-                delay = 0.5
+                               open_timeout=5, ping_interval=ping_s, ping_timeout=ping_s, max_size=2**24) as ws:
+                tell("connected"); delay = 0.5
                 async for msg in ws: yield orjson.loads(msg)
+            why = f"the hub closed {path}"
         except InvalidStatus as e:
             code = e.response.status_code
-            if code in (401, 403, 404): raise HubError(code, "refused", f"the hub refused {path}: HTTP {code}") from None
-        except (ConnectionClosed, OSError, asyncio.TimeoutError): pass
+            why = f"the hub refused {path}: HTTP {code}" + (" (is the API key the hub's?)" if code in (401, 403) else "")
+            if code in (401, 403, 404) and not retry_refused: tell("closed", why); raise HubError(code, "refused", why) from None
+        except (ConnectionClosed, InvalidHandshake, OSError, asyncio.TimeoutError) as e:
+            why = f"{path}: {type(e).__name__}: {e}"[:200]
+        tell("reconnecting" if reconnect else "closed", why)
         if not reconnect: return
         await asyncio.sleep(delay * (0.75 + random.random() / 2))
         delay = min(max_backoff, delay * 2)

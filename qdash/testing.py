@@ -4,15 +4,41 @@
 
 # %% ../nbs/14_testing.ipynb #c002
 from __future__ import annotations
-import atexit, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import atexit, importlib, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path
 import httpx, requests
 from fastcore.basics import patch
-from .config import Settings, load_settings
+from .config import QdashError, ValidationError, Settings, load_settings
 from .store import StoreUnavailable, _iql_ident
 
 # %% auto #0
-__all__ = ['CHROMIUM_ARGS', 'free_port', 'HubProcess', 'InfluxServer', 'launch_chromium', 'DashboardProcess']
+__all__ = ['PARTS', 'CHROMIUM_ARGS', 'MissingPart', 'need', 'free_port', 'HubProcess', 'InfluxServer', 'launch_chromium',
+           'DashboardProcess']
+
+# %% ../nbs/14_testing.ipynb #c003b
+class MissingPart(QdashError):
+    "A part the tests need (a package, a browser, a server binary) is not installed."
+    status_code, code = 500, "missing_part"
+
+PARTS = {   # part -> (the Python module to import or the file that must exist, what installs it)
+    "libvirt": ("libvirt", "libvirt-python (pip; it builds against Debian's libvirt-dev and pkg-config)"),
+    "virsh": ("/usr/bin/virsh", "Debian's libvirt-clients"),
+    "playwright": ("playwright.sync_api", "playwright (pip, in the dev extra)"),
+    "chromium": ("/usr/bin/chromium", "Debian's chromium"),
+    "influxd": ("/usr/bin/influxd", "Debian's influxdb"),
+}
+
+def need(part:str): # one of PARTS
+    "The part's module (or file path); `MissingPart` naming what installs it when it is not there."
+    if part not in PARTS: raise ValidationError(f"part {part!r}: expected one of {', '.join(PARTS)}", field="part")
+    what, install = PARTS[part]
+    if what.startswith("/"):
+        if Path(what).exists(): return what
+        why = f"{what} does not exist"
+    else:
+        try: return importlib.import_module(what)
+        except ImportError as e: why = f"import {what} failed: {e}"
+    raise MissingPart(f"the tests need {part} ({why}): install {install}; `make setup` installs every part", field=part)
 
 # %% ../nbs/14_testing.ipynb #c005
 def free_port() -> int:
@@ -119,7 +145,8 @@ class InfluxServer:
 def start(self:InfluxServer, timeout:float=30) -> InfluxServer:
     "Start influxd (if not running), wait for /ping, create the database."
     if self.running: return self
-    if not Path(self.binary).exists(): raise StoreUnavailable(f"{self.binary} is not installed (Debian package influxdb)")
+    if not Path(self.binary).exists():
+        raise MissingPart(f"{self.binary} does not exist: install Debian's influxdb; `make setup` installs every part", field="influxd")
     self.data_dir.mkdir(parents=True, exist_ok=True)
     conf = self.data_dir / "influxdb.conf"
     text = _CONF.format(rpc=self.rpc_port, d=self.data_dir, port=self.port)
@@ -169,7 +196,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 def launch_chromium(p):
     "Debian's Chromium, headless, through Playwright (never `playwright install`)."
-    return p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+    return p.chromium.launch(executable_path=need("chromium"), headless=True, args=CHROMIUM_ARGS)
 
 class DashboardProcess:
     "`qdash dashboard` in a child process on a free port, reading `hub` (a `HubProcess`)."

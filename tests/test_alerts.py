@@ -1,4 +1,6 @@
-"Issue #14 through a real hub over HTTP: fed telemetry is forecast and alerted, a breach is critical at once, a silent server is stale."
+"""Alerts, all in one place: the engine's lifecycle (hysteresis, ack, silence, restart) in Python, then issue #14 through a
+real hub over HTTP (fed telemetry forecast and alerted, a breach critical at once, a silent server stale), the alert
+actions' bad input, and an active alert's drivers."""
 import math
 import shutil
 import threading
@@ -10,9 +12,55 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from qdash.collect.simulate import FleetSimulator
+from qdash.config import NotFound, load_settings
+from qdash.model.alerts import AlertEngine
+from qdash.store import open_store
 from qdash.testing import HubProcess
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "tft-fleet45"   # encoder 288 × 5 min, targets cpu_pct, mem_pct
+MODELS = SHIPPED.parent
+T0 = pd.Timestamp("2026-01-05T00:00Z")
+
+
+def _feed(eng, xs, server="db-01", start=0):
+    out = []
+    for i, x in enumerate(xs):
+        ev = eng.update({server: {"risk_score": x, "profile": "database", "target": "mem_pct", "time_to_issue_min": 45.0,
+                                  "message": "Memory exhaustion predicted in 45 minutes" if x >= 50 else ""}}, T0 + pd.Timedelta(minutes=start + i))
+        out += [e["event"] for e in ev]
+    return out
+
+
+def test_alert_hysteresis_no_flapping():
+    st = open_store(load_settings(environ={}).updated({"store": {"path": ":memory:"}}))
+    eng = AlertEngine(st)
+    # wobbling around the warning bound and the healthy bound: one alert, one escalation, no flapping
+    events = _feed(eng, [55, 61, 58, 62, 56, 61, 57])
+    assert events == ["opened", "escalated"]
+    assert eng.active(T0)["alerts"][0]["level"] == "warning"
+    events = _feed(eng, [52, 47, 51, 46, 48, 49], start=10)
+    assert events == ["deescalated"] and eng.active(T0)["alerts"][0]["level"] == "degraded"
+    events = _feed(eng, [44, 46, 44, 43], start=20)
+    assert events == ["resolved"] and eng.active(T0)["count"] == 0
+    assert [a["status"] for a in eng.history("db-01")] == ["resolved"]
+
+
+def test_ack_and_silence():
+    st = open_store(load_settings(environ={}).updated({"store": {"path": ":memory:"}}))
+    eng = AlertEngine(st)
+    _feed(eng, [65]); _feed(eng, [75], server="web-01")
+    a = next(a for a in eng.active(T0)["alerts"] if a["server_name"] == "db-01")
+    assert eng.ack(a["id"], by="ops", now=T0)["acked"] is True
+    assert st.get_record("alert", a["id"])["acked_by"] == "ops"
+    eng.silence("web-01", "30min", now=T0)
+    assert [x["server_name"] for x in eng.active(T0 + pd.Timedelta("10min"))["alerts"]] == ["db-01"]
+    assert eng.active(T0 + pd.Timedelta("31min"))["count"] == 2
+    eng.silence(None, "1h", now=T0)
+    assert eng.active(T0 + pd.Timedelta("10min"))["count"] == 0
+    with pytest.raises(NotFound): eng.ack("alert-unknown")
+    restarted = AlertEngine(st, now=T0)
+    assert restarted.active(T0 + pd.Timedelta("2h"))["count"] == 2 and restarted.silenced("db-01", T0 + pd.Timedelta("5min"))
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +78,10 @@ def hub(tmp_path_factory):
 
 def get(hub, path, **kw):
     return httpx.get(hub.url + path, headers={"X-API-Key": hub.api_key}, timeout=60, **kw)
+
+
+def post(hub, path, **kw):
+    return httpx.post(hub.url + path, headers={"X-API-Key": hub.api_key}, timeout=60, **kw)
 
 
 def feed(hub, records):
@@ -152,3 +204,35 @@ def test_leaking_server_ranks_above_a_quiet_one(hub):
     assert pl["risk_score"] > pq["risk_score"] and not math.isclose(pl["risk_score"], pq["risk_score"]), (pl["risk_score"], pq["risk_score"])
     ranked = sorted(body["predictions"], key=lambda s: -(body["predictions"][s]["risk_score"] or 0))
     assert ranked.index("leaky-01") < ranked.index("quiet-01")
+
+
+def test_alert_actions_bad_input(hub):
+    assert post(hub, "/alerts/nope/ack").status_code == 404
+    r = post(hub, "/alerts/silence", json={"server": "web-01", "duration": "soon"})
+    assert r.status_code == 422 and "duration" in r.json()["detail"]
+    r = post(hub, "/alerts/silence", json={"server": "web-01", "duration": "30min", "reason": "maintenance"})
+    assert r.status_code == 200 and r.json()["server"] == "web-01"
+    assert post(hub, "/alerts/silence", json={"minutes": 5}).status_code == 422
+
+
+def test_active_alert_carries_drivers(tmp_path):
+    server = FleetSimulator(6, seed=42).servers.server[0]
+    # an alert left open by an earlier run of the hub: the alert engine picks it up from the records
+    store = open_store(load_settings(environ={}).updated({"store": {"path": str(tmp_path / "qdash.duckdb")}}))
+    AlertEngine(store).update({server: {"risk_score": 85.0, "profile": "web", "target": "cpu_pct", "time_to_issue_min": 30.0,
+                                        "message": "CPU saturation predicted in 30 minutes"}})
+    store.close()
+    env = {"QDASH__MODEL__DIR": str(MODELS), "QDASH__COLLECT__SOURCES": "simulator", "QDASH__COLLECT__SIMULATOR_SERVERS": "6",
+           "QDASH__LIMITS__ALERTS_ACTIVE": "100000/minute"}
+    with HubProcess(env, data_dir=tmp_path) as hub:
+        H = {"X-API-Key": hub.api_key}
+        end, alert = time.monotonic() + 90, None
+        while time.monotonic() < end:
+            body = httpx.get(hub.url + "/alerts/active", headers=H, timeout=30).json()
+            alert = next((a for a in body["alerts"] if a["server_name"] == server), None)
+            if alert and alert["drivers"]:
+                break
+            time.sleep(0.5)
+    assert alert is not None, body
+    assert 1 <= len(alert["drivers"]) <= 3
+    assert all(set(d) == {"feature", "importance", "stars"} and 0 <= d["importance"] <= 1 for d in alert["drivers"])

@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -230,22 +231,72 @@ def test_slow_client_is_dropped_others_keep_receiving(hub):
 def test_client_stream_reconnects_after_restart(hub):
     async def go():
         c = Client(hub.url, hub.api_key)
-        connects, msgs = [], []
+        states, msgs = [], []
         async def consume():
-            async for m in c.stream("/ws/telemetry", max_backoff=1.0, on_connect=connects.append):
-                msgs.append((len(connects), m))
+            async for m in c.stream("/ws/telemetry", max_backoff=1.0, on_status=lambda *s: states.append(s)):
+                msgs.append((sum(s == "connected" for s, _ in states), m))
         task = asyncio.ensure_future(consume())
         try:
             for _ in range(100):
                 if msgs: break
                 await asyncio.sleep(0.1)
-            assert msgs and connects == [1]
+            assert msgs and states == [("connected", "")]
             await asyncio.to_thread(hub.restart)
             for _ in range(150):
                 if any(n == 2 for n, _ in msgs): break
                 await asyncio.sleep(0.1)
-            assert connects[:2] == [1, 2] and any(n == 2 for n, _ in msgs)
+            assert any(n == 2 for n, _ in msgs), states
+            # connected, then one or more failed attempts, each with its reason, then connected again
+            assert states[0][0] == states[-1][0] == "connected" and sum(s == "connected" for s, _ in states) == 2, states
+            drops = states[1:-1]
+            assert drops and all(s == "reconnecting" and "/ws/telemetry" in why for s, why in drops), states
         finally:
             task.cancel()
+            c.close()
+    asyncio.run(go())
+
+
+def test_client_stream_waits_for_a_hub_that_is_half_up(tmp_path):
+    "A port that takes the connection and closes it before the handshake (a hub starting, a port being taken over) is retried."
+    half = socket.create_server(("127.0.0.1", 0))
+    port = half.getsockname()[1]
+
+    def refuse():
+        while True:
+            try: conn, _ = half.accept()
+            except OSError: return
+            conn.close()
+    threading.Thread(target=refuse, daemon=True).start()
+
+    key = "half-up-test-key"
+    (tmp_path / "api_key").write_text(key + "\n")            # the key the hub will read on its start
+    (tmp_path / "api_key").chmod(0o600)
+
+    async def go():
+        c = Client(f"http://127.0.0.1:{port}", key)
+        states, msgs = [], []
+        async def consume():
+            async for m in c.stream("/ws", max_backoff=0.5, on_status=lambda *s: states.append(s)):
+                msgs.append(m)
+        task = asyncio.ensure_future(consume())
+        try:
+            for _ in range(100):
+                if len(states) >= 3 or task.done(): break
+                await asyncio.sleep(0.05)
+            assert not task.done(), task.exception()
+            assert [s for s, _ in states[:3]] == ["reconnecting"] * 3 and "InvalidMessage" in states[0][1], states
+            half.close()
+            hub = await asyncio.to_thread(HubProcess({"QDASH__COLLECT__SOURCES": "", "QDASH__SERVER__UPDATE_INTERVAL": "300ms"},
+                                                     data_dir=tmp_path, port=port).start)
+            try:
+                for _ in range(200):
+                    if msgs: break
+                    await asyncio.sleep(0.1)
+                assert msgs and "jobs_active" in msgs[0] and ("connected", "") in states, states[-3:]
+            finally:
+                await asyncio.to_thread(hub.stop)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
             c.close()
     asyncio.run(go())

@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-libvirt = pytest.importorskip("libvirt")
+from qdash.collect.service import Collection, FleetSimulator, LibvirtCollector
+from qdash.config import load_settings
+from qdash.collect.sources import RateTracker, domain_xml, fleet_xml
+from qdash.store import open_store
+from qdash.testing import need
 
-from qdash.collect.service import Collection, FleetSimulator, LibvirtCollector  # noqa: E402
-from qdash.config import load_settings  # noqa: E402
-from qdash.collect.sources import RateTracker, domain_xml, fleet_xml  # noqa: E402
-from qdash.store import open_store  # noqa: E402
+need("libvirt")   # a missing part fails the run, naming what to install; it is never skipped
+need("virsh")
 
 FLEET = Path(__file__).parent / "fixtures" / "fleet.xml"
 URI = f"test://{FLEET.resolve()}"

@@ -6,10 +6,10 @@ import httpx
 import pytest
 from pathlib import Path
 
-from qdash.testing import DashboardProcess, launch_chromium
-from qdash.testing import HubProcess
+from qdash.testing import DashboardProcess, HubProcess, launch_chromium, need
 
-playwright = pytest.importorskip("playwright.sync_api")
+playwright = need("playwright")   # a missing part fails the run, naming what to install; it is never skipped
+need("chromium")
 
 EVIL = "<img src=x onerror=alert(1)>"
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -296,13 +296,20 @@ def test_collector_stop_and_start_from_the_page(page, hub):
 
 
 def test_indicator_follows_the_hub(page, hub):
+    "The feed's WebSockets (qdash.client's reconnect loop) pick a restarted hub up again: the badge and the charts say so."
     expect = playwright.expect
     conn = page.locator(".qd-conn")
     expect(conn).to_have_attribute("data-state", "live")
+    tab(page, "Overview")            # its resources chart draws the /ws snapshots (the Server tab may show a fed, silent server)
+    page.wait_for_function(LAST_T, arg=["overview-resources", 0], timeout=15000)
     hub.stop()
     try:
         expect(conn).to_have_attribute("data-state", re.compile("reconnecting|down"), timeout=15000)
         expect(conn).to_have_attribute("data-state", "down", timeout=15000)
+        page.wait_for_timeout(1500)                                                  # the page's next tick
+        drawn = _last_t(page, "overview-resources")                                  # the newest point before the restart
+        assert re.search(r"/ws|REST", conn.get_attribute("title")), conn.get_attribute("title")   # why, not the hub's URL
     finally:
         hub.start()
     expect(conn).to_have_attribute("data-state", "live", timeout=30000)
+    page.wait_for_function(LAST_T, arg=["overview-resources", drawn], timeout=20000)   # points from the restarted hub

@@ -1,4 +1,4 @@
-"Forecasting end to end: train a tiny TFT, register, reload (and refuse a corrupt one), predict; alerts' lifecycle."
+"Forecasting end to end: train a tiny TFT, register, reload (and refuse a corrupt one), predict. Alerts are in test_alerts.py."
 import json, shutil
 import numpy as np, pandas as pd, pytest
 from qdash.config import load_settings, NotFound
@@ -7,7 +7,6 @@ from qdash.collect.simulate import FleetSimulator
 from qdash.model.data import load_fleet
 from qdash.model.registry import ModelRegistry, ModelError
 from qdash.model.train import fit_tft, TrainingCancelled
-from qdash.model.alerts import AlertEngine
 from qdash.serving import Forecasting
 
 T0 = pd.Timestamp("2026-01-05T00:00Z")
@@ -71,43 +70,3 @@ def test_training_can_be_cancelled(env):
         fit_tft(load_fleet(st), s, max_epochs=1, hidden_size=4, batch_size=16, limit_train_batches=2, limit_val_batches=1,
                 name="cancelled", should_stop=lambda: True)
     assert not (ModelRegistry(s.model.dir).dir / "cancelled").exists()
-
-
-def _feed(eng, xs, server="db-01", start=0):
-    out = []
-    for i, x in enumerate(xs):
-        ev = eng.update({server: {"risk_score": x, "profile": "database", "target": "mem_pct", "time_to_issue_min": 45.0,
-                                  "message": "Memory exhaustion predicted in 45 minutes" if x >= 50 else ""}}, T0 + pd.Timedelta(minutes=start + i))
-        out += [e["event"] for e in ev]
-    return out
-
-
-def test_alert_hysteresis_no_flapping():
-    st = open_store(load_settings(environ={}).updated({"store": {"path": ":memory:"}}))
-    eng = AlertEngine(st)
-    # wobbling around the warning bound and the healthy bound: one alert, one escalation, no flapping
-    events = _feed(eng, [55, 61, 58, 62, 56, 61, 57])
-    assert events == ["opened", "escalated"]
-    assert eng.active(T0)["alerts"][0]["level"] == "warning"
-    events = _feed(eng, [52, 47, 51, 46, 48, 49], start=10)
-    assert events == ["deescalated"] and eng.active(T0)["alerts"][0]["level"] == "degraded"
-    events = _feed(eng, [44, 46, 44, 43], start=20)
-    assert events == ["resolved"] and eng.active(T0)["count"] == 0
-    assert [a["status"] for a in eng.history("db-01")] == ["resolved"]
-
-
-def test_ack_and_silence():
-    st = open_store(load_settings(environ={}).updated({"store": {"path": ":memory:"}}))
-    eng = AlertEngine(st)
-    _feed(eng, [65]); _feed(eng, [75], server="web-01")
-    a = next(a for a in eng.active(T0)["alerts"] if a["server_name"] == "db-01")
-    assert eng.ack(a["id"], by="ops", now=T0)["acked"] is True
-    assert st.get_record("alert", a["id"])["acked_by"] == "ops"
-    eng.silence("web-01", "30min", now=T0)
-    assert [x["server_name"] for x in eng.active(T0 + pd.Timedelta("10min"))["alerts"]] == ["db-01"]
-    assert eng.active(T0 + pd.Timedelta("31min"))["count"] == 2
-    eng.silence(None, "1h", now=T0)
-    assert eng.active(T0 + pd.Timedelta("10min"))["count"] == 0
-    with pytest.raises(NotFound): eng.ack("alert-unknown")
-    restarted = AlertEngine(st, now=T0)
-    assert restarted.active(T0 + pd.Timedelta("2h"))["count"] == 2 and restarted.silenced("db-01", T0 + pd.Timedelta("5min"))

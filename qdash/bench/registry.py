@@ -4,13 +4,13 @@
 
 # %% ../../nbs/bench/00_registry.ipynb #10bfdf1a
 from __future__ import annotations
-import importlib, importlib.util
+import argparse, importlib, importlib.util, json, sys
 from dataclasses import dataclass
 from typing import Iterator
-from ..config import NotFound
+from ..config import QdashError, NotFound
 
 # %% auto #0
-__all__ = ['BENCHMARKS', 'Benchmark', 'available', 'run']
+__all__ = ['BENCHMARKS', 'Benchmark', 'available', 'run', 'main']
 
 # %% ../../nbs/bench/00_registry.ipynb #5581304b
 @dataclass(frozen=True)
@@ -46,3 +46,19 @@ def run(name:str, **kw) -> Iterator[dict]:
     b = BENCHMARKS.get(name)
     if b is None: raise NotFound(f"no benchmark {name!r}; known: {', '.join(BENCHMARKS)}", field="name")
     yield from getattr(importlib.import_module(b.module), f"bench_{name}")(**kw)
+
+# %% ../../nbs/bench/00_registry.ipynb #b3c1a002
+def main(argv:list[str]|None=None) -> int:
+    "`qdash bench NAME`: run one benchmark, printing each figure as a JSON line; the exit status."
+    benches = available()
+    p = argparse.ArgumentParser(prog="qdash bench", description="Run one benchmark and print each figure as a JSON line.",
+                                epilog="benchmarks:\n" + "\n".join(f"  {x.name:<10} {x.help}" for x in benches),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=[x.name for x in benches], metavar="NAME", help="one of: " + ", ".join(x.name for x in benches))
+    a = p.parse_args(argv)
+    try:
+        for fig in run(a.name): print(json.dumps(fig, default=str), flush=True)
+    except QdashError as e:
+        print(f"qdash bench: error: {e}", file=sys.stderr); return 2
+    except BrokenPipeError: return 0   # `qdash bench store | head -1`
+    return 0
