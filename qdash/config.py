@@ -170,6 +170,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     max_ws_clients=S(_int_range(1, 100000), "200", "WebSocket clients served at once; more are refused"),
     ws_queue=S(_int_range(1, 100000), "100", "messages buffered per WebSocket client before it is dropped as slow"),
     trusted_proxies=S(_list_of(), "", "proxy addresses whose X-Forwarded-For is believed"),
+    cors_origins=S(_list_of(), "", "origins allowed to call the API from a browser (CORS), such as https://ops.example.com; * for any; empty: off"),
     graceful_shutdown_timeout=S(DURATION, "15s", "time allowed to flush queues on shutdown"),
     log_level=S(_enum("debug", "info", "warning", "error"), "info", "log verbosity"),
   ),

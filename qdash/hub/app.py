@@ -35,11 +35,13 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
     "The hub as a Sanic app: routes, auth, rate limits, metrics, WebSocket fan-out, OpenAPI."
     settings = settings or load_settings()
     app = Sanic(_app_name())
+    cors = settings.server.cors_origins                    # seed 000's browser clients: CORS for these origins only
     app.config.update(REQUEST_MAX_SIZE=settings.limits.feed_max_bytes, FALLBACK_ERROR_FORMAT="json",
                       GRACEFUL_SHUTDOWN_TIMEOUT=settings.server.graceful_shutdown_timeout,
                       OAS_URL_PREFIX="/docs", OAS_UI_DEFAULT="redoc", OAS_AUTODOC=False,
-                      HTTP_AUTO_HEAD=False, HTTP_AUTO_OPTIONS=False, HTTP_AUTO_TRACE=False, CORS=False,
-                      KEEP_ALIVE_TIMEOUT=30)
+                      HTTP_AUTO_HEAD=False, HTTP_AUTO_OPTIONS=bool(cors), HTTP_AUTO_TRACE=False, CORS=bool(cors),
+                      CORS_ORIGINS=",".join(cors), CORS_ALLOW_HEADERS="content-type,x-api-key",
+                      CORS_EXPOSE_HEADERS="retry-after", CORS_MAX_AGE=600, KEEP_ALIVE_TIMEOUT=30)
     Extend(app)
     app.ext.openapi.describe("qdash hub", version=__version__,
                              description="Fleet telemetry, status and control. Send the API key as X-API-Key.")
@@ -66,7 +68,8 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
 # %% ../../nbs/hub/01_app.ipynb #3d72cbee
 def _is_public(request):
     r = request.route
-    return r is None or getattr(r.ctx, "public", False) or r.path.startswith("docs")
+    return (r is None or getattr(r.ctx, "public", False) or r.path.startswith("docs")
+            or request.method == "OPTIONS")   # a CORS preflight carries no key (the routes exist only with [server] cors_origins)
 
 async def _guard(request:Request):
     if getattr(request.ctx, "refused", False): return   # already answered (413); Sanic runs middleware on errors too
