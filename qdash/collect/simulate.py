@@ -63,7 +63,7 @@ def _demand(profile:str, key:int, t:np.ndarray) -> np.ndarray:
     return night
 
 # %% ../../nbs/collect/02_simulate.ipynb #c011
-KINDS = ("memory_leak", "cpu_runaway", "disk_saturation", "swap_storm", "cascade")
+KINDS = ("memory_leak", "cpu_runaway", "disk_saturation", "swap_storm", "cascade", "cpu_creep", "swap_growth", "mem_step")
 
 @dataclass
 class Incident:
@@ -218,6 +218,15 @@ def _apply(self:FleetSimulator, out:dict, t:np.ndarray):
                 f["swap_pct"] = f["swap_pct"] + (85 - f["swap_pct"]) * r
                 f["iowait_pct"] = f["iowait_pct"] + 25 * r
                 f["load1"] = f["load1"] + 1.5 * vc * r
+            elif inc.kind == "cpu_creep":
+                p = np.clip((tt - a) / (b - a) + (300 / (b - a)), 0, 1)
+                f["cpu_pct"] = f["cpu_pct"] + (99.5 - f["cpu_pct"]) * p
+                f["load1"] = f["load1"] + (2 * vc - f["load1"]) * p
+            elif inc.kind == "swap_growth":
+                p = np.clip((tt - a) / (b - a) + (300 / (b - a)), 0, 1)
+                f["swap_pct"] = f["swap_pct"] + (98 - f["swap_pct"]) * p
+            elif inc.kind == "mem_step":
+                f["mem_pct"] = f["mem_pct"] + (97 + 0.3 * _gauss(key, tt) - f["mem_pct"]) * _ramp(tt, a, 60)
             else:  # cascade
                 r = _ramp(tt, a, 300)
                 f["cpu_pct"] = np.clip(f["cpu_pct"] + (93 + 2 * _gauss(key, tt) - f["cpu_pct"]) * r, 0, 100)
