@@ -84,7 +84,7 @@ class Forecasting:
             self.error = e.detail; return None
 
     def telemetry(self, fc, now:pd.Timestamp):
-        "The recent fleet telemetry at the forecasting step — the model's window, and a day for the trend's yesterday — as a (server, time) Dataset; None without the fields to forecast."
+        "Recent fleet telemetry at the forecasting step (the model's window; a day for the trend), (server, time); None without the fields."
         m = self.settings.model
         step = fc.step if fc else m.step
         steps = max(fc.encoder_length if fc else m.encoder_length, int(m.min_history), int(86400 // step) + 12)

@@ -297,3 +297,25 @@ def vms(self:FleetSimulator) -> list[dict]:
     return [{"name": r.server, "uuid": r.uuid, "state": "running", "vcpus": int(r.vcpus), "mem_max_kib": r.mem_max_kib,
              "host": r.host, "profile": r.profile, "source": "simulator", "disks": [], "nics": []}
             for r in self.servers.itertuples()]
+
+# %% ../../nbs/collect/02_simulate.ipynb #c017c
+@patch
+def leak_breaching_at(self:FleetSimulator, at, # when mem_pct first reaches `threshold`: timestamp, ISO string or epoch seconds
+                      server:str|None=None, # default: web-01 if the fleet has one, else its first server
+                      duration="12h", # the leak's length (its ramp, start to exhaustion)
+                      threshold:float=95.0) -> Incident:
+    "Inject a memory leak whose mem_pct first reaches `threshold` at `at` (within a minute)."
+    names = self.servers.server.tolist()
+    server = server or ("web-01" if "web-01" in names else names[0])
+    if server not in names: raise ValidationError(f"server={server!r}: no such server in the simulated fleet", field="server")
+    goal, dur, i = _epoch(at), int(_secs(duration)), names.index(server)
+    start = goal - int(0.9 * dur) // 60 * 60
+    for _ in range(6):
+        t = np.arange(start, start + dur, 60, dtype=np.int64)
+        saved, self.incidents = self.incidents, [Incident("probe", "memory_leak", [server], [start], [start + dur])]
+        try: over = self.values(t)["mem_pct"][i] >= threshold
+        finally: self.incidents = saved
+        hit = int(t[over.argmax()]) if over.any() else start + dur
+        if abs(hit - goal) < 60: break
+        start += goal - hit
+    return self.inject("memory_leak", server, start=start, duration=dur)

@@ -210,6 +210,7 @@ def observe(self:AlertEngine, payload:dict, # from Forecaster.current / predicti
     preds = payload["predictions"]
     self.update({s: p for s, p in preds.items() if p.get("risk_score") is not None}, t)
     self.update_stale({s: p for s, p in preds.items() if "stale" in p}, t)
-    payload["alerts"] = [{k: a[k] for k in ("server_name", "level", "risk_score", "message", "id", "kind", "profile", "time_to_issue", "time_to_issue_min", "source", "acked")}
+    payload["alerts"] = [{k: a[k] for k in ("server_name", "level", "risk_score", "message", "id", "kind", "profile",
+                                                         "time_to_issue", "time_to_issue_min", "source", "acked")}
                          for a in self.active(t)["alerts"]]
     return payload
