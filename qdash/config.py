@@ -198,6 +198,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     retry_max_sec=S(DURATION, "30s", "cap of the exponential retry backoff"),
     simulator_servers=S(_int_range(1, 100_000), "45", "servers in the simulated fleet"),
     simulator_seed=S(INT, "42", "seed of the simulated fleet"),
+    simulator_leak=S(DURATION, "3h", "a simulated server's slow memory leak crosses 95 % this long after start (0s: none), so the demo shows an early warning"),
     host_name=S(STR, "", "host tag for this machine (empty: the hostname)"),
   ),
   "jobs": dict(

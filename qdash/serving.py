@@ -13,6 +13,7 @@ from .jobs import JobRunner
 from .model.data import TARGETS, frame_to_fleet, load_fleet
 from .model.registry import ModelRegistry
 from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals
+from .model.trend import forecast_trend, combine, trend_payload
 from .model.alerts import AlertEngine
 from .model.explain import explain_server, ExplanationCache, InsufficientData
 from .cascade import CascadeDetector
@@ -84,23 +85,30 @@ class Forecasting:
             self.error = e.detail; return None
 
     def telemetry(self, fc, now:pd.Timestamp):
-        "The recent fleet telemetry `fc` needs, at its step, as a (server, time) Dataset with profiles; None without its targets."
-        span = pd.Timedelta(seconds=fc.step * (max(fc.encoder_length, int(self.settings.model.min_history)) + fc.max_gap + 2))
-        if not set(fc.targets) <= set(self.store.query("vm", limit=1).columns): return None
-        return load_fleet(self.store, start=now - span, stop=now + pd.Timedelta(seconds=1), every=f"{int(fc.step)}s")
+        "Recent fleet telemetry at the forecasting step (the model's window; a day for the trend), (server, time); None without the fields."
+        m = self.settings.model
+        step = fc.step if fc else m.step
+        steps = max(fc.encoder_length if fc else m.encoder_length, int(m.min_history), int(86400 // step) + 12)
+        span = pd.Timedelta(seconds=step * (steps + (fc.max_gap if fc else 6) + 2))
+        have = set(self.store.query("vm", limit=1).columns)
+        if (fc is not None and not set(fc.targets) <= have) or not have & set(m.thresholds): return None
+        return load_fleet(self.store, start=now - span, stop=now + pd.Timedelta(seconds=1), every=f"{int(step)}s")
 
     def run_cycle(self, now=None) -> dict:
         "Forecast the fleet once; the new payload."
         t0 = time.perf_counter()
         now = utc(now)
-        fc, data, results = self.forecaster, None, {}
-        if fc is not None and "vm" in self.store.measurements():
+        fc, data, results, m = self.forecaster, None, {}, self.settings.model
+        targets = fc.targets if fc else list(TARGETS)
+        if "vm" in self.store.measurements():
             data = self.telemetry(fc, now)
             if data is not None and data.sizes.get("server", 0):
-                results = score_forecasts(fc.predict(data, min_history=int(self.settings.model.min_history)), fc.targets,
-                                          self.settings.model.thresholds, fc.step)
+                if fc is not None:
+                    results = score_forecasts(fc.predict(data, min_history=int(m.min_history)), fc.targets, m.thresholds, fc.step)
+                step, horizon = (fc.step, fc.horizon) if fc else (m.step, m.horizon)
+                results = combine(results, forecast_trend(data, m.thresholds, step, horizon), targets, m.min_history * step)
         results = apply_vitals(results, self.vitals.check(now))
-        payload = predictions_payload(results, fc.targets if fc else list(TARGETS), data, now)
+        payload = trend_payload(predictions_payload(results, targets, data, now), results)
         payload["model"] = {"name": fc.name if fc else None, "error": None if fc else self.error}
         payload = self.alerts.observe(payload, now)
         with self.lock:
@@ -150,15 +158,18 @@ class Explanations:
         f = self.forecasting
         if f.results is None: f.run_cycle()
         with f.lock: results, cycle, data = f.results, f.cycle, f.data
-        fc = f.registry.loaded
+        fc, s = f.registry.loaded, f.settings
         r = results.get(server)
         if r is None or fc is None or data is None:
             why = " (no model is serving; see GET /admin/models)" if fc is None else ""
             raise NotFound(f"no server named {server!r} in the latest forecast{why}", field="server_name")
+        if r.get("history") == "short":
+            raise InsufficientData(f"server {server!r} is forecast from its trend alone: it has {r.get('points') or 'too few'} recent points "
+                                   f"and the model needs {r.get('required') or s.model.min_history}, so there is no model forecast to explain yet",
+                                   field="server_name")
         if r["status"] != "ok":
             raise InsufficientData(f"server {server!r} has {r.get('points', 0)} recent points; the model needs {r.get('required')} "
                                    "before it forecasts, so there is nothing to explain yet", field="server_name")
-        s = f.settings
         def build():
             return explain_server(fc, self.server_data(fc, server), server, thresholds=dict(s.model.thresholds),
                                   min_history=int(s.model.min_history))
@@ -219,7 +230,7 @@ class DriftWatch:
             with f.lock:
                 cyc, res = f.cycle, f.results
             fc = f.registry.loaded if cyc != self.seen and res else None
-            if fc is not None: self.monitor.observe(res, fc, now)
+            if fc is not None: self.monitor.observe({s: r for s, r in res.items() if r.get("history") != "short"}, fc, now)   # the model's own forecasts
             self.seen = cyc
         if self.monitor.due(now): self.monitor.check(now)
 

@@ -34,6 +34,8 @@ BENCHMARKS = {b.name: b for b in [
     Benchmark("cascade", "cascade detection on simulated fleets, NAB scores of the anomaly flags, detector speed", ("scipy",)),
     Benchmark("drift", "drift seen when injected, quiet otherwise; check time", ("torch", "pytorch_forecasting")),
     Benchmark("dashboard", "page ready and live-update times in Chromium", ("panel", "playwright")),
+    Benchmark("alerts", "warnings before held-out incidents vs false alerts: qdash vs predict_linear, static, seasonal-naive",
+              ("torch", "pytorch_forecasting", "scipy")),
 ]}
 
 # %% ../../nbs/bench/00_registry.ipynb #863d53fa

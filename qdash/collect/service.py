@@ -22,7 +22,10 @@ def make_sources(settings:Settings) -> list:
     "The source objects `[collect] sources` names, configured from `[collect]`."
     c, out = settings.collect, []
     for name in c.sources:
-        if name == "simulator": out.append(FleetSimulator(c.simulator_servers, c.simulator_seed))
+        if name == "simulator":
+            sim = FleetSimulator(c.simulator_servers, c.simulator_seed)
+            if c.simulator_leak > 0: sim.leak_breaching_at(pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=c.simulator_leak))   # the demo's early warning
+            out.append(sim)
         elif name == "host": out.append(HostCollector(c.host_name or None))
         elif name == "libvirt": out.append(LibvirtCollector(c.libvirt_uri, host=c.host_name or None, device_cache_ttl=c.device_cache_ttl,
                                                             retry_max_sec=c.retry_max_sec))

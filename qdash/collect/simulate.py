@@ -63,7 +63,7 @@ def _demand(profile:str, key:int, t:np.ndarray) -> np.ndarray:
     return night
 
 # %% ../../nbs/collect/02_simulate.ipynb #c011
-KINDS = ("memory_leak", "cpu_runaway", "disk_saturation", "swap_storm", "cascade")
+KINDS = ("memory_leak", "cpu_runaway", "disk_saturation", "swap_storm", "cascade", "cpu_creep", "swap_growth", "mem_step")
 
 @dataclass
 class Incident:
@@ -218,6 +218,15 @@ def _apply(self:FleetSimulator, out:dict, t:np.ndarray):
                 f["swap_pct"] = f["swap_pct"] + (85 - f["swap_pct"]) * r
                 f["iowait_pct"] = f["iowait_pct"] + 25 * r
                 f["load1"] = f["load1"] + 1.5 * vc * r
+            elif inc.kind == "cpu_creep":
+                p = np.clip((tt - a) / (b - a) + (300 / (b - a)), 0, 1)
+                f["cpu_pct"] = f["cpu_pct"] + (99.5 - f["cpu_pct"]) * p
+                f["load1"] = f["load1"] + (2 * vc - f["load1"]) * p
+            elif inc.kind == "swap_growth":
+                p = np.clip((tt - a) / (b - a) + (300 / (b - a)), 0, 1)
+                f["swap_pct"] = f["swap_pct"] + (98 - f["swap_pct"]) * p
+            elif inc.kind == "mem_step":
+                f["mem_pct"] = f["mem_pct"] + (97 + 0.3 * _gauss(key, tt) - f["mem_pct"]) * _ramp(tt, a, 60)
             else:  # cascade
                 r = _ramp(tt, a, 300)
                 f["cpu_pct"] = np.clip(f["cpu_pct"] + (93 + 2 * _gauss(key, tt) - f["cpu_pct"]) * r, 0, 100)
@@ -288,3 +297,25 @@ def vms(self:FleetSimulator) -> list[dict]:
     return [{"name": r.server, "uuid": r.uuid, "state": "running", "vcpus": int(r.vcpus), "mem_max_kib": r.mem_max_kib,
              "host": r.host, "profile": r.profile, "source": "simulator", "disks": [], "nics": []}
             for r in self.servers.itertuples()]
+
+# %% ../../nbs/collect/02_simulate.ipynb #c017c
+@patch
+def leak_breaching_at(self:FleetSimulator, at, # when mem_pct first reaches `threshold`: timestamp, ISO string or epoch seconds
+                      server:str|None=None, # default: web-01 if the fleet has one, else its first server
+                      duration="12h", # the leak's length (its ramp, start to exhaustion)
+                      threshold:float=95.0) -> Incident:
+    "Inject a memory leak whose mem_pct first reaches `threshold` at `at` (within a minute)."
+    names = self.servers.server.tolist()
+    server = server or ("web-01" if "web-01" in names else names[0])
+    if server not in names: raise ValidationError(f"server={server!r}: no such server in the simulated fleet", field="server")
+    goal, dur, i = _epoch(at), int(_secs(duration)), names.index(server)
+    start = goal - int(0.9 * dur) // 60 * 60
+    for _ in range(6):
+        t = np.arange(start, start + dur, 60, dtype=np.int64)
+        saved, self.incidents = self.incidents, [Incident("probe", "memory_leak", [server], [start], [start + dur])]
+        try: over = self.values(t)["mem_pct"][i] >= threshold
+        finally: self.incidents = saved
+        hit = int(t[over.argmax()]) if over.any() else start + dur
+        if abs(hit - goal) < 60: break
+        start += goal - hit
+    return self.inject("memory_leak", server, start=start, duration=dur)

@@ -76,7 +76,7 @@ def _refresh(self:AlertEngine, a:dict, sc:dict, t):
     a["peak_score"] = max(a.get("peak_score", 0), a["risk_score"])
     if sc.get("message"):                                # in the 45-50 band the scorer gives none: keep the last
         a.update(message=sc["message"], target=sc.get("target"), time_to_issue_min=sc.get("time_to_issue_min"),
-                 time_to_issue=_when(sc.get("time_to_issue_min")))
+                 time_to_issue=_when(sc.get("time_to_issue_min")), source=sc.get("source"))
     a["profile"], a["updated_at"] = sc.get("profile", a.get("profile")), iso(t)
 
 @patch
@@ -110,6 +110,7 @@ def _view(self:AlertEngine, a:dict, t=None) -> dict:
     on = a["status"] == "active"
     return {"id": a["id"], "kind": a.get("kind", "risk"), "server_name": a["server_name"], "level": a["level"], "risk_score": a["risk_score"],
             "profile": a.get("profile"), "message": a["message"], "time_to_issue": a.get("time_to_issue"),
+            "time_to_issue_min": a.get("time_to_issue_min"), "source": a.get("source"),
             "color": dict((n, c) for n, _, c, _ in LEVELS)[a["level"]] if on else alert_badge(0)["color"],
             "status": a["status"], "acked": a["acked"], "silenced": self.silenced(a["server_name"], t),
             "opened_at": a["opened_at"], "resolved_at": a.get("resolved_at")}
@@ -209,6 +210,7 @@ def observe(self:AlertEngine, payload:dict, # from Forecaster.current / predicti
     preds = payload["predictions"]
     self.update({s: p for s, p in preds.items() if p.get("risk_score") is not None}, t)
     self.update_stale({s: p for s, p in preds.items() if "stale" in p}, t)
-    payload["alerts"] = [{k: a[k] for k in ("server_name", "level", "risk_score", "message", "id", "kind", "profile", "time_to_issue", "acked")}
+    payload["alerts"] = [{k: a[k] for k in ("server_name", "level", "risk_score", "message", "id", "kind", "profile",
+                                                         "time_to_issue", "time_to_issue_min", "source", "acked")}
                          for a in self.active(t)["alerts"]]
     return payload

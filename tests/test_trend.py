@@ -1,0 +1,94 @@
+"Issue #14 item 2 through a real hub over HTTP: a fed ramp is warned of before it breaches, a flat server is not, a young server is forecast from its trend."
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from qdash.testing import HubProcess
+
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "tft-fleet45"   # encoder 288 × 5 min, targets cpu_pct, mem_pct
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    "A hub that only hears fed data, serving the shipped model, forecasting every second (thresholds cpu_pct:90, mem_pct:95)."
+    d = tmp_path_factory.mktemp("models")
+    shutil.copytree(SHIPPED, d / SHIPPED.name)
+    env = {"QDASH__MODEL__DIR": str(d), "QDASH__COLLECT__SOURCES": "", "QDASH__MODEL__PREDICT_EVERY": "1s",
+           "QDASH__LIMITS__DEFAULT": "100000/minute", "QDASH__LIMITS__FEED_DATA": "100000/minute",
+           "QDASH__LIMITS__PREDICTIONS_CURRENT": "100000/minute", "QDASH__LIMITS__ALERTS_ACTIVE": "100000/minute",
+           "QDASH__LIMITS__EXPLAIN": "100000/minute"}
+    with HubProcess(env) as h:
+        yield h
+
+
+def get(hub, path, **kw):
+    return httpx.get(hub.url + path, headers={"X-API-Key": hub.api_key}, timeout=60, **kw)
+
+
+def feed(hub, records):
+    r = httpx.post(hub.url + "/feed/data", headers={"X-API-Key": hub.api_key}, json=records, timeout=60)
+    assert r.status_code == 200, r.text
+
+
+def now() -> pd.Timestamp: return pd.Timestamp.now(tz="UTC").floor("s")
+
+
+def series(server, end, mem, step, cpu=25.0, profile="web"):
+    "Seed 004 records (server_name, timestamp) of one server ending at `end`, one per `step` seconds, mem_pct from `mem`."
+    n = len(mem)
+    return [{"server_name": server, "timestamp": (end - pd.Timedelta(seconds=step * (n - 1 - i))).isoformat(), "profile": profile,
+             "mem_pct": round(float(m), 3), "cpu_pct": cpu} for i, m in enumerate(mem)]
+
+
+def next_cycle(hub, after: pd.Timestamp, until=lambda body: True, timeout=90.0) -> dict:
+    "The first /predictions/current payload of a cycle started after `after` for which `until` holds."
+    end, body = time.monotonic() + timeout, {}
+    while time.monotonic() < end:
+        body = get(hub, "/predictions/current").json()
+        if pd.Timestamp(body["timestamp"]) > after and until(body): return body
+        time.sleep(0.3)
+    raise AssertionError(f"no such cycle after {after} within {timeout}s; last payload: {body.get('predictions')}")
+
+
+def test_fed_linear_leaks_are_warned_before_they_breach_and_a_flat_server_is_not(hub):
+    rng, t = np.random.default_rng(14), now()
+    h26 = np.arange(26 * 12) / 12                                  # 26 hours at 5-minute steps
+    leak26 = 40 + 1.85 * h26 + rng.normal(0, 0.4, len(h26))         # 88 % now; 95 % in about 3.8 hours
+    flat26 = 55 + rng.normal(0, 0.4, len(h26))
+    h4 = np.arange(4 * 60) / 60                                     # 4 hours at 1-minute steps
+    leak4 = 65 + 4.5 * h4 + rng.normal(0, 0.4, len(h4))             # 83 % now; 95 % in about 2.7 hours
+    feed(hub, series("leak-26h", t, leak26, 300) + series("flat-26h", t, flat26, 300) + series("leak-4h", t, leak4, 60))
+    body = next_cycle(hub, now(), lambda b: {"leak-26h", "flat-26h", "leak-4h"} <= set(b["predictions"]))
+    p = body["predictions"]
+    for s, hours_left, history in (("leak-26h", (95 - 88) / 1.85, "full"), ("leak-4h", (95 - 83) / 4.5, "short")):
+        w = p[s]
+        assert w["status"] == "ok" and w["source"] == "trend" and w["history"] == history, w
+        assert w["alert"]["level"] in ("warning", "critical") and w["risk_score"] >= 60, w
+        assert "breach" not in w                                    # a warning, not a breach in progress
+        assert 60 <= w["time_to_issue_min"] <= 1.5 * 60 * hours_left, (s, w["time_to_issue_min"], hours_left)   # warned >= 1 h ahead
+        assert w["message"].startswith("Memory exhaustion predicted in"), w["message"]
+        assert w["forecast_source"]["mem_pct"] == "trend" and max(w["forecast"]["mem_pct"]) >= 95    # the P50 runs on into the breach
+    assert max(leak26[-12:]) < 95 and max(leak4[-12:]) < 95                 # nothing has breached yet: these are warnings
+    f = p["flat-26h"]
+    assert f["status"] == "ok" and f["alert"]["level"] == "healthy" and f["risk_score"] < 50, f
+    al = {a["server_name"]: a for a in get(hub, "/alerts/active").json()["alerts"] if a["kind"] == "risk"}
+    assert al["leak-26h"]["source"] == "trend" and al["leak-26h"]["time_to_issue_min"] >= 60, al["leak-26h"]
+    assert "leak-4h" in al and "flat-26h" not in al
+
+
+def test_a_server_with_two_hours_of_history_is_forecast_and_flagged_short(hub):
+    rng, t = np.random.default_rng(6), now()
+    feed(hub, series("young-2h", t, 48 + rng.normal(0, 0.5, 120), 60, cpu=30.0))
+    body = next_cycle(hub, now(), lambda b: "young-2h" in b["predictions"])
+    y = body["predictions"]["young-2h"]
+    assert y["status"] == "ok" and y["history"] == "short" and y["source"] == "trend", y
+    assert y["points"] < y["required"] == 288, y
+    assert len(y["forecast"]["mem_pct"]) == len(y["forecast"]["timestamps"]) == 96 and 40 < y["forecast"]["mem_pct"][-1] < 56
+    assert y["alert"]["level"] == "healthy" and y["risk_score"] < 50
+    r = get(hub, "/explain/young-2h")                                   # the model has not forecast it: nothing to explain yet
+    assert 400 <= r.status_code < 500 and "trend" in r.json()["detail"], r.text
