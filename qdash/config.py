@@ -171,6 +171,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     ws_queue=S(_int_range(1, 100000), "100", "messages buffered per WebSocket client before it is dropped as slow"),
     trusted_proxies=S(_list_of(), "", "proxy addresses whose X-Forwarded-For is believed"),
     graceful_shutdown_timeout=S(DURATION, "15s", "time allowed to flush queues on shutdown"),
+    store_wait=S(DURATION, "5s", "longest a request waits for the store before it answers 503"),
     log_level=S(_enum("debug", "info", "warning", "error"), "info", "log verbosity"),
   ),
   "store": dict(
