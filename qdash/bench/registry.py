@@ -34,6 +34,7 @@ BENCHMARKS = {b.name: b for b in [
     Benchmark("cascade", "cascade detection on simulated fleets, NAB scores of the anomaly flags, detector speed", ("scipy",)),
     Benchmark("drift", "drift seen when injected, quiet otherwise; check time", ("torch", "pytorch_forecasting")),
     Benchmark("dashboard", "page ready and live-update times in Chromium", ("panel", "playwright")),
+    Benchmark("reliability", "a hub over InfluxDB that is down at start, paused, killed: points lost, /health latency, shutdown time", ("sanic", "httpx")),
 ]}
 
 # %% ../../nbs/bench/00_registry.ipynb #863d53fa
