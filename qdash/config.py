@@ -172,6 +172,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     trusted_proxies=S(_list_of(), "", "proxy addresses whose X-Forwarded-For is believed"),
     cors_origins=S(_list_of(), "", "origins allowed to call the API from a browser (CORS), such as https://ops.example.com; * for any; empty: off"),
     graceful_shutdown_timeout=S(DURATION, "15s", "time allowed to flush queues on shutdown"),
+    store_wait=S(DURATION, "5s", "longest a request waits for the store before it answers 503"),
     log_level=S(_enum("debug", "info", "warning", "error"), "info", "log verbosity"),
   ),
   "store": dict(

@@ -8,7 +8,7 @@ import logging, threading, time
 import pandas as pd, xarray as xr
 from .config import QdashError, NotFound, Unavailable, Settings, load_settings
 from .timeutil import iso, utc, naive_utc
-from .store import open_store
+from .store import open_store, StoreUnavailable
 from .jobs import JobRunner
 from .model.data import TARGETS, frame_to_fleet, load_fleet
 from .model.registry import ModelRegistry
@@ -21,8 +21,8 @@ from .drift import DriftMonitor
 log = logging.getLogger("qdash.serving")
 
 # %% auto #0
-__all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'Every', 'Forecasting', 'Explanations', 'FleetWatch', 'DriftWatch',
-           'backfill_simulated_past', 'Services']
+__all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'STORE_PROBE_S', 'Every', 'Forecasting', 'Explanations', 'FleetWatch',
+           'DriftWatch', 'backfill_simulated_past', 'Services']
 
 # %% ../nbs/10_serving.ipynb #6db3ed89
 class Every:
@@ -31,9 +31,14 @@ class Every:
         self.name, self.interval, self.fn = name, float(interval), fn
         self._halt, self._thread, self.runs, self.errors = threading.Event(), None, 0, 0
     def _run(self):
+        streak = 0
         while not self._halt.is_set():
-            try: self.fn()
-            except Exception: self.errors += 1; log.exception("%s failed; it runs again in %gs", self.name, self.interval)
+            try: self.fn(); streak = 0
+            except Exception as e:
+                self.errors += 1; streak += 1
+                if isinstance(e, QdashError) and e.status_code == 503:   # the store away: one line, not a traceback a second
+                    if streak == 1: log.warning("%s: %s; it runs again every %gs", self.name, e, self.interval)
+                else: log.exception("%s failed; it runs again in %gs", self.name, self.interval)
             self.runs += 1
             self._halt.wait(self.interval)
     def start(self) -> Every:
@@ -51,12 +56,13 @@ class Every:
 class Forecasting:
     "The hub's forecasting service: one inference cycle over the store's recent telemetry; predictions, risk, alerts."
     def __init__(self, settings:Settings, store,
-                 registry:ModelRegistry|None=None): # default: `[model] dir`
+                 registry:ModelRegistry|None=None, # default: `[model] dir`
+                 seed:bool=True): # seed the vitals from the store now (the hub does it once the store answers)
         self.settings, self.store = settings, store
         self.registry = registry or ModelRegistry(settings.model.dir)
         self.alerts = AlertEngine(store)
         self.vitals = Vitals.from_settings(settings)
-        self._seed_vitals()
+        if seed: self.seed_vitals()
         self.lock = threading.RLock()
         self.results = self.data = self.payload = None
         self.cycle, self.updated_at, self.error, self.cycle_ms = 0, None, None, None
@@ -66,7 +72,7 @@ class Forecasting:
         "Hand server telemetry to the vitals (the collection calls this with every batch collected or fed)."
         if measurement == "vm": self.vitals.update(frame)
 
-    def _seed_vitals(self):
+    def seed_vitals(self):
         "The vitals from the store: the last minutes' samples, then each server's newest point."
         if "vm" not in self.store.measurements(): return
         v, now = self.vitals, pd.Timestamp.now(tz="UTC")
@@ -255,6 +261,8 @@ def backfill_simulated_past(settings:Settings, store, collection) -> int:
     return n
 
 # %% ../nbs/10_serving.ipynb #5802b2f4
+STORE_PROBE_S = 2.0   # how often the hub pings the store, and how long it waits for the answer
+
 class Services:
     "The hub's services, built in dependency order, started and stopped together."
     def __init__(self, settings:Settings|None=None):
@@ -263,38 +271,78 @@ class Services:
         self.forecasting = self.explanations = self.fleet = self.drift = None
         self.loops: list[Every] = []
         self.started_at = None
+        self.known_servers, self._known_lock, self._halt = set(), threading.Lock(), threading.Event()
 
     def start(self, listeners=()) -> Services: # more fn(measurement, frame) for every batch (the hub's WebSocket fan-out)
-        "Open the store, start the runner, backfill a simulated past, build the services, start the loops and the collection."
+        "Open the store, start the runner, build the services, catch up with the store (now, or once it answers), start the loops and the collection."
         from qdash.collect.service import Collection
         s = self.settings
-        self.started_at = time.time()
+        self.started_at = time.time(); self._halt.clear()
         self.store = open_store(s)
+        self.store.ping(STORE_PROBE_S)                 # what the store says now; the hub starts either way
         self.runner = JobRunner(self.store, s).start()
         self.collection = Collection(s, self.store)
         self.fleet = FleetWatch(s, self.store)
-        backfill_simulated_past(s, self.store, self.collection)
-        self.forecasting = Forecasting(s, self.store)
-        for fn in (self.fleet.tap, self.forecasting.tap, *listeners): self.collection.add_listener(fn)
+        self.forecasting = Forecasting(s, self.store, seed=False)
+        for fn in (self._track, self.fleet.tap, self.forecasting.tap, *listeners): self.collection.add_listener(fn)
         self.explanations = Explanations(self.forecasting)
         self.drift = DriftWatch(s, self.store, self.runner, self.forecasting.registry, self.forecasting)
         self.runner.prepare["retrain"] = self.drift.training_params
-        self.loops = [Every("forecasting", s.model.predict_every, self._forecast),
+        self._when_store_answers("catch-up", self._catch_up)
+        self.loops = [Every("store-probe", STORE_PROBE_S, lambda: self.store.ping(STORE_PROBE_S)),
+                      Every("forecasting", s.model.predict_every, self._forecast),
                       Every("drift", min(1.0, s.drift.check_every), self.drift.step)]
         for loop in self.loops: loop.start()
+        self.collection.writer.start()                 # always: it replays a spool the last run left, and takes feeds
         if s.collect.sources: self.collection.start()
         return self
+
+    def _catch_up(self):
+        "What start-up reads from the store: a simulated past, the vitals' seed, the servers it has telemetry of."
+        backfill_simulated_past(self.settings, self.store, self.collection)
+        self.forecasting.seed_vitals()
+        names = set()
+        for m in self.store.measurements():
+            ser = self.store.series(m)
+            if "server" in ser.columns: names.update(ser["server"].dropna().astype(str))
+        with self._known_lock: self.known_servers |= names
+
+    def _when_store_answers(self, name:str, fn):
+        "`fn()` now if the store answered its ping, else (or if it fails as unavailable) on a thread, again until it succeeds."
+        if self.store.liveness.up:
+            try: fn(); return
+            except StoreUnavailable as e: log.warning("%s: the store is unavailable (%s); trying again in the background", name, e)
+        def retry():
+            wait = 1.0
+            while not self._halt.wait(wait):
+                try: fn(); log.info("%s done: the store answers", name); return
+                except StoreUnavailable as e: log.info("%s: the store is still unavailable (%s)", name, e)
+                except Exception: log.exception("%s failed", name); return
+                wait = min(30.0, 2 * wait)
+        threading.Thread(target=retry, name=f"qdash-{name}", daemon=True).start()
+
+    def _track(self, measurement:str, frame:pd.DataFrame):
+        "Remember the servers the telemetry names, as it passes (so `/status` never asks the store)."
+        if "server" in frame.columns:
+            new = set(frame["server"].dropna().unique()) - self.known_servers
+            if new:
+                with self._known_lock: self.known_servers |= {str(x) for x in new}
 
     def _forecast(self):
         self.forecasting.run_cycle()
         self.explanations.refresh_drivers()
 
-    def stop(self, timeout:float|None=None): # seconds for the runner and the writer; default [server] graceful_shutdown_timeout
-        "Stop the loops, the runner and the collection (flushing its writer), then close the store."
+    def stop(self, timeout:float|None=None): # seconds for all of it; default [server] graceful_shutdown_timeout
+        "Stop the loops, the runner and the collection (its writer spools what the store does not take in time), then close the store."
         timeout = self.settings.server.graceful_shutdown_timeout if timeout is None else timeout
-        for loop in reversed(self.loops): loop.stop(timeout / 2)
-        if self.runner is not None: self.runner.stop(timeout / 2)
-        if self.collection is not None: self.collection.stop()
+        end = time.monotonic() + timeout
+        left = lambda: max(0.0, end - time.monotonic())
+        self._halt.set()
+        for loop in self.loops: loop._halt.set()          # all at once: a loop waiting on the store does not hold up the others
+        loops_end = time.monotonic() + timeout / 4
+        for loop in reversed(self.loops): loop.stop(max(0.0, loops_end - time.monotonic()))
+        if self.runner is not None: self.runner.stop(min(left(), timeout / 4))
+        if self.collection is not None: self.collection.stop(max(0.5, left() - 0.5))
         if self.store is not None: self.store.close()
 
     def feed(self, batch:list, wait:float=5.0) -> dict:
@@ -302,11 +350,23 @@ class Services:
         if self.collection is None: raise Unavailable("the hub's services are not running")
         return self.collection.feed(batch, wait)
 
-    def health(self) -> dict:
-        "Each part healthy? (`None`: not part of this hub): store, collector, executor, model."
+    def store_up(self) -> bool:
+        "Whether the store answers, from its `liveness` and the writer's last write (never asks it)."
+        if self.store is None: return False
+        w = self.collection.writer if self.collection is not None else None
+        return self.store.liveness.up is not False and (w is None or bool(w.store_up))
+
+    def sources(self) -> dict[str, bool|None]:
+        "Each configured source: up? (None before its first cycle)."
         col = self.collection
-        return {"store": bool(self.store is not None and self.store.health()),
-                "collector": None if not self.settings.collect.sources else bool(col is not None and col.running),
+        return {} if col is None else {name: h["up"] for name, h in col.health.items()}
+
+    def health(self) -> dict:
+        "Each part healthy? (`None`: not part of this hub): store, collector (running, every source up), executor, model. From state only."
+        col = self.collection
+        return {"store": self.store_up(),
+                "collector": None if not self.settings.collect.sources else
+                             bool(col is not None and col.running and all(up is not False for up in self.sources().values())),
                 "executor": bool(self.runner is not None and self.runner.running),
                 "model": bool(self.forecasting is not None and self.forecasting.status()["model_loaded"])}
 
@@ -320,9 +380,5 @@ class Services:
                 "collecting": bool(self.collection is not None and self.collection.running)}
 
     def servers(self) -> set[str]:
-        "Every server name the store has telemetry of."
-        names = set()
-        for m in self.store.measurements() if self.store is not None else []:
-            ser = self.store.series(m)
-            if "server" in ser.columns: names.update(ser["server"].dropna().astype(str))
-        return names
+        "Every server name seen: in the store at start, and in the telemetry since."
+        with self._known_lock: return set(self.known_servers)

@@ -10,12 +10,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 import duckdb, numpy as np, pandas as pd, pyarrow as pa, requests
 from fastcore.basics import patch
+import contextlib
 from .config import QdashError, ValidationError, Settings, load_settings, parse_duration
 from .lineproto import *
 
 # %% auto #0
-__all__ = ['AGGS', 'StoreUnavailable', 'StoreAuthError', 'to_ns', 'every_ns', 'Plan', 'plan_query', 'Store', 'qi', 'DuckStore',
-           'open_store', 'InfluxStore']
+__all__ = ['AGGS', 'StoreUnavailable', 'StoreAuthError', 'Liveness', 'to_ns', 'every_ns', 'Plan', 'plan_query', 'Store', 'qi',
+           'DuckStore', 'open_store', 'InfluxStore']
 
 # %% ../nbs/01_store.ipynb #c006
 class StoreUnavailable(QdashError):
@@ -25,6 +26,23 @@ class StoreUnavailable(QdashError):
 class StoreAuthError(QdashError):
     "The backend refused our credentials; retrying will not help until the settings are fixed."
     status_code, code = 502, "store_auth"
+
+# %% ../nbs/01_store.ipynb #b286c4ca
+class Liveness:
+    "What the last calls to a backend said: `up` (None before the first), `down_since`, `last_ok`, `last_error`, `failures`."
+    def __init__(self): self.up, self.down_since, self.last_ok, self.last_error, self.failures = None, None, None, None, 0
+    def __repr__(self): return f"Liveness(up={self.up}, last_error={self.last_error!r})"
+    def ok(self):
+        "The backend answered."
+        self.up, self.down_since, self.last_ok, self.last_error = True, None, _time.time(), None
+    def failed(self, err:str): # what went wrong
+        "The backend did not answer, or refused us."
+        if self.up is not False: self.down_since = _time.time()
+        self.up, self.last_error, self.failures = False, err, self.failures + 1
+    def as_dict(self) -> dict:
+        iso = lambda t: None if t is None else pd.Timestamp(t, unit="s", tz="UTC").isoformat()
+        return {"up": self.up, "down_since": iso(self.down_since), "last_ok": iso(self.last_ok), "last_error": self.last_error,
+                "failures": self.failures}
 
 # %% ../nbs/01_store.ipynb #c010
 AGGS = ("mean", "max", "min", "last", "count")
@@ -97,7 +115,8 @@ class Store:
     "Time series in a backend, records in DuckDB; use `open_store(settings)`."
     backend = "?"
     def __init__(self, settings:Settings):
-        self.settings, self._lock = settings, threading.RLock()
+        self.settings, self._lock = settings, threading.RLock()   # the DuckDB connection's: records, and DuckDB's time series
+        self._tslock, self.liveness = self._lock, Liveness()       # what time-series calls take; what they said about the backend
         path = str(settings.store.path)
         if path != ":memory:": Path(path).parent.mkdir(parents=True, exist_ok=True)
         try: self.db = duckdb.connect(path)
@@ -114,7 +133,7 @@ class Store:
         "Write a batch whole or not at all; the number of points written."
         b = prepare(measurement, frame, tags, exact_tags=self.line_protocol)
         if not len(b): return 0
-        with self._lock: self._write(b)
+        with self._tslock: self._write(b)
         return len(b)
 
     def query(self, measurement:str, # measurement to read; unknown: an empty frame
@@ -129,7 +148,7 @@ class Store:
         "Points (or buckets) sorted by time: `time`, tags, fields."
         p = plan_query(measurement, fields, start, stop, where, every, agg, limit)
         if p.start is not None and p.stop is not None and p.start >= p.stop: return _empty(p.fields)
-        with self._lock: return self._select(p)
+        with self._tslock: return self._select(p)
 
 # %% ../nbs/01_store.ipynb #c016
 @patch
@@ -148,22 +167,22 @@ def _agg_fields(self:Store, p:Plan, kinds:dict) -> dict:
 @patch
 def latest(self:Store, measurement:str, by:str="server") -> pd.DataFrame:
     "The newest point of each value of tag `by`, sorted by it."
-    with self._lock: return self._latest(measurement, by)
+    with self._tslock: return self._latest(measurement, by)
 
 @patch
 def series(self:Store, measurement:str) -> pd.DataFrame:
     "The distinct tag sets of a measurement, one row each, sorted."
-    with self._lock: return self._series(measurement)
+    with self._tslock: return self._series(measurement)
 
 @patch
 def field_kinds(self:Store, measurement:str) -> dict[str, str]:
     "`{field: kind}` of a measurement, kind being float, int or bool; {} for an unknown one."
-    with self._lock: return {f: k for f, k in self._field_kinds(measurement).items() if k != "tag"}
+    with self._tslock: return {f: k for f, k in self._field_kinds(measurement).items() if k != "tag"}
 
 @patch
 def measurements(self:Store) -> list[str]:
     "The measurements holding data, sorted."
-    with self._lock: return self._measurements()
+    with self._tslock: return self._measurements()
 
 @patch
 def to_xarray(self:Store, measurement:str, fields:list[str]|None=None, start=None, stop=None, every=None, agg:str="mean"):
@@ -189,7 +208,7 @@ def retain(self:Store, older_than=None, # a duration ("30d", seconds) or a times
         try: cutoff = _time.time_ns() - int(parse_duration(str(older_than)) * 1e9)
         except ValueError: cutoff = to_ns(older_than, "older_than")
     else: cutoff = to_ns(older_than, "older_than")
-    with self._lock: return self._retain(cutoff, measurement)
+    with self._tslock: return self._retain(cutoff, measurement)
 
 @patch
 def downsample_into(self:Store, measurement:str, # the source, such as "vm"
@@ -204,7 +223,7 @@ def downsample_into(self:Store, measurement:str, # the source, such as "vm"
     tags = [c for c in df.columns if c != "time" and pd.api.types.is_string_dtype(df[c].dtype)]
     b = prepare(into, df, tags, exact_tags=self.line_protocol)
     e = every_ns(every)
-    with self._lock: self._write(b, replace=(int(b.time.min()), int(b.time.max()) + e))
+    with self._tslock: self._write(b, replace=(int(b.time.min()), int(b.time.max()) + e))
     return len(b)
 
 # %% ../nbs/01_store.ipynb #c022
@@ -255,11 +274,17 @@ def delete_record(self:Store, kind:str, id:str) -> bool:
     return bool(n)
 
 @patch
-def health(self:Store) -> bool:
-    "Whether the records file and the time-series backend answer."
+def ping(self:Store, timeout:float|None=None # seconds to wait for an answer; default [store] influx_timeout
+        ) -> bool:
+    "Ask the time-series backend now whether it answers; updates `liveness`."
+    return self._ping(timeout)
+
+@patch
+def health(self:Store, timeout:float|None=None) -> bool:
+    "Whether the records file and the time-series backend answer (asks both now; the hub reads `liveness` instead)."
     try:
         with self._lock: self.db.execute("SELECT 1").fetchone()
-        return self._ping()
+        return self.ping(timeout)
     except Exception: return False
 
 @patch
@@ -286,7 +311,7 @@ class DuckStore(Store):
                                          "ORDER BY table_name, column_index").fetchall():
             d = self._cols.setdefault(t, {})
             if c != "time": d[c] = _KIND.get(typ, "float")
-    def _ping(self): return True
+    def _ping(self, timeout=None): self.liveness.ok(); return True
     def _measurements(self): return sorted(self._cols)
 
 # %% ../nbs/01_store.ipynb #c026
@@ -423,7 +448,8 @@ class InfluxStore(Store):
         self._headers, self._auth = {}, None
         if st.influx_token: self._headers["Authorization"] = f"Token {st.influx_token}"
         elif st.influx_username: self._auth = (st.influx_username, st.influx_password or "")
-        self._local, self._fields, self._tags = threading.local(), {}, {}
+        self._local, self._fields, self._tags = threading.local(), {}, {}   # caches are replaced whole, never changed in place
+        self._tslock = contextlib.nullcontext()
     def close(self):
         "Close the records file and this thread's HTTP session."
         Store.close(self)
@@ -440,21 +466,24 @@ def _retry_after(r, attempt):
 
 @patch
 def _request(self:InfluxStore, path, params, data, headers=None, what="request"):
-    "POST to InfluxDB with retries; the response of a 2xx, else the matching error."
-    deadline, attempt = _time.monotonic() + self.retry_max_s, 0
+    "POST to InfluxDB with retries (one attempt while it is known down); the response of a 2xx, else the matching error."
+    lv = self.liveness
+    deadline, attempt = _time.monotonic() + (self.retry_max_s if lv.up is not False else 0), 0
     while True:
         try: r = self._session().post(self.url + path, params=params, data=data, headers=headers, timeout=self.timeout)
         except (requests.ConnectionError, requests.Timeout) as e: r, err = None, f"{type(e).__name__}"
         if r is not None:
-            if r.status_code < 300: return r
+            if r.status_code < 300: lv.ok(); return r
             msg = _server_message(r)
             if r.status_code in (400, 422) or (r.status_code == 404 and "database not found" not in msg):
-                raise ValidationError(f"InfluxDB rejected the {what}: {msg}")
+                lv.ok(); raise ValidationError(f"InfluxDB rejected the {what}: {msg}")
             if r.status_code in (401, 403):
+                lv.failed(f"{r.status_code} {msg}")
                 raise StoreAuthError(f"InfluxDB refused the credentials ({r.status_code}: {msg}); check [store] influx_username, "
                                      "QDASH_INFLUX_PASSWORD or QDASH_INFLUX_TOKEN")
-            if r.status_code in (404, 413): return r
+            if r.status_code in (404, 413): lv.ok(); return r
             err = f"{r.status_code} {msg}"
+        lv.failed(f"InfluxDB at {self.url}: {err}")
         wait = _retry_after(r, attempt) if r is not None and r.status_code in (429, 503) else min(0.1 * 2 ** attempt, 5.0)
         if _time.monotonic() + wait > deadline:
             raise StoreUnavailable(f"InfluxDB at {self.url} did not take the {what}: {err}")
@@ -476,19 +505,21 @@ def _query(self:InfluxStore, q:str) -> list[dict]:
     return res.get("series", [])
 
 @patch
-def _ping(self:InfluxStore) -> bool:
-    try: return self._session().get(self.url + "/ping", timeout=self.timeout).status_code == 204
-    except requests.RequestException: return False
+def _ping(self:InfluxStore, timeout=None) -> bool:
+    try: r = self._session().get(self.url + "/ping", timeout=self.timeout if timeout is None else timeout)
+    except requests.RequestException as e: self.liveness.failed(f"InfluxDB at {self.url}: {type(e).__name__}"); return False
+    if r.status_code == 204: self.liveness.ok(); return True
+    self.liveness.failed(f"InfluxDB at {self.url}: ping answered {r.status_code}"); return False
 
 # %% ../nbs/01_store.ipynb #c052
 @patch
 def _kinds(self:InfluxStore, m:str, refresh=False) -> dict:
     "`{field: kind}` of a measurement as the server knows it (cached)."
     if refresh or m not in self._fields:
-        ser = self._query(f"SHOW FIELD KEYS FROM {_iql_ident(m)}")
-        self._fields[m] = {k: _IKIND.get(t, t) for k, t in (ser[0]["values"] if ser else [])}
-        ser = self._query(f"SHOW TAG KEYS FROM {_iql_ident(m)}")
-        self._tags[m] = {v[0] for v in (ser[0]["values"] if ser else [])}
+        fser = self._query(f"SHOW FIELD KEYS FROM {_iql_ident(m)}")
+        tser = self._query(f"SHOW TAG KEYS FROM {_iql_ident(m)}")
+        self._tags[m] = {v[0] for v in (tser[0]["values"] if tser else [])}        # tags first: a reader that sees the
+        self._fields[m] = {k: _IKIND.get(t, t) for k, t in (fser[0]["values"] if fser else [])}   # fields finds them
     return self._fields[m]
 
 @patch
@@ -511,7 +542,8 @@ def _write(self:InfluxStore, b:Batch, replace=None):
         if f in have and have[f] != k: raise ValidationError(f"'{f}' of '{b.measurement}' holds {have[f]} values; this batch has {k} values", field=f)
     lines = batch_lines(b)
     for i in range(0, len(lines), self.batch_lines): self._send(lines[i:i + self.batch_lines])
-    self._fields[b.measurement].update(b.kinds); self._tags[b.measurement].update(b.tags)
+    self._tags[b.measurement] = self._tags[b.measurement] | set(b.tags)              # new objects: other threads may be reading
+    self._fields[b.measurement] = {**self._fields[b.measurement], **b.kinds}
 
 # %% ../nbs/01_store.ipynb #c054
 _IQL_AGG = {"mean": "MEAN", "max": "MAX", "min": "MIN", "last": "LAST", "count": "COUNT"}

@@ -36,6 +36,7 @@ BENCHMARKS = {b.name: b for b in [
     Benchmark("dashboard", "page ready and live-update times in Chromium", ("panel", "playwright")),
     Benchmark("alerts", "warnings before held-out incidents vs false alerts: qdash vs predict_linear, static, seasonal-naive",
               ("torch", "pytorch_forecasting", "scipy")),
+    Benchmark("reliability", "a hub over InfluxDB that is down at start, paused, killed: points lost, /health latency, shutdown time", ("sanic", "httpx")),
 ]}
 
 # %% ../../nbs/bench/00_registry.ipynb #863d53fa

@@ -47,8 +47,8 @@ class Collection:
         self._lock = threading.Lock()
         self.started_at = self.last_collection = None
         self.cycles = self.points_collected = self.errors = 0
-        self.health = {src.name: {"ok": None, "last_collection": None, "cycle_ms": None, "points": 0, "errors": 0, "last_error": None}
-                       for src in self.sources}
+        self.health = {src.name: {"up": None, "ok": None, "last_collection": None, "cycle_ms": None, "points": 0, "errors": 0,
+                                  "last_error": None, "down_since": None} for src in self.sources}
 
     def __repr__(self): return f"Collection(sources={[s.name for s in self.sources]}, running={self.running})"
     @property
@@ -69,22 +69,25 @@ def collect_once(self:Collection, now=None # cycle time; default: now (UTC)
     "One cycle of every source into the writer and the listeners; the number of points collected."
     ts, total = utc(now), 0
     for src in self.sources:
-        h, t0, n = self.health[src.name], time.perf_counter(), 0
+        h, t0, n, err = self.health[src.name], time.perf_counter(), 0, None
         try:
             for m, df in src.collect(ts):
                 n += self.writer.put(m, df)
                 for fn in list(self._listeners):
                     try: fn(m, df)
-                    except Exception as e: self.errors += 1; h["last_error"] = f"listener {getattr(fn, '__name__', fn)}: {e}"
-            ok = bool(getattr(src, "up", True))
-        except Exception as e:
-            ok, h["last_error"] = False, f"{type(e).__name__}: {e}"
-            h["errors"] += 1; self.errors += 1
-        src_err = getattr(src, "last_error", None)
-        if not ok and src_err: h["last_error"] = src_err
-        h.update(ok=ok, cycle_ms=round((time.perf_counter() - t0) * 1000, 3), points=h["points"] + n,
-                 errors=max(h["errors"], getattr(src, "errors", 0)))
-        if ok: h["last_collection"] = ts.isoformat()
+                    except Exception as e:
+                        self.errors += 1
+                        if self.errors in (1, 10, 100, 1000): log.warning("listener %s failed: %s", getattr(fn, "__name__", fn), e)
+            up = bool(getattr(src, "up", True))
+        except Exception as e: up, err = False, f"{type(e).__name__}: {e}"
+        if up: h.update(last_error=None, down_since=None, last_collection=ts.isoformat())
+        else:
+            if h["up"] is not False:
+                h["down_since"] = ts.isoformat()
+                log.warning("source %s is down: %s", src.name, err or getattr(src, "last_error", None))
+            h["errors"] += 1
+            h["last_error"] = err or getattr(src, "last_error", None) or "the source reported itself down"
+        h.update(up=up, ok=up, cycle_ms=round((time.perf_counter() - t0) * 1000, 3), points=h["points"] + n)
         total += n
     with self._lock:
         self.cycles += 1; self.points_collected += total; self.last_collection = ts
@@ -116,9 +119,11 @@ def start(self:Collection) -> Collection:
 def stop(self:Collection, timeout:float|None=None # for the writer's final flush; default [server] graceful_shutdown_timeout
         ) -> dict:
     "Stop collecting, then stop the writer (flushing into the store, or the spool); the final status."
+    if timeout is None: timeout = self.settings.server.graceful_shutdown_timeout
+    end = time.monotonic() + timeout
     self._halt.set()
-    if self._thread is not None: self._thread.join(max(5.0, 3 * self.interval))
-    self.writer.stop(timeout)
+    if self._thread is not None: self._thread.join(min(max(5.0, 3 * self.interval), timeout / 2))
+    self.writer.stop(max(0.1, end - time.monotonic()))
     return self.status()
 
 # %% ../../nbs/collect/05_service.ipynb #c011

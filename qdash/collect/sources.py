@@ -209,13 +209,13 @@ def _connect(self:LibvirtCollector) -> bool:
         self.conn = (libvirt.openReadOnly if self.readonly else libvirt.open)(self.uri)
         try: self.conn.registerCloseCallback(lambda conn, reason, opaque: self._drop(f"closed (reason {reason})"), None)
         except libvirt.libvirtError: pass
-        self._fails, self._devs, self._unsupported = 0, {}, set()
+        self._fails, self._devs, self._unsupported, self.last_error = 0, {}, set(), None
         self.reconnects += self._was_connected
         self._was_connected = True
         return True
     except libvirt.libvirtError as e:
         self.conn, self.last_error = None, f"connect {self.uri}: {e}"
-        self._fails += 1
+        self._fails += 1; self.errors += 1
         self._next_try = time.monotonic() + min(self.retry_max, 0.5 * 2 ** (self._fails - 1)) * random.uniform(0.5, 1.0)
         return False
 

@@ -89,14 +89,15 @@ class Writer:
                  spool_dir:str|Path|None=None, # where; default [collect] spool_dir
                  retry_max_sec:float|None=None, # cap of the retry backoff
                  retry_base_sec:float=0.1, # first retry delay
-                 spool_after:int=2, # failed attempts of a batch before it goes to the spool
+                 spool_after:int=1, # failed attempts of a batch before it goes to the spool (1: at its first failure)
+                 stall_sec:float|None=None, # a write the store has not answered after this long goes to the spool while it waits; default the larger of 1 s and batch_max_sec
                 ):
         s = (settings or load_settings(environ={})).collect
         self.store, self.settings = store, settings
         self.queue_max = queue_max or s.queue_max
         self.batch_max_lines, self.batch_max_sec = batch_max_lines or s.batch_max_lines, s.batch_max_sec if batch_max_sec is None else batch_max_sec
         self.retry_max_sec, self.retry_base_sec = s.retry_max_sec if retry_max_sec is None else retry_max_sec, retry_base_sec
-        self.spool_after = spool_after
+        self.spool_after, self.stall_sec = spool_after, max(1.0, self.batch_max_sec) if stall_sec is None else max(0.05, stall_sec)
         self.spool_dir = Path(spool_dir or s.spool_dir) if spool else None
         self.spool = Spool(self.spool_dir) if spool else None
         self._q = deque()           # [measurement, frame, tags, enqueued_at], oldest first
@@ -107,6 +108,7 @@ class Writer:
         self.counts = dict(put=0, accepted=0, rejected=0, retried=0, spooled=0, replayed=0, dropped=0, batches=0)
         self._fails, self._next_try, self._flush, self._stopping = 0, 0.0, 0, False
         self._thread, self.last_error, self.store_up, self._warned, self._stop_deadline = None, None, True, 0.0, 0.0
+        self._ahead, self._failed_at = None, 0.0   # an attempt that outlived stall_sec, its batch already in the spool
 
     def __repr__(self): return f"Writer(queue={self._qn + self._pn}, spool={len(self.spool) if self.spool else None})"
 
@@ -174,9 +176,25 @@ def _due(self:Writer, now:float) -> bool:
     return self._qn >= self.batch_max_lines or self._flush or self._stopping or now - self._q[0][3] >= self.batch_max_sec
 
 # %% ../../nbs/collect/03_writer.ipynb #c015
+class _Attempt:
+    "One call on a daemon thread of its own: `done` is set when it returned (`result`) or raised (`error`); `wake()` then."
+    def __init__(self, fn, args:tuple, wake=None):
+        self.done, self.result, self.error, self.t0 = threading.Event(), None, None, time.monotonic()
+        def run():
+            try: self.result = fn(*args)
+            except BaseException as e: self.error = e
+            finally:
+                self.done.set()
+                if wake is not None: wake()
+        threading.Thread(target=run, name="qdash-write", daemon=True).start()
+
+@patch
+def _wake(self:Writer):
+    with self._cond: self._cond.notify_all()
+
 @patch
 def _backoff(self:Writer, err:Exception):
-    self._fails += 1; self.counts["retried"] += 1
+    self._fails += 1; self.counts["retried"] += 1; self._failed_at = time.time()
     self.store_up, self.last_error = False, f"{type(err).__name__}: {err}"
     d = min(self.retry_max_sec, self.retry_base_sec * 2 ** (self._fails - 1))
     self._next_try = time.monotonic() + d / 2 + random.uniform(0, d / 2)
@@ -185,7 +203,14 @@ def _backoff(self:Writer, err:Exception):
 @patch
 def _ok(self:Writer):
     if not self.store_up: log.warning("store is back after %d failed attempts", self._fails)
-    self._fails, self.store_up = 0, True
+    self._fails, self.store_up, self.last_error = 0, True, None
+
+@patch
+def _may_try(self:Writer) -> bool:
+    "Whether a retry is due: its backoff is over, or the store answered someone since our last failure."
+    if time.monotonic() >= self._next_try: return True
+    lv = getattr(self.store, "liveness", None)
+    return bool(lv is not None and lv.up and lv.last_ok and lv.last_ok > self._failed_at)
 
 @patch
 def _reject(self:Writer, m:str, df:pd.DataFrame, tags, err:Exception):
@@ -202,14 +227,42 @@ def _reject(self:Writer, m:str, df:pd.DataFrame, tags, err:Exception):
     log.warning("store rejected %d points of '%s': %s%s", len(df), m, err, where)
 
 @patch
-def _write_one(self:Writer, m, df, tags) -> bool|None:
-    "Write one batch: True written, False rejected, None failed (retry)."
-    try: self.store.write(m, df, tags)
-    except ValidationError as e: self._reject(m, df, tags, e); return False
-    except _RETRYABLE as e: self._backoff(e); return None
-    except Exception as e:   # not an outage: a bug or data the store cannot take; retrying would loop forever
-        self._reject(m, df, tags, e); return False
-    self._ok(); return True
+def _judge(self:Writer, err:BaseException|None, m, df, tags) -> bool|None:
+    "What the end of an attempt means: True written, False rejected, None failed (retry)."
+    if err is None: self._ok(); return True
+    if isinstance(err, ValidationError): self._reject(m, df, tags, err); return False
+    if isinstance(err, _RETRYABLE): self._backoff(err); return None
+    self._reject(m, df, tags, err); return False   # not an outage: a bug or data the store cannot take; retrying would loop forever
+
+@patch
+def _attempt(self:Writer, m, df, tags, spooled:bool) -> bool|None|str:
+    "Write one batch, waiting at most `stall_sec`: True written, False rejected, None failed, 'waiting' when it is still out."
+    att = _Attempt(self.store.write, (m, df, tags), self._wake)
+    while not att.done.wait(self.stall_sec):
+        if self.spool is None:                  # nowhere to put it: wait for the answer, up to the stop deadline
+            if self._stopping and time.monotonic() >= self._stop_deadline: return None
+            continue
+        if not spooled:                         # pending[0]: to the spool, ahead of the answer
+            if len(self.spool) or not self._to_spool(): att.done.wait(); break
+        if self.store_up: log.warning("the store has not answered a write for %.1fs; spooling while it waits", self.stall_sec)
+        self.store_up, self.last_error = False, f"the store has not answered a write for {time.monotonic() - att.t0:.1f}s"
+        self._ahead = (att, m, df, tags, self.spool.files[0][0], spooled)
+        return "waiting"
+    return self._judge(att.error, m, df, tags)
+
+@patch
+def _settle(self:Writer) -> bool:
+    "While the stalled attempt waits, spool new batches behind it; when it ends, settle its batch at the head of the spool."
+    att, m, df, tags, f, replay = self._ahead
+    if not att.done.is_set(): return self._to_spool() if self._pending else False
+    self._ahead = None
+    r = self._judge(att.error, m, df, tags)
+    if r is None: return False                  # failed: it stays first in the spool, replayed after the backoff
+    with self._cond:
+        if len(self.spool) and self.spool.files[0][0] == f: self.spool.pop()
+        if replay: self.counts["replayed"] += len(df)
+        if r: self.counts["accepted"] += len(df)
+    return True
 
 @patch
 def _to_spool(self:Writer) -> bool:
@@ -231,11 +284,13 @@ def _to_spool(self:Writer) -> bool:
 @patch
 def _step(self:Writer) -> bool:
     "Do one unit of work; whether there was any."
+    if self._ahead is not None: return self._settle()
     if self.spool is not None and len(self.spool):
         if self._pending: return self._to_spool() or self._write_pending()   # behind the spool; if the disk fails, try the store
-        if time.monotonic() < self._next_try: return False
+        if not self._may_try(): return False
         m, df, tags = self.spool.peek()
-        r = self._write_one(m, df, tags)
+        r = self._attempt(m, df, tags, spooled=True)
+        if r == "waiting": return True
         if r is None: return False
         with self._cond:
             self.spool.pop()
@@ -248,12 +303,13 @@ def _step(self:Writer) -> bool:
 @patch
 def _write_pending(self:Writer) -> bool:
     with self._cond:
-        if not self._pending or time.monotonic() < self._next_try: return False
+        if not self._pending or not self._may_try(): return False
         m, df, tags = self._pending[0]
         self._inflight = len(df)
-    try: r = self._write_one(m, df, tags)
+    try: r = self._attempt(m, df, tags, spooled=False)
     finally:
         with self._cond: self._inflight = 0
+    if r == "waiting": return True
     if r is None:
         if self.spool is not None and self._fails >= self.spool_after: self._to_spool()
         return False
@@ -290,7 +346,7 @@ def _run(self:Writer):
             if not did:
                 now = time.monotonic()
                 waits = [0.25]
-                if self._pending or (self.spool is not None and len(self.spool)): waits.append(self._next_try - now)
+                if self._ahead is None and (self._pending or (self.spool is not None and len(self.spool))): waits.append(self._next_try - now)
                 if self._q and not self._pending: waits.append(self._q[0][3] + self.batch_max_sec - now)
                 if self._stopping: waits.append(self._stop_deadline - now)
                 self._cond.wait(max(0.005, min(waits)))
@@ -329,7 +385,7 @@ def stop(self:Writer, timeout:float|None=None # seconds for the final flush; def
     if self._qn + self._pn and (self._thread is None or not self._thread.is_alive()): self.start()
     self._stop_deadline = time.monotonic() + timeout
     with self._cond: self._stopping = True; self._cond.notify_all()
-    if self._thread is not None: self._thread.join(timeout + 60)
+    if self._thread is not None: self._thread.join(timeout + 5)   # the thread never waits on the store longer than stall_sec
     if self.spool is not None and not (self._thread and self._thread.is_alive()): self.spool.close()
     return self.stats
 

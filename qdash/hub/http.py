@@ -4,7 +4,7 @@
 
 # %% ../../nbs/hub/00_http.ipynb #5c368a25
 from __future__ import annotations
-import asyncio, logging, math, time
+import asyncio, logging, math, threading, time
 from datetime import datetime
 import orjson, pandas as pd
 from sanic import Blueprint
@@ -17,7 +17,7 @@ log = logging.getLogger("qdash.hub.http")
 
 # %% auto #0
 __all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error',
-           'doc', 'Routes', 'json_object', 'part', 'cached', 'per_version']
+           'doc', 'Routes', 'json_object', 'part', 'off_loop', 'cached', 'per_version']
 
 # %% ../../nbs/hub/00_http.ipynb #4b73b205
 class Unauthorized(QdashError):
@@ -182,15 +182,37 @@ def part(request, name:str, # attribute of the hub's `Services`: store, runner, 
     if got is None: raise Unavailable(f"the {what} is not running")
     return got
 
+async def off_loop(app, fn, *args, timeout:float|None=None, # seconds; default [server] store_wait
+                   **kw):
+    "`fn(*args, **kw)` on a daemon thread of its own, waited for at most `timeout`; `Unavailable` (503) after that."
+    loop, fut = asyncio.get_running_loop(), None
+    fut = loop.create_future()
+    def done(res, err):
+        if not fut.done(): fut.set_exception(err) if err is not None else fut.set_result(res)
+    def run():
+        try: res, err = fn(*args, **kw), None
+        except BaseException as e: res, err = None, e
+        try: loop.call_soon_threadsafe(done, res, err)
+        except RuntimeError: pass          # the loop closed meanwhile
+    threading.Thread(target=run, name="qdash-request", daemon=True).start()
+    timeout = app.ctx.settings.server.store_wait if timeout is None else timeout
+    try: return await asyncio.wait_for(asyncio.shield(fut), timeout)
+    except asyncio.TimeoutError:
+        raise Unavailable(f"the store did not answer within {timeout:g}s ([server] store_wait); try again later") from None
+
 async def cached(app, name:str, build) -> bytes:
-    "`build(app)` serialized, rebuilt at most once per update interval however many clients ask."
+    "`build(app)` serialized, rebuilt at most once per update interval however many clients ask; the last build while a rebuild waits."
     c = app.ctx
     entry = c.cache.get(name)
     if entry is None or time.monotonic() - entry[1] > c.settings.server.update_interval:
-        async with c.cache_locks.setdefault(name, asyncio.Lock()):
+        lock = c.cache_locks.setdefault(name, asyncio.Lock())
+        if lock.locked() and entry is not None: return entry[0]    # someone is rebuilding: the last answer now
+        async with lock:
             entry = c.cache.get(name)
             if entry is None or time.monotonic() - entry[1] > c.settings.server.update_interval:
-                entry = c.cache[name] = (dumps(await asyncio.to_thread(build, app)), time.monotonic())
+                try: entry = c.cache[name] = (dumps(await off_loop(app, build, app)), time.monotonic())
+                except Unavailable:
+                    if entry is None: raise
     return entry[0]
 
 def per_version(app, name:str, version, build) -> bytes:

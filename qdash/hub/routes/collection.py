@@ -8,7 +8,7 @@ import asyncio
 import orjson
 from ...config import safe_dict
 from ...collect.feed import parse_feed, BadFeed
-from ..http import Routes, doc, reply, part, _schema, ARR
+from ..http import Routes, off_loop, doc, reply, part, _schema, ARR
 route = Routes()
 
 # %% auto #0
@@ -69,6 +69,6 @@ def _feed_body(request):
      body=FEED_BODY, errors=(413, 422, 503))
 async def feed_data(request):
     services = part(request, "collection", "collection") and request.app.ctx.services
-    batch = await asyncio.to_thread(lambda: parse_feed(_feed_body(request), services.store.field_kinds))
-    out = await asyncio.to_thread(services.feed, batch)
+    batch = await off_loop(request.app, lambda: parse_feed(_feed_body(request), services.store.field_kinds))
+    out = await off_loop(request.app, services.feed, batch, timeout=15.0)   # feed waits up to 5 s for the writer itself
     return reply({**out, "measurements": sorted({m for m, _ in batch})})

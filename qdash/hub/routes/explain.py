@@ -4,9 +4,8 @@
 
 # %% ../../../nbs/hub/routes/04_explain.ipynb #c002
 from __future__ import annotations
-import asyncio
 from urllib.parse import unquote
-from ..http import Routes, doc, reply, part, _schema, OBJ, ARR
+from ..http import Routes, off_loop, doc, reply, part, _schema, OBJ, ARR
 route = Routes()
 
 # %% auto #0
@@ -24,4 +23,4 @@ EXPLAIN = _schema({"server_name": {"type": "string"}, "prediction": OBJ,
 async def explain(request, server_name:str):
     ex = part(request, "explanations", "forecaster")
     name = unquote(server_name)   # names are any text: clients percent-encode them
-    return reply(await asyncio.to_thread(ex.explain, name))
+    return reply(await off_loop(request.app, ex.explain, name, timeout=120.0))   # an explanation computes for seconds

@@ -4,12 +4,11 @@
 
 # %% ../../../nbs/hub/routes/06_history.ipynb #da2d0a05
 from __future__ import annotations
-import asyncio
 from urllib.parse import unquote
 import pandas as pd
 from sanic_ext import openapi
 from ...history import TIME_RANGES, time_window, summary, alert_history, server_history, export_alerts, export_environment
-from ..http import Routes, doc, reply, part, OBJ, ARR, ERROR, _schema, _opt, _known_args
+from ..http import Routes, off_loop, doc, reply, part, OBJ, ARR, ERROR, _schema, _opt, _known_args
 route = Routes()
 
 # %% auto #0
@@ -33,14 +32,14 @@ def _args(request, *extra) -> dict:
               "incidents_prevented": {"type": "integer"}}), params=[TR], errors=(422,))
 async def historical_summary(request):
     a = _args(request)
-    return reply(await asyncio.to_thread(summary, part(request, "store", "store"), a["time_range"], request.app.ctx.settings))
+    return reply(await off_loop(request.app, summary, part(request, "store", "store"), a["time_range"], request.app.ctx.settings))
 
 @route("watch", "GET", "/historical/alerts")
 @doc("Alerts open at some time in a range, newest first (seed 004)", "history",
      _schema({"success": {"type": "boolean"}, "count": {"type": "integer"}, "alerts": ARR}), params=[TR, SRV], errors=(422,))
 async def historical_alerts(request):
     a = _args(request, "server_name")
-    return reply(await asyncio.to_thread(alert_history, part(request, "store", "store"), a["time_range"], a["server_name"]))
+    return reply(await off_loop(request.app, alert_history, part(request, "store", "store"), a["time_range"], a["server_name"]))
 
 @route("watch", "GET", "/historical/server/<server_name:path>")
 @doc("One server's bucketed telemetry, its min/mean/max and its alerts over a range (seed 004)", "history",
@@ -48,7 +47,7 @@ async def historical_alerts(request):
               "metrics": OBJ, "stats": OBJ, "alerts": ARR}), params=[TR], errors=(404, 422))
 async def historical_server(request, server_name:str):
     a = _args(request)
-    return reply(await asyncio.to_thread(server_history, part(request, "store", "store"), unquote(server_name), a["time_range"]))
+    return reply(await off_loop(request.app, server_history, part(request, "store", "store"), unquote(server_name), a["time_range"]))
 
 # %% ../../../nbs/hub/routes/06_history.ipynb #c014
 CSV_OK = {"text/csv": {"type": "string"}}
@@ -67,12 +66,12 @@ def csv_doc(summary:str, params=()):
 async def stream_csv(request, chunks, # a generator of CSV text (qdash.history exports)
                      what:str, time_range:str):
     "Send `chunks` as a CSV attachment, reading each next chunk in a thread only once the last is sent."
-    first = await asyncio.to_thread(next, chunks)          # parameter errors surface here, before the response starts
+    first = await off_loop(request.app, next, chunks)          # parameter errors surface here, before the response starts
     name = f"qdash-{what}-{time_range}-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%SZ}.csv"
     resp = await request.respond(content_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
     await resp.send(first)
-    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+    while (chunk := await off_loop(request.app, next, chunks, None)) is not None:
         await resp.send(chunk)
     await resp.eof()
 

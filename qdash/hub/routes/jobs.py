@@ -8,7 +8,7 @@ import asyncio
 from urllib.parse import unquote
 from ...config import ValidationError, Unavailable
 from ...jobs import JOB_TYPES, STATUSES, TASKS, metric_history
-from ..http import Routes, doc, reply, records, json_object, part, OBJ, ARR, _schema, _opt, _known_args, _limit
+from ..http import Routes, off_loop, doc, reply, records, json_object, part, OBJ, ARR, _schema, _opt, _known_args, _limit
 route = Routes()
 
 # %% auto #0
@@ -69,7 +69,7 @@ async def start_calibration(request):
 async def calibration_history(request):
     _known_args(request, ("limit",))
     limit = _opt(request, "limit", _limit, 1000)
-    return reply(await asyncio.to_thread(metric_history, part(request, "store", "store"), "calibration", limit))
+    return reply(await off_loop(request.app, metric_history, part(request, "store", "store"), "calibration", limit))
 
 # %% ../../../nbs/hub/routes/01_jobs.ipynb #c012
 TASK_BODY = {"application/json": _schema({"task": {"type": "string", "enum": sorted(TASKS)}, "params": OBJ,
@@ -129,7 +129,7 @@ async def workers_metrics(request, worker_id:str):
     _known_args(request, ("limit",))
     limit = _opt(request, "limit", _limit, 1000)
     await _call(request, "worker", worker_id)
-    df = await asyncio.to_thread(part(request, "store", "store").query, "worker", where={"worker": worker_id})
+    df = await off_loop(request.app, part(request, "store", "store").query, "worker", where={"worker": worker_id})
     return reply(records(df.tail(limit)))
 
 @route("workers", "GET", "/api/workers/<worker_id:path>/tasks")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from ...config import ValidationError
 from ...jobs import Conflict, FINISHED
-from ..http import Routes, doc, reply, json_object, part, per_version, _schema, _opt, _known_args, _flag, OBJ, ARR
+from ..http import Routes, off_loop, doc, reply, json_object, part, per_version, _schema, _opt, _known_args, _flag, OBJ, ARR
 route = Routes()
 
 # %% auto #0
@@ -22,7 +22,7 @@ def _forecasting(request): return part(request, "forecasting", "forecaster")
      _schema({"predictions": OBJ, "summary": OBJ, "alerts": ARR, "timestamp": {"type": "string"}}), errors=(503,))
 async def predictions_current(request):
     f = _forecasting(request)
-    if f.payload is None: await asyncio.to_thread(f.run_cycle)
+    if f.payload is None: await off_loop(request.app, f.run_cycle, timeout=120.0)   # a first cycle: the model, the store
     return reply(await asyncio.to_thread(per_version, request.app, "predictions", f.cycle, lambda: f.payload))
 
 @route("predict", "GET", "/alerts/active", limit="alerts_active")

@@ -4,7 +4,6 @@
 
 # %% ../../../nbs/hub/routes/00_status.ipynb #cc48aaf5
 from __future__ import annotations
-import asyncio
 from datetime import datetime, timezone
 from ... import __version__
 from ...jobs import calibration_status
@@ -23,15 +22,19 @@ def _parts(c) -> dict:
                                    "executor": False, "model": False}
     return c.services.health()
 
-HEALTH = _schema({"status": {"type": "string"}, "service": {"type": "string"}, "running": {"type": "boolean"}})
+HEALTH = _schema({"status": {"type": "string"}, "service": {"type": "string"}, "running": {"type": "boolean"},
+                  "checks": OBJ, "sources": OBJ})
 
 @route("status", "GET", "/health", public=True)
-@doc("Is the hub up? (seeds 003, 004)", "status", HEALTH, public=True)
+@doc("Is the hub up? (seeds 003, 004): healthy, degraded or unhealthy; each part in checks, each source's up in sources",
+     "status", HEALTH, public=True)
 async def health(request):
     c = request.app.ctx
-    h, _ = hub_health(await asyncio.to_thread(_parts, c))
+    parts = _parts(c)                      # state only: answered on the loop, never waits on the store
+    h, _ = hub_health(parts)
     col = c.services.collection if c.services is not None else None
-    return reply({"status": h, "service": "qdash", "running": bool(col and col.running), "version": __version__})
+    return reply({"status": h, "service": "qdash", "running": bool(col and col.running), "version": __version__,
+                  "checks": parts, "sources": c.services.sources() if c.services is not None else {}})
 
 @route("status", "GET", "/api/health", public=True)
 @doc("Is the hub up? (seed 000)", "status", HEALTH, public=True)
@@ -55,7 +58,7 @@ async def daemon_status(request):
     if c.services is None:
         return reply({"model_loaded": False, "model_path": None, "rolling_window_size": c.settings.model.encoder_length,
                       "servers_tracked": 0, "last_prediction": None, "uptime_seconds": 0.0, "collecting": False})
-    return reply(await cached(request.app, "daemon_status", lambda app: app.ctx.services.status()))
+    return reply(c.services.status())     # state only: never waits on the store
 
 @route("status", "GET", "/api/status")
 @doc("System status (seed 000)", "status", _schema({"backend_health": OBJ, "last_update": {"type": "string", "nullable": True}}))

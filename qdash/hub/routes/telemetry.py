@@ -8,7 +8,7 @@ import asyncio
 from urllib.parse import unquote
 from sanic.exceptions import WebsocketClosed
 from ...config import NotFound, ValidationError
-from ..http import Routes, doc, reply, records, part, _opt, _known_args, _limit, ARR
+from ..http import Routes, off_loop, doc, reply, records, part, _opt, _known_args, _limit, ARR
 from ..live import pump
 route = Routes()
 
@@ -30,20 +30,20 @@ def latest_by(store, by:str="server") -> dict:
 @route("tele", "GET", "/telemetry")
 @doc("Newest telemetry of every server (seed 003)", "telemetry", errors=(503,))
 async def telemetry(request):
-    return reply(await asyncio.to_thread(latest_by, part(request, "store", "store")))
+    return reply(await off_loop(request.app, latest_by, part(request, "store", "store")))
 
 @route("tele", "GET", "/telemetry/<server_id:path>")
 @doc("Newest telemetry of one server (seed 003)", "telemetry", errors=(404, 503))
 async def telemetry_one(request, server_id:str):
     server_id = unquote(server_id)   # ids may hold any character, "/" included, sent percent-encoded
-    got = (await asyncio.to_thread(latest_by, part(request, "store", "store"))).get(server_id)
+    got = (await off_loop(request.app, latest_by, part(request, "store", "store"))).get(server_id)
     if got is None: raise NotFound(f"no telemetry from a server named {server_id!r}", field="server_id")
     return reply(got)
 
 @route("tele", "GET", "/workers")
 @doc("Workers and their newest telemetry (seed 003)", "telemetry", ARR, errors=(503,))
 async def workers(request):
-    got = await asyncio.to_thread(latest_by, part(request, "store", "store"), "worker")
+    got = await off_loop(request.app, latest_by, part(request, "store", "store"), "worker")
     return reply([{"worker_id": k, **v} for k, v in got.items()])
 
 HISTORY_ARGS = ("measurement", "server", "fields", "start", "stop", "every", "limit")
@@ -61,7 +61,7 @@ async def history_metrics(request):
              start=_opt(request, "start"), stop=_opt(request, "stop"), every=_opt(request, "every"),
              limit=_opt(request, "limit", _limit, 10_000))
     server = _opt(request, "server")
-    df = await asyncio.to_thread(part(request, "store", "store").query, q["measurement"], fields=q["fields"], start=q["start"],
+    df = await off_loop(request.app, part(request, "store", "store").query, q["measurement"], fields=q["fields"], start=q["start"],
                                  stop=q["stop"], where={"server": server} if server else None, every=q["every"], limit=q["limit"])
     return reply(records(df))
 

@@ -1,0 +1,200 @@
+"""Issue #20: a hub over a real InfluxDB that pauses, stops, or is not there at start — the API keeps answering, health
+says what is down, a kill -9 loses at most a batch interval, shutdown keeps its budget, sources report `up`."""
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import requests
+
+from qdash.testing import HubProcess, InfluxServer, free_port
+
+FLEET = Path(__file__).parent / "fixtures" / "fleet.xml"
+MODELS = Path(__file__).resolve().parent.parent / "models"   # the shipped model: a hub with one is "healthy", not "degraded"
+SERVERS = 4
+
+
+def hub_env(srv, **more):
+    return {"QDASH__STORE__BACKEND": "influxdb", "QDASH__STORE__INFLUX_URL": srv.url, "QDASH__STORE__INFLUX_DATABASE": srv.database,
+            "QDASH__COLLECT__SOURCES": "simulator", "QDASH__COLLECT__SIMULATOR_SERVERS": str(SERVERS),
+            "QDASH__LIMITS__DEFAULT": "100000/minute", "QDASH__MODEL__DIR": str(MODELS), **more}
+
+
+def wait_for(cond, timeout=30.0, every=0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = cond()
+        if v: return v
+        time.sleep(every)
+    return None
+
+
+def get(hub, path, timeout=3.0, key=False):
+    return httpx.get(hub.url + path, timeout=timeout, headers={"X-API-Key": hub.api_key} if key else None)
+
+
+def live_vm_times(srv, since_ns):
+    "[(time ns, servers)] of the `vm` points in InfluxDB since `since_ns` (the live collection, not the backfilled past)."
+    r = requests.post(srv.url + "/query", data={"db": srv.database, "epoch": "ns",
+                                                "q": f'SELECT "cpu_pct", "server" FROM "vm" WHERE time >= {since_ns}'})
+    r.raise_for_status()
+    ser = r.json()["results"][0].get("series", [])
+    if not ser: return []
+    df = pd.DataFrame(ser[0]["values"], columns=ser[0]["columns"])
+    return list(df.groupby("time")["server"].nunique().sort_index().items())
+
+
+def points_since(srv, since_ns):
+    return sum(n for _, n in live_vm_times(srv, since_ns))
+
+
+@pytest.fixture
+def srv():
+    s = InfluxServer().start()
+    yield s
+    if s.running: os.kill(s.proc.pid, signal.SIGCONT)
+    s.close()
+
+
+class Pinger(threading.Thread):
+    "GET `path` every 100 ms, recording (seconds taken, status or None when it did not answer within `timeout`)."
+    def __init__(self, hub, path, timeout=3.0, key=False):
+        super().__init__(daemon=True)
+        self.hub, self.path, self.timeout, self.key, self.halt, self.got = hub, path, timeout, key, threading.Event(), []
+    def run(self):
+        with httpx.Client(timeout=self.timeout, headers={"X-API-Key": self.hub.api_key} if self.key else None) as c:
+            while not self.halt.is_set():
+                t0 = time.perf_counter()
+                try: status = c.get(self.hub.url + self.path).status_code
+                except httpx.TimeoutException: status = None
+                self.got.append((time.perf_counter() - t0, status))
+                self.halt.wait(0.1)
+    def stop(self): self.halt.set(); self.join(); return self.got
+
+
+def test_api_answers_and_health_tells_while_influxdb_is_paused(srv, tmp_path):
+    "Items 2, 11 and 14: during a SIGSTOP of influxd the public routes and the records API answer; health says the store is down."
+    with HubProcess(hub_env(srv), data_dir=tmp_path) as hub:
+        assert wait_for(lambda: get(hub, "/health").json()["status"] == "healthy")
+        pingers = [Pinger(hub, p) for p in ("/health", "/api/health", "/status")] + [Pinger(hub, "/api/jobs", key=True)]
+        os.kill(srv.proc.pid, signal.SIGSTOP)
+        t_pause = time.monotonic()
+        try:
+            for p in pingers: p.start()
+            down_after = wait_for(lambda: get(hub, "/health").json()["status"] == "unhealthy" and time.monotonic() - t_pause, 12)
+            time.sleep(max(0.0, 12 - (time.monotonic() - t_pause)))
+            body = get(hub, "/health").json()
+            st = get(hub, "/api/telemetry/status", key=True).json()
+        finally:
+            got = {p.path: p.stop() for p in pingers}
+            os.kill(srv.proc.pid, signal.SIGCONT)
+        for path, answers in got.items():
+            assert len(answers) >= 10, path
+            assert all(s == 200 for _, s in answers), (path, [a for a in answers if a[1] != 200][:5])
+        assert down_after is not None and down_after < 5, down_after          # store_up did not stay true for 10 s
+        assert body["checks"]["store"] is False and st["store_up"] is False and st["writer"]["last_error"]
+        # recovery: healthy again, and the writer's error is cleared, not left stale
+        assert wait_for(lambda: get(hub, "/health").json()["status"] == "healthy", 60)
+        st = wait_for(lambda: (s := get(hub, "/api/telemetry/status", key=True).json())["store_up"] and s["spool_points"] == 0 and s, 60)
+        assert st and st["writer"]["last_error"] is None and st["dropped"] == 0
+
+
+def test_hub_starts_collects_and_spools_with_influxdb_down(tmp_path):
+    "Item 3: nothing listens where InfluxDB should be; the hub starts, serves, reports the store down, and spools until it comes."
+    srv = InfluxServer(port=free_port())
+    t0 = time.time_ns()
+    try:
+        with HubProcess(hub_env(srv), data_dir=tmp_path) as hub:
+            assert wait_for(lambda: get(hub, "/health").json()["checks"]["store"] is False, 10)
+            st = wait_for(lambda: (s := get(hub, "/api/telemetry/status", key=True).json())["spool_points"] > 0 and s, 20)
+            assert st and st["running"] and st["store_up"] is False and st["points_collected"] > 0
+            assert get(hub, "/health").json()["status"] == "unhealthy"
+            assert get(hub, "/status").json()["servers_tracked"] == SERVERS
+            started = pd.Timestamp(st["started_at"]).value
+            time.sleep(5)                                   # five more seconds of collecting into the spool
+            srv.start()
+            assert wait_for(lambda: get(hub, "/health").json()["checks"]["store"] is True, 30)
+            assert wait_for(lambda: get(hub, "/api/telemetry/status", key=True).json()["spool_points"] == 0, 60)
+            w = get(hub, "/api/telemetry/status", key=True).json()["writer"]
+            assert w["dropped"] == 0 and w["rejected"] == 0 and w["replayed"] > 0
+            step = 300 * 10**9                               # the backfilled past is on the model's 5-minute grid; live points are not
+            times = [(t, n) for t, n in live_vm_times(srv, t0) if t % step]
+            # every cycle since the first, collected while the store was away, arrived: no holes
+            assert times[0][0] <= started + 2e9 and max((b - a) / 1e9 for (a, _), (b, _) in zip(times, times[1:])) <= 2.0
+    finally:
+        srv.close()
+
+
+def test_kill9_during_an_outage_loses_at_most_a_batch_interval(srv, tmp_path):
+    "Item 6: influxd stopped, the hub killed with SIGKILL 5 s later; a new hub replays the spool: the hole is at most ~one interval."
+    env = hub_env(srv)
+    t0 = time.time_ns()
+    hub = HubProcess(env, data_dir=tmp_path).start()
+    try:
+        assert wait_for(lambda: points_since(srv, t0) >= 3 * SERVERS)
+        srv.stop()
+        time.sleep(5)
+        hub.proc.send_signal(signal.SIGKILL); hub.proc.wait()
+        t_kill = time.time_ns()
+    finally:
+        hub.stop()
+    srv.start()
+    env["QDASH__COLLECT__SOURCES"] = ""
+    with HubProcess(env, data_dir=tmp_path) as again:
+        assert wait_for(lambda: get(again, "/api/telemetry/status", key=True).json()["spool_points"] == 0, 60)
+    times = [(t, n) for t, n in live_vm_times(srv, t0) if t % (300 * 10**9)]   # live points, not the backfilled 5-minute grid
+    assert all(n == SERVERS for _, n in times)
+    last = times[-1][0]
+    lost_s = (t_kill - last) / 1e9
+    gaps = [(b - a) / 1e9 for (a, _), (b, _) in zip(times, times[1:])]
+    assert max(gaps) <= 2.0, gaps                          # no hole in the middle of the outage
+    print(f"kill -9 {lost_s:.2f}s after the newest stored point")
+    assert lost_s <= 2.5, lost_s                           # the newest batch interval (plus one cycle) at most
+
+
+def test_shutdown_keeps_its_budget_with_influxdb_paused(srv, tmp_path):
+    "Item 13: SIGINT while influxd is paused; the hub spools what remains and exits within [server] graceful_shutdown_timeout."
+    budget = 6
+    env = hub_env(srv, QDASH__SERVER__GRACEFUL_SHUTDOWN_TIMEOUT=f"{budget}s")
+    hub = HubProcess(env, data_dir=tmp_path).start()
+    try:
+        assert wait_for(lambda: get(hub, "/health").json()["status"] == "healthy")
+        os.kill(srv.proc.pid, signal.SIGSTOP)
+        time.sleep(3)
+        t0 = time.monotonic()
+        hub.proc.send_signal(signal.SIGINT)
+        try: hub.proc.wait(60)
+        except subprocess.TimeoutExpired: pass
+        took = time.monotonic() - t0
+    finally:
+        os.kill(srv.proc.pid, signal.SIGCONT)
+        hub.stop()
+    assert took <= budget + 3, took
+    assert list((tmp_path / "spool").glob("*.parquet")), "what remained was not spooled"
+
+
+def test_a_source_that_cannot_connect_is_down_counted_and_recovers(tmp_path):
+    "Item 11: libvirt at a URI that fails: per-source up false, errors counted, health degraded; fixed: up, error cleared, healthy."
+    xml = tmp_path / "later" / "fleet.xml"
+    env = {"QDASH__COLLECT__SOURCES": "libvirt", "QDASH__COLLECT__LIBVIRT_URI": f"test://{xml}", "QDASH__COLLECT__RETRY_MAX_SEC": "1s",
+           "QDASH__MODEL__DIR": str(MODELS)}
+    with HubProcess(env, data_dir=tmp_path) as hub:
+        assert wait_for(lambda: get(hub, "/api/status", key=True).json()["backend_health"]["model"], 60)
+        st = wait_for(lambda: (s := get(hub, "/api/telemetry/status", key=True).json())["source_health"]["libvirt"]["errors"] >= 2 and s, 20)
+        assert st, get(hub, "/api/telemetry/status", key=True).json()["source_health"]
+        h = st["source_health"]["libvirt"]
+        assert h["up"] is False and h["last_error"] and st["errors"] >= 2
+        body = get(hub, "/health").json()
+        assert body["status"] == "degraded" and body["sources"] == {"libvirt": False}
+        assert get(hub, "/api/status", key=True).json()["backend_health"]["collector"] is False
+        xml.parent.mkdir(); shutil.copy(FLEET, xml)
+        assert wait_for(lambda: get(hub, "/health").json()["status"] == "healthy", 20)
+        h = get(hub, "/api/telemetry/status", key=True).json()["source_health"]["libvirt"]
+        assert h["up"] is True and h["last_error"] is None and h["errors"] >= 2
+        assert get(hub, "/health").json()["sources"] == {"libvirt": True}
