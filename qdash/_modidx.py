@@ -1194,7 +1194,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qdash.serving.Explanations.top_drivers': ('serving.html#explanations.top_drivers', 'qdash/serving.py'),
                                'qdash.serving.FleetWatch': ('serving.html#fleetwatch', 'qdash/serving.py'),
                                'qdash.serving.FleetWatch.__init__': ('serving.html#fleetwatch.__init__', 'qdash/serving.py'),
-                               'qdash.serving.FleetWatch.feed': ('serving.html#fleetwatch.feed', 'qdash/serving.py'),
                                'qdash.serving.FleetWatch.health': ('serving.html#fleetwatch.health', 'qdash/serving.py'),
                                'qdash.serving.FleetWatch.status': ('serving.html#fleetwatch.status', 'qdash/serving.py'),
                                'qdash.serving.FleetWatch.tap': ('serving.html#fleetwatch.tap', 'qdash/serving.py'),

@@ -213,11 +213,6 @@ class FleetWatch:
 
     def status(self) -> dict:
         with self.lock: return self.detector.status()
-    def feed(self, batch:list, wait:float=5.0) -> dict:
-        "Checked (measurement, frame) pairs from outside, through the writer and every listener (see `Collection.feed`)."
-        if self.collection is None: raise Unavailable("the hub's services are not running")
-        return self.collection.feed(batch, wait)
-
     def health(self) -> dict:
         with self.lock: return self.detector.health()
 
