@@ -90,7 +90,7 @@ class Writer:
                  retry_max_sec:float|None=None, # cap of the retry backoff
                  retry_base_sec:float=0.1, # first retry delay
                  spool_after:int=1, # failed attempts of a batch before it goes to the spool (1: at its first failure)
-                 stall_sec:float|None=None, # a write the store has not answered after this long goes to the spool while it waits; default the larger of 1 s and batch_max_sec
+                 stall_sec:float|None=None, # unanswered this long, a write goes to the spool while it waits; default max(1 s, batch_max_sec)
                 ):
         s = (settings or load_settings(environ={})).collect
         self.store, self.settings = store, settings
