@@ -10,11 +10,23 @@ import numpy as np, pandas as pd
 from .config import NotFound, Unavailable, ValidationError
 
 # %% auto #0
-__all__ = ['BASELINE_S', 'QUIET_S', 'NAB_PROFILES', 'NAB_PROBATION', 'NAB_DETECTORS', 'robust_scale', 'shift_z', 'first_highs',
-           'series_windows', 'series_score', 'windowed_gaussian', 'half_space_trees', 'scaled_sigmoid', 'nab_layout',
+__all__ = ['TAIL_Q', 'TAIL_Z', 'MOVE_BEFORE_S', 'MOVE_RECENT_S', 'ONSET_S', 'QUIET_S', 'NAB_PROFILES', 'NAB_PROBATION',
+           'NAB_DETECTORS', 'nan_quantile', 'robust_scale', 'noise_scale', 'move_windows', 'moves', 'move_z',
+           'first_highs', 'series_score', 'windowed_gaussian', 'half_space_trees', 'scaled_sigmoid', 'nab_layout',
            'nab_normalize', 'nab_sweep', 'load_nab', 'nab_benchmark']
 
-# %% ../nbs/07a_anomaly.ipynb #ab462200
+# %% ../nbs/07a_anomaly.ipynb #a3020752
+def nan_quantile(a:np.ndarray, # values, NaN ignored
+                 q:float, # the quantile, 0 to 1
+                 axis:int=-1) -> np.ndarray:
+    "`np.nanquantile` (linear) along `axis` through one sort (NumPy's loops in Python per row once a NaN is present)."
+    a = np.sort(np.moveaxis(np.asarray(a, dtype=float), axis, -1), axis=-1)        # NaN sort last
+    n = np.isfinite(a).sum(-1)
+    pos = q * np.maximum(n - 1, 0)
+    lo = np.floor(pos).astype(int); hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    vlo, vhi = np.take_along_axis(a, lo[..., None], -1)[..., 0], np.take_along_axis(a, hi[..., None], -1)[..., 0]
+    return np.where(n > 0, vlo + (vhi - vlo) * (pos - lo), np.nan)
+
 def robust_scale(dev:np.ndarray, # deviations from a centre, time on the last axis; NaN ignored
                  axis:int=-1, # the time axis
                 ) -> np.ndarray:
@@ -22,22 +34,70 @@ def robust_scale(dev:np.ndarray, # deviations from a centre, time on the last ax
     a = np.abs(dev)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.maximum(1.4826 * np.nanmedian(a, axis=axis), 1.2533 * np.nanmean(a, axis=axis))
+        return np.maximum(1.4826 * nan_quantile(a, 0.5, axis=axis), 1.2533 * np.nanmean(a, axis=axis))
 
-def shift_z(values, # one series
-            baseline:int=100, # samples in the trailing baseline
-           ) -> np.ndarray:
-    "Robust z of every sample against the median and `robust_scale` of the `baseline` samples before it (NaN until a quarter exist)."
+TAIL_Q, TAIL_Z = 0.98, 2.326     # a series' 98th-percentile step is 2.326σ of Gaussian noise
+
+def noise_scale(base:np.ndarray, # baseline samples, time on the last axis
+                floor:float=1e-9, # the least σ, in the series' units
+               ) -> np.ndarray:
+    "Per-sample noise σ of each series from its first differences: `robust_scale`, but no less than its 98th-percentile step implies."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        d = np.diff(np.asarray(base, dtype=float), axis=-1)
+        dc = np.abs(d - nan_quantile(d, 0.5)[..., None])
+        sig = np.maximum(robust_scale(dc), nan_quantile(dc, TAIL_Q) / TAIL_Z) / math.sqrt(2)
+        lvl = nan_quantile(base, 0.5)
+    return np.maximum(np.nan_to_num(sig, nan=np.inf), 1e-3 * np.abs(np.nan_to_num(lvl)) + floor)
+
+# %% ../nbs/07a_anomaly.ipynb #ad90e826
+MOVE_BEFORE_S, MOVE_RECENT_S, ONSET_S = 600, 60, 180   # the level before a move, the move, how far apart a cascade's onsets may be
+
+def move_windows(step_s:float, # seconds between samples
+                 window:int=100, # baseline samples: the level window is at most half of it
+                 span:int=12, # the most samples a cascade's onsets may spread over
+                ) -> tuple[int, int, int]:
+    "`(before, recent, onset)` in samples at this step: 10 min (2 to window/2), 1 min (1 to before), 3 min (2 to span)."
+    if not step_s > 0: raise ValidationError(f"step_s={step_s!r}: expected a positive number of seconds", field="step_s")
+    h = int(np.clip(round(MOVE_BEFORE_S / step_s), 2, max(2, window // 2)))
+    return h, int(np.clip(round(MOVE_RECENT_S / step_s), 1, h)), int(np.clip(round(ONSET_S / step_s), 2, span))
+
+def _med_windows(seg:np.ndarray, w:int) -> np.ndarray:
+    "Trailing medians of `w` samples (means once `w` > 8: a wide window barely feels one outlier, and a median there costs too much)."
+    if w <= 8: return np.median(np.lib.stride_tricks.sliding_window_view(seg, w, axis=-1), axis=-1)
+    c = np.nan_to_num(seg); cs = np.concatenate([np.zeros(c.shape[:-1] + (1,)), np.cumsum(c, -1)], -1)
+    return (cs[..., w:] - cs[..., :-w]) / w
+
+def moves(x:np.ndarray, # series, time on the last axis (any leading shape)
+          n:int, # how many of the latest samples to score
+          before:int, recent:int, # samples, from `move_windows`
+          sigma:np.ndarray, # `noise_scale` of each series (x's shape without time)
+         ) -> np.ndarray:
+    "z of the last `n` samples: median of the `recent` samples up to each against the level of the `before` ones preceding them, in σ."
+    need = n + recent + before - 1
+    if x.shape[-1] < need: raise ValidationError(f"x: {x.shape[-1]} samples, {need} needed to score {n}", field="x")
+    seg = x[..., x.shape[-1] - need:]
+    rec, bef = _med_windows(seg[..., before:], recent), _med_windows(seg[..., :n + before - 1], before)
+    return (rec - bef) / (np.asarray(sigma)[..., None] * math.sqrt(1.57 / recent + 1.57 / before))
+
+# %% ../nbs/07a_anomaly.ipynb #aa5880a1
+def move_z(values, # one series
+           step_s:float, # seconds between its samples
+           window:int=100, # samples whose differences give the noise
+           floor:float=1e-9, # the least σ, in the series' units
+          ) -> np.ndarray:
+    "`moves` at every sample of one series (NaN until enough history)."
+    h, m, _ = move_windows(step_s, window)
     s = pd.Series(np.asarray(values, dtype=float))
-    mp = max(3, baseline // 4)
-    med = s.rolling(baseline, min_periods=mp).median()
-    dev = (s - med).abs()
-    sd = np.maximum(1.4826 * dev.rolling(baseline, min_periods=mp).median(), 1.2533 * dev.rolling(baseline, min_periods=mp).mean())
-    base, sd = med.shift(1), sd.shift(1)
-    sd = np.maximum(sd, 1e-3 * base.abs() + 1e-9)
-    return ((s - base) / (sd * math.sqrt(1.57 + 1.57 / baseline))).to_numpy()
+    rec, bef = s.rolling(m).median(), s.rolling(h).median().shift(m)
+    d = s.diff(); mp = max(3, window // 4)
+    dc = (d - d.rolling(window, min_periods=mp).median()).abs()
+    r = dc.rolling(window, min_periods=mp)
+    sig = np.maximum(np.maximum(1.4826 * r.median(), 1.2533 * r.mean()), r.quantile(TAIL_Q) / TAIL_Z) / math.sqrt(2)
+    sig = np.maximum(sig.shift(m), 1e-3 * bef.abs() + floor)
+    return ((rec - bef) / (sig * math.sqrt(1.57 / m + 1.57 / h))).to_numpy()
 
-# %% ../nbs/07a_anomaly.ipynb #a8881017
+# %% ../nbs/07a_anomaly.ipynb #a934f20e
 def first_highs(z, # |z| or z of one series
                 quiet:int=300, # samples looked back over
                 rise:float=1.2, # how much larger than every recent |z| a sample must be
@@ -47,23 +107,16 @@ def first_highs(z, # |z| or z of one series
     prev = pd.Series(a).rolling(quiet, min_periods=1).max().shift(1).fillna(0.0).to_numpy()
     return np.where(a > rise * prev, a, 0.0)
 
-# %% ../nbs/07a_anomaly.ipynb #a3c930c2
-BASELINE_S, QUIET_S = 8 * 3600, 86400
-
-def series_windows(step_s:float, # seconds between samples
-                  ) -> tuple[int, int]:
-    "`(baseline, quiet)` in samples at this step: 8 h (100 to 2,000 samples) and a day (300 to 5,000)."
-    if not step_s > 0: raise ValidationError(f"step_s={step_s!r}: expected a positive number of seconds", field="step_s")
-    return int(np.clip(round(BASELINE_S / step_s), 100, 2000)), int(np.clip(round(QUIET_S / step_s), 300, 5000))
+QUIET_S = 86400
 
 def series_score(values, # one series
                  step_s:float, # seconds between its samples
                 ) -> np.ndarray:
-    "qdash's anomaly score of every sample, in [0, 1): robust shift z, one alarm per excursion, squashed."
-    b, q = series_windows(step_s)
-    return 1 - np.exp(-first_highs(shift_z(values, b), q) / 20)
+    "qdash's anomaly score of every sample, in [0, 1): `move_z`, one alarm per excursion, squashed."
+    z = move_z(values, step_s)
+    return 1 - np.exp(-first_highs(z, int(np.clip(round(QUIET_S / step_s), 300, 5000))) / 20)
 
-# %% ../nbs/07a_anomaly.ipynb #a3c9d2b7
+# %% ../nbs/07a_anomaly.ipynb #a38ad8a8
 _Q = np.array([0.5 * math.erfc(k / 10 / math.sqrt(2)) for k in range(71)])   # the Q-function at 0.0σ, 0.1σ, ... 7.0σ
 
 def windowed_gaussian(values, # one series
@@ -100,7 +153,7 @@ def half_space_trees(values, # one series
             out[i] = model.score_one(d); model.learn_one(d)
     return out
 
-# %% ../nbs/07a_anomaly.ipynb #a3427603
+# %% ../nbs/07a_anomaly.ipynb #a54569e6
 NAB_PROFILES = {"standard":           {"tp": 1.0, "fp": 0.11, "fn": 1.0},
                 "reward_low_FP_rate": {"tp": 1.0, "fp": 0.22, "fn": 1.0},
                 "reward_low_FN_rate": {"tp": 1.0, "fp": 0.11, "fn": 2.0}}
@@ -134,7 +187,7 @@ def nab_layout(times, # the file's timestamps, in file order
     scored = np.arange(n) >= min(math.floor(probation * n), probation * 5000)
     return {"window": win, "sigmoid": scaled_sigmoid(pos), "scored": scored, "n_windows": k + 1}
 
-# %% ../nbs/07a_anomaly.ipynb #ab200a64
+# %% ../nbs/07a_anomaly.ipynb #a3681daf
 def _check_profile(profile):
     if profile not in NAB_PROFILES:
         raise ValidationError(f"profile: {profile!r} is not a NAB profile; expected one of {', '.join(NAB_PROFILES)}", field="profile")
@@ -178,7 +231,7 @@ def nab_sweep(layouts:list[dict], # `nab_layout` of each file
             "windows": n_windows, "alarms": int(alarms[b]),
             "score_alarming": round(float(nab_normalize(raws[a], n_windows, profile)), 2) if a else None}
 
-# %% ../nbs/07a_anomaly.ipynb #a8eee79a
+# %% ../nbs/07a_anomaly.ipynb #ac2786cf
 def load_nab(nab_dir, # NAB's layout: <category>/*.csv and labels/combined_windows.json
              category:str="realKnownCause", # the folder of series
             ) -> list[dict]:
