@@ -221,11 +221,11 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     drift_patience=S(_int_range(1, 1000), "3", "drift checks in a row before retraining"),
   ),
   "fleet": dict(
-    window_size=S(_int_range(10, 100_000), "100", "samples in each series' rolling baseline for cascade z-scores"),
-    anomaly_z_score=S(_float_range(0.5, 100), "2.0", "a sample with |z| above this is anomalous"),
+    window_size=S(_int_range(10, 100_000), "100", "samples in each series' baseline, whose steps give its noise for cascade scores"),
+    anomaly_z_score=S(_float_range(0.5, 100), "5.0", "a server whose metric moves more than this many noise σ is anomalous"),
     cascade_servers=S(_int_range(2, 100_000), "3", "servers anomalous on one metric, correlated, that make a cascade"),
     correlation=S(_float_range(0, 1), "0.7", "lag-aligned correlation of recent series above which servers move together"),
-    span=S(_int_range(2, 10_000), "12", "samples within which a cascade's anomalies start (at most window_size / 2)"),
+    span=S(_int_range(2, 10_000), "12", "most samples within which a cascade's anomalies start (3 minutes at the step; at most window_size / 2)"),
   ),
   "drift": dict(
     check_every=S(DURATION, "5min", "how often the hub measures model drift (from its inference cycle)"),

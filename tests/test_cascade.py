@@ -40,6 +40,29 @@ def test_quiet_fleet_has_no_cascade():
     assert det.health()["status"] == "healthy"
 
 
+@pytest.mark.parametrize("step", [15, 300])
+def test_quiet_fleet_raises_no_cascade_over_a_day(step):
+    "A simulated day with daily rhythms, shared host load and ML jobs starting and stopping, but no incident."
+    det = CascadeDetector(BASE)
+    hist = replay(det, FleetSimulator(45, seed=5), int(pd.Timestamp("2025-03-03", tz="UTC").timestamp()), 86400 // step, step)
+    assert det.event_count == 0
+    assert np.mean([h["anomaly_rate"] for h in hist[det.capacity:]]) < 0.05
+
+
+def test_cascade_found_at_five_minute_steps():
+    "At 5-minute steps the whole host group moves within one sample: found, and every member is in the cascade."
+    sim = FleetSimulator(45, seed=11)
+    det = CascadeDetector(BASE)
+    t0 = int(pd.Timestamp("2025-03-03 06:00", tz="UTC").timestamp())
+    origin = sim.servers.server[0]
+    inc = sim.inject("cascade", server=origin, start=t0 + 150 * 300, duration="3h", lag="1min")
+    hist = replay(det, sim, t0, 160, 300)
+    assert not any(h["cascade_detected"] for h in hist[:150])
+    assert any(h["cascade_detected"] for h in hist[150:])
+    ev = det.events[0]
+    assert set(ev["affected_servers"]) <= set(inc.servers) and len(ev["affected_servers"]) >= 3
+
+
 def test_status_and_health_shapes():
     det, _, _ = cascade_run()
     st = det.status()
@@ -48,7 +71,7 @@ def test_status_and_health_shapes():
                                          "anomaly_rate", "correlation_score", "cascades"}
     assert st["tracking"] == {"servers": 20, "metrics_tracked": ["cpu_pct", "mem_pct", "iowait_pct", "load1", "swap_pct"],
                               "window_size": 100}
-    assert st["thresholds"] == {"correlation": 0.7, "cascade_servers": 3, "anomaly_z_score": 2.0}
+    assert st["thresholds"] == {"correlation": 0.7, "cascade_servers": 3, "anomaly_z_score": 5.0}
     assert set(st["recent_events"][0]) >= {"timestamp", "cascades", "correlation_score", "affected_servers"}
     h = det.health()
     assert list(h) == ["health_score", "status", "correlation_score", "anomaly_rate", "anomalous_servers",
