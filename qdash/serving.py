@@ -259,8 +259,8 @@ class Services:
         s = self.settings
         self.started_at = time.time()
         self.store = open_store(s)
-        self.runner = JobRunner(self.store, s).start()
         self.collection = Collection(s, self.store)
+        self.runner = JobRunner(self.store, s, feed=self.collection.feed).start()   # worker telemetry flows like any other
         self.fleet = FleetWatch(s, self.store)
         backfill_simulated_past(s, self.store, self.collection)
         self.forecasting = Forecasting(s, self.store)
