@@ -11,7 +11,6 @@ import pytest
 from websockets.asyncio.client import connect
 
 from qdash.client import Client, HubError
-from qdash.config import ValidationError
 from qdash.testing import HubProcess
 
 ROOT = Path(__file__).resolve().parent.parent
