@@ -427,6 +427,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'qdash.config._rebuild_error': ('config.html#_rebuild_error', 'qdash/config.py'),
                               'qdash.config._settings_file': ('config.html#_settings_file', 'qdash/config.py'),
                               'qdash.config._url': ('config.html#_url', 'qdash/config.py'),
+                              'qdash.config.deprecated_env': ('config.html#deprecated_env', 'qdash/config.py'),
+                              'qdash.config.env_name': ('config.html#env_name', 'qdash/config.py'),
                               'qdash.config.load_settings': ('config.html#load_settings', 'qdash/config.py'),
                               'qdash.config.parse_duration': ('config.html#parse_duration', 'qdash/config.py'),
                               'qdash.config.safe_dict': ('config.html#safe_dict', 'qdash/config.py'),
