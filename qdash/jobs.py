@@ -461,6 +461,8 @@ def cancel(self:JobRunner, job_id:str) -> dict:
     job = self.get(job_id)
     if job["status"] in FINISHED:
         raise Conflict(f"job {job_id} is already {job['status']}; only pending or running jobs can be cancelled", field="id")
+    if job.get("origin", "hub") != "hub":
+        raise Conflict(f"job {job_id} is run by another system (origin {job['origin']}); only that system can stop it", field="id")
     if self.provider == "dask":
         from distributed import Event
         Event(f"{self.channel.name}-stop-{job_id}", client=self.client).set()

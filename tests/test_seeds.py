@@ -134,6 +134,9 @@ def test_host_jobs_listed_beside_the_runners(client):
     assert (ext["origin"], ext["vm_name"], ext["started_at"]) == ("external", "prod-web-01", "2025-01-15T10:30:00.000Z")
     ids = [j["id"] for j in client.jobs()]
     assert "job-12345" in ids and own["id"] in ids
+    with pytest.raises(HubError) as e:
+        client.cancel_task("job-12345")                # the hub does not run it, so it cannot stop it
+    assert e.value.status_code == 409 and "another system" in e.value.detail
     client.add_job({"id": "job-12345", "name": "export-vm-prod-01", "status": "completed", "progress": 100, "provider": "aws"})
     j = client.job("job-12345")
     assert (j["status"], j["progress"], j["vm_name"], j["started_at"]) == ("completed", 100.0, "prod-web-01", "2025-01-15T10:30:00.000Z")
