@@ -12,11 +12,11 @@ from .config import QdashError, ValidationError
 # %% auto #0
 __all__ = ['CDT', 'I2', 'X', 'Y', 'Z', 'H', 'CNOT', 'CZ_DIAG', 'H2_BOND_ANGSTROM', 'H2_NUCLEAR_REPULSION', 'H2_ONE_BODY',
            'H2_TWO_BODY', 'H2_FCI_ENERGY', 'CHEMICAL_ACCURACY', 'BOHR_ANGSTROM', 'VQE_ANSATZE', 'OPTIMIZERS', 'GRAPHS',
-           'ALGORITHMS', 'MODES', 'SETTINGS', 'RUN_KEYS', 'zero_state', 'basis_state', 'apply', 'apply_diag',
+           'ALGORITHMS', 'MODES', 'SETTINGS', 'RUN_KEYS', 'SCORES', 'zero_state', 'basis_state', 'apply', 'apply_diag',
            'probabilities', 'rx', 'ry', 'rz_diag', 'rzz_diag', 'single_excitation', 'double_excitation', 'PauliSum',
            'two_body_tensor', 'h2_integrals', 'pauli_decompose', 'molecular_hamiltonian', 'h2_hamiltonian',
            'vqe_n_params', 'vqe_state', 'Problem', 'vqe_problem', 'minimize', 'cut_sizes', 'qaoa_state', 'qaoa_problem',
-           'check_calibration', 'CalibrationCancelled', 'run_calibration', 'check_run_params']
+           'check_calibration', 'CalibrationCancelled', 'run_calibration', 'check_run_params', 'check_point']
 
 # %% ../nbs/04_calibrate.ipynb #c005
 CDT = torch.complex128
@@ -557,3 +557,19 @@ def check_run_params(body:dict|None) -> dict:
     if seed is not None and (type(seed) is not int or seed < 0):
         raise ValidationError(f"seed={seed!r}: expected a non-negative integer or null", field="seed")
     return {"algorithm": algorithm, "mode": mode, "params": params, "trials": trials, "seed": seed}
+
+# %% ../nbs/04_calibrate.ipynb #c063
+SCORES = {"psi": "ψ, quality", "rho": "ρ, stability", "omega": "ω, efficiency"}
+
+def check_point(psi:float, rho:float, omega:float, # the three scores, each in [0, 1]
+                algorithm:str, # "VQE" or "QAOA" (any case)
+                mode:str|None=None, # "Explore" or "Exploit" (any case), or None when not known
+               ) -> dict:
+    "A calibration point another system measured, checked and made canonical; `ValidationError` names the bad field."
+    out = {"algorithm": _canon(algorithm, ALGORITHMS, "algorithm")}
+    if mode is not None: out["mode"] = _canon(mode, MODES, "mode")
+    for k, v in (("psi", psi), ("rho", rho), ("omega", omega)):
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1):
+            raise ValidationError(f"{k}={v!r}: expected a number from 0 to 1 ({SCORES[k]})", field=k)
+        out[k] = float(v)
+    return out

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, importlib, importlib.util, json, subprocess, sys
 from . import __version__
-from .config import QdashError, ValidationError, load_settings, safe_dict, settings_template
+from .config import QdashError, ValidationError, load_settings, safe_dict, settings_template, deprecated_env
 
 # %% auto #0
 __all__ = ['cmd_version', 'cmd_config', 'cmd_bench', 'cmd_serve', 'cmd_collect', 'cmd_dashboard', 'cmd_up', 'cmd_train',
@@ -36,7 +36,8 @@ def cmd_config(args, settings):
         for k, v in keys.items():
             val = v["value"]
             text = "" if val is None else ", ".join(map(str, val)) if isinstance(val, list) else str(val)
-            print(f"{k.ljust(width)} = {text:<28} # {v['source']}")
+            note = deprecated_env(v["source"])
+            print(f"{k.ljust(width)} = {text:<28} # {v['source']}" + (f" ({note})" if note else ""))
         print()
 
 # %% ../nbs/13_cli.ipynb #c010

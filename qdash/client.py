@@ -68,6 +68,10 @@ class Client:
         r = self.http.post(path, content=body, headers={"Content-Type": content_type},
                            params={k: v for k, v in params.items() if v is not None})
         _raise_for(r); return r.json()
+    def put(self, path:str, json=None):
+        "PUT JSON to `path`; the decoded JSON answer."
+        r = self.http.put(path, content=orjson.dumps(json), headers={"Content-Type": "application/json"})
+        _raise_for(r); return r.json()
     def delete(self, path:str):
         "DELETE `path`; the decoded JSON answer."
         r = self.http.delete(path)
@@ -81,6 +85,10 @@ def _frame(recs:list[dict]) -> pd.DataFrame:
 
 @patch
 def health(self:Client) -> dict: return self.get("/health")
+@patch
+def api_health(self:Client) -> dict:
+    "Seed 000's health: `status` is `ok` when the hub is healthy, else its health word."
+    return self.get("/api/health")
 @patch
 def status(self:Client) -> dict: return self.get("/status")
 @patch
@@ -234,6 +242,33 @@ def _q(s:str) -> str:
 def _when(t):
     "A time for a query: datetimes as ISO 8601 UTC, text (\"-1h\") as given."
     return iso(t) if hasattr(t, "isoformat") else t
+
+# %% ../nbs/11_client.ipynb #c012b
+@patch
+def add_job(self:Client, job:dict, # seed 001's job: name, status, progress, provider, vm_name, start_time, ...
+            job_id:str|None=None) -> dict: # default: `job["id"]`
+    "Add or update another system's job; the job as `/api/jobs` lists it (`origin` `external`)."
+    jid = job_id or job.get("id")
+    if not jid: raise ValidationError("add_job: give the job's id, as job['id'] or job_id", field="id")
+    return self.put(f"/api/jobs/{_q(jid)}", job)
+@patch
+def update_job_metrics(self:Client, active:int, completed:int, failed:int, pending:int, queue_length:int) -> dict:
+    "Replace the host's job counters (they add to the hub runner's in `metrics()`)."
+    return self.put("/api/metrics/jobs", {"jobs_active": active, "jobs_completed": completed, "jobs_failed": failed,
+                                          "jobs_pending": pending, "queue_length": queue_length})
+@patch
+def add_alert(self:Client, level:str, # info, warning or critical (or the API's degraded, healthy); info is kept as healthy
+              message:str, source:str|None=None) -> dict:
+    return self.post("/api/metrics/alerts", {"level": level, "message": message, **({"source": source} if source else {})})
+@patch
+def set_system_health(self:Client, health:str) -> dict: # healthy, degraded or unhealthy
+    return self.put("/api/metrics/health", {"system_health": health})
+@patch
+def report_calibration(self:Client, psi:float, rho:float, omega:float, algorithm:str="VQE",
+                       mode:str|None=None, job_id:str|None=None, status:str|None=None) -> dict:
+    "Record a calibration point measured elsewhere (and, with `job_id`, that job's result); `{timestamp, job_id, ...}`."
+    extra = {k: v for k, v in (("mode", mode), ("job_id", job_id), ("status", status)) if v is not None}
+    return self.post("/api/calibration/telemetry", {"psi": psi, "rho": rho, "omega": omega, "algorithm": algorithm, **extra})
 
 # %% ../nbs/11_client.ipynb #c016
 @patch

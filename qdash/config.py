@@ -11,9 +11,10 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 # %% auto #0
-__all__ = ['INT', 'BOOL', 'STR', 'PORT', 'DURATION', 'RATE', 'THRESHOLDS', 'S', 'SCHEMA', 'ENV_PREFIX', 'MASK', 'QdashError',
-           'ConfigError', 'ValidationError', 'NotFound', 'Unavailable', 'Kind', 'parse_duration', 'Setting', 'Section',
-           'Settings', 'load_settings', 'safe_dict', 'updated', 'settings_template', 'shared_data']
+__all__ = ['INT', 'BOOL', 'STR', 'PORT', 'DURATION', 'RATE', 'THRESHOLDS', 'S', 'SCHEMA', 'ENV_PREFIX', 'SEED_ENV', 'MASK',
+           'QdashError', 'ConfigError', 'ValidationError', 'NotFound', 'Unavailable', 'Kind', 'parse_duration',
+           'Setting', 'env_name', 'deprecated_env', 'Section', 'Settings', 'load_settings', 'safe_dict', 'updated',
+           'settings_template', 'shared_data']
 
 # %% ../nbs/00_config.ipynb #c005
 class QdashError(Exception):
@@ -300,9 +301,23 @@ def _read_file(p:Path) -> dict[tuple[str, str], str]:
             out[(sec, key)] = raw
     return out
 
+SEED_ENV = {   # the seeds' own variables (seed 002's collector, seed 004's daemon): deprecated aliases, weakest of the environment
+    "LIBVIRT_URI": ("collect", "libvirt_uri"), "POLL_INTERVAL": ("collect", "interval"),
+    "BATCH_MAX_LINES": ("collect", "batch_max_lines"), "BATCH_MAX_SEC": ("collect", "batch_max_sec"),
+    "DEVICE_CACHE_TTL": ("collect", "device_cache_ttl"), "INFLUX_URL": ("store", "influx_url"),
+    "INFLUX_DB": ("store", "influx_database"), "INFLUX_TOKEN": ("store", "influx_token"), "TACHYON_API_KEY": ("auth", "api_key")}
+
+def env_name(sec:str, key:str) -> str: return f"{ENV_PREFIX}{sec.upper()}__{key.upper()}"
+
+def deprecated_env(source:str) -> str|None:
+    "For a value from one of the seeds' variables (`env:LIBVIRT_URI`), the note saying what to set instead; else None."
+    var = source.removeprefix("env:") if source.startswith("env:") else None
+    if var not in SEED_ENV: return None
+    return f"{var} is deprecated: set {env_name(*SEED_ENV[var])}"
+
 def _read_env(environ) -> dict[tuple[str, str], tuple[str, str]]:
-    "Raw `(section, key) -> (text, variable)` from `QDASH__SECTION__KEY` variables and secret aliases."
-    out = {}
+    "Raw `(section, key) -> (text, variable)` from the seeds' variables, secret aliases and `QDASH__SECTION__KEY` variables."
+    out = {k: (environ[var], var) for var, k in SEED_ENV.items() if var in environ}
     for sec, keys in SCHEMA.items():
         for key, st in keys.items():
             if st.env_alias and st.env_alias in environ: out[(sec, key)] = (environ[st.env_alias], st.env_alias)
@@ -412,13 +427,15 @@ def settings_template() -> str:
     "The text of a settings file listing every non-secret key at its default, with its meaning."
     lines = ["# qdash settings: every key at its default. Override any key with QDASH__SECTION__KEY.",
              "# Secrets are never read from this file: see `qdash config` for where they come from.", ""]
+    seed = {k: var for var, k in SEED_ENV.items()}
     for sec, keys in SCHEMA.items():
         lines.append(f"[{sec}]")
         for key, st in keys.items():
+            old = f" (also {seed[(sec, key)]}, deprecated)" if (sec, key) in seed else ""
             if st.secret:
-                lines.append(f"# {key}: secret, from {ENV_PREFIX}{sec.upper()}__{key.upper()}" + (f" or {st.env_alias}" if st.env_alias else ""))
+                lines.append(f"# {key}: secret, from {ENV_PREFIX}{sec.upper()}__{key.upper()}" + (f" or {st.env_alias}" if st.env_alias else "") + old)
                 continue
-            lines += [f"# {st.help}", f"{key} = {st.default}"]
+            lines += [f"# {st.help}{old}", f"{key} = {st.default}"]
         lines.append("")
     return "\n".join(lines)
 

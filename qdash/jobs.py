@@ -15,7 +15,7 @@ from .timeutil import iso_ms
 # %% auto #0
 __all__ = ['JOB_TYPES', 'STATUSES', 'FINISHED', 'TASKS', 'Conflict', 'TooBusy', 'Job', 'Task', 'register_task', 'resolve',
            'check_task', 'worker_benchmark', 'MPChannel', 'DaskChannel', 'worker_id', 'execute_job', 'run_job',
-           'JobRunner', 'metric_history', 'calibration_status']
+           'warm_worker', 'JobRunner', 'write_metrics', 'metric_history', 'calibration_status']
 
 # %% ../nbs/03_jobs.ipynb #c005
 class Conflict(QdashError):
@@ -53,6 +53,8 @@ class Job:
     completed_at: str|None = None
     metrics: dict = field(default_factory=dict)
     error: str|None = None
+    vm_name: str|None = None
+    origin: str = "hub"
 
     @property
     def finished(self) -> bool: return self.status in FINISHED
@@ -197,6 +199,11 @@ def run_job(job_id:str, target, params:dict, channel) -> dict:
     channel.put({"job": job_id, "type": "finished", "outcome": out})
     return out
 
+def warm_worker(pause:float=0.2) -> int: # seconds to stay busy, so that every process of the pool gets started
+    "A pool process's first call: import this module there, hold the process briefly; its pid."
+    time.sleep(pause)
+    return os.getpid()
+
 # %% ../nbs/03_jobs.ipynb #c026
 def _lib(name:str):
     "`qdash.jobs.<name>`: the importable copy of something this module defines."
@@ -207,8 +214,9 @@ class JobRunner:
     "Submit, track, cancel and persist jobs on a local process pool or a Dask cluster."
     def __init__(self, store, # a qdash store: jobs are its records
                  settings:Settings|None=None, # [jobs] workers, dask_scheduler, max_pending, heartbeat, log_lines
+                 feed:Callable[[list], object]|None=None, # where worker telemetry goes, as feed([(measurement, frame)]); None: the store
                 ):
-        self.store, self.settings = store, settings or load_settings()
+        self.store, self.settings, self.feed = store, settings or load_settings(), feed
         self.provider = "dask" if self.settings.jobs.dask_scheduler else "local"
         self.executor = self.channel = None
         self._jobs: dict[str, Job] = {}
@@ -242,6 +250,7 @@ def start(self:JobRunner):
     for st in ("pending", "running"):
         for d in self.store.list_records("job", where={"status": st}):
             job = Job.from_dict(d)
+            if job.origin != "hub": continue
             job.status, job.completed_at = "interrupted", iso_ms()
             job.error = job.error or "the hub stopped while this job was " + st
             self.store.put_record("job", job.id, job.to_dict())
@@ -259,6 +268,7 @@ def start(self:JobRunner):
         self._manager = ctx.Manager()
         self.channel = _lib("MPChannel")(self._manager.Queue(), self._manager.dict())
         self.executor = cf.ProcessPoolExecutor(self.settings.jobs.workers, mp_context=ctx)
+        for _ in range(self.settings.jobs.workers): self.executor.submit(_lib("warm_worker"))   # every process starts now
         import queue as queue_mod
         def get(timeout):
             try: return self.channel.queue.get(timeout=timeout)
@@ -352,6 +362,19 @@ def _done(self:JobRunner, jid:str, fut:cf.Future):
     t = threading.Timer(5.0, self._finish, args=(jid, out)); t.daemon = True; t.start()
 
 # %% ../nbs/03_jobs.ipynb #c038
+def write_metrics(store, job_type:str, # the series: a job type such as "calibration"
+                  task:str, metrics:dict, time, # the result's metrics and when it was reached
+                  job:str|None=None, worker:str|None=None, # tags of the point (None: left out)
+                 ) -> bool:
+    "A job result as one point of the `job_type` series: finite numbers as fields, short text as tags; whether one was written."
+    nums = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+    labels = {k: v for k, v in metrics.items() if isinstance(v, str) and 0 < len(v) <= 64 and v.isprintable()
+              and k not in ("task", "job", "worker", "time")}
+    if not nums: return False
+    ids = {k: v for k, v in (("task", task), ("job", job), ("worker", worker)) if v is not None}
+    store.write(job_type, pd.DataFrame([{"time": pd.Timestamp(time), **ids, **labels, **nums}]), tags=[*ids, *labels])
+    return True
+
 @patch
 def _finish(self:JobRunner, jid:str, out:dict):
     "Record a job's outcome `{status, metrics, error, worker}` (once; later copies are ignored)."
@@ -367,12 +390,8 @@ def _finish(self:JobRunner, jid:str, out:dict):
         job.error = out.get("error")
         if job.status == "completed": job.progress = 100.0
     # persist first, then publish: whoever sees the job finished can read everything it wrote
-    nums = {k: float(v) for k, v in job.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
-    labels = {k: v for k, v in job.metrics.items() if isinstance(v, str) and 0 < len(v) <= 64 and v.isprintable()
-              and k not in ("task", "job", "worker", "time")}
-    if job.status == "completed" and nums:
-        row = {"time": pd.Timestamp(job.completed_at), "task": job.task, "job": jid, "worker": job.worker or "", **labels, **nums}
-        try: self.store.write(job.job_type, pd.DataFrame([row]), tags=["task", "job", "worker", *labels])
+    if job.status == "completed":
+        try: write_metrics(self.store, job.job_type, job.task, job.metrics, job.completed_at, jid, job.worker or "")
         except QdashError as e: self._logs.setdefault(jid, []).append(f"metrics not written as telemetry: {e}")
     self.store.put_record("job", jid, job.to_dict())
     self.store.put_record("job_log", jid, {"job": jid, "lines": list(self._logs.get(jid, []))})
@@ -442,6 +461,8 @@ def cancel(self:JobRunner, job_id:str) -> dict:
     job = self.get(job_id)
     if job["status"] in FINISHED:
         raise Conflict(f"job {job_id} is already {job['status']}; only pending or running jobs can be cancelled", field="id")
+    if job.get("origin", "hub") != "hub":
+        raise Conflict(f"job {job_id} is run by another system (origin {job['origin']}); only that system can stop it", field="id")
     if self.provider == "dask":
         from distributed import Event
         Event(f"{self.channel.name}-stop-{job_id}", client=self.client).set()
@@ -489,8 +510,10 @@ def _heartbeat(self:JobRunner):
         df = pd.DataFrame([{"time": pd.Timestamp.now(tz="UTC"), "worker": w["id"], "host": socket.gethostname(),
                             "cpu_pct": float(w["cpu_pct"]), "mem_mb": float(w["mem_mb"]), "running": int(w["running"]),
                             "finished": int(w["finished"]), "busy": int(w["status"] == "busy")} for w in ws])
-        try: self.store.write("worker", df, tags=["worker", "host"])
-        except QdashError: pass
+        try:
+            if self.feed is not None: self.feed([("worker", df)])
+            else: self.store.write("worker", df, tags=["worker", "host"])
+        except Exception: pass   # a store or writer that is down must not stop the sampling
 
 @patch
 def workers(self:JobRunner) -> list[dict]:
@@ -511,8 +534,9 @@ def counts(self:JobRunner) -> dict:
     by_status = {s: 0 for s in STATUSES}
     providers: dict[str, int] = {}
     for d in self.store.list_records("job"):
-        by_status[d.get("status", "pending")] = by_status.get(d.get("status", "pending"), 0) + 1
         providers[d.get("provider", "local")] = providers.get(d.get("provider", "local"), 0) + 1
+        if d.get("origin", "hub") != "hub": continue
+        by_status[d.get("status", "pending")] = by_status.get(d.get("status", "pending"), 0) + 1
     with self._lock:
         live = {j.id: j.status for j in self._jobs.values()}
     return {"jobs_active": by_status["running"], "jobs_completed": by_status["completed"], "jobs_failed": by_status["failed"],

@@ -275,8 +275,8 @@ class Services:
         self.started_at = time.time(); self._halt.clear()
         self.store = open_store(s)
         self.store.ping(STORE_PROBE_S)                 # what the store says now; the hub starts either way
-        self.runner = JobRunner(self.store, s).start()
         self.collection = Collection(s, self.store)
+        self.runner = JobRunner(self.store, s, feed=lambda b: self.collection.feed(b, wait=0)).start()   # worker heartbeats: like any telemetry, never waiting
         self.fleet = FleetWatch(s, self.store)
         self.forecasting = Forecasting(s, self.store, seed=False)
         for fn in (self._track, self.fleet.tap, self.forecasting.tap, *listeners): self.collection.add_listener(fn)

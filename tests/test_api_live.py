@@ -60,7 +60,7 @@ def test_client_routes(hub):
         assert c.telemetry_status()["running"] is True
         assert len(c.vms()) == 8
         assert c.telemetry_config()["collect"]["simulator_servers"] == 8
-        assert c.workers() == []
+        assert all("worker" in w for w in c.workers())        # the job pool's heartbeats (tests/test_seeds.py checks them)
         c.feed([{"server": "cli-1", "time": "2025-01-15T10:00:00Z", "cpu_pct": 1.0},
                 {"server": "cli-1", "time": "2025-01-15T10:00:01Z", "cpu_pct": 2.0}])
         assert c.telemetry("cli-1")["vm"]["cpu_pct"] == 2.0

@@ -38,6 +38,18 @@ def test_config_shows_sources_and_masks_secrets(tmp_path):
     assert "very-secret-key" not in r.stdout + r.stderr and "tok\"" not in r.stdout
 
 
+def test_seed_variables_are_deprecated_aliases(tmp_path):
+    r = run("config", env={"LIBVIRT_URI": "test:///default", "POLL_INTERVAL": "2.5", "QDASH__COLLECT__INTERVAL": "1s",
+                           "INFLUX_DB": "vmstats", "TACHYON_API_KEY": "seed-004-key"}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    line = {ln.split(" ")[0]: ln for ln in r.stdout.splitlines() if " = " in ln}
+    assert "test:///default" in line["libvirt_uri"] and "(LIBVIRT_URI is deprecated: set QDASH__COLLECT__LIBVIRT_URI)" in line["libvirt_uri"]
+    assert "vmstats" in line["influx_database"] and "INFLUX_DB is deprecated" in line["influx_database"]
+    assert "1.0" in line["interval"] and "env:QDASH__COLLECT__INTERVAL" in line["interval"]   # the QDASH__ form wins
+    assert "deprecated" not in line["interval"]
+    assert "TACHYON_API_KEY is deprecated" in line["api_key"] and "seed-004-key" not in r.stdout
+
+
 @pytest.mark.parametrize("env,expect", [
     ({"QDASH__SERVER__PORT": "abc"}, "QDASH__SERVER__PORT='abc' (from env:QDASH__SERVER__PORT): expected an integer from 1 to 65535"),
     ({"QDASH_SETTINGS": "/nonexistent/qdash.ini"}, "QDASH_SETTINGS names /nonexistent/qdash.ini, which does not exist"),

@@ -10,10 +10,11 @@ import httpx, param
 from fastcore.basics import patch
 from ..config import QdashError, NotFound, Settings, load_settings
 from ..client import Client
+from ..jobs import JOB_TYPES
 
 # %% auto #0
-__all__ = ['SERIES', 'STATES', 'OPTIONAL', 'KEEP_EXPLANATIONS', 'KEEP_POINTS', 'KEEP_SNAPSHOTS', 'point_of', 'LiveFeed',
-           'shared_feed']
+__all__ = ['SERIES', 'STATES', 'OPTIONAL', 'KEEP_EXPLANATIONS', 'KEEP_POINTS', 'KEEP_SNAPSHOTS', 'WORKER_SERIES', 'point_of',
+           'LiveFeed', 'shared_feed']
 
 # %% ../../nbs/dashboard/01_app.ipynb #c005
 SERIES = ("cpu_pct", "mem_pct", "disk_rd_bytes_per_s", "disk_wr_bytes_per_s", "net_rx_bytes_per_s", "net_tx_bytes_per_s")
@@ -104,12 +105,14 @@ def take_telemetry(self:LiveFeed, msg:dict):
             self.points.setdefault(name, deque(maxlen=KEEP_POINTS)).append((self.seq, point_of(rec)))
         self.messages += 1
 
+WORKER_SERIES = {"worker", *JOB_TYPES}   # what a job worker reports: heartbeats and job results, no server load
+
 @patch
 def take_latest(self:LiveFeed, latest:dict):
-    "Merge GET /telemetry (`{server: {measurement: newest record}}`) for servers not yet heard on the WebSocket."
+    "Merge GET /telemetry (`{server: {measurement: newest record}}`) for servers not yet heard on the WebSocket (job workers are not servers)."
     with self._lock:
         for name, per in latest.items():
-            if name in self.latest or not per: continue
+            if name in self.latest or not per or set(per) <= WORKER_SERIES: continue
             m = next((k for k, r in per.items() if "cpu_pct" in r), next(iter(per)))   # the measurement with the load
             rec = per[m]
             self.latest[name] = {"measurement": m, "server": name, **rec}

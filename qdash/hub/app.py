@@ -15,14 +15,14 @@ from ..serving import Services
 from .http import Unauthorized, TooManyRequests, dumps, records, on_error
 from .guard import ensure_api_key, check_key, RateLimiter, client_address
 from .live import RequestStats, ProcessStats, Broadcaster
-from .routes import status, telemetry, collection, jobs, cascade, predictions, explain, drift, history
+from .routes import status, telemetry, collection, jobs, cascade, predictions, explain, drift, history, inbox
 log = logging.getLogger("qdash.hub.app")
 
 # %% auto #0
 __all__ = ['log', 'ROUTE_MODULES', 'ID_TAGS', 'LISTEN_HINTS', 'create_app', 'listen_error', 'check_listen', 'serve']
 
 # %% ../../nbs/hub/01_app.ipynb #7041cd35
-ROUTE_MODULES = (status, telemetry, collection, jobs, cascade, predictions, explain, drift, history)   # what the hub serves
+ROUTE_MODULES = (status, telemetry, collection, jobs, cascade, predictions, explain, drift, history, inbox)   # what the hub serves
 _names = itertools.count()
 
 def _app_name():

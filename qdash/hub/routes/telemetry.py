@@ -13,8 +13,8 @@ from ..live import pump
 route = Routes()
 
 # %% auto #0
-__all__ = ['route', 'HISTORY_ARGS', 'WS_CLOSE_GRACE', 'latest_by', 'telemetry', 'telemetry_one', 'workers', 'history_metrics',
-           'ws_metrics', 'ws_telemetry', 'ws_telemetry_one']
+__all__ = ['route', 'HISTORY_ARGS', 'WS_CLOSE_GRACE', 'latest_by', 'latest_all', 'telemetry', 'telemetry_one', 'workers',
+           'history_metrics', 'ws_metrics', 'ws_telemetry', 'ws_telemetry_one']
 
 # %% ../../../nbs/hub/routes/00a_telemetry.ipynb #1d291e75
 def latest_by(store, by:str="server") -> dict:
@@ -27,17 +27,23 @@ def latest_by(store, by:str="server") -> dict:
         for r in records(df): out.setdefault(str(r.pop(by)), {})[m] = r
     return out
 
+def latest_all(store) -> dict:
+    "`latest_by` the `server` tag and the `worker` tag together: every server and every job worker."
+    out = latest_by(store, "server")
+    for k, v in latest_by(store, "worker").items(): out.setdefault(k, {}).update(v)
+    return out
+
 @route("tele", "GET", "/telemetry")
-@doc("Newest telemetry of every server (seed 003)", "telemetry", errors=(503,))
+@doc("Newest telemetry of every server and worker (seed 003)", "telemetry", errors=(503,))
 async def telemetry(request):
-    return reply(await off_loop(request.app, latest_by, part(request, "store", "store")))
+    return reply(await off_loop(request.app, latest_all, part(request, "store", "store")))
 
 @route("tele", "GET", "/telemetry/<server_id:path>")
-@doc("Newest telemetry of one server (seed 003)", "telemetry", errors=(404, 503))
+@doc("Newest telemetry of one server or worker (seed 003)", "telemetry", errors=(404, 503))
 async def telemetry_one(request, server_id:str):
     server_id = unquote(server_id)   # ids may hold any character, "/" included, sent percent-encoded
-    got = (await off_loop(request.app, latest_by, part(request, "store", "store"))).get(server_id)
-    if got is None: raise NotFound(f"no telemetry from a server named {server_id!r}", field="server_id")
+    got = (await off_loop(request.app, latest_all, part(request, "store", "store"))).get(server_id)
+    if got is None: raise NotFound(f"no telemetry from a server or worker named {server_id!r}", field="server_id")
     return reply(got)
 
 @route("tele", "GET", "/workers")

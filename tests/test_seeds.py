@@ -1,0 +1,232 @@
+"""The seeds' clients against live hubs, over HTTP and WebSocket: seed 000's `/api/health` and calibration telemetry, seed
+001's host application pushing jobs, counters, alerts and health, and seed 003's worker telemetry."""
+import asyncio
+import json
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from qdash.client import Client, HubError
+from qdash.testing import HubProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = {"QDASH__COLLECT__SOURCES": "", "QDASH__JOBS__WORKERS": "2", "QDASH__JOBS__HEARTBEAT": "500ms",
+        "QDASH__SERVER__UPDATE_INTERVAL": "200ms", "QDASH__LIMITS__DEFAULT": "100000/minute"}
+
+
+@pytest.fixture(scope="module")
+def hub():
+    "A healthy hub: it serves the shipped model, has no collection sources (so no collector to fail) and a pool of 2."
+    with HubProcess({**BASE, "QDASH__MODEL__DIR": str(ROOT / "models"), "QDASH__MODEL__PREDICT_EVERY": "1s"}) as h:
+        wait_for(lambda: httpx.get(h.url + "/status").json()["model_loaded"], 120, "the hub never loaded its model")
+        yield h
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    "A hub with no model (so degraded) that has run no job."
+    with HubProcess({**BASE, "QDASH__MODEL__DIR": str(tmp_path_factory.mktemp("no-models"))}) as h:
+        yield h
+
+
+@pytest.fixture()
+def client(hub):
+    with Client(hub.url, hub.api_key) as c:
+        yield c
+
+
+def wait_for(fn, timeout=20.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = fn()
+        if got: return got
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def H(hub): return {"X-API-Key": hub.api_key}
+
+
+def names(r, field):
+    "A 422 whose one-line detail starts with the field at fault (`psi=1.5: expected ...`, `rho: required ...`)."
+    return r.status_code == 422 and r.json()["detail"].startswith((f"{field}:", f"{field}=", f"{field} "))
+
+
+# seed 000: GET /api/health
+
+def test_api_health_is_ok_when_healthy(hub):
+    r = httpx.get(hub.url + "/api/health")        # no key: seed 000's clients send none
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["status"], body["health"], body["service"]) == ("ok", "healthy", "qdash"), body
+    assert httpx.get(hub.url + "/health").json()["status"] == "healthy"   # seeds 003/004 keep their word
+
+
+def test_api_health_names_the_trouble_when_not_healthy(plain):
+    body = httpx.get(plain.url + "/api/health").json()
+    assert (body["status"], body["health"]) == ("degraded", "degraded"), body
+    assert "model" in body["unhealthy_parts"]
+
+
+# seed 000: update_telemetry(psi, rho, omega, algorithm)
+
+def test_calibration_telemetry_shows_in_history_status_and_jobs(hub, client):
+    got = client.report_calibration(0.91, 0.88, 0.75, "vqe", mode="Exploit")
+    assert (got["algorithm"], got["mode"], got["job_id"]) == ("VQE", "Exploit", None)
+    last = client.calibration_history()[-1]
+    assert (last["psi"], last["rho"], last["omega"], last["algorithm"], last["timestamp"]) == (0.91, 0.88, 0.75, "VQE", got["timestamp"])
+    st = client.api_status()                       # read straight after the push: no stale cached status
+    assert (st["psi"], st["rho"], st["omega"], st["algorithm"], st["mode"], st["last_update"]) == \
+        (0.91, 0.88, 0.75, "VQE", "Exploit", got["timestamp"])
+
+    run = client.report_calibration(0.5, 0.6, 0.7, "QAOA", job_id="scs-run-1", status="running")
+    assert run["job_id"] == "scs-run-1" and client.job("scs-run-1")["status"] == "running"
+    client.report_calibration(0.95, 0.9, 0.8, "QAOA", job_id="scs-run-1")
+    job = client.job("scs-run-1")
+    assert (job["status"], job["origin"], job["job_type"], job["progress"]) == ("completed", "external", "calibration", 100.0)
+    assert (job["metrics"]["psi"], job["metrics"]["algorithm"]) == (0.95, "QAOA")
+    assert "scs-run-1" in [j["id"] for j in client.jobs(job_type="calibration")]
+    hist = client.calibration_history(limit=2)
+    assert [(h["psi"], h.get("job")) for h in hist] == [(0.5, "scs-run-1"), (0.95, "scs-run-1")]
+
+
+@pytest.mark.parametrize("body,field,detail", [
+    ({"psi": 1.5, "rho": 0.5, "omega": 0.5, "algorithm": "VQE"}, "psi", "a number from 0 to 1"),
+    ({"psi": 0.5, "omega": 0.5, "algorithm": "VQE"}, "rho", "required"),
+    ({"psi": 0.5, "rho": True, "omega": 0.5, "algorithm": "VQE"}, "rho", "a number from 0 to 1"),
+    ({"psi": 0.5, "rho": 0.5, "omega": -0.1, "algorithm": "VQE"}, "omega", "a number from 0 to 1"),
+    ({"psi": 0.5, "rho": 0.5, "omega": 0.5, "algorithm": "VQA"}, "algorithm", "expected one of VQE, QAOA"),
+    ({"psi": 0.5, "rho": 0.5, "omega": 0.5, "algorithm": "VQE", "mode": "Sleep"}, "mode", "expected one of Explore, Exploit"),
+    ({"psi": 0.5, "rho": 0.5, "omega": 0.5, "algorithm": "VQE", "energy": 1}, "energy", "unknown field"),
+    ({"psi": 0.5, "rho": 0.5, "omega": 0.5, "algorithm": "VQE", "job_id": ""}, "job_id", "1 to 128"),
+    ({"psi": 0.5, "rho": 0.5, "omega": 0.5, "algorithm": "VQE", "status": "done"}, "status", "one of"),
+])
+def test_bad_calibration_telemetry_is_422_naming_the_field(hub, body, field, detail):
+    r = httpx.post(hub.url + "/api/calibration/telemetry", json=body, headers=H(hub))
+    assert r.status_code == 422 and names(r, field) and detail in r.json()["detail"], r.text
+
+
+def test_calibration_telemetry_refuses_nan_and_the_hubs_own_jobs(hub, client):
+    r = httpx.post(hub.url + "/api/calibration/telemetry", headers={**H(hub), "Content-Type": "application/json"},
+                   content=b'{"psi": NaN, "rho": 0.5, "omega": 0.5, "algorithm": "VQE"}')
+    assert r.status_code == 422 and names(r, "psi"), r.text
+    own = client.submit_task("benchmark", {"size": 16, "repeats": 1})
+    with pytest.raises(HubError) as e:
+        client.report_calibration(0.5, 0.5, 0.5, "VQE", job_id=own["id"])
+    assert e.value.status_code == 409 and "the hub's own" in e.value.detail
+    assert httpx.post(hub.url + "/api/calibration/telemetry", json={}).status_code == 401
+
+
+# seed 001: AddJob, UpdateJobMetrics, AddAlert, SetSystemHealth
+
+COUNTERS = ("jobs_active", "jobs_completed", "jobs_failed", "jobs_pending", "queue_length")
+
+
+def test_host_jobs_listed_beside_the_runners(client):
+    own = client.wait_job(client.submit_task("benchmark", {"size": 16, "repeats": 1})["id"], timeout=60)
+    assert own["status"] == "completed"
+    ext = client.add_job({"id": "job-12345", "name": "export-vm-prod-01", "status": "running", "progress": 75,
+                          "provider": "aws", "vm_name": "prod-web-01", "start_time": "2025-01-15T10:30:00Z"})
+    assert (ext["origin"], ext["vm_name"], ext["started_at"]) == ("external", "prod-web-01", "2025-01-15T10:30:00.000Z")
+    ids = [j["id"] for j in client.jobs()]
+    assert "job-12345" in ids and own["id"] in ids
+    with pytest.raises(HubError) as e:
+        client.cancel_task("job-12345")                # the hub does not run it, so it cannot stop it
+    assert e.value.status_code == 409 and "another system" in e.value.detail
+    client.add_job({"id": "job-12345", "name": "export-vm-prod-01", "status": "completed", "progress": 100, "provider": "aws"})
+    j = client.job("job-12345")
+    assert (j["status"], j["progress"], j["vm_name"], j["started_at"]) == ("completed", 100.0, "prod-web-01", "2025-01-15T10:30:00.000Z")
+    assert j["completed_at"] and j["duration_secs"] > 0
+    m = client.metrics()
+    assert m["provider_stats"].get("aws") == 1 and "job-12345" in [x["id"] for x in m["recent_jobs"]]
+    with pytest.raises(HubError) as e:
+        client.add_job({"name": "x", "status": "running"}, job_id=own["id"])
+    assert e.value.status_code == 409
+
+
+@pytest.mark.parametrize("body,field", [({"status": "exploded"}, "status"), ({"status": "running", "progress": 150}, "progress"),
+                                        ({"status": "running", "colour": "red"}, "colour"), ({"name": "no status"}, "status"),
+                                        ({"status": "running", "id": "other"}, "id"), ({"status": "running", "start_time": "soon"}, "start_time")])
+def test_bad_host_jobs_are_422(hub, body, field):
+    r = httpx.put(hub.url + "/api/jobs/job-bad", json=body, headers=H(hub))
+    assert r.status_code == 422 and names(r, field), r.text
+
+
+def test_host_counters_add_to_the_runners_and_are_replaced(hub, client):
+    wait_for(lambda: all(j["status"] in ("completed", "failed", "cancelled") for j in client.jobs(limit=100)
+                         if j["origin"] == "hub"), 60, "the runner's jobs never finished")
+    before = client.metrics()
+    pushed = dict(zip(COUNTERS, (5, 123, 2, 8, 15)))
+    assert client.update_job_metrics(**{k.removeprefix("jobs_"): v for k, v in pushed.items()})["jobs_active"] == 5
+    m = client.metrics()
+    assert {k: m[k] - before[k] for k in COUNTERS} == pushed
+    client.update_job_metrics(active=1, completed=124, failed=2, pending=0, queue_length=0)
+    m = client.metrics()
+    assert (m["jobs_active"] - before["jobs_active"], m["jobs_completed"] - before["jobs_completed"]) == (1, 124)
+    assert m["reported"]["jobs"]["jobs_completed"] == 124
+    r = httpx.put(hub.url + "/api/metrics/jobs", json={**pushed, "jobs_failed": -1}, headers=H(hub))
+    assert r.status_code == 422 and names(r, "jobs_failed")
+    r = httpx.put(hub.url + "/api/metrics/jobs", json={k: v for k, v in pushed.items() if k != "queue_length"}, headers=H(hub))
+    assert r.status_code == 422 and names(r, "queue_length")
+
+
+def test_host_alerts_and_health_reach_metrics_and_ws(hub, client):
+    assert client.metrics()["system_health"] == "healthy"
+    client.add_alert("info", "Backup completed successfully")
+    crit = client.add_alert("critical", "Service degraded")
+    assert crit["level"] == "critical"
+    client.set_system_health("degraded")
+    m = client.metrics()
+    mine = {a["message"]: a["level"] for a in m["alerts"] if a["source"] == "host"}
+    assert mine["Backup completed successfully"] == "healthy" and mine["Service degraded"] == "critical"   # info -> healthy
+    assert m["system_health"] == "degraded" and m["reported"]["system_health"]["system_health"] == "degraded"
+
+    async def snapshot():
+        async with connect(f"ws://127.0.0.1:{hub.port}/ws", additional_headers=H(hub)) as ws:
+            async with asyncio.timeout(10):
+                async for msg in ws:
+                    snap = json.loads(msg)
+                    if snap["system_health"] == "unhealthy": return snap
+    client.set_system_health("unhealthy")
+    snap = asyncio.run(snapshot())
+    assert "Service degraded" in [a["message"] for a in snap["alerts"]]
+    client.set_system_health("healthy")
+    assert client.metrics()["system_health"] == "healthy"        # the hub itself is healthy: the host's word is not overruled
+    for path, body, field in [("/api/metrics/alerts", {"level": "fatal", "message": "x"}, "level"),
+                              ("/api/metrics/alerts", {"level": "info", "message": ""}, "message"),
+                              ("/api/metrics/health", {"system_health": "broken"}, "system_health")]:
+        r = httpx.request("POST" if path.endswith("alerts") else "PUT", hub.url + path, json=body, headers=H(hub))
+        assert r.status_code == 422 and names(r, field), r.text
+
+
+# seed 003: workers known from the start; their heartbeats flow like any telemetry
+
+def test_workers_known_from_start_and_streamed(plain):
+    with Client(plain.url, plain.api_key) as c:
+        assert c.jobs() == []
+        workers = wait_for(lambda: c.job_workers(), 20, "no worker listed before the first job")
+        assert len(workers) == 2 and all(w["status"] == "idle" for w in workers)
+        wid = workers[0]["id"]
+        listed = wait_for(lambda: c.workers(), 20, "GET /workers stayed empty")
+        assert wid in [w["worker_id"] for w in listed]
+        latest = wait_for(lambda: _telemetry(c, wid), 20, f"GET /telemetry/{wid} never answered")
+        assert latest["worker"]["mem_mb"] > 0 and latest["worker"]["host"]
+        assert wid in c.telemetry()
+
+        async def first():
+            async with connect(f"ws://127.0.0.1:{plain.port}/ws/telemetry/{quote(wid, safe='')}",
+                               additional_headers=H(plain)) as ws:
+                async with asyncio.timeout(10):
+                    return json.loads(await ws.recv())
+        msg = asyncio.run(first())
+        assert msg["measurement"] == "worker" and {r["worker"] for r in msg["records"]} == {wid}
+        assert len(c.worker_metrics(wid)) >= 1
+
+
+def _telemetry(c, wid):
+    try: return c.telemetry(wid)
+    except Exception: return None
