@@ -120,5 +120,4 @@ def bench_api(seconds:float=3.0, # measuring time per HTTP figure
               n_ws:int=500,     # WebSocket clients on /ws
               ws_seconds:float=6.0): # measuring time per WebSocket figure
     "Figures of `qdash bench api`: requests/s vs a bare handler, /ws fan-out latency, the slow-client effect."
-    from qdash.testing import run_bench
     yield from run_bench(seconds=seconds, n_ws=n_ws, ws_seconds=ws_seconds)
