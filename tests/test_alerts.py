@@ -2,10 +2,8 @@
 real hub over HTTP (fed telemetry forecast and alerted, a breach critical at once, a silent server stale), the alert
 actions' bad input, and an active alert's drivers."""
 import math
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -17,8 +15,8 @@ from qdash.config import NotFound, load_settings
 from qdash.model.alerts import AlertEngine
 from qdash.store import open_store
 from qdash.testing import HubProcess
+from hubhttp import SHIPPED, fed_hub_env, feed, get, post
 
-SHIPPED = Path(__file__).resolve().parent.parent / "models" / "tft-fleet45"   # encoder 288 × 5 min, targets cpu_pct, mem_pct
 MODELS = SHIPPED.parent
 T0 = pd.Timestamp("2026-01-05T00:00Z")
 
@@ -66,26 +64,10 @@ def test_ack_and_silence():
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     "A hub that only hears fed data, serving the shipped model, forecasting every second."
-    d = tmp_path_factory.mktemp("models")
-    shutil.copytree(SHIPPED, d / SHIPPED.name)
     # [alerts] for = 2 samples and stale = 3 × [collect] interval (1 s) are the defaults; thresholds cpu_pct:90, mem_pct:95
-    env = {"QDASH__MODEL__DIR": str(d), "QDASH__COLLECT__SOURCES": "", "QDASH__MODEL__PREDICT_EVERY": "1s",
-           "QDASH__LIMITS__DEFAULT": "100000/minute", "QDASH__LIMITS__FEED_DATA": "100000/minute",
-           "QDASH__LIMITS__PREDICTIONS_CURRENT": "100000/minute", "QDASH__LIMITS__ALERTS_ACTIVE": "100000/minute"}
-    with HubProcess(env) as h:
+    with HubProcess(fed_hub_env(tmp_path_factory.mktemp("models"))) as h:
         yield h
 
-
-def get(hub, path, **kw):
-    return httpx.get(hub.url + path, headers={"X-API-Key": hub.api_key}, timeout=60, **kw)
-
-
-def post(hub, path, **kw):
-    return httpx.post(hub.url + path, headers={"X-API-Key": hub.api_key}, timeout=60, **kw)
-
-
-def feed(hub, records):
-    return httpx.post(hub.url + "/feed/data", headers={"X-API-Key": hub.api_key}, json=records, timeout=60)
 
 
 def iso(t: pd.Timestamp) -> str: return t.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -2,13 +2,13 @@
 import json
 import shutil
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from qdash.config import load_settings
 from qdash.testing import HubProcess
+from hubhttp import SHIPPED, get, post
 from qdash.collect.simulate import FleetSimulator
 from qdash.store import open_store
 
@@ -40,14 +40,6 @@ def hub(models):
            "QDASH__LIMITS__PREDICTIONS_CURRENT": "100000/minute", "QDASH__LIMITS__ALERTS_ACTIVE": "100000/minute"}
     with HubProcess(env) as h:
         yield h
-
-
-def get(hub, path, **kw):
-    return httpx.get(hub.url + path, headers={"X-API-Key": hub.api_key}, timeout=60, **kw)
-
-
-def post(hub, path, **kw):
-    return httpx.post(hub.url + path, headers={"X-API-Key": hub.api_key}, timeout=60, **kw)
 
 
 def test_predictions_for_every_server(hub):
@@ -131,7 +123,6 @@ def test_training_status_and_stats(hub):
     assert stats["serving_model"] == "tiny" and stats["inference_cycle"] >= 1
 
 
-SHIPPED = Path(__file__).resolve().parent.parent / "models" / "tft-fleet45"
 
 
 def _wait_status(hub, until, timeout=180.0) -> dict:

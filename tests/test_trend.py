@@ -1,37 +1,25 @@
 "Issue #14 item 2 through a real hub over HTTP: a fed ramp is warned of before it breaches, a flat server is not, a young server is forecast from its trend."
-import shutil
 import time
-from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
 from qdash.testing import HubProcess
+import hubhttp
+from hubhttp import fed_hub_env, get
 
-SHIPPED = Path(__file__).resolve().parent.parent / "models" / "tft-fleet45"   # encoder 288 × 5 min, targets cpu_pct, mem_pct
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     "A hub that only hears fed data, serving the shipped model, forecasting every second (thresholds cpu_pct:90, mem_pct:95)."
-    d = tmp_path_factory.mktemp("models")
-    shutil.copytree(SHIPPED, d / SHIPPED.name)
-    env = {"QDASH__MODEL__DIR": str(d), "QDASH__COLLECT__SOURCES": "", "QDASH__MODEL__PREDICT_EVERY": "1s",
-           "QDASH__LIMITS__DEFAULT": "100000/minute", "QDASH__LIMITS__FEED_DATA": "100000/minute",
-           "QDASH__LIMITS__PREDICTIONS_CURRENT": "100000/minute", "QDASH__LIMITS__ALERTS_ACTIVE": "100000/minute",
-           "QDASH__LIMITS__EXPLAIN": "100000/minute"}
-    with HubProcess(env) as h:
+    with HubProcess(fed_hub_env(tmp_path_factory.mktemp("models"))) as h:
         yield h
 
 
-def get(hub, path, **kw):
-    return httpx.get(hub.url + path, headers={"X-API-Key": hub.api_key}, timeout=60, **kw)
-
-
 def feed(hub, records):
-    r = httpx.post(hub.url + "/feed/data", headers={"X-API-Key": hub.api_key}, json=records, timeout=60)
+    r = hubhttp.feed(hub, records)
     assert r.status_code == 200, r.text
 
 

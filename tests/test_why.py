@@ -5,6 +5,7 @@ import pytest
 
 from qdash.config import load_settings
 from qdash.testing import HubProcess
+from hubhttp import get
 from qdash.collect.simulate import FleetSimulator
 from qdash.store import open_store
 
@@ -32,10 +33,6 @@ def hub(tmp_path_factory):
            "QDASH__LIMITS__EXPLAIN": "100000/minute", "QDASH__LIMITS__PREDICTIONS_CURRENT": "100000/minute"}
     with HubProcess(env, data_dir=d) as h:
         yield h
-
-
-def get(hub, path):
-    return httpx.get(hub.url + path, headers={"X-API-Key": hub.api_key}, timeout=60)
 
 
 def test_explain_body(hub):
