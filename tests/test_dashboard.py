@@ -313,3 +313,50 @@ def test_indicator_follows_the_hub(page, hub):
         hub.start()
     expect(conn).to_have_attribute("data-state", "live", timeout=30000)
     page.wait_for_function(LAST_T, arg=["overview-resources", drawn], timeout=20000)   # points from the restarted hub
+
+
+def _offline_page(browser, url):
+    "A page on which every request beyond this machine fails, as on a hypervisor with no route out; and what it tried."
+    from urllib.parse import urlparse
+    pg, outside = browser.new_page(viewport={"width": 1280, "height": 800}), []
+
+    def only_local(route):
+        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost", "::1"): route.continue_()
+        else: outside.append(route.request.url); route.abort()
+    pg.route("**/*", only_local)
+    pg.goto(url)
+    return pg, outside
+
+
+def test_docs_and_dashboard_need_no_internet(browser, dash, hub):
+    expect = playwright.expect
+    pg, outside = _offline_page(browser, hub.url + "/docs")
+    expect(pg.get_by_text("Fleet telemetry, status and control").first).to_be_visible(timeout=30000)   # Redoc rendered the document
+    assert pg.locator("[data-section-id^='tag/']").count() >= 5                  # one section per tag: the spec was read
+    pg.close()
+    pg, more = _offline_page(browser, dash.url)
+    pg.locator(".qd-card .qd-val.ready").first.wait_for(timeout=30000)
+    for name in ("Server", "Jobs", "Calibration", "Collector", "Overview"):   # every page is built and shown
+        tab(pg, name)
+        pg.wait_for_timeout(500)
+    pg.close()
+    assert outside + more == [], outside + more                                 # no script, style or font from outside
+
+
+def test_overview_and_server_pages_fit_a_phone(browser, dash):
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, device_scale_factor=2)
+    pg = ctx.new_page()
+    pg.goto(dash.url)
+    pg.locator(".qd-card .qd-val.ready").first.wait_for(timeout=30000)
+    wide = """() => [window.innerWidth, document.documentElement.scrollWidth,
+                     [...document.querySelectorAll('*')].filter(e => { const r = e.getBoundingClientRect();
+                         return r.width > 0 && r.right > window.innerWidth + 1; }).map(e => e.tagName + '.' + e.className).slice(0, 5)]"""
+    inner, scroll, over = pg.evaluate(wide)
+    assert inner == 390, inner          # the layout is the phone's width (a missing viewport tag lays out 980 px)
+    assert scroll <= 390 and over == [], (scroll, over)                           # and nothing sticks out sideways
+    tab(pg, "Server")
+    playwright.expect(pg.locator(".qd-forecast")).to_have_count(1, timeout=30000)
+    pg.wait_for_timeout(1000)
+    inner, scroll, over = pg.evaluate(wide)
+    assert inner == 390 and scroll <= 390 and over == [], (inner, scroll, over)
+    ctx.close()

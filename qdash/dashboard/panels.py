@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import httpx, param, panel as pn
 from bokeh.models import ColumnDataSource, DataRange1d, HoverTool
+from panel.theme.fast import Fast
 from ..config import QdashError
 from .app import LiveFeed
 from .pieces import (BUTTON_CSS, STATUS_COLORS, bar, epoch_ms, esc, fmt_num, fmt_secs, html_pane, lines, pill, sheets, tile,
@@ -14,8 +15,8 @@ from .pieces import (BUTTON_CSS, STATUS_COLORS, bar, epoch_ms, esc, fmt_num, fmt
 from .views import ConnectionIndicator, OverviewPage, ServerPage
 
 # %% auto #0
-__all__ = ['PAGES', 'ACCENT', 'jobs_html', 'JobsPage', 'CalibrationPage', 'vms_html', 'CollectorPanel', 'session_theme',
-           'dashboard_app']
+__all__ = ['PAGES', 'ACCENT', 'jobs_html', 'JobsPage', 'CalibrationPage', 'vms_html', 'CollectorPanel', 'LocalFast',
+           'session_theme', 'dashboard_app']
 
 # %% ../../nbs/dashboard/03_panels.ipynb #c005
 def jobs_html(jobs:list[dict]) -> str:
@@ -205,6 +206,13 @@ class CollectorPanel(pn.viewable.Viewer):
         sig = [(v.get("name"), v.get("state")) for v in self.feed.vms]
         if sig != self.sig: self.sig = sig; self.vms.object = vms_html(self.feed.vms)
 
+# %% ../../nbs/dashboard/03_panels.ipynb #47fb002c
+class LocalFast(Fast):
+    "Panel's Fast design without its web-font link: the dashboard loads nothing from outside its own server."
+    _resources = {k: v for k, v in Fast._resources.items() if k != "font"}
+
+LocalFast.__name__ = "Fast"   # Panel finds a design's bundled files under its class name ("fast/js/fast_design.js")
+
 # %% ../../nbs/dashboard/03_panels.ipynb #c011
 PAGES = {"Overview": OverviewPage, "Server": ServerPage, "Jobs": JobsPage, "Calibration": CalibrationPage, "Collector": CollectorPanel}
 
@@ -245,7 +253,8 @@ def dashboard_app(feed:LiveFeed, # the process's feed (`qdash.dashboard.app.shar
                          f'<a href="{esc(feed.client.url)}/docs" target="_blank">{esc(feed.client.url)}/docs</a></div>', stylesheets=sheets())
     tmpl = pn.template.FastListTemplate(title="qdash", header=[conn], main=[tabs], sidebar=[about], theme=theme,
                                         theme_toggle=True, accent=ACCENT[theme], collapsed_sidebar=True, main_layout=None,
-                                        header_background="#111827", sidebar_width=260)
+                                        header_background="#111827", sidebar_width=260, design=LocalFast,
+                                        meta_viewport="width=device-width, initial-scale=1")   # phones: their width, not 980 px
     tmpl.page, tmpl.tabs, tmpl.tick = page, tabs, tick
     return tmpl
 

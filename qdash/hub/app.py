@@ -4,7 +4,7 @@
 
 # %% ../../nbs/hub/01_app.ipynb #80f27638
 from __future__ import annotations
-import asyncio, errno, hashlib, itertools, logging, math, socket, time
+import asyncio, errno, hashlib, importlib.resources, itertools, logging, math, socket, time
 import pandas as pd
 from sanic import Blueprint, Request, Sanic
 from sanic.exceptions import PayloadTooLarge
@@ -19,7 +19,18 @@ from .routes import status, telemetry, collection, jobs, cascade, predictions, e
 log = logging.getLogger("qdash.hub.app")
 
 # %% auto #0
-__all__ = ['log', 'ROUTE_MODULES', 'ID_TAGS', 'LISTEN_HINTS', 'create_app', 'listen_error', 'check_listen', 'serve']
+__all__ = ['log', 'DOCS_ASSETS', 'DOCS_CONFIG', 'ROUTE_MODULES', 'ID_TAGS', 'LISTEN_HINTS', 'create_app', 'listen_error',
+           'check_listen', 'serve']
+
+# %% ../../nbs/hub/01_app.ipynb #29d79cee
+DOCS_ASSETS = importlib.resources.files("qdash.hub") / "assets"   # redoc.html, redoc.standalone.js and its licence
+DOCS_CONFIG = dict(OAS_UI_SWAGGER=False, OAS_PATH_TO_REDOC_HTML=str(DOCS_ASSETS / "redoc.html"),
+                   OAS_UI_REDOC_CDN_URL="/docs/assets/redoc.standalone.js")
+
+def _docs_assets(app:Sanic):
+    "Serve the docs page's script from the package (public, like the rest of `/docs`), kept out of the OpenAPI document."
+    app.static("/docs/assets/redoc.standalone.js", str(DOCS_ASSETS / "redoc.standalone.js"), name="docs_redoc_js",
+               content_type="application/javascript")
 
 # %% ../../nbs/hub/01_app.ipynb #7041cd35
 ROUTE_MODULES = (status, telemetry, collection, jobs, cascade, predictions, explain, drift, history, inbox)   # what the hub serves
@@ -41,8 +52,9 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
                       OAS_URL_PREFIX="/docs", OAS_UI_DEFAULT="redoc", OAS_AUTODOC=False,
                       HTTP_AUTO_HEAD=False, HTTP_AUTO_OPTIONS=bool(cors), HTTP_AUTO_TRACE=False, CORS=bool(cors),
                       CORS_ORIGINS=",".join(cors), CORS_ALLOW_HEADERS="content-type,x-api-key",
-                      CORS_EXPOSE_HEADERS="retry-after", CORS_MAX_AGE=600, KEEP_ALIVE_TIMEOUT=30)
+                      CORS_EXPOSE_HEADERS="retry-after", CORS_MAX_AGE=600, KEEP_ALIVE_TIMEOUT=30, **DOCS_CONFIG)
     Extend(app)
+    _docs_assets(app)
     app.ext.openapi.describe("qdash hub", version=__version__,
                              description="Fleet telemetry, status and control. Send the API key as X-API-Key.")
     app.ext.openapi.add_security_scheme("api_key", "apiKey", location="header", name="X-API-Key")
