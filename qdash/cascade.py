@@ -12,9 +12,9 @@ from .timeutil import iso, utc
 from .anomaly import move_windows, moves, noise_scale
 
 # %% auto #0
-__all__ = ['METRIC_FAMILIES', 'KNOWN_METRICS', 'NOISE_FLOOR', 'CONFIRM', 'SIM_FIELDS', 'check_metrics', 'pick_metrics',
+__all__ = ['METRIC_FAMILIES', 'KNOWN_METRICS', 'NOISE_FLOOR', 'CONFIRM', 'ORDER', 'SIM_FIELDS', 'check_metrics', 'pick_metrics',
            'server_noise', 'anomaly_runs', 'lagged_corr', 'severity', 'health_score', 'health_status', 'cascade_risk',
-           'detect', 'CascadeDetector', 'replay']
+           'detect', 'CascadeDetector', 'fleet_health', 'replay']
 
 # %% ../nbs/08_cascade.ipynb #c005
 METRIC_FAMILIES = {
@@ -380,6 +380,32 @@ def health(self:CascadeDetector) -> dict:
     return {"health_score": score, "status": health_status(score), "correlation_score": cur["correlation_score"],
             "anomaly_rate": cur["anomaly_rate"], "anomalous_servers": cur["servers_with_anomalies"],
             "total_servers": cur["total_servers"], "cascade_risk": cascade_risk(cur["correlation_score"])}
+
+# %% ../nbs/08_cascade.ipynb #475dedce
+ORDER = ["healthy", "degraded", "warning", "critical"]   # seed 004's levels, best to worst
+
+def fleet_health(cascade:dict,                # `CascadeDetector.health()`
+                 summary:dict|None=None,      # the forecasts' `fleet_summary` (None: no forecasting cycle yet)
+                 alert_levels=(),             # levels of the active, unsilenced alerts
+                 model_loaded:bool=True,      # is a trained model serving? (without one, risk comes from trends)
+                ) -> dict:
+    "One fleet health: `health_score` (None when unknown), `status`, `reasons`, and the parts it was made from."
+    scored = (summary["total_servers"] - summary.get("insufficient_data", 0)) if summary else 0
+    reporting = max(cascade.get("total_servers", 0), summary["total_servers"] if summary else 0)
+    fh = summary.get("forecast_health", summary.get("fleet_health")) if scored else None   # the forecasts' part: 100 less the mean risk
+    parts = {"cascade_health_score": cascade["health_score"], "forecast_health_score": fh,
+             "servers_forecast": scored, "servers_reporting": reporting}
+    if not scored:
+        why = ("no server has reported yet" if not reporting else
+               "no model is loaded and no server has enough history for a trend" if not model_loaded else
+               f"none of the {reporting} servers reporting has enough history to forecast yet")
+        return {"health_score": None, "status": "unknown", "reasons": [why], **parts}
+    score = round(min(cascade["health_score"], fh), 1)
+    worst = max([ORDER.index(health_status(score))] + [ORDER.index(l) for l in alert_levels if l in ORDER])
+    reasons = [f"{n} {lvl} alert{'s' if n > 1 else ''}" for lvl in ORDER[:0:-1] if (n := sum(l == lvl for l in alert_levels))]
+    if cascade.get("cascade_risk") in ("high", "medium"): reasons.append(f"cascade risk {cascade['cascade_risk']}")
+    if not model_loaded: reasons.append("no model loaded: risk comes from trends and thresholds only")
+    return {"health_score": score, "status": ORDER[worst], "reasons": reasons, **parts}
 
 # %% ../nbs/08_cascade.ipynb #c035
 SIM_FIELDS = ["cpu_pct", "mem_pct", "iowait_pct", "load1", "swap_pct"]

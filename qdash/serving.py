@@ -16,7 +16,7 @@ from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vita
 from .model.trend import forecast_trend, combine, trend_payload
 from .model.alerts import AlertEngine
 from .model.explain import explain_server, ExplanationCache, InsufficientData
-from .cascade import CascadeDetector
+from .cascade import CascadeDetector, fleet_health
 from .drift import DriftMonitor
 log = logging.getLogger("qdash.serving")
 
@@ -67,6 +67,7 @@ class Forecasting:
         self.results = self.data = self.payload = None
         self.cycle, self.updated_at, self.error, self.cycle_ms = 0, None, None, None
         self.drivers: dict[str, list] = {}   # server -> top drivers of its risk (set by `Explanations.refresh_drivers`)
+        self.fleet: FleetWatch|None = None    # the cascade side of the fleet's one health (`Services` sets it)
 
     def tap(self, measurement:str, frame:pd.DataFrame):
         "Hand server telemetry to the vitals (the collection calls this with every batch collected or fed)."
@@ -117,6 +118,10 @@ class Forecasting:
         payload = trend_payload(predictions_payload(results, targets, data, now), results)
         payload["model"] = {"name": fc.name if fc else None, "error": None if fc else self.error}
         payload = self.alerts.observe(payload, now)
+        if self.fleet is not None:   # the summary's fleet health is the one `/cascade/health` serves (see `fleet_health`)
+            payload["summary"]["forecast_health"] = payload["summary"]["fleet_health"]   # 100 less the mean risk
+            h = fleet_health(self.fleet.cascade_health(), payload["summary"], [a["level"] for a in payload["alerts"]], fc is not None)
+            payload["summary"].update(fleet_health=h["health_score"], fleet_status=h["status"], fleet_reasons=h["reasons"])
         with self.lock:
             self.results, self.data, self.payload = results, data, payload
             self.cycle += 1
@@ -197,9 +202,9 @@ class Explanations:
 SERVER_MEASUREMENTS = ("vm", "server")
 
 class FleetWatch:
-    "A cascade detector fed with every batch of server metrics, safe to read from other threads."
-    def __init__(self, settings:Settings, store):
-        self.detector = CascadeDetector(settings, store)
+    "A cascade detector fed with every batch of server metrics, safe to read from other threads; the fleet's one health."
+    def __init__(self, settings:Settings, store, forecasting:Forecasting|None=None): # its forecasts and alerts join the health
+        self.detector, self.forecasting = CascadeDetector(settings, store), forecasting
         self.lock = threading.Lock()
         self.errors = 0
 
@@ -213,8 +218,17 @@ class FleetWatch:
 
     def status(self) -> dict:
         with self.lock: return self.detector.status()
-    def health(self) -> dict:
+    def cascade_health(self) -> dict:
+        "The cascade detector's own health (seed 004's formula: anomalies and correlation only)."
         with self.lock: return self.detector.health()
+
+    def health(self) -> dict:
+        "`/cascade/health`: seed 004's fields, with the score and status of `fleet_health` (cascade, forecasts and alerts as one)."
+        h, f = self.cascade_health(), self.forecasting
+        if f is None: return h
+        with f.lock: summary = (f.payload or {}).get("summary")
+        levels = [a["level"] for a in f.alerts.active()["alerts"]]
+        return {**h, **fleet_health(h, summary, levels, f.registry.loaded is not None)}
 
 # %% ../nbs/10_serving.ipynb #65e5af65
 class DriftWatch:
@@ -277,8 +291,9 @@ class Services:
         self.store.ping(STORE_PROBE_S)                 # what the store says now; the hub starts either way
         self.collection = Collection(s, self.store)
         self.runner = JobRunner(self.store, s, feed=lambda b: self.collection.feed(b, wait=0)).start()   # worker heartbeats: like any telemetry, never waiting
-        self.fleet = FleetWatch(s, self.store)
         self.forecasting = Forecasting(s, self.store, seed=False)
+        self.fleet = FleetWatch(s, self.store, self.forecasting)
+        self.forecasting.fleet = self.fleet
         for fn in (self._track, self.fleet.tap, self.forecasting.tap, *listeners): self.collection.add_listener(fn)
         self.explanations = Explanations(self.forecasting)
         self.drift = DriftWatch(s, self.store, self.runner, self.forecasting.registry, self.forecasting)

@@ -93,6 +93,12 @@ def next_cycle(hub, after: pd.Timestamp, until=lambda body: True, timeout=60.0) 
     raise AssertionError(f"no cycle after {after} within {timeout}s; last payload at {body['timestamp']}")
 
 
+def test_fleet_health_is_unknown_until_a_server_reports(hub):
+    # runs first on this module's hub: nothing fed yet, so nothing is forecast and a score of 100 would be a guess
+    h = get(hub, "/cascade/health").json()
+    assert (h["health_score"], h["status"], h["reasons"]) == (None, "unknown", ["no server has reported yet"]), h
+
+
 def test_fed_breach_is_critical_within_one_cycle(hub):
     t = now()
     leak = list(np.full(290, 60.0)) + [97.0, 98.2, 99.5]                 # a day at 60 %, then three samples over 95 %
@@ -109,6 +115,19 @@ def test_fed_breach_is_critical_within_one_cycle(hub):
     al = {a["server_name"]: a for a in get(hub, "/alerts/active").json()["alerts"] if a["kind"] == "risk"}
     assert al["leak-01"]["level"] == "critical" and al["leak-01"]["message"] == p["message"]
     assert al["young-01"]["level"] == "critical" and al["young-01"]["risk_score"] == 100
+
+
+def test_fleet_health_is_one_answer(hub):
+    "The header, /cascade/health and the predictions summary say the same, and never 'healthy' under a critical alert."
+    t = now()
+    r = feed(hub, history("calm-01", t, [40.0] * 12, step=60) + history("hot-01", t, [60.0] * 10 + [97.0, 98.0], step=60))
+    assert r.status_code == 200, r.text
+    body = next_cycle(hub, now(), until=lambda b: b["predictions"].get("hot-01", {}).get("risk_score") == 100)
+    summ, h = body["summary"], get(hub, "/cascade/health").json()
+    assert summ["fleet_status"] == h["status"] == "critical", (summ, h)
+    assert any(x.endswith("critical alert") or x.endswith("critical alerts") for x in h["reasons"]), h["reasons"]
+    assert h["health_score"] <= summ["forecast_health"] and summ["fleet_health"] <= summ["forecast_health"]
+    assert h["health_score"] == min(h["cascade_health_score"], h["forecast_health_score"])
 
 
 def test_silent_server_goes_stale_and_resolves_when_it_reports_again(hub):

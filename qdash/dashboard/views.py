@@ -57,6 +57,8 @@ def health_html(feed:LiveFeed) -> str:
                 f'<span class="qd-status qd-lvl-{esc(status)}">{esc(status).upper()}</span>'
                 f'<span>cascade risk <b>{esc(f.get("cascade_risk", "?")).upper()}</b></span>'
                 f'<span class="qd-muted">{fmt_num(f.get("anomalous_servers"))} / {fmt_num(f.get("total_servers"))} servers with anomalies</span>')
+        if f.get("reasons"):   # the hub says why the fleet is not healthy, or why its health is unknown
+            head += f'<span class="qd-muted qd-reasons">{esc("; ".join(f["reasons"]))}</span>'
     else:
         status = m.get("system_health", "unknown")
         head = (f'<span class="qd-muted">fleet health</span><span class="qd-status qd-lvl-{esc(status)}">'

@@ -22,8 +22,10 @@ async def cascade_status(request):
     return reply(await asyncio.to_thread(_watch(request).status))
 
 @route("fleet", "GET", "/cascade/health", limit="cascade_health")
-@doc("Fleet health score, status and cascade risk (seed 004)", "fleet",
-     _schema({"health_score": {"type": "number"}, "status": {"type": "string"}, "cascade_risk": {"type": "string"},
+@doc("The fleet's one health: score (null when unknown), status never better than the worst active alert, reasons, cascade risk", "fleet",
+     _schema({"health_score": {"type": "number", "nullable": True},
+              "status": {"type": "string", "enum": ["healthy", "degraded", "warning", "critical", "unknown"]},
+              "reasons": {"type": "array", "items": {"type": "string"}}, "cascade_risk": {"type": "string"},
               "correlation_score": {"type": "number"}, "anomaly_rate": {"type": "number"}}, required=["health_score", "status"]),
      errors=(503,))
 async def cascade_health(request):
