@@ -395,16 +395,18 @@ def fleet_health(cascade:dict,                # `CascadeDetector.health()`
     fh = summary.get("forecast_health", summary.get("fleet_health")) if scored else None   # the forecasts' part: 100 less the mean risk
     parts = {"cascade_health_score": cascade["health_score"], "forecast_health_score": fh,
              "servers_forecast": scored, "servers_reporting": reporting}
-    if not scored:
-        why = ("no server has reported yet" if not reporting else
-               "no model is loaded and no server has enough history for a trend" if not model_loaded else
-               f"none of the {reporting} servers reporting has enough history to forecast yet")
+    why = ("no server has reported yet" if not reporting else
+           "no model is loaded and no server has enough history for a trend" if not model_loaded else
+           f"none of the {reporting} servers reporting has enough history to forecast yet")
+    trouble = cascade["health_score"] < 100 or cascade.get("anomalous_servers", 0) > 0
+    if not scored and not (reporting and trouble):   # nothing forecast and nothing seen: a score would be a guess
         return {"health_score": None, "status": "unknown", "reasons": [why], **parts}
-    score = round(min(cascade["health_score"], fh), 1)
+    score = round(min(cascade["health_score"], fh) if scored else cascade["health_score"], 1)
     worst = max([ORDER.index(health_status(score))] + [ORDER.index(l) for l in alert_levels if l in ORDER])
     reasons = [f"{n} {lvl} alert{'s' if n > 1 else ''}" for lvl in ORDER[:0:-1] if (n := sum(l == lvl for l in alert_levels))]
     if cascade.get("cascade_risk") in ("high", "medium"): reasons.append(f"cascade risk {cascade['cascade_risk']}")
-    if not model_loaded: reasons.append("no model loaded: risk comes from trends and thresholds only")
+    if not scored: reasons.append(why)
+    elif not model_loaded: reasons.append("no model loaded: risk comes from trends and thresholds only")
     return {"health_score": score, "status": ORDER[worst], "reasons": reasons, **parts}
 
 # %% ../nbs/08_cascade.ipynb #c035
