@@ -272,8 +272,14 @@ def _reference(self:DriftMonitor, now) -> Reference|None:
         if b - a < MIN_BASELINE: return None
         fr = self._read(a, b)
         if not len(fr) or utc(fr.time.max()) - utc(fr.time.min()) < MIN_BASELINE: return None
+        w = pd.Timedelta(seconds=self.settings.drift.window)
         ref = Reference(fr, source="the store's first data" + (f" (training data of model {key} is not in the store)" if key else " (no model)"),
-                        window=pd.Timedelta(seconds=self.settings.drift.window))
+                        window=w)
+        # a reference shorter than two windows cannot measure its own day-to-day noise (`_calibrate`): every new day would
+        # look like drift (a fresh demo's first day against its second). It is kept, and input drift is not judged from it yet.
+        span = utc(fr.time.max()) - utc(fr.time.min())
+        if span < 2 * w: ref.not_judged = (f"input drift is judged once the reference spans {2 * w.total_seconds() / 3600:.0f} h "
+                                           f"(2 x [drift] window); it spans {span.total_seconds() / 3600:.0f} h of {ref.source}")
     self.reference, self._ref_key = ref, key
     return ref
 
@@ -287,11 +293,13 @@ def check(self:DriftMonitor, now=None) -> dict:
         ref = self._reference(t)
         cmp = ref.compare(self._read(t - pd.Timedelta(seconds=d.window), t)) if ref is not None else None
         cmp = cmp if cmp and cmp.get("dss") is not None else None
+        why_not = getattr(ref, "not_judged", None)
+        if why_not: cmp = None
         m = {"per": per["value"], **({k: cmp[k] for k in ("dss", "fds", "anomaly_rate")} if cmp else {"dss": None, "fds": None, "anomaly_rate": None})}
         detected = any(v is not None and v >= self.thresholds[k] for k, v in m.items())
         self.state["consecutive"] = self.state["consecutive"] + 1 if detected else 0
         self.state["last_check"] = iso(t)
-        self.last = {"time": iso(t), "metrics": m, "drift_detected": detected, "per": per, "compare": cmp,
+        self.last = {"time": iso(t), "metrics": m, "drift_detected": detected, "per": per, "compare": cmp, "not_judged": why_not,
                      "reference": None if ref is None else {"source": ref.source, "start": ref.start, "end": ref.end, "rows": ref.rows},
                      "retrain": self._maybe_retrain(t)}
         self.store.put_record("drift_state", "state", self.state)
@@ -417,11 +425,13 @@ def report(self:DriftMonitor) -> dict:
     metrics = {k: {"value": m[k], "threshold": th[k], "status": _status_of(m[k], th[k])} for k in METRICS}
     feats = {f: {"drift": v["drift"], "ks": v["ks"], "psi": v["psi"], "status": "drifting" if v["drift"] >= th["fds"] else "stable"}
              for f, v in cmp.get("features", {}).items()}
-    sts = [v["status"] for v in metrics.values()]
-    health = "poor" if "drift" in sts else "fair" if "warning" in sts else "good" if last else "unknown"
-    st = self.state
+    sts, st = [v["status"] for v in metrics.values()], self.state
+    retraining = bool((last.get("retrain") or {}).get("started"))
+    persistent = st["consecutive"] >= self.settings.model.drift_patience or retraining   # one check over a threshold is a warning
+    health = ("unknown" if not last or all(s == "unknown" for s in sts) else "poor" if "drift" in sts and persistent
+              else "fair" if "drift" in sts or "warning" in sts else "good")
     return {"report_timestamp": last.get("time"), "overall_health": health,
-            "needs_retraining": st["consecutive"] >= self.settings.model.drift_patience or bool((last.get("retrain") or {}).get("started")),
+            "needs_retraining": persistent,
             "metrics": metrics, "feature_drift": feats, "recommendations": _advice(metrics, feats, cmp, last),
             "auto_retrain": {"enabled": bool(self.settings.model.auto_retrain), "last_triggered": st.get("last_triggered"),
                              "total_drift_trainings": st["total_drift_trainings"], "last_job": st.get("last_job")},
@@ -440,6 +450,7 @@ def _advice(metrics, feats, cmp, last) -> list[str]:
     if metrics["anomaly_rate"]["status"] == "drift":
         srv = ", ".join(s["server"] for s in cmp.get("anomalous_servers", [])[:3])
         out.append(f"{_pct(metrics['anomaly_rate']['value'])} of readings are outside the training range" + (f", most on {srv}" if srv else "") + ".")
+    if last and last.get("not_judged"): out.append(f"Input drift not judged yet: {last['not_judged']}.")
     if last and last.get("reference") is None: out.append("No reference data yet: DSS, FDS and anomaly rate need the training data or half a day of telemetry.")
     if last and metrics["per"]["value"] is None: out.append("No scored forecasts yet: PER needs an active model and an hour of actual values.")
     return out

@@ -111,3 +111,25 @@ def test_auto_retrain_runs_a_training_job_that_registers_a_model(tmp_path, monke
         assert mon.state["total_drift_trainings"] == 1 or runner.get(mon.state["last_job"])["job_type"] == "training"
     finally:
         runner.stop()
+
+
+def test_a_fresh_demo_hub_does_not_cry_drift(tmp_path):
+    "The demo's hub: the simulator's own two backfilled days and the shipped model. Its drift report must not say drift."
+    import httpx
+    from qdash.testing import HubProcess
+    models = tmp_path / "models"
+    import shutil
+    shutil.copytree(Path(__file__).resolve().parents[1] / "models" / "tft-fleet45", models / "tft-fleet45")
+    env = {"QDASH__COLLECT__SOURCES": "simulator", "QDASH__COLLECT__SIMULATOR_SERVERS": "12", "QDASH__MODEL__DIR": str(models)}
+    with HubProcess(env) as hub:
+        H = {"X-API-Key": hub.api_key}
+        end = time.monotonic() + 90
+        while time.monotonic() < end:   # the first check runs once the backfill is in the store
+            st = httpx.get(hub.url + "/drift/status", headers=H, timeout=30).json()
+            rep = httpx.get(hub.url + "/drift/report", headers=H, timeout=30).json()
+            if st["last_check"] and rep["reference"]: break
+            time.sleep(1)
+        assert rep["reference"] and "first data" in rep["reference"]["source"], rep["reference"]
+        assert st["drift_detected"] is False and rep["needs_retraining"] is False, (st, rep)
+        assert rep["overall_health"] != "poor" and not any(f["status"] == "drifting" for f in rep["feature_drift"].values())
+        assert any(r.startswith("Input drift not judged yet") for r in rep["recommendations"]), rep["recommendations"]
