@@ -926,6 +926,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                          'qdash.hub.routes.status.health': ('hub/routes/status.html#health', 'qdash/hub/routes/status.py')},
             'qdash.hub.routes.telemetry': { 'qdash.hub.routes.telemetry._closer': ( 'hub/routes/telemetry.html#_closer',
                                                                                     'qdash/hub/routes/telemetry.py'),
+                                            'qdash.hub.routes.telemetry._known_names': ( 'hub/routes/telemetry.html#_known_names',
+                                                                                         'qdash/hub/routes/telemetry.py'),
                                             'qdash.hub.routes.telemetry._stream': ( 'hub/routes/telemetry.html#_stream',
                                                                                     'qdash/hub/routes/telemetry.py'),
                                             'qdash.hub.routes.telemetry.history_metrics': ( 'hub/routes/telemetry.html#history_metrics',

@@ -130,15 +130,16 @@ def history(self:Client, measurement:str="vm", # measurement; fed records defaul
             every:str|None=None,            # bucket width, e.g. "1min"
             limit:int|None=None,            # most points (earliest first)
             as_:str="frame"):               # "frame", "xarray" or "records"
-    "Time series from the hub's store."
+    "Time series from the hub's store; `NotFound` naming what exists for a misspelled measurement or server."
     recs = self.get("/api/history/metrics", measurement=measurement, server=server,
                     fields=",".join(fields) if fields else None, start=_when(start), stop=_when(stop), every=every, limit=limit)
     if as_ == "records": return recs
     df = _frame(recs)
     if as_ == "frame": return df
     if as_ != "xarray": raise ValidationError(f"as_={as_!r}: expected frame, xarray or records", field="as_")
-    idc = "server" if "server" in df.columns else None
+    idc = "server" if "server" in df.columns or not len(df) else None
     keys = [idc, "time"] if idc else ["time"]
+    if not len(df): df = pd.DataFrame(columns=keys)    # nothing in the range: an empty Dataset, not a pandas KeyError
     return df.set_index(keys).select_dtypes("number").to_xarray()
 
 # %% ../nbs/11_client.ipynb #c012

@@ -73,6 +73,12 @@ def test_client_routes(hub):
         assert {"server", "time"} <= set(c.history("vm", limit=5).columns)
         with pytest.raises(NotFound):
             c.telemetry("nobody")
+        with pytest.raises(NotFound, match="measurement='mv'.*it has .*vm"):   # a misspelling is an error naming what exists
+            c.history("mv")
+        with pytest.raises(NotFound, match="server='cli-2'"):
+            c.history("vm", server="cli-2")
+        ds = c.history("vm", server="cli-1", start="2024-01-01T00:00:00Z", stop="2024-01-02T00:00:00Z", as_="xarray")
+        assert ds.sizes.get("time", 0) == 0                 # nothing in the range: an empty Dataset
         with pytest.raises(ValidationError) as e:
             c.feed([{"server": "ok", "cpu_pct": 1}, {"server": "bad"}])
         assert [x["index"] for x in e.value.errors] == [1]

@@ -16,6 +16,16 @@ route = Routes()
 __all__ = ['route', 'HISTORY_ARGS', 'WS_CLOSE_GRACE', 'latest_by', 'latest_all', 'telemetry', 'telemetry_one', 'workers',
            'history_metrics', 'ws_metrics', 'ws_telemetry', 'ws_telemetry_one']
 
+# %% ../../../nbs/hub/routes/00a_telemetry.ipynb #4b2bcdb6
+async def _known_names(request, measurement:str, server:str|None):
+    "404 naming what exists when `measurement` is not in the store or `server` has never reported."
+    have = await off_loop(request.app, part(request, "store", "store").measurements)
+    if measurement not in have:
+        raise NotFound(f"measurement={measurement!r}: no such measurement in the store; it has {', '.join(sorted(have)) or 'none yet'}",
+                       field="measurement")
+    if server is not None and server not in part(request, "servers", "hub")():
+        raise NotFound(f"server={server!r}: no telemetry from a server of that name", field="server")
+
 # %% ../../../nbs/hub/routes/00a_telemetry.ipynb #1d291e75
 def latest_by(store, by:str="server") -> dict:
     "`{id: {measurement: newest point}}` over every measurement tagged with `by`."
@@ -59,7 +69,7 @@ HISTORY_ARGS = ("measurement", "server", "fields", "start", "stop", "every", "li
     ("measurement", "string", "measurement (default: vm)", False), ("server", "string", "one server only", False),
     ("fields", "string", "comma-separated fields (default: all)", False), ("start", "string", "first time: ISO 8601 or relative such as -1h", False),
     ("stop", "string", "end (excluded): ISO 8601 or relative", False), ("every", "string", "bucket such as 1min (mean per bucket)", False),
-    ("limit", "integer", "most points returned, earliest first (default 10000)", False)], errors=(422, 503))
+    ("limit", "integer", "most points returned, earliest first (default 10000)", False)], errors=(404, 422, 503))
 async def history_metrics(request):
     _known_args(request, HISTORY_ARGS)
     q = dict(measurement=_opt(request, "measurement", default="vm"),
@@ -67,6 +77,7 @@ async def history_metrics(request):
              start=_opt(request, "start"), stop=_opt(request, "stop"), every=_opt(request, "every"),
              limit=_opt(request, "limit", _limit, 10_000))
     server = _opt(request, "server")
+    await _known_names(request, q["measurement"], server)
     df = await off_loop(request.app, part(request, "store", "store").query, q["measurement"], fields=q["fields"], start=q["start"],
                                  stop=q["stop"], where={"server": server} if server else None, every=q["every"], limit=q["limit"])
     return reply(records(df))
