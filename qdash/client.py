@@ -97,7 +97,7 @@ def api_status(self:Client) -> dict: return self.get("/api/status")
 def metrics(self:Client) -> dict: return self.get("/api/metrics")
 @patch
 def whoami(self:Client) -> dict:
-    "Who the hub takes this client's key for: `{"user": name, "role": "viewer" or "admin"}`."
+    "Who the hub takes this client's key for: its `user` name and `role` (viewer or admin)."
     return self.get("/api/whoami")
 @patch
 def telemetry(self:Client, server:str|None=None) -> dict:
