@@ -54,7 +54,7 @@ def _digest(key:str) -> str: return hashlib.sha256(key.encode("utf-8", "surrogat
 def read_keys(path:str|Path,          # `[auth] keys_file`
               hub_key:str|None=None,  # the hub's key, which no named key may repeat
              ) -> dict[str, Identity]:
-    "The named keys of a keys file as `{sha256 of the key: Identity}`; `ConfigError` naming the line at fault (never a key)."
+    "The named keys of a keys file as `{sha256 of the key: Identity}`; `ConfigError` naming the line at fault (never its text)."
     path = Path(path)
     def bad(n, why): return ConfigError(f"[auth] keys_file {path} line {n}: {why}", field="auth.keys_file")
     try: text = path.read_text(encoding="utf-8")
@@ -68,14 +68,14 @@ def read_keys(path:str|Path,          # `[auth] keys_file`
         parts = line.split()
         if len(parts) != 3: raise bad(n, f"expected 3 fields `name role key`, found {len(parts)}")
         name, role, key = parts
-        if not _NAME.fullmatch(name): raise bad(n, "the name must be 1 to 64 letters, digits or _ . @ - (not shown: it may be a key)")
-        if role not in ROLES: raise bad(n, f"the role of {name} must be viewer or admin")
+        if not _NAME.fullmatch(name): raise bad(n, "the name must be 1 to 64 letters, digits or _ . @ -")
+        if role not in ROLES: raise bad(n, "the role must be viewer or admin")
         if name == HUB_USER: raise bad(n, f"the name {HUB_USER} is the hub key's; choose another")
-        if name in names: raise bad(n, f"{name} is already named on line {names[name]}")
-        if len(key) < MIN_KEY_CHARS: raise bad(n, f"the key of {name} has {len(key)} characters; at least {MIN_KEY_CHARS} are needed")
-        if hub_key and hmac.compare_digest(_digest(key), _digest(hub_key)): raise bad(n, f"the key of {name} is the hub's api_key; give it its own")
+        if name in names: raise bad(n, f"the name is already given on line {names[name]}")
+        if len(key) < MIN_KEY_CHARS: raise bad(n, f"the key has {len(key)} characters; at least {MIN_KEY_CHARS} are needed (name and key swapped?)")
         d = _digest(key)
-        if d in out: raise bad(n, f"the key of {name} is also the key of {out[d].user}")
+        if hub_key and hmac.compare_digest(d, _digest(hub_key)): raise bad(n, "the key is the hub's api_key; give it its own")
+        if d in out: raise bad(n, f"the key is also the key on line {names[out[d].user]}")
         out[d], names[name] = Identity(name, role), n
     return out
 
