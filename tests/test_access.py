@@ -1,12 +1,13 @@
 """Who may do what (issue 20 items 5 and 19, issue 16 item 8): named viewer and admin keys through a live hub, a keys file
 refused at start, and the dashboard's sign-in in Chromium when it listens beyond loopback."""
+import re
 import subprocess
 import sys
 
 import httpx
 import pytest
 
-from qdash.testing import HubProcess
+from qdash.testing import DashboardProcess, HubProcess, launch_chromium, need
 
 WALL, ALICE = "wall-viewer-key-0123456789", "alice-admin-key-0123456789"
 KEYS = f"# name role key\nwall viewer {WALL}\nalice admin {ALICE}\n"
@@ -94,3 +95,81 @@ def test_a_malformed_keys_file_stops_the_hub_with_one_line(tmp_path):
     assert len(lines) == 1 and "keys_file" in lines[0] and "line 2" in lines[0], p.stderr
     assert ALICE not in p.stderr + p.stdout                                                 # never the key
     assert not (tmp_path / "qdash.duckdb").exists()                                            # refused before the store opened
+
+
+# --- the dashboard, listening beyond loopback, in Chromium ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dash(hub):
+    with DashboardProcess(hub, address="0.0.0.0") as d:    # [dashboard] auth = auto: a sign-in, as it is not loopback
+        yield d
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = need("playwright")
+    with playwright.sync_playwright() as p:
+        b = launch_chromium(p)
+        yield b
+        b.close()
+
+
+def signed_in(browser, dash, name, key):
+    "A fresh browser context (no cookies) that signed in on the dashboard with `name` and `key`."
+    ctx = browser.new_context(viewport={"width": 1366, "height": 768})
+    page = ctx.new_page()
+    page.goto(dash.url)
+    page.fill("#username", name)
+    page.fill("#password", key)
+    page.click("#login-submit")
+    return ctx, page
+
+
+def start_calibration(page):
+    "Open the Calibration page, ask for a short run, click Start; the feedback element."
+    page.locator(".bk-tab", has_text="Calibration").click()
+    box = page.locator(".bk-input-group", has_text="Max iterations").locator("input").first
+    box.fill("10")
+    box.press("Enter")
+    page.locator("button", has_text="Start calibration").click()
+    return page.locator(".qd-ok[data-state]").last
+
+
+def test_dashboard_beyond_loopback_refuses_a_session_without_credentials(hub, dash, browser):
+    expect = need("playwright").expect
+    r = httpx.get(dash.url, follow_redirects=False, timeout=10)
+    assert r.status_code == 302 and "login" in r.headers["location"], (r.status_code, r.headers)
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.goto(dash.url)
+    expect(page.locator("form.qd-login")).to_be_visible()
+    assert page.locator(".qd-card").count() == 0 and page.locator(".bk-tab").count() == 0
+    page.fill("#password", WALL + "x")                                           # a wrong key stays out
+    page.click("#login-submit")
+    expect(page.locator("#error-message")).to_have_text("unknown name or key")
+    page.fill("#username", "alice")                                              # a right key under another's name too
+    page.fill("#password", WALL)
+    page.click("#login-submit")
+    expect(page.locator("#error-message")).to_have_text("unknown name or key")
+    assert page.locator(".bk-tab").count() == 0
+    ctx.close()
+
+
+def test_dashboard_acts_with_the_signed_in_key(hub, dash, browser):
+    expect = need("playwright").expect
+    ctx, page = signed_in(browser, dash, "wall", WALL)
+    expect(page.locator(".qd-user")).to_have_attribute("data-role", "viewer", timeout=30000)
+    before = len(call(hub, "GET", "/api/jobs", WALL).json())
+    refused = start_calibration(page)
+    expect(refused).to_have_attribute("data-state", "refused", timeout=15000)
+    expect(refused).to_contain_text("needs a key with the admin role; the key of wall has the viewer role")
+    assert len(call(hub, "GET", "/api/jobs", WALL).json()) == before             # the hub did nothing
+    ctx.close()
+
+    ctx, page = signed_in(browser, dash, "", ALICE)                              # the name may be left out
+    expect(page.locator(".qd-user")).to_have_attribute("data-user", "alice", timeout=30000)
+    accepted = start_calibration(page)
+    expect(accepted).to_have_attribute("data-job", re.compile(".+"), timeout=15000)
+    job = call(hub, "GET", f"/api/jobs/{accepted.get_attribute('data-job')}", WALL).json()
+    assert (job["job_type"], job["submitted_by"]) == ("calibration", "alice")   # recorded under the user, not the hub key
+    ctx.close()
