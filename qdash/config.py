@@ -259,8 +259,9 @@ SCHEMA: dict[str, dict[str, Setting]] = {
   "dashboard": dict(
     port=S(PORT, "5006", "port of the Panel dashboard"),
     hub_url=S(_url("http", "https"), "http://127.0.0.1:8080", "the hub the dashboard reads"),
-    auth=S(_enum("auto", "on", "off"), "auto", "sign-in with a qdash key: auto asks for one when the dashboard listens beyond loopback; off acts with the hub's key (loopback only)"),
-    websocket_origins=S(_list_of(), "", "host[:port] names a browser may reach the dashboard by when it listens beyond loopback; empty: the address and this machine's names"),
+    auth=S(_enum("auto", "on", "off"), "auto",
+           "sign-in with a qdash key: auto asks for one beyond loopback; off acts with the hub's key (loopback only)"),
+    websocket_origins=S(_list_of(), "", "host[:port] names browsers reach the dashboard by; empty: its address and this machine's names"),
   ),
 }
 

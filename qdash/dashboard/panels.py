@@ -251,7 +251,8 @@ def dashboard_app(feed:LiveFeed, # the process's feed (`qdash.dashboard.app.shar
         pn.state.add_periodic_callback(tick, period=tick_ms)
     about = pn.pane.HTML(f'<div style="font-size:13px">hub <b>{esc(feed.client.url)}</b><br>API docs: '
                          f'<a href="{esc(feed.client.url)}/docs" target="_blank">{esc(feed.client.url)}/docs</a></div>', stylesheets=sheets())
-    tmpl = pn.template.FastListTemplate(title="qdash", header=[conn] + ([pn.pane.HTML(user_badge(login))] if login else []), main=[tabs], sidebar=[about], theme=theme,
+    header = [conn] + ([pn.pane.HTML(user_badge(login))] if login else [])   # who is signed in, and a sign-out link
+    tmpl = pn.template.FastListTemplate(title="qdash", header=header, main=[tabs], sidebar=[about], theme=theme,
                                         theme_toggle=True, accent=ACCENT[theme], collapsed_sidebar=True, main_layout=None,
                                         header_background="#111827", sidebar_width=260)
     tmpl.page, tmpl.tabs, tmpl.tick = page, tabs, tick
