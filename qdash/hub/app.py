@@ -44,7 +44,8 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
                       CORS_EXPOSE_HEADERS="retry-after", CORS_MAX_AGE=600, KEEP_ALIVE_TIMEOUT=30)
     Extend(app)
     app.ext.openapi.describe("qdash hub", version=__version__,
-                             description="Fleet telemetry, status and control. Send the API key as X-API-Key.")
+                             description="Fleet telemetry, status and control. Send a key as X-API-Key: the hub's key and "
+                                         "[auth] keys_file's admin keys read and act; viewer keys read, and get 403 on routes that act.")
     app.ext.openapi.add_security_scheme("api_key", "apiKey", location="header", name="X-API-Key")
     c = app.ctx
     c.settings, c.started, c.start = settings, time.time(), start
