@@ -62,7 +62,9 @@ def cmd_dashboard(args, settings):
     if changes: settings = settings.updated({"dashboard": changes})
     dash = importlib.import_module("qdash.dashboard.serve")
     importlib.import_module("qdash.hub.app").check_listen(args.address, settings.dashboard.port, "dashboard")   # before the URL
-    print(f"qdash dashboard: http://{args.address}:{settings.dashboard.port}/   (hub {settings.dashboard.hub_url})", flush=True)
+    sign_in = importlib.import_module("qdash.dashboard.login").needs_login(settings.dashboard.auth, args.address)   # auth off beyond loopback: one line
+    print(f"qdash dashboard: http://{args.address}:{settings.dashboard.port}/   (hub {settings.dashboard.hub_url})"
+          + ("; browsers sign in with a qdash key" if sign_in else ""), flush=True)
     dash.serve_dashboard(settings, address=args.address)
 
 def cmd_up(args, settings):

@@ -96,6 +96,10 @@ def api_status(self:Client) -> dict: return self.get("/api/status")
 @patch
 def metrics(self:Client) -> dict: return self.get("/api/metrics")
 @patch
+def whoami(self:Client) -> dict:
+    "Who the hub takes this client's key for: its `user` name and `role` (viewer or admin)."
+    return self.get("/api/whoami")
+@patch
 def telemetry(self:Client, server:str|None=None) -> dict:
     "Newest telemetry of every server, or of one (`NotFound` if it never reported)."
     return self.get("/telemetry" if server is None else f"/telemetry/{_q(server)}")

@@ -242,6 +242,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
   "auth": dict(
     api_key=S(STR, None, "the hub's API key", secret=True, env_alias="QDASH_API_KEY"),
     api_key_file=S(_path(), "data/api_key", "file holding the API key (created by the hub if missing)"),
+    keys_file=S(_path(allow=("",)), "", "file of named keys, one `name role key` a line, role viewer or admin (the hub's key is admin); empty: none"),
   ),
   "limits": dict(
     feed_max_bytes=S(_int_range(1, 1 << 30), "1048576", "largest /feed/data body"),
@@ -258,6 +259,9 @@ SCHEMA: dict[str, dict[str, Setting]] = {
   "dashboard": dict(
     port=S(PORT, "5006", "port of the Panel dashboard"),
     hub_url=S(_url("http", "https"), "http://127.0.0.1:8080", "the hub the dashboard reads"),
+    auth=S(_enum("auto", "on", "off"), "auto",
+           "sign-in with a qdash key: auto asks for one beyond loopback; off acts with the hub's key (loopback only)"),
+    websocket_origins=S(_list_of(), "", "host[:port] names browsers reach the dashboard by; empty: its address and this machine's names"),
   ),
 }
 

@@ -55,6 +55,7 @@ class Job:
     error: str|None = None
     vm_name: str|None = None
     origin: str = "hub"
+    submitted_by: str|None = None   # the name of the key that started it (None: the hub itself, e.g. drift retraining)
 
     @property
     def finished(self) -> bool: return self.status in FINISHED
@@ -284,6 +285,7 @@ def start(self:JobRunner):
 def submit(self:JobRunner, task:str, # a registered task name
            params:dict|None=None, # the task's parameters
            name:str|None=None, # a human name (default: the task's)
+           by:str|None=None, # who submits it: recorded as `submitted_by`
           ) -> dict:
     "Validate, record and queue a job; return it."
     if not self.running: raise QdashError("the job runner is not running", field="jobs")
@@ -293,7 +295,8 @@ def submit(self:JobRunner, task:str, # a registered task name
         waiting = sum(1 for j in self._jobs.values() if j.status == "pending")
         if waiting >= self.settings.jobs.max_pending:
             raise TooBusy(f"{waiting} jobs are already waiting (limit [jobs] max_pending = {self.settings.jobs.max_pending})")
-        job = Job(id=str(uuid.uuid4()), task=t.name, job_type=t.job_type, name=name or t.name, params=params, provider=self.provider)
+        job = Job(id=str(uuid.uuid4()), task=t.name, job_type=t.job_type, name=name or t.name, params=params, provider=self.provider,
+                  submitted_by=by)
         self._jobs[job.id], self._logs[job.id] = job, []
         self.store.put_record("job", job.id, job.to_dict())
         target = t.target

@@ -200,14 +200,16 @@ def launch_chromium(p):
 
 class DashboardProcess:
     "`qdash dashboard` in a child process on a free port, reading `hub` (a `HubProcess`)."
-    def __init__(self, hub, port:int|None=None):
-        self.hub, self.port, self.proc = hub, port or free_port(), None
+    def __init__(self, hub, port:int|None=None,
+                 address:str="127.0.0.1", # --address: "0.0.0.0" listens beyond loopback (and asks for a sign-in)
+                 env:dict|None=None):     # extra QDASH__* variables, such as QDASH__DASHBOARD__AUTH
+        self.hub, self.port, self.proc, self.address, self.extra = hub, port or free_port(), None, address, env or {}
         self.url = f"http://127.0.0.1:{self.port}/"
 
     def start(self, timeout:float=60.0):
-        env = {**self.hub.env, "QDASH__DASHBOARD__HUB_URL": self.hub.url, "QDASH__DASHBOARD__PORT": str(self.port)}
+        env = {**self.hub.env, "QDASH__DASHBOARD__HUB_URL": self.hub.url, "QDASH__DASHBOARD__PORT": str(self.port), **self.extra}
         self.log = open(self.hub.dir/f"dashboard-{self.port}.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-c", "from qdash.cli import main; main(['dashboard'])"], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-c", f"from qdash.cli import main; main(['dashboard', '--address', {self.address!r}])"], env=env,
                                      cwd=self.hub.dir, stdout=self.log, stderr=subprocess.STDOUT)
         end = time.monotonic() + timeout
         while time.monotonic() < end:

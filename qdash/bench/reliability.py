@@ -4,13 +4,13 @@
 
 # %% ../../nbs/bench/10_reliability.ipynb #efd3889f
 from __future__ import annotations
-import os, shutil, signal, subprocess, tempfile, threading, time
+import os, re, shutil, signal, subprocess, tempfile, threading, time
 from pathlib import Path
 import httpx, numpy as np, pandas as pd, requests
 from ..testing import HubProcess, InfluxServer, free_port
 
 # %% auto #0
-__all__ = ['GRID_NS', 'live_times', 'tail_lost', 'holes', 'Probe', 'bench_reliability']
+__all__ = ['GRID_NS', 'live_times', 'tail_lost', 'holes', 'Probe', 'roles_figure', 'bench_reliability']
 
 # %% ../../nbs/bench/10_reliability.ipynb #848e78a3
 GRID_NS = 300 * 10**9      # the simulated past is on this grid ([model] step 5min)
@@ -73,6 +73,49 @@ def _until(cond, timeout:float, every:float=0.1):
         except (httpx.HTTPError, ValueError, KeyError): pass
         time.sleep(every)
     return None
+
+# %% ../../nbs/bench/10_reliability.ipynb #a11ce5b2
+def _ops(spec:dict) -> list[tuple[str, str, bool]]:
+    "(method, path with its parameters filled in, admin?) for every operation that needs a key."
+    out = []
+    for path, item in sorted(spec["paths"].items()):
+        for method, op in sorted(item.items()):
+            if not op.get("security"): continue                     # public: /health, /status
+            out.append((method.upper(), re.sub(r"\{[^}]+\}", "bench-x", path), "403" in op.get("responses", {})))
+    return out
+
+def _p50_ms(hub, path:str, key:str, n:int=200) -> float:
+    with httpx.Client(base_url=hub.url, headers={"X-API-Key": key}, timeout=10) as c:
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter(); c.get(path); ts.append((time.perf_counter() - t) * 1000)
+    return round(float(np.median(ts)), 3)
+
+def roles_figure() -> dict:
+    "Every admin operation called with a viewer key (all should be 403), every read (none should be); admin reads as the baseline."
+    viewer, admin = "bench-viewer-" + os.urandom(8).hex(), "bench-admin-" + os.urandom(8).hex()
+    tmp = Path(tempfile.mkdtemp(prefix="qdash-bench-roles-"))
+    (tmp / "keys").write_text(f"wall viewer {viewer}\nalice admin {admin}\n")
+    env = {"QDASH__AUTH__KEYS_FILE": str(tmp / "keys"), "QDASH__COLLECT__SOURCES": "", "QDASH__JOBS__WORKERS": "1",
+           "QDASH__LIMITS__DEFAULT": "100000/minute", "QDASH__MODEL__DIR": str(tmp / "models")}
+    try:
+        with HubProcess(env, data_dir=tmp) as hub:
+            ops = _ops(httpx.get(hub.url + "/docs/openapi.json", timeout=30).json())
+            def status(method, path, key): return httpx.request(method, hub.url + path, headers={"X-API-Key": key}, timeout=30).status_code
+            acts = [(m, p) for m, p, a in ops if a]
+            reads = [(m, p) for m, p, a in ops if not a]
+            refused = [(m, p) for m, p in acts if status(m, p, viewer) == 403]
+            read_refused = [(m, p) for m, p in reads if status(m, p, viewer) in (401, 403)]
+            admin_reads = [(m, p) for m, p in acts if m == "GET"]
+            baseline_refused = [(m, p, k) for m, p in admin_reads for k in (hub.api_key, admin) if status(m, p, k) in (401, 403)]
+            _p50_ms(hub, "/api/whoami", viewer, 50)    # warm up the connection path first: the first key measured is not penalised
+            whoami = {"whoami_p50_ms_hub_key": _p50_ms(hub, "/api/whoami", hub.api_key), "whoami_p50_ms_named_key": _p50_ms(hub, "/api/whoami", viewer)}
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return {"figure": "roles", "admin_operations": len(acts), "viewer_refused_admin_operations": len(refused),
+            "viewer_admin_calls_refused_pct": round(100.0 * len(refused) / max(1, len(acts)), 1),
+            "admin_operations_let_through": [f"{m} {p}" for m, p in acts if (m, p) not in refused],
+            "read_operations": len(reads), "viewer_refused_reads": len(read_refused),
+            "admin_reads_refused_to_admin_keys": len(baseline_refused), **whoami}
 
 # %% ../../nbs/bench/10_reliability.ipynb #2b0ac9e1
 def _env(srv, servers, budget_s, **more):
@@ -171,11 +214,13 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
         kill_pts = holes(second, servers) + servers * kill_cycles
         yield {"figure": "kill9_store_paused", "paused_s_before_kill": kill_after_s, "kill9_seconds_lost": kill_s, "kill9_points_lost": kill_pts,
                "bound_s": 2.0, "note": "bound: [collect] batch_max_sec 1s (the write not answered, spooled ahead) + the batch forming (1s)"}
+        roles = roles_figure(); yield roles         # who may act: a viewer key against every admin operation
         yield {"figure": "headline", "outage_points_lost": lost_a, "kill9_points_lost": kill_pts, "kill9_seconds_lost": kill_s,
                "health_p99_ms_during_outage": got["/health"]["p99_ms"], "health_p99_ms_store_up": up["p99_ms"],
                "health_unanswered_during_outage": got["/health"]["unanswered"], "hub_starts_with_store_down": started,
                "store_down_seen_s": down_seen, "shutdown_s_store_paused": shutdown_s, "graceful_shutdown_timeout_s": budget_s,
-               "servers": servers, "outage_s": outage_s}
+               "servers": servers, "outage_s": outage_s,
+               "viewer_admin_calls_refused_pct": roles["viewer_admin_calls_refused_pct"]}
     finally:
         for h in hubs:
             if h.proc is not None and h.proc.poll() is None: h.proc.kill(); h.proc.wait()

@@ -13,6 +13,7 @@ from .app import LiveFeed
 from .pieces import (BUTTON_CSS, STATUS_COLORS, bar, epoch_ms, esc, fmt_num, fmt_secs, html_pane, lines, pill, sheets, tile,
                                     time_figure)
 from .views import ConnectionIndicator, OverviewPage, ServerPage
+from .login import Logins, SessionFeed, session_login, user_badge
 
 # %% auto #0
 __all__ = ['PAGES', 'ACCENT', 'jobs_html', 'JobsPage', 'CalibrationPage', 'vms_html', 'CollectorPanel', 'LocalFast',
@@ -225,8 +226,15 @@ def session_theme(default:str="dark") -> str:
     return name if name in ("dark", "default") else default
 
 def dashboard_app(feed:LiveFeed, # the process's feed (`qdash.dashboard.app.shared_feed`)
-                  tick_ms:int=1000): # how often this session redraws what changed
+                  tick_ms:int=1000, # how often this session redraws what changed
+                  logins:Logins|None=None): # sessions sign in (`qdash.dashboard.login`): each acts with its own key
     "The dashboard for one browser session."
+    login = session_login(logins) if logins is not None else None
+    if logins is not None:
+        if login is None:   # never fall back to the hub's key
+            return pn.pane.HTML('<div class="qd-signin">Not signed in: <a href="./login">sign in</a></div>')
+        feed = SessionFeed(feed, login)
+        pn.state.on_session_destroyed(lambda ctx: feed.client.close())
     theme = session_theme()
     # every component takes its theme from `pn.config.theme` when it is built, and a page is built on its first visit,
     # after the template: the session's config says dark too, or a page built later is light-on-dark (unreadable)
@@ -251,7 +259,8 @@ def dashboard_app(feed:LiveFeed, # the process's feed (`qdash.dashboard.app.shar
         pn.state.add_periodic_callback(tick, period=tick_ms)
     about = pn.pane.HTML(f'<div style="font-size:13px">hub <b>{esc(feed.client.url)}</b><br>API docs: '
                          f'<a href="{esc(feed.client.url)}/docs" target="_blank">{esc(feed.client.url)}/docs</a></div>', stylesheets=sheets())
-    tmpl = pn.template.FastListTemplate(title="qdash", header=[conn], main=[tabs], sidebar=[about], theme=theme,
+    header = [conn] + ([pn.pane.HTML(user_badge(login))] if login else [])   # who is signed in, and a sign-out link
+    tmpl = pn.template.FastListTemplate(title="qdash", header=header, main=[tabs], sidebar=[about], theme=theme,
                                         theme_toggle=True, accent=ACCENT[theme], collapsed_sidebar=True, main_layout=None,
                                         header_background="#111827", sidebar_width=260, design=LocalFast,
                                         meta_viewport="width=device-width, initial-scale=1")   # phones: their width, not 980 px

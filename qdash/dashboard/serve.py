@@ -4,13 +4,14 @@
 
 # %% ../../nbs/dashboard/04_serve.ipynb #c002
 from __future__ import annotations
-import os, signal, subprocess, sys, time
+import os, secrets, signal, subprocess, sys, time
 import httpx
 from ..config import QdashError, Settings, load_settings
 from ..client import default_url
 from ..hub.app import check_listen
 from .app import shared_feed
 from .panels import dashboard_app
+from .login import KeyAuthProvider, Logins, needs_login, websocket_origins
 
 # %% auto #0
 __all__ = ['serve_dashboard', 'up']
@@ -25,11 +26,16 @@ def serve_dashboard(settings:Settings|None=None, # settings; `[dashboard] port` 
     import panel as pn
     settings = settings or load_settings()
     port = port or settings.dashboard.port
+    sign_in = needs_login(settings.dashboard.auth, address)    # auth off beyond loopback: one line, nothing started
+    origins = websocket_origins(address, port, settings.dashboard.websocket_origins)   # never "*"
     check_listen(address, port, "dashboard")    # a port in use: one line, not tornado's traceback
     feed = shared_feed(settings)
-    origins = ["*"] if address in ("0.0.0.0", "::", "") else [f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
-    return pn.serve({"/": lambda: dashboard_app(feed)}, port=port, address=address, websocket_origin=origins,
-                    show=show, threaded=threaded, title="qdash", verbose=False, liveness=True)
+    logins, auth = None, {}
+    if sign_in:
+        logins = Logins(ttl_s=pn.config.oauth_expiry * 86400)
+        auth = dict(auth_provider=KeyAuthProvider(feed.client.url, logins), cookie_secret=secrets.token_urlsafe(32))
+    return pn.serve({"/": lambda: dashboard_app(feed, logins=logins)}, port=port, address=address, websocket_origin=origins,
+                    show=show, threaded=threaded, title="qdash", verbose=False, liveness=True, **auth)
 
 def _wait_hub(url:str, proc, timeout:float) -> None:
     end = time.monotonic() + timeout

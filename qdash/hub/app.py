@@ -12,8 +12,8 @@ from sanic_ext import Extend, openapi
 from .. import __version__
 from ..config import QdashError, Settings, load_settings
 from ..serving import Services
-from .http import Unauthorized, TooManyRequests, dumps, records, on_error
-from .guard import ensure_api_key, check_key, RateLimiter, client_address
+from .http import Unauthorized, Forbidden, TooManyRequests, dumps, records, on_error
+from .guard import ensure_api_key, RateLimiter, client_address, Keyring, read_keys, may
 from .live import RequestStats, ProcessStats, Broadcaster
 from .routes import status, telemetry, collection, jobs, cascade, predictions, explain, drift, history, inbox
 log = logging.getLogger("qdash.hub.app")
@@ -56,7 +56,8 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
     Extend(app)
     _docs_assets(app)
     app.ext.openapi.describe("qdash hub", version=__version__,
-                             description="Fleet telemetry, status and control. Send the API key as X-API-Key.")
+                             description="Fleet telemetry, status and control. Send a key as X-API-Key: the hub's key and "
+                                         "[auth] keys_file's admin keys read and act; viewer keys read, and get 403 on routes that act.")
     app.ext.openapi.add_security_scheme("api_key", "apiKey", location="header", name="X-API-Key")
     c = app.ctx
     c.settings, c.started, c.start = settings, time.time(), start
@@ -87,18 +88,21 @@ async def _guard(request:Request):
     if getattr(request.ctx, "refused", False): return   # already answered (413); Sanic runs middleware on errors too
     request.ctx.t0 = time.perf_counter()
     c, s = request.app.ctx, request.app.ctx.settings
+    request.ctx.who = None
     if _is_public(request):
         caller = "ip:" + client_address(request.ip, request.headers.get("x-forwarded-for"), s.server.trusted_proxies)
     else:
         given = request.headers.get("x-api-key")
         if given is None and request.headers.get("upgrade", "").lower() == "websocket": given = request.args.get("api_key")
-        if not check_key(given, c.key):
+        request.ctx.who = c.keys.identify(given)   # name and role of the key's holder (qdash.hub.guard.Keyring)
+        if request.ctx.who is None:
             raise Unauthorized("missing or wrong API key: send the hub's key in the X-API-Key header")
         caller = "key:" + hashlib.sha256(given.encode()).hexdigest()[:16]
     rule = getattr(request.route.ctx, "limit", "default") if request.route else "default"
     wait = c.limiter.hit(caller, rule, s.limits[rule])
     if wait: raise TooManyRequests(f"rate limit [limits] {rule} = {s.limits[rule][0]} per {s.limits[rule][1]:g}s reached; "
                                    f"retry in {math.ceil(wait)}s", wait)
+    if request.ctx.who is not None: _authorise(request)
 
 async def _size_check(request:Request, route, kwargs, handler):
     "Refuse a body announced larger than `[limits] feed_max_bytes` before it is read (Sanic's own check covers chunked bodies)."
@@ -111,12 +115,22 @@ async def _count(request:Request, response):
     t0 = getattr(request.ctx, "t0", None)
     request.app.ctx.stats.record(response.status, None if t0 is None else time.perf_counter() - t0)
 
+# %% ../../nbs/hub/01_app.ipynb #a11ce5e2
+def _authorise(request:Request):
+    "403 when the caller's role does not reach the role the route needs."
+    who, needs = request.ctx.who, getattr(request.route.ctx, "role", "viewer") if request.route else "viewer"
+    if not may(who, needs):
+        raise Forbidden(f"{request.method} {request.path} needs a key with the {needs} role; "
+                        f"the key of {who.user} has the {who.role} role", needs)
+
 # %% ../../nbs/hub/01_app.ipynb #0d429872
 async def _open(app, loop=None):
     c = app.ctx
     c.key, where, created = ensure_api_key(c.settings)
     if created: print(f"qdash: generated an API key; it is in {where} (mode 0600). Clients read it from there.", flush=True)
     elif where: log.info("API key from %s", where)
+    c.keys = Keyring.from_settings(c.settings, c.key)   # the hub's key and [auth] keys_file's named keys
+    if c.keys.named: log.info("%d named keys from %s", len(c.keys.named), c.settings.auth.keys_file)
     if not c.start: return
     c.loop = asyncio.get_running_loop()
     services = Services(c.settings)
@@ -190,6 +204,7 @@ def serve(settings:Settings|None=None): # hub settings; default: `load_settings(
     settings = settings or load_settings()
     host, port = settings.server.host, settings.server.port
     check_listen(host, port)      # a port in use is one line (QdashError), before the store is opened
+    if settings.auth.keys_file: read_keys(settings.auth.keys_file, settings.auth.api_key)   # a malformed keys file: one line too
     logging.basicConfig(level=settings.server.log_level.upper())
     app = create_app(settings)
     try: app.run(host=host, port=port, single_process=True, access_log=False, motd=False)

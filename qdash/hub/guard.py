@@ -4,12 +4,14 @@
 
 # %% ../../nbs/hub/02_guard.ipynb #c002
 from __future__ import annotations
-import hmac, ipaddress, os, secrets, time
+import hashlib, hmac, ipaddress, os, re, secrets, time
+from dataclasses import dataclass
 from pathlib import Path
-from ..config import Settings
+from ..config import ConfigError, Settings
 
 # %% auto #0
-__all__ = ['ensure_api_key', 'check_key', 'RateLimiter', 'client_address']
+__all__ = ['ROLES', 'HUB_USER', 'MIN_KEY_CHARS', 'ensure_api_key', 'check_key', 'Identity', 'read_keys', 'Keyring', 'may',
+           'acting_user', 'RateLimiter', 'client_address']
 
 # %% ../../nbs/hub/02_guard.ipynb #c005
 def ensure_api_key(settings:Settings, # the hub's settings; `auth.api_key` wins, else `auth.api_key_file`
@@ -33,6 +35,78 @@ def check_key(given:str|None, # the key the caller sent (X-API-Key header or ?ap
     "True when `given` is the hub's key; constant-time, and never true for a missing or empty key."
     if not given or not expected: return False
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
+
+# %% ../../nbs/hub/02_guard.ipynb #c006b
+ROLES = ("viewer", "admin")   # as Grafana's: a viewer reads; an admin reads and acts
+HUB_USER = "admin"            # the name of whoever holds the hub's own key (reserved in the keys file)
+MIN_KEY_CHARS = 16
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+@dataclass(frozen=True)
+class Identity:
+    "Who a key belongs to: a name and a role; `named` is False for the hub's own key."
+    user: str
+    role: str
+    named: bool = True
+
+def _digest(key:str) -> str: return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+def read_keys(path:str|Path,          # `[auth] keys_file`
+              hub_key:str|None=None,  # the hub's key, which no named key may repeat
+             ) -> dict[str, Identity]:
+    "The named keys of a keys file as `{sha256 of the key: Identity}`; `ConfigError` naming the line at fault (never its text)."
+    path = Path(path)
+    def bad(n, why): return ConfigError(f"[auth] keys_file {path} line {n}: {why}", field="auth.keys_file")
+    try: text = path.read_text(encoding="utf-8")
+    except FileNotFoundError: raise ConfigError(f"[auth] keys_file {path} does not exist", field="auth.keys_file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"[auth] keys_file {path} cannot be read: {type(e).__name__}", field="auth.keys_file") from None
+    out, names = {}, {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"): continue
+        parts = line.split()
+        if len(parts) != 3: raise bad(n, f"expected 3 fields `name role key`, found {len(parts)}")
+        name, role, key = parts
+        if not _NAME.fullmatch(name): raise bad(n, "the name must be 1 to 64 letters, digits or _ . @ -")
+        if role not in ROLES: raise bad(n, "the role must be viewer or admin")
+        if name == HUB_USER: raise bad(n, f"the name {HUB_USER} is the hub key's; choose another")
+        if name in names: raise bad(n, f"the name is already given on line {names[name]}")
+        if len(key) < MIN_KEY_CHARS: raise bad(n, f"the key has {len(key)} characters; at least {MIN_KEY_CHARS} are needed (name and key swapped?)")
+        d = _digest(key)
+        if hub_key and hmac.compare_digest(d, _digest(hub_key)): raise bad(n, "the key is the hub's api_key; give it its own")
+        if d in out: raise bad(n, f"the key is also the key on line {names[out[d].user]}")
+        out[d], names[name] = Identity(name, role), n
+    return out
+
+# %% ../../nbs/hub/02_guard.ipynb #c006e
+class Keyring:
+    "The hub's key (admin) and the named keys of `[auth] keys_file`: who a key belongs to."
+    def __init__(self, hub_key:str, named:dict[str, Identity]|None=None):
+        self.hub_key, self.named = hub_key, dict(named or {})
+    @classmethod
+    def from_settings(cls, settings:Settings, hub_key:str) -> Keyring:
+        "The keyring of these settings; `ConfigError` for a malformed keys file."
+        f = settings.auth.keys_file
+        return cls(hub_key, read_keys(f, hub_key) if f else {})
+    def identify(self, given:str|None) -> Identity|None:
+        "Who holds `given`, or None for a missing or unknown key."
+        if check_key(given, self.hub_key): return Identity(HUB_USER, "admin", named=False)
+        return self.named.get(_digest(given)) if given else None
+    def __repr__(self): return f"Keyring(hub key + {len(self.named)} named)"   # never the keys
+
+def may(who:Identity, # the caller
+        needs:str,    # the role a route needs
+       ) -> bool:
+    "True when `who`'s role reaches `needs` (an admin may do what a viewer may)."
+    return ROLES.index(who.role) >= ROLES.index(needs)
+
+def acting_user(who:Identity|None, # the caller (None: nobody, e.g. the hub itself)
+                claimed:str|None=None, # a `by` the client sent
+               ) -> str|None:
+    "Whom an action is recorded under: a named key's name; for the hub's key the name claimed, else `admin`."
+    if who is None: return claimed
+    return who.user if who.named else (claimed or who.user)
 
 # %% ../../nbs/hub/02_guard.ipynb #c008
 class RateLimiter:

@@ -13,11 +13,13 @@ from sanic.response import HTTPResponse
 from sanic_ext import openapi
 from sanic_ext.extensions.openapi.types import Integer
 from ..config import QdashError, ValidationError, Unavailable
+from .guard import ROLES, Identity, acting_user
 log = logging.getLogger("qdash.hub.http")
 
 # %% auto #0
-__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error',
-           'doc', 'Routes', 'json_object', 'part', 'off_loop', 'cached', 'per_version']
+__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'READ_METHODS', 'FORBIDDEN', 'Unauthorized', 'TooManyRequests', 'dumps',
+           'reply', 'records', 'on_error', 'doc', 'Forbidden', 'needed_role', 'caller', 'by_whom', 'mark_admin',
+           'Routes', 'json_object', 'part', 'off_loop', 'cached', 'per_version']
 
 # %% ../../nbs/hub/00_http.ipynb #4b73b205
 class Unauthorized(QdashError):
@@ -115,6 +117,39 @@ def doc(summary:str,         # one line shown in /docs
         return f
     return deco
 
+# %% ../../nbs/hub/00_http.ipynb #a11ce5d2
+class Forbidden(QdashError):
+    "The key is valid, but its role may not do this."
+    status_code, code = 403, "forbidden"
+    def __init__(self, detail, needs:str): # the role the route needs
+        super().__init__(detail, field="role"); self.needs = needs
+    def to_dict(self): return {**super().to_dict(), "needs": self.needs}
+
+READ_METHODS = ("GET", "WS")   # what a viewer may call; every other method acts
+FORBIDDEN = {"type": "object", "properties": {**ERROR["properties"], "needs": {"type": "string", "enum": list(ROLES)}},
+             "required": ["error", "detail", "needs"]}
+
+def needed_role(method:str, # the route's method
+                ctx:dict,   # the route's context: `role` when given
+               ) -> str:
+    "The role a route needs: its `role=`, else viewer to read (GET, WebSocket) and admin to act."
+    role = ctx.get("role") or ("viewer" if method in READ_METHODS else "admin")
+    if role not in ROLES: raise ValueError(f"role={role!r}: expected one of {', '.join(ROLES)}")
+    return role
+
+def caller(request) -> Identity|None:
+    "Who called: the name and role of the request's key (None on a public route)."
+    return getattr(request.ctx, "who", None)
+
+def by_whom(request, claimed:str|None=None) -> str|None:
+    "The name an action of this request is recorded under: a named key's, else `claimed`, else the hub key's (`admin`)."
+    return acting_user(caller(request), claimed)
+
+def mark_admin(f):
+    "Say in a handler's OpenAPI operation that it needs an admin key and answers 403 to a viewer key."
+    f = openapi.response(403, {"application/json": FORBIDDEN}, "the key's role is viewer; this needs admin")(f)
+    return openapi.description("Needs a key with the admin role; a viewer key gets 403.")(f)
+
 # %% ../../nbs/hub/00_http.ipynb #8d6b893d
 class Routes:
     "One route module's handlers: `@route(group, method, uri, **ctx)` records one; `blueprints()` builds them."
@@ -123,7 +158,9 @@ class Routes:
                  method:str, # GET, POST, DELETE, or WS for a WebSocket
                  uri:str, name:str|None=None, **ctx):
         "Record a handler."
+        ctx = {**ctx, "role": needed_role(method, ctx)}
         def deco(f):
+            if ctx["role"] == "admin" and not ctx.get("public") and method != "WS": f = mark_admin(f)
             self.table[:] = [r for r in self.table if (r[1], r[2]) != (method, uri)]   # redefining a route replaces it
             self.table.append((group, method, uri, f, name or f.__name__, ctx)); return f
         return deco

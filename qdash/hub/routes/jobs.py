@@ -8,7 +8,7 @@ import asyncio
 from urllib.parse import unquote
 from ...config import ValidationError, Unavailable
 from ...jobs import JOB_TYPES, STATUSES, TASKS, metric_history
-from ..http import Routes, off_loop, doc, reply, records, json_object, part, OBJ, ARR, _schema, _opt, _known_args, _limit
+from ..http import Routes, off_loop, doc, reply, records, json_object, part, by_whom, OBJ, ARR, _schema, _opt, _known_args, _limit
 route = Routes()
 
 # %% auto #0
@@ -28,7 +28,7 @@ async def _call(request, method:str, *args, **kw):
 
 JOB = _schema({"id": {"type": "string"}, "job_type": {"type": "string"}, "name": {"type": "string"},
                "status": {"type": "string", "enum": list(STATUSES)}, "progress": {"type": "number"},
-               "metrics": OBJ}, required=["id", "job_type", "status"])
+               "metrics": OBJ, "submitted_by": {"type": "string", "nullable": True}}, required=["id", "job_type", "status"])
 LIST_ARGS = ("limit", "job_type", "status")
 
 # %% ../../../nbs/hub/routes/01_jobs.ipynb #c008
@@ -59,7 +59,7 @@ CALIBRATION_BODY = {"application/json": _schema({"algorithm": {"type": "string",
 @doc("Start a calibration run (seed 000)", "calibration", _schema({"job_id": {"type": "string"}, "message": {"type": "string"}}),
      errors=(422, 429, 503), body=CALIBRATION_BODY, body_required=False)
 async def start_calibration(request):
-    job = await _call(request, "submit", "calibration", json_object(request))
+    job = await _call(request, "submit", "calibration", json_object(request), by=by_whom(request))
     p = job["params"]
     return reply({"job_id": job["id"], "message": f"Calibration job started ({p['algorithm']}, {p['mode']})"})
 
@@ -84,7 +84,7 @@ async def tasks_submit(request):
     if not isinstance(b.get("task"), str): raise ValidationError("task: expected the name of a task: " + ", ".join(sorted(TASKS)), field="task")
     if "params" in b and not isinstance(b["params"], dict): raise ValidationError("params: expected a JSON object", field="params")
     if "name" in b and not isinstance(b["name"], str): raise ValidationError("name: expected text", field="name")
-    job = await _call(request, "submit", b["task"], b.get("params"), b.get("name"))
+    job = await _call(request, "submit", b["task"], b.get("params"), b.get("name"), by=by_whom(request))
     return reply(job, status=201)
 
 @route("tasks", "GET", "/api/tasks")

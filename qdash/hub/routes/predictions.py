@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from ...config import ValidationError
 from ...jobs import Conflict, FINISHED
-from ..http import Routes, off_loop, doc, reply, json_object, part, per_version, _schema, _opt, _known_args, _flag, OBJ, ARR
+from ..http import Routes, off_loop, doc, reply, json_object, part, by_whom, per_version, _schema, _opt, _known_args, _flag, OBJ, ARR
 route = Routes()
 
 # %% auto #0
@@ -46,7 +46,7 @@ def _text(b:dict, key:str, default=None):
 @doc("Acknowledge an active alert", "alerts", OBJ, errors=(404, 422, 503),
      body={"application/json": _schema({"by": {"type": "string"}}, required=[])}, body_required=False)
 async def alerts_ack(request, alert_id:str):
-    by = _text(json_object(request), "by")
+    by = by_whom(request, _text(json_object(request), "by"))   # a named key's name; the hub key's holder may say who
     return reply(await asyncio.to_thread(_forecasting(request).alerts.ack, alert_id, by))
 
 SILENCE_BODY = {"application/json": _schema({"server": {"type": "string"}, "duration": {"type": "string"},
@@ -58,11 +58,11 @@ async def alerts_silence(request):
     b = json_object(request)
     unknown = sorted(set(b) - {"server", "duration", "reason", "by"})
     if unknown: raise ValidationError(f"{unknown[0]}: unknown field; allowed: server, duration, reason, by", field=unknown[0])
-    args = dict(server=_text(b, "server"), duration=_text(b, "duration", "1h"), reason=_text(b, "reason", ""), by=_text(b, "by"))
+    args = dict(server=_text(b, "server"), duration=_text(b, "duration", "1h"), reason=_text(b, "reason", ""), by=by_whom(request, _text(b, "by")))
     return reply(await asyncio.to_thread(_forecasting(request).alerts.silence, **args))
 
 # %% ../../../nbs/hub/routes/03_predictions.ipynb #c016
-@route("admin", "GET", "/admin/models")
+@route("admin", "GET", "/admin/models", role="admin")
 @doc("Models in the registry, newest first, with the active one marked (seed 004)", "admin",
      _schema({"models": ARR, "active": {"type": "string", "nullable": True}, "directory": {"type": "string"}}), errors=(503,))
 async def admin_models(request):
@@ -103,10 +103,10 @@ async def admin_trigger_training(request):
     busy = [j for j in await asyncio.to_thread(_training_jobs, runner, 5) if j["status"] not in FINISHED]
     if busy: raise Conflict(f"training job {busy[0]['id']} is already {busy[0]['status']}", field="training")
     params = {k: v for k, v in (("epochs", epochs), ("incremental", incremental)) if v is not None}
-    job = await asyncio.to_thread(runner.submit, TRAINING_TASK, params, "training")
+    job = await asyncio.to_thread(runner.submit, TRAINING_TASK, params, "training", by_whom(request))
     return reply({"job_id": job["id"], "message": "Training job started"})
 
-@route("admin", "GET", "/admin/training-status")
+@route("admin", "GET", "/admin/training-status", role="admin")
 @doc("The newest training job (seed 004)", "admin", _schema({"training": {"type": "boolean"}, "job": {"type": "object", "nullable": True}}),
      errors=(503,))
 async def admin_training_status(request):
@@ -115,7 +115,7 @@ async def admin_training_status(request):
     job = jobs[0] if jobs else None
     return reply({"training": bool(job and job["status"] not in FINISHED), "job": job})
 
-@route("admin", "GET", "/admin/training-stats")
+@route("admin", "GET", "/admin/training-stats", role="admin")
 @doc("Training history and the serving model's validation figures (seed 004)", "admin", OBJ, errors=(503,))
 async def admin_training_stats(request):
     f, runner = _forecasting(request), part(request, "runner", "job runner")

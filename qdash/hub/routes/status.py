@@ -7,13 +7,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from ... import __version__
 from ...jobs import calibration_status
-from ..http import Routes, doc, reply, cached, _schema, OBJ
+from ..http import Routes, doc, reply, cached, caller, _schema, OBJ
 from ..live import hub_health
 route = Routes()
 
 # %% auto #0
-__all__ = ['route', 'HEALTH', 'API_HEALTH', 'health', 'api_health', 'build_status', 'daemon_status', 'api_status',
-           'build_metrics', 'api_metrics']
+__all__ = ['route', 'HEALTH', 'API_HEALTH', 'WHOAMI', 'health', 'api_health', 'build_status', 'daemon_status', 'api_status',
+           'build_metrics', 'api_metrics', 'whoami']
 
 # %% ../../../nbs/hub/routes/00_status.ipynb #237c143a
 def _parts(c) -> dict:
@@ -106,3 +106,12 @@ def build_metrics(app) -> dict:
      _schema({k: {"type": "number"} for k in ("http_requests", "http_errors", "avg_response_time", "memory_usage", "cpu_usage")}))
 async def api_metrics(request):
     return reply(await cached(request.app, "metrics", build_metrics))
+
+# %% ../../../nbs/hub/routes/00_status.ipynb #a11ce5f2
+WHOAMI = _schema({"user": {"type": "string"}, "role": {"type": "string", "enum": ["viewer", "admin"]}})
+
+@route("status", "GET", "/api/whoami")
+@doc("Who the hub takes the caller's key for: the key's name and its role (viewer reads; admin also acts)", "status", WHOAMI)
+async def whoami(request):
+    who = caller(request)
+    return reply({"user": who.user, "role": who.role})
