@@ -677,6 +677,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'qdash.dashboard.pieces.pill': ('dashboard/pieces.html#pill', 'qdash/dashboard/pieces.py'),
                                         'qdash.dashboard.pieces.ranked_html': ( 'dashboard/pieces.html#ranked_html',
                                                                                 'qdash/dashboard/pieces.py'),
+                                        'qdash.dashboard.pieces.rate_ticks': ( 'dashboard/pieces.html#rate_ticks',
+                                                                               'qdash/dashboard/pieces.py'),
                                         'qdash.dashboard.pieces.server_alerts_html': ( 'dashboard/pieces.html#server_alerts_html',
                                                                                        'qdash/dashboard/pieces.py'),
                                         'qdash.dashboard.pieces.sheets': ('dashboard/pieces.html#sheets', 'qdash/dashboard/pieces.py'),

@@ -86,7 +86,7 @@ class CalibrationPage(pn.viewable.Viewer):
         self.feed, self.hist_sig, self.job_sig = feed, None, None
         self.status = html_pane()
         self.src = ColumnDataSource(dict(t=[], psi=[], rho=[], omega=[]))
-        p = lines(time_figure("ψ, ρ, ω per calibration run", height=280, y_range=DataRange1d(start=0)), self.src,
+        p = lines(time_figure("ψ, ρ, ω per calibration run", height=280, y_range=DataRange1d(start=0), min_span_s=3600), self.src,
                   {"psi": ("ψ", "#3b82f6"), "rho": ("ρ", "#10b981"), "omega": ("ω", "#f59e0b")})
         for c in ("psi", "rho", "omega"): p.scatter("t", c, source=self.src, size=5, color={"psi": "#3b82f6", "rho": "#10b981", "omega": "#f59e0b"}[c])
         p.add_tools(HoverTool(tooltips=[("run", "@t{%F %T}"), ("ψ", "@psi{0.000}"), ("ρ", "@rho{0.000}"), ("ω", "@omega{0.000}")],

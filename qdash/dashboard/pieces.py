@@ -6,14 +6,15 @@
 from __future__ import annotations
 import html, math
 import pandas as pd, panel as pn
-from bokeh.models import ColumnDataSource, DataRange1d
+from bokeh.models import ColumnDataSource, CustomJSTickFormatter, DataRange1d
 from bokeh.plotting import figure
 
 # %% auto #0
-__all__ = ['LEVEL_COLORS', 'STATUS_COLORS', 'TEXT_COLORS', 'CONN', 'CSS', 'BUTTON_CSS', 'CARDS', 'RANGES', 'COLS', 'FC_COLS',
-           'esc', 'fmt_num', 'fmt_bytes', 'fmt_secs', 'epoch_ms', 'theme_css', 'sheets', 'html_pane', 'bar',
-           'load_color', 'tile', 'pill', 'time_figure', 'lines', 'cards_html', 'ranked_html', 'cascade_html',
-           'drift_html', 'bucket_s', 'history_columns', 'forecast_columns', 'server_alerts_html', 'why_html']
+__all__ = ['LEVEL_COLORS', 'STATUS_COLORS', 'TEXT_COLORS', 'CONN', 'CSS', 'BUTTON_CSS', 'RATE_TICKS_JS', 'CARDS', 'RANGES',
+           'COLS', 'FC_COLS', 'esc', 'fmt_num', 'fmt_bytes', 'fmt_secs', 'epoch_ms', 'theme_css', 'sheets', 'html_pane',
+           'bar', 'load_color', 'tile', 'pill', 'time_figure', 'lines', 'rate_ticks', 'cards_html', 'ranked_html',
+           'cascade_html', 'drift_html', 'bucket_s', 'history_columns', 'forecast_columns', 'server_alerts_html',
+           'why_html']
 
 # %% ../../nbs/dashboard/01a_pieces.ipynb #c005
 def esc(v) -> str:
@@ -136,8 +137,11 @@ def pill(text:str, color:str) -> str:
     return f'<span class="qd-pill" style="background:{color}">{esc(text)}</span>'
 
 # %% ../../nbs/dashboard/01a_pieces.ipynb #c010
-def time_figure(title:str, height:int=230, y_range=None, **kw):
+def time_figure(title:str, height:int=230, y_range=None,
+                min_span_s:float=60, # the x axis spans at least this long (one point alone is not read in microseconds)
+                **kw):
     "A Bokeh figure with a UTC datetime x axis, sized to stretch, without toolbar."
+    kw.setdefault("x_range", DataRange1d(min_interval=1000 * min_span_s))
     p = figure(title=title, height=height, sizing_mode="stretch_width", x_axis_type="datetime", tools="",
                toolbar_location=None, min_border_left=40, y_range=y_range or DataRange1d(only_visible=True), **kw)
     p.xgrid.grid_line_alpha, p.ygrid.grid_line_alpha = 0.15, 0.15
@@ -154,6 +158,20 @@ def lines(p, src:ColumnDataSource, cols:dict, y_range_name:str="default", width:
     p.legend.label_text_font_size, p.legend.spacing = "11px", 0
     p.legend.orientation = "horizontal"
     return p
+
+# %% ../../nbs/dashboard/01a_pieces.ipynb #5cee6128
+RATE_TICKS_JS = """
+const units = [" B/s", " kB/s", " MB/s", " GB/s", " TB/s"];
+const top = Math.max(...ticks.map(Math.abs));
+let u = 0; while (u < units.length - 1 && top >= Math.pow(1000, u + 1)) u++;
+const scale = Math.pow(1000, u), step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) / scale : 1;
+const digits = step > 0 ? Math.max(0, Math.min(6, Math.ceil(-Math.log10(step) - 1e-9))) : 0;
+return (tick / scale).toFixed(digits) + units[u];
+"""
+
+def rate_ticks() -> CustomJSTickFormatter:
+    "A new tick formatter for bytes/s axes (a Bokeh model belongs to one document: one per chart)."
+    return CustomJSTickFormatter(code=RATE_TICKS_JS)
 
 # %% ../../nbs/dashboard/01a_pieces.ipynb #c014
 CARDS = [("jobs_active", "Active jobs", "", 0, "#3b82f6"), ("jobs_completed", "Completed", "", 0, "#10b981"),

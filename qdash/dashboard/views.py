@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio, io, math
 from datetime import datetime, timezone
 import param, panel as pn
-from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, LinearAxis, NumeralTickFormatter, Range1d
+from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, LinearAxis, Range1d
 from bokeh.plotting import figure
 from bokeh.transform import cumsum
 from ..config import QdashError
 from .app import LiveFeed, point_of
 from .pieces import (COLS, CONN, FC_COLS, LEVEL_COLORS, RANGES, STATUS_COLORS, bucket_s, cards_html, cascade_html, drift_html,
                                     epoch_ms, esc, fmt_bytes, fmt_num, forecast_columns, history_columns, html_pane, lines, pill, ranked_html,
-                                    server_alerts_html, sheets, tile, time_figure, why_html)
+                                    rate_ticks, server_alerts_html, sheets, tile, time_figure, why_html)
 
 # %% auto #0
 __all__ = ['EXPORT_RANGES', 'ConnectionIndicator', 'alerts_of', 'health_html', 'AlertBar', 'ExportButtons', 'OverviewPage',
@@ -234,13 +234,13 @@ class ServerPage(pn.viewable.Viewer):
         self.range.param.watch(lambda e: setattr(self, "span", e.new), "value")
         self.info = html_pane()
         self.src = ColumnDataSource({"t": [], **{c: [] for c in COLS}}, name="server-points")
-        x = DataRange1d(follow=None)
+        x = DataRange1d(follow=None, min_interval=60_000)
         pct = dict(y_range=Range1d(0, 100), x_range=x)
         cpu = lines(time_figure("CPU %", **pct), self.src, {"cpu": ("cpu", "#f97316")})
         mem = lines(time_figure("Memory %", **pct), self.src, {"mem": ("memory", "#ec4899")})
-        disk = lines(time_figure("Disk I/O (bytes/s)", x_range=x), self.src, {"rd": ("read", "#06b6d4"), "wr": ("write", "#8b5cf6")})
-        net = lines(time_figure("Network (bytes/s)", x_range=x), self.src, {"rx": ("rx", "#10b981"), "tx": ("tx", "#3b82f6")})
-        for p in (disk, net): p.yaxis.formatter = NumeralTickFormatter(format="0.0 b")
+        disk = lines(time_figure("Disk I/O", x_range=x), self.src, {"rd": ("read", "#06b6d4"), "wr": ("write", "#8b5cf6")})
+        net = lines(time_figure("Network", x_range=x), self.src, {"rx": ("rx", "#10b981"), "tx": ("tx", "#3b82f6")})
+        for p in (disk, net): p.yaxis.formatter = rate_ticks()
         for p in (cpu, mem, disk, net):
             p.add_tools(HoverTool(tooltips=[("time", "@t{%H:%M:%S}"), ("value", "$y{0.0}")], formatters={"@t": "datetime"}))
         self.charts = pn.FlexBox(*[tile(pn.pane.Bokeh(p, sizing_mode="stretch_width"), "560px") for p in (cpu, mem, disk, net)],
