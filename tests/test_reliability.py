@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import requests
 
-from qdash.testing import HubProcess, InfluxServer, free_port
+from qdash.testing import HubProcess, InfluxServer, SilentServer, free_port
 
 FLEET = Path(__file__).parent / "fixtures" / "fleet.xml"
 MODELS = Path(__file__).resolve().parent.parent / "models"   # the shipped model: a hub with one is "healthy", not "degraded"
@@ -198,3 +198,25 @@ def test_a_source_that_cannot_connect_is_down_counted_and_recovers(tmp_path):
         h = get(hub, "/api/telemetry/status", key=True).json()["source_health"]["libvirt"]
         assert h["up"] is True and h["last_error"] is None and h["errors"] >= 2
         assert get(hub, "/health").json()["sources"] == {"libvirt": True}
+
+
+def test_a_hung_libvirt_link_stops_no_other_source(tmp_path):
+    "Item 4: libvirt at an endpoint that accepts and never answers: host and simulator keep their interval; libvirt is down, overrun counted, its URI named; /health degraded."
+    with SilentServer() as silent, HubProcess({"QDASH__COLLECT__SOURCES": "libvirt, host, simulator", "QDASH__COLLECT__SIMULATOR_SERVERS": "3",
+                                                "QDASH__COLLECT__LIBVIRT_URI": silent.libvirt_uri, "QDASH__COLLECT__LIBVIRT_TIMEOUT": "2s",
+                                                "QDASH__MODEL__DIR": str(MODELS)}, data_dir=tmp_path) as hub:
+        st = wait_for(lambda: (s := get(hub, "/api/telemetry/status", key=True).json())["source_health"]["libvirt"]["overruns"] >= 1 and s, 30)
+        assert st and silent.accepted >= 1, get(hub, "/api/telemetry/status", key=True).json()["source_health"]
+        lv = st["source_health"]["libvirt"]
+        assert lv["up"] is False and lv["points"] == 0 and silent.libvirt_uri in lv["last_error"] and "2s" in lv["last_error"]
+        body = get(hub, "/health").json()
+        assert body["status"] == "degraded" and body["sources"] == {"libvirt": False, "host": True, "simulator": True}
+        before = {k: st["source_health"][k]["points"] for k in ("host", "simulator")}
+        written = st["points_written"]
+        time.sleep(4)
+        st = get(hub, "/api/telemetry/status", key=True).json()
+        after = {k: st["source_health"][k]["points"] for k in ("host", "simulator")}
+        # 1 s interval, 4 s apart: at least 3 cycles each (host: 2 points a cycle, simulator: 3)
+        assert after["host"] - before["host"] >= 2 * 3 and after["simulator"] - before["simulator"] >= 3 * 3, (before, after)
+        assert st["points_written"] > written and st["source_health"]["libvirt"]["skipped"] >= 2
+        assert st["source_health"]["libvirt"]["overruns"] == 1          # one hung call, counted once; later ticks are skipped
