@@ -148,3 +148,17 @@ def test_up_stops_when_its_hub_dies(tmp_path):
             socket.create_connection(("127.0.0.1", dash_port), timeout=2).close()
     finally:
         if up.poll() is None: up.kill(); up.wait()
+
+
+def test_collect_says_why_libvirt_is_down(tmp_path):
+    "Seed 002: `qdash collect --sources libvirt` names the URI and libvirt's own reason when it cannot connect."
+    uri = f"test://{tmp_path}/no-such-fleet.xml"
+    e = {k: v for k, v in os.environ.items() if not k.startswith("QDASH")}
+    e.update(QDASH__COLLECT__LIBVIRT_URI=uri, QDASH__STORE__PATH=str(tmp_path / "q.duckdb"), QDASH__COLLECT__SPOOL_DIR=str(tmp_path / "spool"))
+    p = subprocess.Popen([str(QDASH), "collect", "--sources", "libvirt"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=e, cwd=tmp_path)
+    time.sleep(4)
+    p.send_signal(2)
+    out, err = p.communicate(timeout=30)
+    final = err.strip().splitlines()[-1]
+    assert "libvirt:DOWN" in final and f"connect {uri}:" in final and "no-such-fleet.xml" in final.split(f"connect {uri}:")[1], err
