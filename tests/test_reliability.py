@@ -220,3 +220,24 @@ def test_a_hung_libvirt_link_stops_no_other_source(tmp_path):
         assert after["host"] - before["host"] >= 2 * 3 and after["simulator"] - before["simulator"] >= 3 * 3, (before, after)
         assert st["points_written"] > written and st["source_health"]["libvirt"]["skipped"] >= 2
         assert st["source_health"]["libvirt"]["overruns"] == 1          # one hung call, counted once; later ticks are skipped
+
+
+def test_kill9_of_the_hub_leaves_no_process_behind(tmp_path):
+    "Item 7: kill -9 of a hub running a job: forkserver, resource tracker, manager and pool workers all die with it."
+    import psutil
+    with HubProcess({"QDASH__COLLECT__SOURCES": "", "QDASH__JOBS__WORKERS": "2", "QDASH__MODEL__DIR": "no-model"}, data_dir=tmp_path) as hub:
+        r = httpx.post(hub.url + "/api/tasks", json={"task": "benchmark", "params": {"size": 1024, "repeats": 100000}},
+                       headers={"X-API-Key": hub.api_key}, timeout=10)
+        assert r.status_code in (200, 201, 202), r.text
+        jid = r.json().get("id") or r.json().get("task_id")
+        assert wait_for(lambda: get(hub, f"/api/jobs/{jid}", key=True).json()["status"] == "running", 60)
+        family = psutil.Process(hub.proc.pid).children(recursive=True)
+        cmds = " ".join(" ".join(p.cmdline()) for p in family)
+        assert len(family) >= 5 and "forkserver" in cmds and "resource_tracker" in cmds, cmds   # tracker, forkserver, manager, 2 workers
+        busy = max(family, key=lambda p: p.cpu_percent(0.5))
+        assert busy.cpu_percent(0.5) > 20                                         # a worker is computing the job
+        hub.proc.send_signal(signal.SIGKILL); hub.proc.wait()
+        gone, alive = psutil.wait_procs(family, timeout=10)
+        left = [(p.pid, " ".join(p.cmdline())[:80]) for p in alive]
+        for p in alive: p.kill()                                                   # no orphans from a failing run either
+        assert not left, left
