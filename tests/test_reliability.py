@@ -201,7 +201,8 @@ def test_a_source_that_cannot_connect_is_down_counted_and_recovers(tmp_path):
 
 
 def test_a_hung_libvirt_link_stops_no_other_source(tmp_path):
-    "Item 4: libvirt at an endpoint that accepts and never answers: host and simulator keep their interval; libvirt is down, overrun counted, its URI named; /health degraded."
+    """Item 4: libvirt at an endpoint that accepts and never answers: host and simulator keep their interval; libvirt is down,
+    its overrun counted, its URI named; /health degraded."""
     with SilentServer() as silent, HubProcess({"QDASH__COLLECT__SOURCES": "libvirt, host, simulator", "QDASH__COLLECT__SIMULATOR_SERVERS": "3",
                                                 "QDASH__COLLECT__LIBVIRT_URI": silent.libvirt_uri, "QDASH__COLLECT__LIBVIRT_TIMEOUT": "2s",
                                                 "QDASH__MODEL__DIR": str(MODELS)}, data_dir=tmp_path) as hub:
