@@ -207,11 +207,12 @@ def feed(self:Collection, batch:list[tuple[str, pd.DataFrame]], # (measurement, 
     "Points from outside into the writer and the listeners; accepted, and written to the store within `wait`."
     self.writer.start()
     n = 0
-    for m, df in batch:
-        n += self.writer.put(m, df)
-        for fn in list(self._listeners):
-            try: fn(m, df)
-            except Exception as e: self.errors += 1; log.warning("listener %s failed on fed %s: %s", getattr(fn, "__name__", fn), m, e)
+    with self._deliver:                  # listeners hear one caller at a time: the sources' threads, or this
+        for m, df in batch:
+            n += self.writer.put(m, df)
+            for fn in list(self._listeners):
+                try: fn(m, df)
+                except Exception as e: self.errors += 1; log.warning("listener %s failed on fed %s: %s", getattr(fn, "__name__", fn), m, e)
     ok = self.writer.flush(wait) if n else True
     return {"accepted": n, "written": n if ok else 0, "pending": 0 if ok else n}
 
