@@ -110,6 +110,8 @@ class SilentServer:
 
     def close(self):
         "Stop listening and drop the held connections (a waiting client then sees the link closed)."
+        try: self.sock.shutdown(socket.SHUT_RDWR)   # wakes the blocked accept; close alone would leave the port listening
+        except OSError: pass
         self.sock.close()
         for c in self._conns: c.close()
     def __enter__(self): return self

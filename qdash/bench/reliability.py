@@ -80,22 +80,25 @@ def stalled_source(window_s:float=6.0, # seconds measured after libvirt's first 
                    timeout_s:float=2.0, # [collect] libvirt_timeout
                    servers:int=3): # simulated servers
     "Yield one figure: cycles of the host and the simulator while libvirt hangs, against the interval's promise."
-    with SilentServer() as silent, HubProcess({"QDASH__COLLECT__SOURCES": "libvirt, host, simulator", "QDASH__COLLECT__LIBVIRT_URI": silent.libvirt_uri,
-                                                "QDASH__COLLECT__LIBVIRT_TIMEOUT": f"{timeout_s}s", "QDASH__COLLECT__SIMULATOR_SERVERS": str(servers),
-                                                "QDASH__MODEL__DIR": "no-model", "QDASH__LIMITS__DEFAULT": "1000000/minute"}) as hub:
-        seen = _until(lambda: _get(hub, "/api/telemetry/status", key=True)["source_health"]["libvirt"]["overruns"] >= 1, 60)
-        st0 = _get(hub, "/api/telemetry/status", key=True); t0 = time.monotonic()
-        health = _get(hub, "/health")
-        time.sleep(window_s)
-        st1 = _get(hub, "/api/telemetry/status", key=True); t1 = time.monotonic()
+    with SilentServer() as silent:
+        hub = HubProcess({"QDASH__COLLECT__SOURCES": "libvirt, host, simulator", "QDASH__COLLECT__LIBVIRT_URI": silent.libvirt_uri,
+                          "QDASH__COLLECT__LIBVIRT_TIMEOUT": f"{timeout_s}s", "QDASH__COLLECT__SIMULATOR_SERVERS": str(servers),
+                          "QDASH__MODEL__DIR": "no-model", "QDASH__LIMITS__DEFAULT": "1000000/minute"})
+        try:
+            hub.start(120)
+            seen = _until(lambda: _get(hub, "/api/telemetry/status", key=True)["source_health"]["libvirt"]["overruns"] >= 1, 60)
+            st0 = _get(hub, "/api/telemetry/status", key=True); t0 = time.monotonic()
+            health = _get(hub, "/health")
+            time.sleep(window_s)
+            st1 = _get(hub, "/api/telemetry/status", key=True); t1 = time.monotonic()
+        finally: hub.stop()
     per = {"host": 2, "simulator": servers}                 # points per cycle
     cycles = {k: (st1["source_health"][k]["points"] - st0["source_health"][k]["points"]) / n for k, n in per.items()}
     promised = (t1 - t0) / st1["interval_s"]
     lv = st1["source_health"]["libvirt"]
     yield {"figure": "stalled_source", "window_s": round(t1 - t0, 2), "cycles_promised": round(promised, 1),
-           "host_cycles": cycles["host"], "simulator_cycles": cycles["simulator"],
-           "libvirt_overrun_seen_s": seen, "libvirt_timeout_s": timeout_s,
-           "libvirt_up": lv["up"], "libvirt_overruns": lv["overruns"], "libvirt_skipped": lv["skipped"],
+           "host_cycles": cycles["host"], "simulator_cycles": cycles["simulator"], "libvirt_overrun_seen_s": seen,
+           "libvirt_timeout_s": timeout_s, "libvirt_up": lv["up"], "libvirt_overruns": lv["overruns"], "libvirt_skipped": lv["skipped"],
            "health_status": health["status"], "libvirt_last_error": lv["last_error"],
            "stalled_source_blocks_others": bool(seen is None or min(cycles.values()) < 0.8 * promised)}
 
@@ -105,7 +108,7 @@ def kill9_orphans(grace_s:float=5.0, # seconds the family has to go after the ki
     "Yield one figure: the hub's processes left `grace_s` after a kill -9 during a running job."
     hub = HubProcess({"QDASH__COLLECT__SOURCES": "", "QDASH__JOBS__WORKERS": str(workers), "QDASH__MODEL__DIR": "no-model"})
     try:
-        hub.start(60)
+        hub.start(120)
         jid = httpx.post(hub.url + "/api/tasks", json={"task": "benchmark", "params": {"size": 1024, "repeats": 100000}},
                          headers={"X-API-Key": hub.api_key}, timeout=10).json()["id"]
         running = _until(lambda: _get(hub, f"/api/jobs/{jid}", key=True)["status"] == "running", 60)
