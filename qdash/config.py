@@ -193,6 +193,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     interval=S(DURATION, "1s", "collection interval"),
     libvirt_uri=S(STR, "qemu:///system", "libvirt connection URI (test:///default for the test driver)"),
     device_cache_ttl=S(DURATION, "300s", "how long disk/NIC lists from domain XML are cached"),
+    libvirt_timeout=S(DURATION, "30s", "longest a libvirt cycle may take before it counts as overrun and the source as down"),
     batch_max_lines=S(_int_range(1, 1_000_000), "5000", "points per batch handed to the store"),
     batch_max_sec=S(DURATION, "1s", "longest a point waits before its batch is written"),
     queue_max=S(_int_range(1, 100_000_000), "1000000", "points held in memory before the oldest are dropped"),
@@ -308,7 +309,8 @@ def _read_file(p:Path) -> dict[tuple[str, str], str]:
 SEED_ENV = {   # the seeds' own variables (seed 002's collector, seed 004's daemon): deprecated aliases, weakest of the environment
     "LIBVIRT_URI": ("collect", "libvirt_uri"), "POLL_INTERVAL": ("collect", "interval"),
     "BATCH_MAX_LINES": ("collect", "batch_max_lines"), "BATCH_MAX_SEC": ("collect", "batch_max_sec"),
-    "DEVICE_CACHE_TTL": ("collect", "device_cache_ttl"), "INFLUX_URL": ("store", "influx_url"),
+    "DEVICE_CACHE_TTL": ("collect", "device_cache_ttl"), "LIBVIRT_TIMEOUT": ("collect", "libvirt_timeout"),
+    "INFLUX_URL": ("store", "influx_url"),
     "INFLUX_DB": ("store", "influx_database"), "INFLUX_TOKEN": ("store", "influx_token"), "TACHYON_API_KEY": ("auth", "api_key")}
 
 def env_name(sec:str, key:str) -> str: return f"{ENV_PREFIX}{sec.upper()}__{key.upper()}"

@@ -11,6 +11,7 @@ import numpy as np, pandas as pd, psutil
 from fastcore.basics import patch
 from .config import QdashError, ValidationError, NotFound, Settings, load_settings
 from .timeutil import iso_ms
+from .lifeline import hold, tie
 
 # %% auto #0
 __all__ = ['JOB_TYPES', 'STATUSES', 'FINISHED', 'TASKS', 'Conflict', 'TooBusy', 'Job', 'Task', 'register_task', 'resolve',
@@ -265,10 +266,14 @@ def start(self:JobRunner):
             try: return dq.get(timeout=timeout)
             except TimeoutError: return None
     else:
+        from multiprocessing.managers import SyncManager
         ctx = mp.get_context("forkserver")
-        self._manager = ctx.Manager()
+        hold()                                                   # the forkserver goes when this process goes ...
+        ctx.set_forkserver_preload(["__main__", "qdash.lifeline"])
+        self._manager = SyncManager(ctx=ctx)
+        self._manager.start(tie, (os.getpid(),))                 # ... and its children with it
         self.channel = _lib("MPChannel")(self._manager.Queue(), self._manager.dict())
-        self.executor = cf.ProcessPoolExecutor(self.settings.jobs.workers, mp_context=ctx)
+        self.executor = cf.ProcessPoolExecutor(self.settings.jobs.workers, mp_context=ctx, initializer=tie, initargs=(os.getpid(),))
         for _ in range(self.settings.jobs.workers): self.executor.submit(_lib("warm_worker"))   # every process starts now
         import queue as queue_mod
         def get(timeout):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_testing.ipynb #c002
 from __future__ import annotations
-import atexit, importlib, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import atexit, importlib, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 import httpx, requests
 from fastcore.basics import patch
@@ -12,8 +12,8 @@ from .config import QdashError, ValidationError, Settings, load_settings
 from .store import StoreUnavailable, _iql_ident
 
 # %% auto #0
-__all__ = ['PARTS', 'CHROMIUM_ARGS', 'MissingPart', 'need', 'free_port', 'HubProcess', 'InfluxServer', 'launch_chromium',
-           'DashboardProcess']
+__all__ = ['PARTS', 'CHROMIUM_ARGS', 'MissingPart', 'need', 'free_port', 'HubProcess', 'SilentServer', 'InfluxServer',
+           'launch_chromium', 'DashboardProcess']
 
 # %% ../nbs/14_testing.ipynb #c003b
 class MissingPart(QdashError):
@@ -90,6 +90,32 @@ class HubProcess:
     def restart(self): self.stop(); return self.start()
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
+
+# %% ../nbs/14_testing.ipynb #c006b
+class SilentServer:
+    "A TCP listener on 127.0.0.1 that accepts connections and never answers: a hung libvirt (or any) link."
+    def __init__(self):
+        self.sock = socket.socket(); self.sock.bind(("127.0.0.1", 0)); self.sock.listen(64)
+        self.port, self.accepted, self._conns = self.sock.getsockname()[1], 0, []
+        threading.Thread(target=self._accept, name="qdash-silent-server", daemon=True).start()
+
+    @property
+    def libvirt_uri(self) -> str: return f"qemu+tcp://127.0.0.1:{self.port}/system"
+
+    def _accept(self):
+        while True:
+            try: c, _ = self.sock.accept()
+            except OSError: return               # closed
+            self._conns.append(c); self.accepted += 1
+
+    def close(self):
+        "Stop listening and drop the held connections (a waiting client then sees the link closed)."
+        try: self.sock.shutdown(socket.SHUT_RDWR)   # wakes the blocked accept; close alone would leave the port listening
+        except OSError: pass
+        self.sock.close()
+        for c in self._conns: c.close()
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
 
 # %% ../nbs/14_testing.ipynb #c057
 _CONF = """reporting-disabled = true

@@ -40,7 +40,7 @@ def test_config_shows_sources_and_masks_secrets(tmp_path):
 
 def test_seed_variables_are_deprecated_aliases(tmp_path):
     r = run("config", env={"LIBVIRT_URI": "test:///default", "POLL_INTERVAL": "2.5", "QDASH__COLLECT__INTERVAL": "1s",
-                           "INFLUX_DB": "vmstats", "TACHYON_API_KEY": "seed-004-key"}, cwd=tmp_path)
+                           "INFLUX_DB": "vmstats", "TACHYON_API_KEY": "seed-004-key", "LIBVIRT_TIMEOUT": "7"}, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     line = {ln.split(" ")[0]: ln for ln in r.stdout.splitlines() if " = " in ln}
     assert "test:///default" in line["libvirt_uri"] and "(LIBVIRT_URI is deprecated: set QDASH__COLLECT__LIBVIRT_URI)" in line["libvirt_uri"]
@@ -48,6 +48,7 @@ def test_seed_variables_are_deprecated_aliases(tmp_path):
     assert "1.0" in line["interval"] and "env:QDASH__COLLECT__INTERVAL" in line["interval"]   # the QDASH__ form wins
     assert "deprecated" not in line["interval"]
     assert "TACHYON_API_KEY is deprecated" in line["api_key"] and "seed-004-key" not in r.stdout
+    assert "7.0" in line["libvirt_timeout"] and "(LIBVIRT_TIMEOUT is deprecated: set QDASH__COLLECT__LIBVIRT_TIMEOUT)" in line["libvirt_timeout"]
 
 
 @pytest.mark.parametrize("env,expect", [
@@ -148,3 +149,17 @@ def test_up_stops_when_its_hub_dies(tmp_path):
             socket.create_connection(("127.0.0.1", dash_port), timeout=2).close()
     finally:
         if up.poll() is None: up.kill(); up.wait()
+
+
+def test_collect_says_why_libvirt_is_down(tmp_path):
+    "Seed 002: `qdash collect --sources libvirt` names the URI and libvirt's own reason when it cannot connect."
+    uri = f"test://{tmp_path}/no-such-fleet.xml"
+    e = {k: v for k, v in os.environ.items() if not k.startswith("QDASH")}
+    e.update(QDASH__COLLECT__LIBVIRT_URI=uri, QDASH__STORE__PATH=str(tmp_path / "q.duckdb"), QDASH__COLLECT__SPOOL_DIR=str(tmp_path / "spool"))
+    p = subprocess.Popen([str(QDASH), "collect", "--sources", "libvirt"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=e, cwd=tmp_path)
+    time.sleep(4)
+    p.send_signal(2)
+    out, err = p.communicate(timeout=30)
+    final = err.strip().splitlines()[-1]
+    assert "libvirt:DOWN" in final and f"connect {uri}:" in final and "no-such-fleet.xml" in final.split(f"connect {uri}:")[1], err

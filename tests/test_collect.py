@@ -79,7 +79,7 @@ def test_values_match_virsh():
             assert pd.isna(r.cpu_time_ns) and not mem
     # The test driver's block and interface counters advance with the clock: virsh, run between two
     # collector cycles, must read values between the two cycles' values.
-    names = {"rd_req": "rd_reqs", "rd_bytes": "rd_bytes", "wr_req": "wr_reqs", "wr_bytes": "wr_bytes"}
+    names = {"rd_req": "rd_reqs", "rd_bytes": "rd_bytes", "wr_req": "wr_reqs", "wr_bytes": "wr_bytes", "errs": "errs"}   # seed 002: errors per device
     for meas, mapping in (("vm_disk", names), ("vm_net", {k: k for k in ("rx_bytes", "rx_packets", "rx_errs", "rx_drop",
                                                                            "tx_bytes", "tx_packets", "tx_errs", "tx_drop")})):
         lo, hi = a[meas].set_index(["server", "device"]), b[meas].set_index(["server", "device"])
@@ -89,8 +89,8 @@ def test_values_match_virsh():
             for vk, ck in mapping.items():
                 assert lo.loc[key, ck] <= float(got[vk]) <= hi.loc[key, ck], (key, vk)
     # totals per VM are the sums over its devices
-    d = a["vm_disk"].groupby("server").rd_bytes.sum()
-    assert np.allclose(vm.loc[d.index, "disk_rd_bytes"], d)
+    d = a["vm_disk"].groupby("server")[["rd_bytes", "errs"]].sum()
+    assert np.allclose(vm.loc[d.index, "disk_rd_bytes"], d.rd_bytes) and np.allclose(vm.loc[d.index, "disk_errs"], d.errs)
     assert a["libvirt"].libvirt_up[0] == 1 and a["libvirt"].domains[0] == 6 and a["libvirt"].active_domains[0] == 5
 
 
@@ -236,3 +236,25 @@ def test_simulator_backfill_into_duckdb():
     assert n == 45 * 576 == len(store.query("vm"))
     live = sim.collect("2024-06-01T00:00:00Z")[0][1]
     assert list(live.columns[:5]) == ["time", "host", "server", "uuid", "profile"] and len(live) == 45
+
+
+def test_disk_errors_reach_the_store_through_a_live_hub(tmp_path):
+    "Seed 002: disk errors per device, collected by the hub's libvirt source, are in the store and its history API."
+    from qdash.testing import HubProcess
+    import httpx
+    with HubProcess({"QDASH__COLLECT__SOURCES": "libvirt", "QDASH__COLLECT__LIBVIRT_URI": URI, "QDASH__MODEL__DIR": "no-model"},
+                    data_dir=tmp_path) as hub:
+        def rows():
+            r = httpx.get(hub.url + "/api/history/metrics", params={"measurement": "vm_disk", "fields": "errs", "server": "web-01"},
+                          headers={"X-API-Key": hub.api_key}, timeout=30)
+            return r.status_code == 200 and r.json()
+        got = None
+        for _ in range(100):
+            got = rows()
+            if got: break
+            time.sleep(0.2)
+        assert got, "no vm_disk points from the hub"
+        now = float(kv(virsh("domblkstat", "web-01", got[-1]["device"]))["errs"])
+        assert all(r["errs"] is not None and r["errs"] > 0 for r in got) and abs(got[-1]["errs"] - now) <= 30, (got[-1], now)
+        st = httpx.get(hub.url + "/api/telemetry/status", headers={"X-API-Key": hub.api_key}, timeout=30).json()
+        assert st["source_health"]["libvirt"]["up"] is True and st["source_health"]["libvirt"]["last_error"] is None

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import requests
 
-from qdash.testing import HubProcess, InfluxServer, free_port
+from qdash.testing import HubProcess, InfluxServer, SilentServer, free_port
 
 FLEET = Path(__file__).parent / "fixtures" / "fleet.xml"
 MODELS = Path(__file__).resolve().parent.parent / "models"   # the shipped model: a hub with one is "healthy", not "degraded"
@@ -198,3 +198,48 @@ def test_a_source_that_cannot_connect_is_down_counted_and_recovers(tmp_path):
         h = get(hub, "/api/telemetry/status", key=True).json()["source_health"]["libvirt"]
         assert h["up"] is True and h["last_error"] is None and h["errors"] >= 2
         assert get(hub, "/health").json()["sources"] == {"libvirt": True}
+
+
+def test_a_hung_libvirt_link_stops_no_other_source(tmp_path):
+    """Item 4: libvirt at an endpoint that accepts and never answers: host and simulator keep their interval; libvirt is down,
+    its overrun counted, its URI named; /health degraded."""
+    with SilentServer() as silent, HubProcess({"QDASH__COLLECT__SOURCES": "libvirt, host, simulator", "QDASH__COLLECT__SIMULATOR_SERVERS": "3",
+                                                "QDASH__COLLECT__LIBVIRT_URI": silent.libvirt_uri, "QDASH__COLLECT__LIBVIRT_TIMEOUT": "2s",
+                                                "QDASH__MODEL__DIR": str(MODELS)}, data_dir=tmp_path) as hub:
+        st = wait_for(lambda: (s := get(hub, "/api/telemetry/status", key=True).json())["source_health"]["libvirt"]["overruns"] >= 1 and s, 30)
+        assert st and silent.accepted >= 1, get(hub, "/api/telemetry/status", key=True).json()["source_health"]
+        lv = st["source_health"]["libvirt"]
+        assert lv["up"] is False and lv["points"] == 0 and silent.libvirt_uri in lv["last_error"] and "2s" in lv["last_error"]
+        body = get(hub, "/health").json()
+        assert body["status"] == "degraded" and body["sources"] == {"libvirt": False, "host": True, "simulator": True}
+        before = {k: st["source_health"][k]["points"] for k in ("host", "simulator")}
+        written = st["points_written"]
+        time.sleep(4)
+        st = get(hub, "/api/telemetry/status", key=True).json()
+        after = {k: st["source_health"][k]["points"] for k in ("host", "simulator")}
+        # 1 s interval, 4 s apart: at least 3 cycles each (host: 2 points a cycle, simulator: 3)
+        assert after["host"] - before["host"] >= 2 * 3 and after["simulator"] - before["simulator"] >= 3 * 3, (before, after)
+        assert st["points_written"] > written and st["source_health"]["libvirt"]["skipped"] >= 2
+        assert st["source_health"]["libvirt"]["overruns"] == 1          # one hung call, counted once; later ticks are skipped
+
+
+def test_kill9_of_the_hub_leaves_no_process_behind(tmp_path):
+    "Item 7: kill -9 of a hub running a job: forkserver, resource tracker, manager and pool workers all die with it."
+    import psutil
+    with HubProcess({"QDASH__COLLECT__SOURCES": "", "QDASH__JOBS__WORKERS": "2", "QDASH__MODEL__DIR": "no-model"}, data_dir=tmp_path) as hub:
+        r = httpx.post(hub.url + "/api/tasks", json={"task": "benchmark", "params": {"size": 1024, "repeats": 100000}},
+                       headers={"X-API-Key": hub.api_key}, timeout=10)
+        assert r.status_code in (200, 201, 202), r.text
+        jid = r.json().get("id") or r.json().get("task_id")
+        assert wait_for(lambda: get(hub, f"/api/jobs/{jid}", key=True).json()["status"] == "running", 60)
+        family = psutil.Process(hub.proc.pid).children(recursive=True)
+        cmds = " ".join(" ".join(p.cmdline()) for p in family)
+        assert len(family) >= 5 and "forkserver" in cmds and "resource_tracker" in cmds, cmds   # tracker, forkserver, manager, 2 workers
+        cpu0 = {p.pid: sum(p.cpu_times()[:2]) for p in family}
+        time.sleep(1.0)
+        assert max(sum(p.cpu_times()[:2]) - cpu0[p.pid] for p in family) > 0.05    # a worker is computing the job
+        hub.proc.send_signal(signal.SIGKILL); hub.proc.wait()
+        gone, alive = psutil.wait_procs(family, timeout=10)
+        left = [(p.pid, " ".join(p.cmdline())[:80]) for p in alive]
+        for p in alive: p.kill()                                                   # no orphans from a failing run either
+        assert not left, left

@@ -7,10 +7,12 @@ from __future__ import annotations
 import os, re, shutil, signal, subprocess, tempfile, threading, time
 from pathlib import Path
 import httpx, numpy as np, pandas as pd, requests
-from ..testing import HubProcess, InfluxServer, free_port
+from ..testing import HubProcess, InfluxServer, SilentServer, free_port
+import psutil
 
 # %% auto #0
-__all__ = ['GRID_NS', 'live_times', 'tail_lost', 'holes', 'Probe', 'roles_figure', 'bench_reliability']
+__all__ = ['GRID_NS', 'live_times', 'tail_lost', 'holes', 'Probe', 'stalled_source', 'kill9_orphans', 'roles_figure',
+           'bench_reliability']
 
 # %% ../../nbs/bench/10_reliability.ipynb #848e78a3
 GRID_NS = 300 * 10**9      # the simulated past is on this grid ([model] step 5min)
@@ -73,6 +75,56 @@ def _until(cond, timeout:float, every:float=0.1):
         except (httpx.HTTPError, ValueError, KeyError): pass
         time.sleep(every)
     return None
+
+# %% ../../nbs/bench/10_reliability.ipynb #st4d0002
+def stalled_source(window_s:float=6.0, # seconds measured after libvirt's first overrun
+                   timeout_s:float=2.0, # [collect] libvirt_timeout
+                   servers:int=3): # simulated servers
+    "Yield one figure: cycles of the host and the simulator while libvirt hangs, against the interval's promise."
+    with SilentServer() as silent:
+        hub = HubProcess({"QDASH__COLLECT__SOURCES": "libvirt, host, simulator", "QDASH__COLLECT__LIBVIRT_URI": silent.libvirt_uri,
+                          "QDASH__COLLECT__LIBVIRT_TIMEOUT": f"{timeout_s}s", "QDASH__COLLECT__SIMULATOR_SERVERS": str(servers),
+                          "QDASH__MODEL__DIR": "no-model", "QDASH__LIMITS__DEFAULT": "1000000/minute"})
+        try:
+            hub.start(120)
+            seen = _until(lambda: _get(hub, "/api/telemetry/status", key=True)["source_health"]["libvirt"]["overruns"] >= 1, 60)
+            st0 = _get(hub, "/api/telemetry/status", key=True); t0 = time.monotonic()
+            health = _get(hub, "/health")
+            time.sleep(window_s)
+            st1 = _get(hub, "/api/telemetry/status", key=True); t1 = time.monotonic()
+        finally: hub.stop()
+    per = {"host": 2, "simulator": servers}                 # points per cycle
+    cycles = {k: (st1["source_health"][k]["points"] - st0["source_health"][k]["points"]) / n for k, n in per.items()}
+    promised = (t1 - t0) / st1["interval_s"]
+    lv = st1["source_health"]["libvirt"]
+    yield {"figure": "stalled_source", "window_s": round(t1 - t0, 2), "cycles_promised": round(promised, 1),
+           "host_cycles": cycles["host"], "simulator_cycles": cycles["simulator"], "libvirt_overrun_seen_s": seen,
+           "libvirt_timeout_s": timeout_s, "libvirt_up": lv["up"], "libvirt_overruns": lv["overruns"], "libvirt_skipped": lv["skipped"],
+           "health_status": health["status"], "libvirt_last_error": lv["last_error"],
+           "stalled_source_blocks_others": bool(seen is None or min(cycles.values()) < 0.8 * promised)}
+
+# %% ../../nbs/bench/10_reliability.ipynb #st4d0003
+def kill9_orphans(grace_s:float=5.0, # seconds the family has to go after the kill
+                  workers:int=2): # [jobs] workers
+    "Yield one figure: the hub's processes left `grace_s` after a kill -9 during a running job."
+    hub = HubProcess({"QDASH__COLLECT__SOURCES": "", "QDASH__JOBS__WORKERS": str(workers), "QDASH__MODEL__DIR": "no-model"})
+    try:
+        hub.start(120)
+        jid = httpx.post(hub.url + "/api/tasks", json={"task": "benchmark", "params": {"size": 1024, "repeats": 100000}},
+                         headers={"X-API-Key": hub.api_key}, timeout=10).json()["id"]
+        running = _until(lambda: _get(hub, f"/api/jobs/{jid}", key=True)["status"] == "running", 60)
+        family = psutil.Process(hub.proc.pid).children(recursive=True)
+        mb = sum(p.memory_info().rss for p in family) / 2**20
+        hub.proc.send_signal(signal.SIGKILL); hub.proc.wait(); t = time.monotonic()
+        _, left = psutil.wait_procs(family, timeout=grace_s)
+        gone_s = round(time.monotonic() - t, 2) if not left else None
+        left_mb = sum(p.memory_info().rss for p in left if p.is_running()) / 2**20
+        for p in left: p.kill()
+    finally:
+        if hub.proc is not None and hub.proc.poll() is None: hub.proc.kill(); hub.proc.wait()
+        hub.stop()
+    yield {"figure": "kill9_orphans", "job_running": running is not None, "family": len(family), "family_mb": round(mb, 1),
+           "kill9_orphans": len(left), "orphans_mb": round(left_mb, 1), "all_gone_s": gone_s, "grace_s": grace_s}
 
 # %% ../../nbs/bench/10_reliability.ipynb #a11ce5b2
 def _ops(spec:dict) -> list[tuple[str, str, bool]]:
@@ -215,12 +267,15 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
         yield {"figure": "kill9_store_paused", "paused_s_before_kill": kill_after_s, "kill9_seconds_lost": kill_s, "kill9_points_lost": kill_pts,
                "bound_s": 2.0, "note": "bound: [collect] batch_max_sec 1s (the write not answered, spooled ahead) + the batch forming (1s)"}
         roles = roles_figure(); yield roles         # who may act: a viewer key against every admin operation
+        for stall in stalled_source(): yield stall                 # issue 20 item 4: a hung libvirt link
+        for orph in kill9_orphans(): yield orph                    # issue 20 item 7: kill -9 leaves no process
         yield {"figure": "headline", "outage_points_lost": lost_a, "kill9_points_lost": kill_pts, "kill9_seconds_lost": kill_s,
                "health_p99_ms_during_outage": got["/health"]["p99_ms"], "health_p99_ms_store_up": up["p99_ms"],
                "health_unanswered_during_outage": got["/health"]["unanswered"], "hub_starts_with_store_down": started,
                "store_down_seen_s": down_seen, "shutdown_s_store_paused": shutdown_s, "graceful_shutdown_timeout_s": budget_s,
                "servers": servers, "outage_s": outage_s,
-               "viewer_admin_calls_refused_pct": roles["viewer_admin_calls_refused_pct"]}
+               "viewer_admin_calls_refused_pct": roles["viewer_admin_calls_refused_pct"],
+               "stalled_source_blocks_others": stall["stalled_source_blocks_others"], "kill9_orphans": orph["kill9_orphans"]}
     finally:
         for h in hubs:
             if h.proc is not None and h.proc.poll() is None: h.proc.kill(); h.proc.wait()

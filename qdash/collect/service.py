@@ -4,7 +4,7 @@
 
 # %% ../../nbs/collect/05_service.ipynb #c002
 from __future__ import annotations
-import logging, signal, sys, threading, time
+import concurrent.futures as cf, logging, signal, sys, threading, time
 import pandas as pd
 from ..config import Settings, load_settings
 from ..store import open_store
@@ -28,7 +28,7 @@ def make_sources(settings:Settings) -> list:
             out.append(sim)
         elif name == "host": out.append(HostCollector(c.host_name or None))
         elif name == "libvirt": out.append(LibvirtCollector(c.libvirt_uri, host=c.host_name or None, device_cache_ttl=c.device_cache_ttl,
-                                                            retry_max_sec=c.retry_max_sec))
+                                                            retry_max_sec=c.retry_max_sec, timeout=c.libvirt_timeout))
     return out
 
 # %% ../../nbs/collect/05_service.ipynb #c008
@@ -44,11 +44,13 @@ class Collection:
         self.writer = Writer(store, settings) if writer is None else writer
         self.interval = settings.collect.interval
         self._listeners, self._thread, self._halt = [], None, threading.Event()
-        self._lock = threading.Lock()
+        self._lock, self._deliver = threading.Lock(), threading.Lock()
+        self._calls: dict[str, tuple] = {}       # source name -> (future, started (monotonic), overrun counted?)
         self.started_at = self.last_collection = None
         self.cycles = self.points_collected = self.errors = 0
         self.health = {src.name: {"up": None, "ok": None, "last_collection": None, "cycle_ms": None, "points": 0, "errors": 0,
-                                  "last_error": None, "down_since": None} for src in self.sources}
+                                  "last_error": None, "down_since": None, "overruns": 0, "skipped": 0,
+                                  "timeout_s": getattr(src, "timeout", None)} for src in self.sources}
 
     def __repr__(self): return f"Collection(sources={[s.name for s in self.sources]}, running={self.running})"
     @property
@@ -64,40 +66,90 @@ class Collection:
 from fastcore.basics import patch
 
 @patch
-def collect_once(self:Collection, now=None # cycle time; default: now (UTC)
-                ) -> int:
-    "One cycle of every source into the writer and the listeners; the number of points collected."
-    ts, total = utc(now), 0
-    for src in self.sources:
-        h, t0, n, err = self.health[src.name], time.perf_counter(), 0, None
-        try:
-            for m, df in src.collect(ts):
+def _run_source(self:Collection, src, ts:pd.Timestamp) -> int:
+    "One cycle of `src` (on its own thread): frames into the writer and the listeners, its health updated; points."
+    h, t0, n, err = self.health[src.name], time.perf_counter(), 0, None
+    try:
+        frames = src.collect(ts)
+        with self._deliver:
+            for m, df in frames:
                 n += self.writer.put(m, df)
                 for fn in list(self._listeners):
                     try: fn(m, df)
                     except Exception as e:
                         self.errors += 1
                         if self.errors in (1, 10, 100, 1000): log.warning("listener %s failed: %s", getattr(fn, "__name__", fn), e)
-            up = bool(getattr(src, "up", True))
-        except Exception as e: up, err = False, f"{type(e).__name__}: {e}"
-        if up: h.update(last_error=None, down_since=None, last_collection=ts.isoformat())
-        else:
-            if h["up"] is not False:
-                h["down_since"] = ts.isoformat()
-                log.warning("source %s is down: %s", src.name, err or getattr(src, "last_error", None))
-            h["errors"] += 1
-            h["last_error"] = err or getattr(src, "last_error", None) or "the source reported itself down"
-        h.update(up=up, ok=up, cycle_ms=round((time.perf_counter() - t0) * 1000, 3), points=h["points"] + n)
-        total += n
+        up = bool(getattr(src, "up", True))
+    except Exception as e: up, err = False, f"{type(e).__name__}: {e}"
     with self._lock:
-        self.cycles += 1; self.points_collected += total; self.last_collection = ts
+        if up: h.update(last_error=None, down_since=None, last_collection=ts.isoformat())
+        else: self._down(src, err or getattr(src, "last_error", None) or "the source reported itself down", ts)
+        h.update(up=up, ok=up, cycle_ms=round((time.perf_counter() - t0) * 1000, 3), points=h["points"] + n)
+        self.points_collected += n
+    return n
+
+@patch
+def _down(self:Collection, src, why:str, ts:pd.Timestamp):
+    "Record `src` down for `why` (lock held): counted, logged when it goes down, its reason kept."
+    h = self.health[src.name]
+    if h["up"] is not False:
+        h["down_since"] = ts.isoformat()
+        log.warning("source %s is down: %s", src.name, why)
+    h.update(up=False, ok=False, errors=h["errors"] + 1, last_error=why)
+
+@patch
+def _begin(self:Collection, src, ts:pd.Timestamp) -> cf.Future|None:
+    "Start a cycle of `src` on its own thread; None when its previous cycle is still running (the tick is skipped)."
+    cur = self._calls.get(src.name)
+    if cur is not None and not cur[0].done():
+        self._overrun(src)
+        with self._lock: self.health[src.name]["skipped"] += 1
+        return None
+    fut = cf.Future()
+    def run():
+        try: fut.set_result(self._run_source(src, ts))
+        except BaseException as e: fut.set_exception(e)
+    self._calls[src.name] = (fut, time.monotonic(), False)
+    # a daemon thread, not an executor's: Python joins executor threads at exit, and a hung libvirt call never returns
+    threading.Thread(target=run, name=f"qdash-{src.name}", daemon=True).start()
+    return fut
+
+@patch
+def _overrun(self:Collection, src):
+    "Count and report `src`'s running cycle once it has taken longer than the source's `timeout`."
+    fut, t0, counted = self._calls[src.name]
+    timeout = getattr(src, "timeout", None)
+    if counted or fut.done() or timeout is None or time.monotonic() - t0 < timeout: return
+    self._calls[src.name] = (fut, t0, True)
+    where = getattr(src, "uri", None)
+    why = (f"no answer within {timeout:g}s" + (f" from {where}" if where else "") +
+           f" ([collect] {src.name}_timeout); its cycle is still waiting, the other sources go on")
+    with self._lock:
+        self.health[src.name]["overruns"] += 1
+        self._down(src, why, pd.Timestamp.now(tz="UTC"))
+
+@patch
+def _tick(self:Collection, ts:pd.Timestamp) -> list:
+    "Start every source's cycle at `ts` without waiting; the `(source, future)` pairs started."
+    started = [(src, self._begin(src, ts)) for src in self.sources]
+    with self._lock: self.cycles += 1; self.last_collection = ts
+    return [(s, f) for s, f in started if f is not None]
+
+@patch
+def collect_once(self:Collection, now=None # cycle time; default: now (UTC)
+                ) -> int:
+    "One cycle of every source (each on its own thread) into the writer and the listeners; the points collected within the sources' timeouts."
+    total = 0
+    for src, fut in self._tick(utc(now)):
+        try: total += fut.result(getattr(src, "timeout", None))
+        except cf.TimeoutError: self._overrun(src)
     return total
 
 @patch
 def _loop(self:Collection):
     nxt = time.monotonic()
     while not self._halt.is_set():
-        try: self.collect_once()
+        try: self._tick(utc(None))
         except Exception as e: self.errors += 1; self.health.setdefault("collection", {})["last_error"] = str(e)
         nxt += self.interval
         now = time.monotonic()
@@ -118,11 +170,13 @@ def start(self:Collection) -> Collection:
 @patch
 def stop(self:Collection, timeout:float|None=None # for the writer's final flush; default [server] graceful_shutdown_timeout
         ) -> dict:
-    "Stop collecting, then stop the writer (flushing into the store, or the spool); the final status."
+    "Stop collecting, let cycles under way finish (not the overrun ones), then stop the writer (flushing into the store, or the spool); the final status."
     if timeout is None: timeout = self.settings.server.graceful_shutdown_timeout
     end = time.monotonic() + timeout
     self._halt.set()
     if self._thread is not None: self._thread.join(min(max(5.0, 3 * self.interval), timeout / 2))
+    live = [f for f, _, overrun in self._calls.values() if not overrun and not f.done()]
+    if live: cf.wait(live, min(max(1.0, 2 * self.interval), timeout / 4))   # an overrun cycle's thread is left waiting (a daemon)
     self.writer.stop(max(0.1, end - time.monotonic()))
     return self.status()
 
@@ -153,20 +207,23 @@ def feed(self:Collection, batch:list[tuple[str, pd.DataFrame]], # (measurement, 
     "Points from outside into the writer and the listeners; accepted, and written to the store within `wait`."
     self.writer.start()
     n = 0
-    for m, df in batch:
-        n += self.writer.put(m, df)
-        for fn in list(self._listeners):
-            try: fn(m, df)
-            except Exception as e: self.errors += 1; log.warning("listener %s failed on fed %s: %s", getattr(fn, "__name__", fn), m, e)
+    with self._deliver:                  # listeners hear one caller at a time: the sources' threads, or this
+        for m, df in batch:
+            n += self.writer.put(m, df)
+            for fn in list(self._listeners):
+                try: fn(m, df)
+                except Exception as e: self.errors += 1; log.warning("listener %s failed on fed %s: %s", getattr(fn, "__name__", fn), m, e)
     ok = self.writer.flush(wait) if n else True
     return {"accepted": n, "written": n if ok else 0, "pending": 0 if ok else n}
 
 # %% ../../nbs/collect/05_service.ipynb #c019
 def status_line(st:dict) -> str:
-    "One line: cycles, points collected and written, queue, spool, errors, per-source health."
+    "One line: cycles, points collected and written, queue, spool, errors, per-source health and why a source is down."
     src = " ".join(f"{k}:{'ok' if v['ok'] else 'DOWN' if v['ok'] is False else '-'}" for k, v in st["source_health"].items())
+    why = "; ".join(f"{k}: {v['last_error']}" for k, v in st["source_health"].items() if v.get("ok") is False and v.get("last_error"))
     return (f"cycles {st['cycles']}  collected {st['points_collected']}  written {st['points_written']}  queue {st['queue_depth']}"
-            f"  spool {st['spool_bytes'] // 1024} KiB  dropped {st['dropped']}  errors {st['errors']}  store {'up' if st['store_up'] else 'DOWN'}  {src}")
+            f"  spool {st['spool_bytes'] // 1024} KiB  dropped {st['dropped']}  errors {st['errors']}  store {'up' if st['store_up'] else 'DOWN'}  {src}"
+            + (f"  ({why})" if why else ""))
 
 def run_collect(settings:Settings|None=None, # default: load_settings()
                 duration:float|None=None, # stop after this many seconds; None: until Ctrl-C

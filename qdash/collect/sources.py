@@ -4,16 +4,17 @@
 
 # %% ../../nbs/collect/01_sources.ipynb #c002
 from __future__ import annotations
-import os, random, socket, threading, time
+import logging, os, random, socket, threading, time
 import xml.etree.ElementTree as ET
 import numpy as np, pandas as pd, psutil
 try: import libvirt
 except ImportError: libvirt = None  # the `libvirt` extra; HostCollector and the simulator work without it
+log = logging.getLogger("qdash.collect.sources")
 
 # %% auto #0
-__all__ = ['VM_COUNTERS', 'DISK_COUNTERS', 'NIC_COUNTERS', 'STATE_NAMES', 'HOST_COUNTERS', 'RateTracker', 'domain_xml',
-           'fleet_xml', 'domain_devices', 'read_domain', 'is_link_error', 'LibvirtCollector', 'nullable',
-           'HostCollector']
+__all__ = ['log', 'VM_COUNTERS', 'DISK_COUNTERS', 'NIC_COUNTERS', 'STATE_NAMES', 'HOST_COUNTERS', 'RateTracker', 'domain_xml',
+           'fleet_xml', 'domain_devices', 'devices_from_stats', 'read_domain', 'is_link_error', 'LibvirtCollector',
+           'nullable', 'HostCollector']
 
 # %% ../../nbs/collect/01_sources.ipynb #c005
 class RateTracker:
@@ -93,12 +94,20 @@ def domain_devices(xml:str) -> dict:
                      "model": None if model is None else model.get("type")})
     return {"disks": disks, "nics": nics}
 
+def devices_from_stats(st:dict) -> dict:
+    "Disks and NICs named in a domain's `getAllDomainStats` record: the fallback when its XML does not parse."
+    disks = [{"dev": st[f"block.{i}.name"], "bus": None, "source": st.get(f"block.{i}.path")}
+             for i in range(st.get("block.count", 0)) if f"block.{i}.name" in st]
+    nics = [{"dev": st[f"net.{i}.name"], "mac": None, "type": None, "source": None, "model": None}
+            for i in range(st.get("net.count", 0)) if f"net.{i}.name" in st]
+    return {"disks": disks, "nics": nics}
+
 # %% ../../nbs/collect/01_sources.ipynb #c015
 VM_COUNTERS = ["cpu_time_ns", "cpu_user_ns", "cpu_system_ns", "swap_in_kib", "swap_out_kib", "major_fault", "minor_fault",
-               "disk_rd_reqs", "disk_rd_bytes", "disk_wr_reqs", "disk_wr_bytes",
+               "disk_rd_reqs", "disk_rd_bytes", "disk_wr_reqs", "disk_wr_bytes", "disk_errs",
                "net_rx_bytes", "net_rx_packets", "net_rx_errs", "net_rx_drop",
                "net_tx_bytes", "net_tx_packets", "net_tx_errs", "net_tx_drop"]
-DISK_COUNTERS = ["rd_reqs", "rd_bytes", "wr_reqs", "wr_bytes"]
+DISK_COUNTERS = ["rd_reqs", "rd_bytes", "wr_reqs", "wr_bytes", "errs"]
 NIC_COUNTERS = ["rx_bytes", "rx_packets", "rx_errs", "rx_drop", "tx_bytes", "tx_packets", "tx_errs", "tx_drop"]
 _BALLOON = {"actual": "current", "available": "available", "usable": "usable", "unused": "unused", "rss": "rss",
             "swap_in": "swap_in", "swap_out": "swap_out", "major_fault": "major_fault", "minor_fault": "minor_fault"}
@@ -113,6 +122,16 @@ def _call(dom, name, unsupported, *args):
         if e.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT: unsupported.add(name)
         elif is_link_error(e): raise
         return None
+
+def _disk_errs(dom, dev:str, unsupported:set):
+    "A disk's error count from `blockStatsFlags` (`errs`), else `blockStats`; None where the driver keeps none."
+    if dom is None or dev is None or "errs" in unsupported: return None
+    f = _call(dom, "blockStatsFlags", unsupported, dev, 0)
+    if f and f.get("errs", -1) >= 0: return f["errs"]
+    b = None if f else _call(dom, "blockStats", unsupported, dev)
+    if b and len(b) > 4 and b[4] >= 0: return b[4]
+    if f or b: unsupported.add("errs")   # the driver answered without an error count: do not ask again
+    return None
 
 def read_domain(dom, # a libvirt.virDomain
                 st:dict, # its record from getAllDomainStats
@@ -142,11 +161,13 @@ def read_domain(dom, # a libvirt.virDomain
         for i in range(st["block.count"]):
             p = f"block.{i}."
             disks.append({"device": st.get(p + "name"), "rd_reqs": st.get(p + "rd.reqs"), "rd_bytes": st.get(p + "rd.bytes"),
-                          "wr_reqs": st.get(p + "wr.reqs"), "wr_bytes": st.get(p + "wr.bytes")})
+                          "wr_reqs": st.get(p + "wr.reqs"), "wr_bytes": st.get(p + "wr.bytes"),
+                          "errs": st[p + "errors"] if p + "errors" in st else _disk_errs(dom, st.get(p + "name"), unsupported)})
     else:
         for d in devs["disks"]:
             b = _call(dom, "blockStats", unsupported, d["dev"])
-            if b: disks.append(dict(zip(["device"] + DISK_COUNTERS, [d["dev"], *b[:4]])))
+            if b: disks.append(dict(zip(["device"] + DISK_COUNTERS, [d["dev"], *b[:4], b[4] if len(b) > 4 and b[4] >= 0
+                                                                     else _disk_errs(dom, d["dev"], unsupported)])))
     if "net.count" in st:
         for i in range(st["net.count"]):
             p = f"net.{i}."
@@ -155,8 +176,10 @@ def read_domain(dom, # a libvirt.virDomain
         for n in devs["nics"]:
             s = _call(dom, "interfaceStats", unsupported, n["dev"])
             if s: nics.append(dict(zip(["device"] + NIC_COUNTERS, [n["dev"], *s])))
-    for c in DISK_COUNTERS: vm[f"disk_{c}"] = sum(float(d[c]) for d in disks if d[c] is not None) if disks else None
-    for c in NIC_COUNTERS: vm[f"net_{c}"] = sum(float(d[c]) for d in nics if d[c] is not None) if nics else None
+    for pre, rows, counters in (("disk", disks, DISK_COUNTERS), ("net", nics, NIC_COUNTERS)):
+        for c in counters:   # summed over the devices that report it; None when none does
+            vals = [float(d[c]) for d in rows if d.get(c) is not None]
+            vm[f"{pre}_{c}"] = sum(vals) if vals else None
     return vm, disks, nics
 
 # %% ../../nbs/collect/01_sources.ipynb #c019
@@ -179,15 +202,16 @@ class LibvirtCollector:
                  host:str|None=None, # `host` tag; default: this machine's hostname
                  device_cache_ttl:float=300.0, # seconds a domain's disk/NIC list is reused
                  retry_max_sec:float=30.0, # cap of the reconnect backoff
-                 readonly:bool=False): # open the connection read-only
+                 readonly:bool=False, # open the connection read-only
+                 timeout:float|None=30.0): # seconds a cycle may take before the collection counts it overrun ([collect] libvirt_timeout)
         if libvirt is None: raise ImportError("LibvirtCollector needs libvirt-python: pip install 'qdash[libvirt]'")
         libvirt.registerErrorHandler(_quiet, None)  # errors are raised and handled, not printed to stderr
         self.uri, self.host, self.ttl, self.retry_max, self.readonly = uri, host or socket.gethostname(), device_cache_ttl, retry_max_sec, readonly
-        self.conn, self.up, self.errors, self.reconnects, self.last_error = None, False, 0, 0, None
+        self.conn, self.up, self.errors, self.reconnects, self.last_error, self.timeout = None, False, 0, 0, None, timeout
         self._fails, self._next_try, self._lock = 0, 0.0, threading.Lock()
         self._devs, self._unsupported, self._vms = {}, set(), []
         self._vm_rates, self._disk_rates, self._nic_rates = RateTracker(VM_COUNTERS), RateTracker(DISK_COUNTERS), RateTracker(NIC_COUNTERS)
-        self._groups, self._was_connected = 0, False
+        self._groups, self._was_connected, self.xml_errors = 0, False, 0
         for g in _GROUPS: self._groups |= getattr(libvirt, f"VIR_DOMAIN_STATS_{g}", 0)
 
     def __repr__(self): return f"LibvirtCollector({self.uri!r}, up={self.up})"
@@ -222,7 +246,7 @@ def _connect(self:LibvirtCollector) -> bool:
 @patch
 def _drop(self:LibvirtCollector, why:str):
     "Forget a broken connection; the next cycle reconnects."
-    conn, self.conn, self.last_error = self.conn, None, why
+    conn, self.conn, self.last_error = self.conn, None, f"{why} ({self.uri})"
     self.errors += 1
     if conn is not None:
         try: conn.close()
@@ -250,13 +274,22 @@ def _frame(rows:list[dict], ts) -> pd.DataFrame:
     return df
 
 @patch
-def _devices(self:LibvirtCollector, dom, uuid:str, mono:float) -> dict:
+def _devices(self:LibvirtCollector, dom, uuid:str, mono:float, st:dict|None=None) -> dict:
     "The domain's disks and NICs, from the cache or its XML."
     hit = self._devs.get(uuid)
     if hit is None or hit[0] < mono:
-        hit = (mono + self.ttl, domain_devices(dom.XMLDesc(0)))
+        try: devs = domain_devices(self._domain_xml(dom))
+        except ET.ParseError as e:       # this domain only: its devices from its statistics, the cycle goes on
+            devs = devices_from_stats(st or {})
+            self.errors += 1; self.xml_errors += 1
+            self.last_error = f"{self.uri}: domain {dom.name()}: XML does not parse ({e}); devices from its statistics"
+            log.warning("%s", self.last_error)
+        hit = (mono + self.ttl, devs)
         self._devs[uuid] = hit
     return hit[1]
+
+@patch
+def _domain_xml(self:LibvirtCollector, dom) -> str: return dom.XMLDesc(0)
 
 @patch
 def collect(self:LibvirtCollector, now:pd.Timestamp|None=None # cycle time; default: now (UTC)
@@ -272,14 +305,14 @@ def collect(self:LibvirtCollector, now:pd.Timestamp|None=None # cycle time; defa
                 out, n_active = self._cycle(ts, c0)
         except libvirt.libvirtError as e:
             if is_link_error(e): self._drop(f"{e}")
-            else: self.errors += 1; self.last_error = str(e)
+            else: self.errors += 1; self.last_error = f"{self.uri}: {e}"
             self.up, out = self.conn is not None, []
         except Exception as e:  # never let the loop die
-            self.errors += 1; self.last_error = f"{type(e).__name__}: {e}"
+            self.errors += 1; self.last_error = f"{self.uri}: {type(e).__name__}: {e}"
             self.up, out = self.conn is not None, []
         health = {"time": ts, "host": self.host, "libvirt_up": int(self.up), "domains": len(self._vms) if self.up else 0,
                   "active_domains": n_active, "cycle_ms": (time.perf_counter() - t0) * 1000, "reconnects": self.reconnects,
-                  "errors": self.errors}
+                  "errors": self.errors, "xml_errors": self.xml_errors}
     return out + [("libvirt", pd.DataFrame([health]))]
 
 @patch
@@ -290,11 +323,11 @@ def _cycle(self:LibvirtCollector, ts:pd.Timestamp, mono:float):
     for dom, st in recs:
         try:
             uuid, name = dom.UUIDString(), dom.name()
-            devs = self._devices(dom, uuid, mono)
+            devs = self._devices(dom, uuid, mono, st)
             vm, disks, nics = read_domain(dom, st, devs, self._unsupported)
-        except libvirt.libvirtError as e:
+        except Exception as e:
             if is_link_error(e): raise
-            self.errors += 1; self.last_error = f"{dom.name()}: {e}"
+            self.errors += 1; self.last_error = f"{self.uri}: domain {dom.name()}: {type(e).__name__}: {e}"
             continue
         seen.add(uuid)
         key = f"{uuid}/{dom.ID()}"
