@@ -118,3 +118,20 @@ def test_cache_keeps_one_cycle():
     with pytest.raises(ValueError):
         c.get("x", 2, lambda: (_ for _ in ()).throw(ValueError("boom")))
     assert c.get("x", 2, build) == (4, False)
+
+
+def test_counterfactuals_propose_only_changes_that_lower_the_risk():
+    "A risk that rises when memory falls (as a model may learn before a crash): 'reduce memory' is not advice."
+    from types import SimpleNamespace
+    from qdash.model.explain import counterfactuals
+
+    class Risk:   # risk = mean CPU + (100 - mean memory) / 2 over the window: capping CPU helps, cutting memory hurts
+        targets = ["cpu_pct", "mem_pct"]
+        win = SimpleNamespace(X=torch.tensor([[95.0, 80.0]] * 12), profile="web")
+        def risk(self, X): return X[..., 0].mean(-1) * 0.5 + (100 - X[..., 1].mean(-1)) * 0.5
+
+    cf = counterfactuals(Risk(), ["mem_pct", "cpu_pct"])
+    assert [c["scenario"] for c in cf] == ["Cap CPU at 70%"], cf
+    assert cf[0]["risk_after"] < cf[0]["risk_before"]
+    worse = Risk(); worse.win = SimpleNamespace(X=torch.tensor([[50.0, 80.0]] * 12), profile="web")   # CPU under the cap: nothing helps
+    assert counterfactuals(worse, ["mem_pct", "cpu_pct"]) == []

@@ -305,5 +305,6 @@ def why_html(got:dict|None) -> str:
             f'<table class="qd"><tr><th>feature</th><th>attribution</th><th>importance</th><th>direction</th></tr>{bars}</table>'
             f'<div class="qd-box" style="margin:8px 0"><b>Attention</b> · focus: {esc(", ".join(map(str, att.get("focus_periods") or [])) or "–")}'
             f'<div class="qd-wrap">{esc(att.get("analysis") or "")}</div></div>'
-            + (f'<div class="qd-scroll"><table class="qd qd-cf"><tr><th>if</th><th>then</th><th>so</th></tr>{cf}</table></div>' if cf else "")
+            + (f'<div class="qd-scroll"><table class="qd qd-cf"><tr><th>if</th><th>then</th><th>so</th></tr>{cf}</table></div>' if cf else
+               '<div class="qd-ok qd-cf-none">no change qdash can try on this model\'s inputs lowers the forecast risk</div>')
             + "</div>")

@@ -345,18 +345,20 @@ def scenario_vars(rm:RiskModel, drivers:list[str], k:int=2) -> list[str]:
 def counterfactuals(rm:RiskModel, # the server's risk function
                     drivers:list[str], # variables to change, most important first
                     k:int=2, # at most this many scenarios
-                    risks=None, # precomputed [risk now, risk under each scenario]
+                    risks=None, # precomputed [risk now, risk under each of `scenario_vars(rm, drivers, len(RULES))`]
                    ) -> list[dict]:
-    "Seed 004's counterfactuals: scenario, impact, recommendation, for the top drivers with a rule."
+    "Seed 004's counterfactuals: the rule scenarios on the drivers that lower the forecast risk, largest drop first, at most `k`."
     torch, _, _ = _torch()
-    vs = scenario_vars(rm, drivers, k)
+    vs = scenario_vars(rm, drivers, len(RULES))   # every driver with a rule is tried: the top one may not help
     if not vs: return []
     r = risks
     if r is None:
         X = rm.win.X[None]
         with torch.no_grad(): r = rm.risk(torch.cat([X] + [_changed(X, rm.targets.index(v), RULES[v][1]) for v in vs])).numpy()
-    return [{"scenario": RULES[v][0], "impact": impact(r[0], r[i + 1]), "recommendation": recommendation(v, rm.win.profile),
-             "variable": v, "risk_before": round(float(r[0]), 1), "risk_after": round(float(r[i + 1]), 1)} for i, v in enumerate(vs)]
+    out = [{"scenario": RULES[v][0], "impact": impact(r[0], r[i + 1]), "recommendation": recommendation(v, rm.win.profile),
+            "variable": v, "risk_before": round(float(r[0]), 1), "risk_after": round(float(r[i + 1]), 1)} for i, v in enumerate(vs)]
+    # a change the model says would not lower the risk is not advice: "reduce memory" for a server whose risk then rises
+    return sorted([c for c in out if c["risk_after"] < c["risk_before"]], key=lambda c: c["risk_after"])[:k]
 
 # %% ../../nbs/model/08_explain.ipynb #c032
 _ONE_AT_A_TIME = threading.RLock()
@@ -396,7 +398,7 @@ def _explain(fc, data, server, th, mh, n_steps, days):
     with torch.no_grad(): out = rm.output(X)
     att = attribute(rm, base, n_steps=n_steps, out=out)
     tops = att.top_features()
-    vs = scenario_vars(rm, [t["feature"] for t in tops])
+    vs = scenario_vars(rm, [t["feature"] for t in tops], len(RULES))   # every scenario, in the batch; `counterfactuals` keeps those that help
     rows = [X] + [torch.where(torch.arange(K)[None, None] == k, base[None], X) for k in range(K)] + \
            [_changed(X, win.targets.index(v), RULES[v][1]) for v in vs]
     with torch.no_grad():                              # one batch: the input, each variable ablated, each scenario
