@@ -151,7 +151,17 @@ async def refused(c, timeout=5.0) -> tuple[int|None, str|None]:
     return None, None
 
 
+def no_ws_clients(hub, timeout=5.0):
+    "Wait until the hub serves no WebSocket client (those of an earlier test are gone)."
+    end = time.monotonic() + timeout
+    while httpx.get(hub.url + "/api/metrics", headers={"X-API-Key": hub.api_key}).json()["active_connections"]:
+        assert time.monotonic() < end, "WebSocket clients of an earlier test are still served"
+        time.sleep(0.1)
+
+
 def test_ws_per_address_cap_leaves_room_for_another_client(hub):
+    no_ws_clients(hub)
+
     async def go():
         mine = [await ws(hub, source="127.0.0.5") for _ in range(WS_ADDR)]
         try:
@@ -169,6 +179,8 @@ def test_ws_per_address_cap_leaves_room_for_another_client(hub):
 
 
 def test_ws_per_key_cap(hub):
+    no_ws_clients(hub)
+
     async def go():
         mine = [await ws(hub, source=f"127.0.0.{7 + i}") for i in range(WS_KEY)]   # one key, one address each
         try:
