@@ -767,6 +767,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'qdash.hub.guard.Connections.admit': ('hub/guard.html#connections.admit', 'qdash/hub/guard.py'),
                                  'qdash.hub.guard.Connections.overdue': ('hub/guard.html#connections.overdue', 'qdash/hub/guard.py'),
                                  'qdash.hub.guard.Connections.release': ('hub/guard.html#connections.release', 'qdash/hub/guard.py'),
+                                 'qdash.hub.guard.Connections.report': ('hub/guard.html#connections.report', 'qdash/hub/guard.py'),
                                  'qdash.hub.guard.FailedKeys': ('hub/guard.html#failedkeys', 'qdash/hub/guard.py'),
                                  'qdash.hub.guard.FailedKeys.__init__': ('hub/guard.html#failedkeys.__init__', 'qdash/hub/guard.py'),
                                  'qdash.hub.guard.FailedKeys.fail': ('hub/guard.html#failedkeys.fail', 'qdash/hub/guard.py'),

@@ -101,6 +101,8 @@ def test_slowloris_headers_and_bodies_get_an_absolute_deadline(hub):
         assert open_s < DEADLINE_S + 3, f"{what}: the connection stayed open {open_s:.1f}s; [server] request_deadline is {DEADLINE_S}s"
     assert status_of(res["headers"][1]) == 408 and b"request_deadline" in res["headers"][1]
     assert status_of(res["body"][1]) == 408 and b"request_deadline" in res["body"][1]
+    cut = [ln for ln in (hub.dir / "hub.log").read_text().splitlines() if "did not finish a request" in ln]
+    assert len(cut) == 1 and "127.0.0.1" in cut[0] and "request_deadline" in cut[0]       # three cut, one line
 
 
 def test_unauthenticated_body_is_refused_before_it_is_read(hub):
@@ -127,6 +129,9 @@ def test_connections_per_address_are_capped_others_still_served(hub):
         extra.close()
         assert time.monotonic() - t0 < 2 and status_of(answer) == 429, answer[:120]
         assert b"connections_per_address" in answer
+        assert raw(hub, "127.0.0.3").recv(4096).startswith(b"HTTP/1.1 429")           # and the next, with no new log line
+        refusals = [ln for ln in (hub.dir / "hub.log").read_text().splitlines() if "connections_per_address" in ln]
+        assert len(refusals) == 1 and "127.0.0.3" in refusals[0]
         other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.4"), timeout=5)
         assert other.get(hub.url + "/health").status_code == 200            # another address is served
     finally:

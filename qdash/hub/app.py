@@ -161,8 +161,9 @@ async def _conn_open(conn_info):
     conn_info.ctx.proto = proto
     address = conn_info.client_ip or "unix"
     if not c.conns.admit(conn_info, address):
-        _refuse_connection(proto, f"{address} already holds {c.conns.per_address} open connections "
-                                  "([limits] connections_per_address); close one and retry")
+        detail = f"{address} already holds {c.conns.per_address} open connections ([limits] connections_per_address)"
+        if c.conns.report("refused", address): log.warning("%s: more are answered 429 and closed", detail)
+        _refuse_connection(proto, detail + "; close one and retry")
 
 async def _conn_closed(conn_info):
     proto = getattr(conn_info.ctx, "proto", None)
@@ -203,6 +204,9 @@ async def _deadline_loop(app):
                 if not late: continue
                 if getattr(conn.ctx, "cut", None) is None:
                     conn.ctx.cut = late; c.conns.cut += 1
+                    if c.conns.report("cut", conn.client_ip):
+                        log.warning("%s did not finish a request within %gs ([server] request_deadline): 408 and closed",
+                                    conn.client_ip, deadline)
                     _cut(proto, deadline)
                 elif late - conn.ctx.cut > 5: proto.abort()          # it does not even read the 408
             except Exception: log.exception("connection deadline check failed")

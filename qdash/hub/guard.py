@@ -149,6 +149,7 @@ class Connections:
         self.address: dict = {}                # connection -> its client address
         self.count: dict[str, int] = {}        # address -> open connections
         self.receiving: dict = {}              # connection -> (request number, when first seen unfinished)
+        self.reported: dict = {}               # (what, address) -> when it was last logged
         self.refused = self.cut = 0
 
     def admit(self, conn, address:str) -> bool:
@@ -179,3 +180,11 @@ class Connections:
         got = self.receiving.get(conn)
         if got is None or got[0] != request: got = self.receiving[conn] = (request, now)
         return max(0.0, now - got[1] - self.deadline_s)
+
+    def report(self, what:str, address:str, every_s:float=60.0) -> bool:
+        "True when `what` happening for `address` should be logged: at most once per `every_s`, so a flood is one line."
+        now, k = self.clock(), (what, address)
+        if now - self.reported.get(k, -math.inf) < every_s: return False
+        if len(self.reported) > 10_000: self.reported = {x: t for x, t in self.reported.items() if now - t < every_s}
+        self.reported[k] = now
+        return True
