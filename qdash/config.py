@@ -174,6 +174,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     cors_origins=S(_list_of(), "", "origins allowed to call the API from a browser (CORS), such as https://ops.example.com; * for any; empty: off"),
     graceful_shutdown_timeout=S(DURATION, "15s", "time allowed to flush queues on shutdown"),
     store_wait=S(DURATION, "5s", "longest a request waits for the store before it answers 503"),
+    request_deadline=S(DURATION, "20s", "longest a request, headers and body, may take to arrive from its first byte (or from connecting); then 408, closed"),
     log_level=S(_enum("debug", "info", "warning", "error"), "info", "log verbosity"),
   ),
   "store": dict(
@@ -247,6 +248,10 @@ SCHEMA: dict[str, dict[str, Setting]] = {
   ),
   "limits": dict(
     feed_max_bytes=S(_int_range(1, 1 << 30), "1048576", "largest /feed/data body"),
+    connections_per_address=S(_int_range(1, 100_000), "64", "open connections per client address (trusted proxies excepted); more get 429, closed"),
+    ws_per_address=S(_int_range(1, 100_000), "20", "WebSocket clients one client address may hold at once"),
+    ws_per_key=S(_int_range(1, 100_000), "100", "WebSocket clients one API key may hold at once"),
+    auth_failures=S(RATE, "10/minute", "wrong API keys one client address may send (a missing key is no guess); past this, it gets 429 where a key is needed"),
     default=S(RATE, "600/minute", "rate limit of routes not listed below"),
     feed_data=S(RATE, "60/minute", "POST /feed/data"),
     predictions_current=S(RATE, "30/minute", "GET /predictions/current"),

@@ -22,7 +22,8 @@ def make_settings(tmp, **limits):
         "store": {"path": str(tmp / "hub.duckdb"), "influx_token": "tok-SECRET-123"},
         "auth": {"api_key_file": str(tmp / "api_key")},
         "collect": {"sources": "simulator", "simulator_servers": 3, "spool_dir": str(tmp / "spool")},
-        "limits": {"feed_max_bytes": 4096, "default": "100000/minute", "feed_data": "100000/minute", **limits}})
+        "limits": {"feed_max_bytes": 4096, "default": "100000/minute", "feed_data": "100000/minute",
+                   "auth_failures": "100000/minute", **limits}})   # the 401 tests send many wrong keys (test_guard limits them)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ def hub():
     # jobs the examples start are real: keep few of them waiting (the rest get their documented 429)
     env = {"QDASH__COLLECT__SOURCES": "simulator", "QDASH__COLLECT__SIMULATOR_SERVERS": "4",
            "QDASH__JOBS__WORKERS": "1", "QDASH__JOBS__MAX_PENDING": "2",
-           "QDASH__LIMITS__DEFAULT": "1000000/minute", "QDASH__LIMITS__FEED_DATA": "1000000/minute"}
+           "QDASH__LIMITS__DEFAULT": "1000000/minute", "QDASH__LIMITS__FEED_DATA": "1000000/minute",
+           "QDASH__LIMITS__AUTH_FAILURES": "1000000/minute"}   # schemathesis' ignored_auth check sends wrong keys on purpose
     with HubProcess(env) as h:
         yield h
 

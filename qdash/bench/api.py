@@ -92,7 +92,8 @@ def ws_fanout(hub:HubProcess, n:int=500, seconds:float=6.0, slow:bool=False) -> 
 def run_bench(seconds:float=3.0, n_ws:int=500, ws_seconds:float=6.0, conns:int=8):
     "Yield the hub's figures: requests/s per route and ratio to the bare handler; /ws fan-out latency and slow-client effect."
     env = {"QDASH__COLLECT__SOURCES": "", "QDASH__LIMITS__DEFAULT": "1000000000/second",
-           "QDASH__SERVER__MAX_WS_CLIENTS": str(n_ws + 10), "QDASH__SERVER__UPDATE_INTERVAL": "1s"}
+           "QDASH__SERVER__MAX_WS_CLIENTS": str(n_ws + 10), "QDASH__SERVER__UPDATE_INTERVAL": "1s",
+           **{f"QDASH__LIMITS__{k}": str(n_ws + 10) for k in ("WS_PER_KEY", "WS_PER_ADDRESS", "CONNECTIONS_PER_ADDRESS")}}   # one client, many sockets
     with HubProcess(env, target="qdash.bench.api:serve_bench") as hub:
         requests_per_s(hub, "/bench/bare", 1.0, conns)          # warm-up
         base = requests_per_s(hub, "/bench/bare", seconds, conns)

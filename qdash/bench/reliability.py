@@ -4,15 +4,15 @@
 
 # %% ../../nbs/bench/10_reliability.ipynb #efd3889f
 from __future__ import annotations
-import os, re, shutil, signal, subprocess, tempfile, threading, time
+import os, re, shutil, signal, socket, subprocess, tempfile, threading, time
 from pathlib import Path
 import httpx, numpy as np, pandas as pd, requests
 from ..testing import HubProcess, InfluxServer, SilentServer, free_port
 import psutil
 
 # %% auto #0
-__all__ = ['GRID_NS', 'live_times', 'tail_lost', 'holes', 'Probe', 'stalled_source', 'kill9_orphans', 'roles_figure',
-           'bench_reliability']
+__all__ = ['GRID_NS', 'SLOW_CLIENTS', 'live_times', 'tail_lost', 'holes', 'Probe', 'slowloris', 'stalled_source', 'kill9_orphans',
+           'roles_figure', 'bench_reliability']
 
 # %% ../../nbs/bench/10_reliability.ipynb #848e78a3
 GRID_NS = 300 * 10**9      # the simulated past is on this grid ([model] step 5min)
@@ -75,6 +75,90 @@ def _until(cond, timeout:float, every:float=0.1):
         except (httpx.HTTPError, ValueError, KeyError): pass
         time.sleep(every)
     return None
+
+# %% ../../nbs/bench/10_reliability.ipynb #s002
+SLOW_CLIENTS = {   # name: (first bytes, then these bytes, every so many seconds; 0: nothing more)
+    "silent": (b"", b"", 0),
+    "header_line_every_5s": (b"GET /health HTTP/1.1\r\nHost: hub\r\n", b"X-Slow: 1\r\n", 5),
+    "byte_every_1s": (b"G", b"E", 1),
+    "body_byte_every_5s": (None, b" ", 5),      # POST /feed/data with the key, 100 kB announced
+}
+
+def _open_for(port:int, source:str, first:bytes, then:bytes, every_s:float, hold_s:float) -> tuple[float, bool, bytes]:
+    "Connect from `source`, send `first`, then `then` every `every_s`: (seconds open, closed by the hub?, its answer)."
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    t0, got = time.monotonic(), bytearray()
+    try:
+        if first: s.sendall(first)
+        nxt = t0 + every_s if every_s else None
+        while (now := time.monotonic()) - t0 < hold_s:
+            s.settimeout(max(0.05, min(hold_s - (now - t0), (nxt - now) if nxt else hold_s)))
+            try:
+                chunk = s.recv(65536)
+                if not chunk: return time.monotonic() - t0, True, bytes(got)
+                got += chunk
+            except (TimeoutError, socket.timeout): pass
+            except ConnectionResetError: return time.monotonic() - t0, True, bytes(got)
+            if nxt and time.monotonic() >= nxt:
+                try: s.sendall(then)
+                except OSError: return time.monotonic() - t0, True, bytes(got)
+                nxt += every_s
+        return time.monotonic() - t0, False, bytes(got)
+    finally: s.close()
+
+def _status(answer:bytes): return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else None
+
+def _health_ms(hub, source:str, n:int=20) -> float:
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=10) as c:
+        ms = []
+        for _ in range(n):
+            t = time.perf_counter(); c.get(hub.url + "/health"); ms.append(1000 * (time.perf_counter() - t))
+    return round(float(np.median(ms)), 1)
+
+def slowloris(deadline_s:float|None=None, # the hub's [server] request_deadline (None: its default)
+              hold_s:float=90.0,          # longest a slow connection is watched
+              flood:int=200,              # connections opened at once from the second address
+              hub_env:dict|None=None):    # more settings or environment of the hub (e.g. PYTHONPATH of other code)
+    "Yield one figure: how long connections that never finish a request stay open, and what the hub keeps serving."
+    env = {"QDASH__COLLECT__SOURCES": "", "QDASH__MODEL__DIR": "no-model", **(hub_env or {})}
+    if deadline_s is not None: env["QDASH__SERVER__REQUEST_DEADLINE"] = f"{deadline_s}s"
+    with HubProcess(env) as hub:
+        before = _health_ms(hub, "127.0.0.4")
+        res, flood_socks = {}, []
+        def one(name, first, then, every):
+            if first is None:
+                first = (f"POST /feed/data HTTP/1.1\r\nHost: hub\r\nX-API-Key: {hub.api_key}\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n[").encode()
+            res[name] = _open_for(hub.port, "127.0.0.3", first, then, every, hold_s)
+        threads = [threading.Thread(target=one, args=(k, *v), daemon=True) for k, v in SLOW_CLIENTS.items()]
+        for t in threads: t.start()
+        for _ in range(flood):
+            try:
+                s = socket.create_connection(("127.0.0.1", hub.port), timeout=5, source_address=("127.0.0.2", 0))
+                s.sendall(b"GET /hea"); flood_socks.append(s)
+            except OSError: pass
+        time.sleep(1.0)
+        kept = 0
+        for s in flood_socks:
+            s.setblocking(False)
+            try: s.recv(1)                                    # a 429, or closed: not kept
+            except BlockingIOError: kept += 1                 # nothing to read: still open, waiting for the rest
+            except OSError: pass
+        during = _health_ms(hub, "127.0.0.4")
+        t = time.perf_counter()
+        noauth = _open_for(hub.port, "127.0.0.5", b"POST /feed/data HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 1000000\r\n\r\n[", b"", 0, 10.0)
+        noauth_ms = round(1000 * (time.perf_counter() - t), 1)
+        for s in flood_socks: s.close()
+        for t in threads: t.join()
+    opened = {k: round(v[0], 1) for k, v in res.items()}
+    yield {"figure": "slowloris", "request_deadline_s": deadline_s or 20.0, "watched_up_to_s": hold_s,
+           **{f"{k}_open_s": v for k, v in opened.items()}, "still_open_when_watch_ended": sum(not v[1] for v in res.values()),
+           "slowloris_max_open_s": max(opened.values()), "header_line_every_5s_status": _status(res["header_line_every_5s"][2]),
+           "body_byte_every_5s_status": _status(res["body_byte_every_5s"][2]),
+           "unauthenticated_body_status": _status(noauth[2]), "unauthenticated_body_answer_ms": noauth_ms,
+           "flood_connections": flood, "flood_connections_kept": kept,
+           "health_p50_ms_before": before, "health_p50_ms_during": during}
 
 # %% ../../nbs/bench/10_reliability.ipynb #st4d0002
 def stalled_source(window_s:float=6.0, # seconds measured after libvirt's first overrun
@@ -187,6 +271,7 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
                       outage_s:float=20.0, # length of the SIGSTOP outage probed
                       kill_after_s:float=5.0, # seconds into a pause the hub is killed with SIGKILL
                       budget_s:float=10.0, # [server] graceful_shutdown_timeout of the hubs
+                      deadline_s:float|None=None, # [server] request_deadline of the slow-clients hub (None: default)
                      ):
     "Yield figure dicts (start with the store down, a paused store, shutdown, kill -9), then one headline."
     tmp = Path(tempfile.mkdtemp(prefix="qdash-bench-rel-"))
@@ -269,13 +354,16 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
         roles = roles_figure(); yield roles         # who may act: a viewer key against every admin operation
         for stall in stalled_source(): yield stall                 # issue 20 item 4: a hung libvirt link
         for orph in kill9_orphans(): yield orph                    # issue 20 item 7: kill -9 leaves no process
+        slow = {}
+        for slow in slowloris(deadline_s): yield slow
         yield {"figure": "headline", "outage_points_lost": lost_a, "kill9_points_lost": kill_pts, "kill9_seconds_lost": kill_s,
                "health_p99_ms_during_outage": got["/health"]["p99_ms"], "health_p99_ms_store_up": up["p99_ms"],
                "health_unanswered_during_outage": got["/health"]["unanswered"], "hub_starts_with_store_down": started,
                "store_down_seen_s": down_seen, "shutdown_s_store_paused": shutdown_s, "graceful_shutdown_timeout_s": budget_s,
                "servers": servers, "outage_s": outage_s,
                "viewer_admin_calls_refused_pct": roles["viewer_admin_calls_refused_pct"],
-               "stalled_source_blocks_others": stall["stalled_source_blocks_others"], "kill9_orphans": orph["kill9_orphans"]}
+               "stalled_source_blocks_others": stall["stalled_source_blocks_others"], "kill9_orphans": orph["kill9_orphans"],
+               "slowloris_max_open_s": slow.get("slowloris_max_open_s")}
     finally:
         for h in hubs:
             if h.proc is not None and h.proc.poll() is None: h.proc.kill(); h.proc.wait()

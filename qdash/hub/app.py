@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio, errno, hashlib, importlib.resources, itertools, logging, math, socket, time
 import pandas as pd
 from sanic import Blueprint, Request, Sanic
-from sanic.exceptions import PayloadTooLarge
+from sanic.exceptions import PayloadTooLarge, RequestTimeout
+from sanic.http import Stage
 from sanic_ext import Extend, openapi
 from .. import __version__
 from ..config import QdashError, Settings, load_settings
 from ..serving import Services
 from .http import Unauthorized, Forbidden, TooManyRequests, dumps, records, on_error
 from .guard import ensure_api_key, RateLimiter, client_address, Keyring, read_keys, may
+from .guard import FailedKeys, Connections, key_warnings
 from .live import RequestStats, ProcessStats, Broadcaster
 from .routes import status, telemetry, collection, jobs, cascade, predictions, explain, drift, history, inbox
 log = logging.getLogger("qdash.hub.app")
@@ -63,12 +65,16 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
     c.settings, c.started, c.start = settings, time.time(), start
     c.key, c.services = None, None
     c.stats, c.proc, c.limiter = RequestStats(), ProcessStats(), RateLimiter()
-    c.hub = Broadcaster(settings.server.max_ws_clients, settings.server.ws_queue)
+    c.hub = Broadcaster(settings.server.max_ws_clients, settings.server.ws_queue, settings.limits.ws_per_key, settings.limits.ws_per_address)
+    c.failed_keys = FailedKeys(settings.limits.auth_failures)     # abusive clients: see "Slow clients, many connections, guessed keys"
+    c.conns = Connections(settings.limits.connections_per_address, settings.server.request_deadline, settings.server.trusted_proxies)
     c.cache, c.cache_locks, c.versions = {}, {}, {}   # serialized answers: see `qdash.hub.http.cached`, `per_version`
     app.error_handler.add(Exception, on_error)
     app.on_request(_guard, priority=100)
     app.on_response(_count)
-    app.add_signal(_size_check, "http.routing.after")
+    app.add_signal(_before_body, "http.routing.after")
+    app.add_signal(_conn_open, "http.lifecycle.begin")
+    app.add_signal(_conn_closed, "http.lifecycle.complete")
     app.register_listener(_open, "before_server_start")
     app.register_listener(_begin, "after_server_start")
     app.register_listener(_close, "after_server_stop")
@@ -88,16 +94,12 @@ async def _guard(request:Request):
     if getattr(request.ctx, "refused", False): return   # already answered (413); Sanic runs middleware on errors too
     request.ctx.t0 = time.perf_counter()
     c, s = request.app.ctx, request.app.ctx.settings
-    request.ctx.who = None
+    request.ctx.who = getattr(request.ctx, "who", None)   # set by `_authenticate` (maybe before the body)
     if _is_public(request):
-        caller = "ip:" + client_address(request.ip, request.headers.get("x-forwarded-for"), s.server.trusted_proxies)
+        caller = "ip:" + _address(request)
     else:
-        given = request.headers.get("x-api-key")
-        if given is None and request.headers.get("upgrade", "").lower() == "websocket": given = request.args.get("api_key")
-        request.ctx.who = c.keys.identify(given)   # name and role of the key's holder (qdash.hub.guard.Keyring)
-        if request.ctx.who is None:
-            raise Unauthorized("missing or wrong API key: send the hub's key in the X-API-Key header")
-        caller = "key:" + hashlib.sha256(given.encode()).hexdigest()[:16]
+        caller = getattr(request.ctx, "caller", None) or _authenticate(request)   # 429 for a guessing address, 401 for a wrong key
+    request.ctx.caller = caller
     rule = getattr(request.route.ctx, "limit", "default") if request.route else "default"
     wait = c.limiter.hit(caller, rule, s.limits[rule])
     if wait: raise TooManyRequests(f"rate limit [limits] {rule} = {s.limits[rule][0]} per {s.limits[rule][1]:g}s reached; "
@@ -115,6 +117,116 @@ async def _count(request:Request, response):
     t0 = getattr(request.ctx, "t0", None)
     request.app.ctx.stats.record(response.status, None if t0 is None else time.perf_counter() - t0)
 
+# %% ../../nbs/hub/01_app.ipynb #a002
+def _address(request) -> str:
+    "The client's address (`[server] trusted_proxies` decide whether X-Forwarded-For is believed), once per request."
+    a = getattr(request.ctx, "address", None)
+    if a is None:
+        a = request.ctx.address = client_address(request.ip, request.headers.get("x-forwarded-for"),
+                                                  request.app.ctx.settings.server.trusted_proxies)
+    return a
+
+def _authenticate(request) -> str:
+    "The caller's rate-limit bucket (`key:` and a hash of its key); 429 while its address is guessing, 401 for a wrong key."
+    c = request.app.ctx
+    address, (count, per) = _address(request), c.settings.limits.auth_failures
+    wait = c.failed_keys.wait(address)
+    if wait: raise TooManyRequests(f"{count} wrong API keys from {address} within {per:g}s ([limits] auth_failures); "
+                                   f"retry in {math.ceil(wait)}s", wait)
+    given = request.headers.get("x-api-key")
+    if given is None and request.headers.get("upgrade", "").lower() == "websocket": given = request.args.get("api_key")
+    request.ctx.who = c.keys.identify(given)          # name and role of the key's holder (qdash.hub.guard.Keyring)
+    if request.ctx.who is None:
+        if given and c.failed_keys.fail(address):      # a missing key is no guess
+            log.warning("%s sent %d wrong API keys within %gs ([limits] auth_failures): its requests needing a key get 429 "
+                        "until the oldest is %gs old", address, count, per, per)
+        raise Unauthorized("missing or wrong API key: send the hub's key in the X-API-Key header")
+    return "key:" + hashlib.sha256(given.encode()).hexdigest()[:16]
+
+async def _before_body(request:Request, route, kwargs, handler):
+    "Checks made once the headers are in and before the body is read: the announced size, then the key."
+    await _size_check(request, route, kwargs, handler)
+    stream = request.stream
+    if not getattr(stream, "request_body", None) or _is_public(request): return
+    try: request.ctx.caller = _authenticate(request)
+    except (Unauthorized, TooManyRequests):
+        request.ctx.refused = True                        # answered here; `_guard` lets it pass
+        stream.request_body, stream.keep_alive = None, False   # never read the body; close after the answer
+        raise
+
+# %% ../../nbs/hub/01_app.ipynb #a003
+def _protocol():
+    "The Sanic protocol of the connection whose task runs this code (its connection signals carry only `conn_info`)."
+    task = asyncio.current_task()
+    frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
+    return frame.f_locals.get("self") if frame is not None else None
+
+def _refuse_connection(proto, detail:str):
+    "Answer 429 on a connection before it sends anything, and close it."
+    body = dumps({"error": "rate_limited", "detail": detail})
+    proto.transport.write(b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+                          b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+    proto.http.keep_alive = False                         # Sanic's HTTP loop serves nothing on it
+    proto.recv_buffer.clear()
+    proto.close()
+
+async def _conn_open(conn_info):
+    proto = _protocol()
+    if proto is None or getattr(proto, "http", None) is None or not hasattr(proto, "recv_buffer"): return   # not HTTP/1 over TCP
+    c = proto.app.ctx
+    conn_info.ctx.proto = proto
+    address = conn_info.client_ip or "unix"
+    if not c.conns.admit(conn_info, address):
+        detail = f"{address} already holds {c.conns.per_address} open connections ([limits] connections_per_address)"
+        if c.conns.report("refused", address): log.warning("%s: more are answered 429 and closed", detail)
+        _refuse_connection(proto, detail + "; close one and retry")
+
+async def _conn_closed(conn_info):
+    proto = getattr(conn_info.ctx, "proto", None)
+    if proto is not None:
+        proto.app.ctx.conns.release(conn_info)
+        conn_info.ctx.proto = None
+
+def _receiving(proto) -> int|None:
+    "Which request `proto`'s connection is receiving (1 = its first), or None when it is receiving none."
+    h = proto.http
+    if h is None: return None
+    n = proto.state.get("requests_count", 0)
+    if h.stage is Stage.REQUEST: return n + 1                              # headers arriving
+    if h.stage is Stage.HANDLER: return n if h.request_body and not h.upgrade_websocket else None   # body arriving
+    if h.stage is Stage.IDLE:
+        if h.request_body: return n                                        # the rest of a body, read after an answer
+        return 1 if n == 0 else None                                       # connected, first request not begun
+    return None
+
+def _cut(proto, deadline:float):
+    "End a connection past its deadline as Sanic ends one past REQUEST_TIMEOUT: 408, then close; the rest is never read."
+    h = proto.http
+    if h is None or proto._task is None: return proto.abort()
+    h.exception = RequestTimeout(f"the request did not arrive complete within {deadline:g}s ([server] request_deadline)")
+    h.keep_alive, h.request_body = False, None
+    proto._task.cancel()
+
+async def _deadline_loop(app):
+    c = app.ctx
+    deadline = c.settings.server.request_deadline
+    while True:
+        await asyncio.sleep(min(1.0, deadline / 4))
+        for conn in list(c.conns.address):
+            proto = getattr(conn.ctx, "proto", None)
+            if proto is None: continue
+            try:
+                late = c.conns.overdue(conn, _receiving(proto))
+                if not late: continue
+                if getattr(conn.ctx, "cut", None) is None:
+                    conn.ctx.cut = late; c.conns.cut += 1
+                    if c.conns.report("cut", conn.client_ip):
+                        log.warning("%s did not finish a request within %gs ([server] request_deadline): 408 and closed",
+                                    conn.client_ip, deadline)
+                    _cut(proto, deadline)
+                elif late - conn.ctx.cut > 5: proto.abort()          # it does not even read the 408
+            except Exception: log.exception("connection deadline check failed")
+
 # %% ../../nbs/hub/01_app.ipynb #a11ce5e2
 def _authorise(request:Request):
     "403 when the caller's role does not reach the role the route needs."
@@ -131,6 +243,7 @@ async def _open(app, loop=None):
     elif where: log.info("API key from %s", where)
     c.keys = Keyring.from_settings(c.settings, c.key)   # the hub's key and [auth] keys_file's named keys
     if c.keys.named: log.info("%d named keys from %s", len(c.keys.named), c.settings.auth.keys_file)
+    for w in key_warnings(c.key, where): log.warning(w)
     if not c.start: return
     c.loop = asyncio.get_running_loop()
     services = Services(c.settings)
@@ -139,10 +252,12 @@ async def _open(app, loop=None):
 
 async def _begin(app, loop=None):
     app.ctx.metrics_task = asyncio.ensure_future(_metrics_loop(app))
+    app.ctx.deadline_task = asyncio.ensure_future(_deadline_loop(app))
 
 async def _close(app, loop=None):
     c = app.ctx
     if getattr(c, "metrics_task", None): c.metrics_task.cancel()
+    if getattr(c, "deadline_task", None): c.deadline_task.cancel()
     if c.services is not None: await asyncio.to_thread(c.services.stop)
 
 # %% ../../nbs/hub/01_app.ipynb #a394da93

@@ -4,14 +4,16 @@
 
 # %% ../../nbs/hub/02_guard.ipynb #c002
 from __future__ import annotations
-import hashlib, hmac, ipaddress, os, re, secrets, time
+import hashlib, hmac, ipaddress, math, os, re, secrets, time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from ..config import ConfigError, Settings
 
 # %% auto #0
-__all__ = ['ROLES', 'HUB_USER', 'MIN_KEY_CHARS', 'ensure_api_key', 'check_key', 'Identity', 'read_keys', 'Keyring', 'may',
-           'acting_user', 'RateLimiter', 'client_address']
+__all__ = ['ROLES', 'HUB_USER', 'MIN_KEY_CHARS', 'MIN_KEY_LENGTH', 'ensure_api_key', 'check_key', 'Identity', 'read_keys',
+           'Keyring', 'may', 'acting_user', 'RateLimiter', 'client_address', 'FailedKeys', 'key_warnings',
+           'Connections']
 
 # %% ../../nbs/hub/02_guard.ipynb #c005
 def ensure_api_key(settings:Settings, # the hub's settings; `auth.api_key` wins, else `auth.api_key_file`
@@ -159,3 +161,104 @@ def client_address(peer:str,                 # address of the TCP peer
     for h in reversed(hops):
         if not _is_trusted(h, nets): return h
     return hops[0] if hops else peer
+
+# %% ../../nbs/hub/02_guard.ipynb #g002
+class FailedKeys:
+    "Failed authentications per client address in a sliding window; past `count` per `per` seconds the address waits."
+    def __init__(self, rate:tuple[int, float],     # (count, per_seconds): `[limits] auth_failures`
+                 clock=time.monotonic,             # time source, seconds
+                 max_addresses:int=100_000):       # prune stale addresses beyond this many
+        (self.count, self.per), self.clock, self.max_addresses = rate, clock, max_addresses
+        self.fails: dict[str, deque] = {}          # address -> times of its last `count` failures
+        self.reported: dict[str, float] = {}       # address -> when it was last logged as limited
+
+    def wait(self, address:str) -> float:
+        "Seconds until `address` may present a key again (0.0: now)."
+        q = self.fails.get(address)
+        if not q or len(q) < self.count: return 0.0
+        return max(0.0, q[0] + self.per - self.clock())
+
+    def fail(self, address:str) -> bool:
+        "Count a failed key from `address`; True when this one used up its allowance and it was not reported within the window."
+        now = self.clock()
+        q = self.fails.get(address)
+        if q is None:
+            if len(self.fails) >= self.max_addresses: self.prune(now)
+            q = self.fails[address] = deque(maxlen=self.count)
+        q.append(now)
+        if len(q) == self.count and now - q[0] < self.per and now - self.reported.get(address, -math.inf) >= self.per:
+            self.reported[address] = now
+            return True
+        return False
+
+    def prune(self, now:float):
+        "Forget addresses whose newest failure is older than the window."
+        self.fails = {a: q for a, q in self.fails.items() if now - q[-1] < self.per}
+        self.reported = {a: t for a, t in self.reported.items() if now - t < self.per}
+
+# %% ../../nbs/hub/02_guard.ipynb #g005
+MIN_KEY_LENGTH = 16   # characters; a generated key has 43
+
+def key_warnings(key:str,          # the hub's API key
+                 path:Path|None,   # the key file it came from (None: the environment)
+                ) -> list[str]:
+    "What is wrong with how the hub's key is kept: a key file group or others may read, a key shorter than `MIN_KEY_LENGTH`."
+    out = []
+    if path is not None and path.is_file():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o044: out.append(f"the API key file {path} is readable by group or others (mode {mode:04o}): run chmod 600 {path}")
+    if len(key) < MIN_KEY_LENGTH:
+        fix = f"delete {path} and restart to have one generated" if path is not None else "set a longer QDASH_API_KEY"
+        out.append(f"the API key has {len(key)} characters, fewer than {MIN_KEY_LENGTH}: {fix}")
+    return out
+
+# %% ../../nbs/hub/02_guard.ipynb #g008
+class Connections:
+    "Open connections per client address, and how long each has been receiving a request it has not finished."
+    def __init__(self, per_address:int,        # `[limits] connections_per_address`
+                 deadline_s:float,             # `[server] request_deadline`
+                 trusted:list[str]=(),         # `[server] trusted_proxies`: never capped
+                 clock=time.monotonic):        # time source, seconds
+        self.per_address, self.deadline_s, self.clock, self.nets = per_address, deadline_s, clock, _nets(trusted)
+        self.address: dict = {}                # connection -> its client address
+        self.count: dict[str, int] = {}        # address -> open connections
+        self.receiving: dict = {}              # connection -> (request number, when first seen unfinished)
+        self.reported: dict = {}               # (what, address) -> when it was last logged
+        self.refused = self.cut = 0
+
+    def admit(self, conn, address:str) -> bool:
+        "Count a new connection; False (and not counted) when `address` already holds `per_address` connections."
+        n = self.count.get(address, 0)
+        if n >= self.per_address and not _is_trusted(address, self.nets):
+            self.refused += 1
+            return False
+        self.address[conn], self.count[address] = address, n + 1
+        self.receiving[conn] = (1, self.clock())     # its first request is due within the deadline of connecting
+        return True
+
+    def release(self, conn):
+        "Forget a closed connection (one that was admitted)."
+        a = self.address.pop(conn, None)
+        self.receiving.pop(conn, None)
+        if a is None: return
+        if self.count.get(a, 0) <= 1: self.count.pop(a, None)
+        else: self.count[a] -= 1
+
+    def overdue(self, conn, request:int|None, # number of the request `conn` is receiving (1 = first), None if none
+               ) -> float:
+        "Seconds `conn` is past the deadline of the request it is receiving (0.0: within it, or receiving none)."
+        if request is None:
+            self.receiving.pop(conn, None)
+            return 0.0
+        now = self.clock()
+        got = self.receiving.get(conn)
+        if got is None or got[0] != request: got = self.receiving[conn] = (request, now)
+        return max(0.0, now - got[1] - self.deadline_s)
+
+    def report(self, what:str, address:str, every_s:float=60.0) -> bool:
+        "True when `what` happening for `address` should be logged: at most once per `every_s`, so a flood is one line."
+        now, k = self.clock(), (what, address)
+        if now - self.reported.get(k, -math.inf) < every_s: return False
+        if len(self.reported) > 10_000: self.reported = {x: t for x, t in self.reported.items() if now - t < every_s}
+        self.reported[k] = now
+        return True

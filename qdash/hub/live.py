@@ -60,21 +60,36 @@ def hub_health(parts:dict[str, bool|None], # part name -> healthy? (None: not pa
 # %% ../../nbs/hub/03_live.ipynb #c014
 class Subscription:
     "One client's view of a topic: a bounded queue and a `slow` flag."
-    def __init__(self, topic:str, size:int):
+    def __init__(self, topic:str, size:int,
+                 key:str|None=None,        # who subscribed: the API key's bucket (hashed, never the key)...
+                 address:str|None=None):   # ...and the client's address, for the per-key and per-address caps
         self.topic, self.queue, self.slow = topic, asyncio.Queue(size), asyncio.Event()
+        self.key, self.address = key, address
 
 class Broadcaster:
     "Hands each published message to every subscriber of its topic; full queues mark subscribers slow."
     def __init__(self, max_clients:int=200, # subscribers served at once
-                 queue_size:int=100):        # messages queued per subscriber before it counts as slow
-        self.max_clients, self.queue_size = max_clients, queue_size
+                 queue_size:int=100,         # messages queued per subscriber before it counts as slow
+                 per_key:int|None=None,      # subscribers one API key may hold (None: no cap)
+                 per_address:int|None=None): # subscribers one client address may hold (None: no cap)
+        self.max_clients, self.queue_size, self.per_key, self.per_address = max_clients, queue_size, per_key, per_address
         self.subs: set[Subscription] = set()
-        self.published = self.delivered = self.slow_dropped = 0
+        self.published = self.delivered = self.slow_dropped = self.refused = 0
 
-    def subscribe(self, topic:str) -> Subscription|None:
-        "A new subscription, or None when `max_clients` are already served."
-        if len(self.subs) >= self.max_clients: return None
-        sub = Subscription(topic, self.queue_size)
+    def refusal(self, key:str|None=None, address:str|None=None) -> str|None:
+        "Why a new subscriber with this key and address would be refused (a short reason naming the setting), or None."
+        if len(self.subs) >= self.max_clients:
+            return f"the hub already serves {self.max_clients} WebSocket clients ([server] max_ws_clients)"
+        if address is not None and self.per_address and sum(s.address == address for s in self.subs) >= self.per_address:
+            return f"{address[:45]} already holds {self.per_address} WebSocket clients ([limits] ws_per_address)"
+        if key is not None and self.per_key and sum(s.key == key for s in self.subs) >= self.per_key:
+            return f"this API key already holds {self.per_key} WebSocket clients ([limits] ws_per_key)"
+        return None
+
+    def subscribe(self, topic:str, key:str|None=None, address:str|None=None) -> Subscription|None:
+        "A new subscription, or None when a cap (`refusal`) is reached."
+        if self.refusal(key, address): self.refused += 1; return None
+        sub = Subscription(topic, self.queue_size, key, address)
         self.subs.add(sub)
         return sub
 

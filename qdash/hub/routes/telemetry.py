@@ -101,9 +101,10 @@ def _closer(ws):
 
 async def _stream(request, ws, topic):
     c = request.app.ctx
-    sub = c.hub.subscribe(topic)
-    if sub is None:
-        await _closer(ws)(1013, f"the hub already serves {c.hub.max_clients} WebSocket clients ([server] max_ws_clients)")
+    who = getattr(request.ctx, "caller", None), getattr(request.ctx, "address", None)   # set by the hub's guard
+    sub = c.hub.subscribe(topic, *who)
+    if sub is None:               # a cap: [server] max_ws_clients, [limits] ws_per_key or ws_per_address
+        await _closer(ws)(1013, c.hub.refusal(*who) or "no WebSocket slot free")
         return
     try:
         if topic == "metrics" and "metrics" in c.cache: sub.queue.put_nowait(c.cache["metrics"][0])
