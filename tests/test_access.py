@@ -173,3 +173,14 @@ def test_dashboard_acts_with_the_signed_in_key(hub, dash, browser):
     job = call(hub, "GET", f"/api/jobs/{accepted.get_attribute('data-job')}", WALL).json()
     assert (job["job_type"], job["submitted_by"]) == ("calibration", "alice")   # recorded under the user, not the hub key
     ctx.close()
+
+
+def test_wrong_keys_at_the_sign_in_page_do_not_lock_the_dashboard_out(tmp_path):
+    "Sign-ins reach the hub from the dashboard's address: the page must stop asking before the hub's auth_failures locks it out."
+    env = {"QDASH__COLLECT__SOURCES": "", "QDASH__LIMITS__AUTH_FAILURES": "3/minute", "QDASH__MODEL__DIR": str(tmp_path / "m")}
+    with HubProcess(env, data_dir=tmp_path) as hub, DashboardProcess(hub, address="0.0.0.0") as dash:
+        with httpx.Client(base_url=dash.url, timeout=15, follow_redirects=False) as c:
+            errors = [c.post("login", data={"username": "", "password": f"wrong-{i}"}).headers.get("location", "") for i in range(6)]
+        assert all("unknown" in e for e in errors[:2]) and all("too+many" in e for e in errors[2:]), errors
+        r = httpx.get(hub.url + "/api/whoami", headers={"X-API-Key": hub.api_key}, timeout=10)   # the dashboard's own key, same address
+        assert r.status_code == 200, r.text

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/dashboard/01b_login.ipynb #7c7a414c
 from __future__ import annotations
-import html, ipaddress, logging, secrets, socket, threading, time
+import html, ipaddress, logging, math, secrets, socket, threading, time
 from dataclasses import dataclass, field
 import httpx, jinja2
 from panel.auth import BasicAuthProvider, BasicLoginHandler, LogoutHandler
@@ -90,8 +90,26 @@ async def check_login(hub_url:str, # the hub to ask
 class Logins:
     "Signed-in browsers by session token, in this process only (the cookie holds the token, never the key)."
     def __init__(self, ttl_s:float=86400.0, # a login older than this is gone
-                 max_logins:int=10_000):    # the oldest are dropped beyond this many
+                 max_logins:int=10_000,     # the oldest are dropped beyond this many
+                 max_failures:int=9,        # refused sign-ins per `window_s` before the page stops asking the hub
+                 window_s:float=60.0,
+                 clock=time.monotonic):
         self.ttl_s, self.max_logins, self._by_token, self._lock = ttl_s, max_logins, {}, threading.Lock()
+        self.max_failures, self.window_s, self.clock, self._failures = max(1, max_failures), window_s, clock, []
+
+    # Every sign-in reaches the hub from this process's address, so the hub's `[limits] auth_failures` would lock out
+    # the whole dashboard (its own feed too) after a few wrong keys typed here. The page keeps one fewer failure than
+    # the hub allows: past that it refuses sign-ins for the rest of the window without asking, and the hub never sees
+    # enough wrong keys from it to lock it out.
+    def failed(self):
+        "Count one refused sign-in."
+        with self._lock: self._failures.append(self.clock())
+    def blocked(self) -> float:
+        "Seconds until a sign-in may be tried again (0: now)."
+        now = self.clock()
+        with self._lock:
+            self._failures = [t for t in self._failures if now - t < self.window_s]
+            return 0.0 if len(self._failures) < self.max_failures else self.window_s - (now - self._failures[0])
     def add(self, login:Login) -> str:
         "Keep `login`; its new token."
         token = secrets.token_urlsafe(32)
@@ -143,8 +161,13 @@ class KeyLoginHandler(BasicLoginHandler):
         self.write(LOGIN_PAGE.render(login_endpoint=self._login_endpoint, errormessage=self.get_argument("error", "")[:200]))
 
     async def post(self):
+        wait = self.logins.blocked()
+        if wait:
+            log.warning("dashboard sign-in from %s not tried: too many refused sign-ins within %gs", self.request.remote_ip, self.logins.window_s)
+            return self.redirect(f".{self._login_endpoint}?error={url_escape(f'too many refused sign-ins; try again in {math.ceil(wait)}s')}")
         login, why = await check_login(self.hub_url, self.get_argument("username", "").strip(), self.get_argument("password", "").strip())
         if login is None:
+            if why == "unknown name or key": self.logins.failed()
             log.warning("dashboard sign-in refused from %s: %s", self.request.remote_ip, why)   # never what was typed
             return self.redirect(f".{self._login_endpoint}?error={url_escape(why)}")
         token = self.logins.add(login)

@@ -32,7 +32,8 @@ def serve_dashboard(settings:Settings|None=None, # settings; `[dashboard] port` 
     feed = shared_feed(settings)
     logins, auth = None, {}
     if sign_in:
-        logins = Logins(ttl_s=pn.config.oauth_expiry * 86400)
+        n, per = settings.limits.auth_failures          # the hub's limit on wrong keys per address
+        logins = Logins(ttl_s=pn.config.oauth_expiry * 86400, max_failures=n - 1, window_s=per)
         auth = dict(auth_provider=KeyAuthProvider(feed.client.url, logins), cookie_secret=secrets.token_urlsafe(32))
     return pn.serve({"/": lambda: dashboard_app(feed, logins=logins)}, port=port, address=address, websocket_origin=origins,
                     show=show, threaded=threaded, title="qdash", verbose=False, liveness=True, **auth)
