@@ -27,7 +27,8 @@ def alerts_table_html(alerts:list[dict]) -> str:
     if not alerts: return '<div class="qd-ok qd-alerts-table" data-alerts="0">✓ no active alerts</div>'
     head = "<tr><th>level</th><th>server</th><th>kind</th><th>risk</th><th>message</th><th>state</th><th>opened (UTC)</th></tr>"
     rows = "".join(
-        f'<tr data-alert="{esc(a["id"])}" data-server="{esc(a["server_name"])}" data-state="{esc(alert_state(a))}">'
+        f'<tr data-alert="{esc(a["id"])}" data-server="{esc(a["server_name"])}" data-kind="{esc(a.get("kind", "risk"))}" '
+        f'data-state="{esc(alert_state(a))}">'
         f'<td>{pill(a["level"], LEVEL_COLORS.get(a["level"], "#9ca3af"))}</td><td>{esc(a["server_name"])}</td><td>{esc(a.get("kind"))}</td>'
         f'<td>{fmt_num(a.get("risk_score"), 1)}</td><td class="qd-wrap">{esc(a.get("message"))}</td>'
         f'<td class="qd-state">{esc(alert_state(a))}</td><td>{_when(a.get("opened_at"))}</td></tr>' for a in alerts)
@@ -60,14 +61,14 @@ class AlertsPage(pn.viewable.Viewer):
         self.msg, self.table, self.sil_table = html_pane(), html_pane(alerts_table_html([])), html_pane(silences_html([]))
         w = dict(sizing_mode="stretch_width", margin=(4, 8))
         btn = dict(margin=(22, 4, 4, 4))
-        self.pick = pn.widgets.Select(name="Alert", options={}, max_width=420, **w)
+        self.pick = pn.widgets.Select(name="Alert to acknowledge", options={}, max_width=420, **w)
         self.ack_btn = pn.widgets.Button(name="Acknowledge", button_type="primary", **btn)
         self.server = pn.widgets.Select(name="Silence server", options={"all servers": ALL}, value=ALL, max_width=260, **w)
         self.kind = pn.widgets.Select(name="Alert kind", options=KIND_CHOICES, value=ALL, max_width=170, **w)
         self.duration = pn.widgets.Select(name="For", options=DURATIONS, value="1h", max_width=110, **w)
         self.reason = pn.widgets.TextInput(name="Reason", placeholder="maintenance", max_width=260, **w)
         self.silence_btn = pn.widgets.Button(name="Silence", button_type="primary", **btn)
-        self.sil_pick = pn.widgets.Select(name="Silence", options={}, max_width=420, **w)
+        self.sil_pick = pn.widgets.Select(name="Silence to expire", options={}, max_width=420, **w)
         self.expire_btn = pn.widgets.Button(name="Expire silence", button_type="danger", button_style="outline", stylesheets=[BUTTON_CSS], **btn)
         self.ack_btn.on_click(self.ack); self.silence_btn.on_click(self.silence); self.expire_btn.on_click(self.expire)
         head = lambda t: pn.pane.HTML(f'<h3 class="qd">{t}</h3>', stylesheets=html_pane().stylesheets, margin=(8, 6, 0, 6))

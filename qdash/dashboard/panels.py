@@ -12,6 +12,7 @@ from .app import LiveFeed
 from .pieces import (BUTTON_CSS, STATUS_COLORS, bar, epoch_ms, esc, fmt_num, fmt_secs, html_pane, lines, pill, sheets, tile,
                                     time_figure)
 from .views import ConnectionIndicator, OverviewPage, ServerPage
+from .alerts import AlertsPage
 
 # %% auto #0
 __all__ = ['PAGES', 'ACCENT', 'jobs_html', 'JobsPage', 'CalibrationPage', 'vms_html', 'CollectorPanel', 'session_theme',
@@ -206,7 +207,7 @@ class CollectorPanel(pn.viewable.Viewer):
         if sig != self.sig: self.sig = sig; self.vms.object = vms_html(self.feed.vms)
 
 # %% ../../nbs/dashboard/03_panels.ipynb #c011
-PAGES = {"Overview": OverviewPage, "Server": ServerPage, "Jobs": JobsPage, "Calibration": CalibrationPage, "Collector": CollectorPanel}
+PAGES = {"Overview": OverviewPage, "Server": ServerPage, "Alerts": AlertsPage, "Jobs": JobsPage, "Calibration": CalibrationPage, "Collector": CollectorPanel}
 
 ACCENT = {"dark": "#2563eb", "default": "#3b82f6"}   # a selected button's fill: white text on it (dark) 5.2:1, near-black (light) 4.8:1
 
