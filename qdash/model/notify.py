@@ -69,20 +69,21 @@ class Receiver:
         self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
         self.queue, self.halt, self.thread = queue.Queue(queue_max), threading.Event(), None
         self.sent = self.failed = self.dropped = 0
+        self.http = None
     def __repr__(self): return f"Receiver({self.kind}, {_shown(self.url)!r}, sent={self.sent}, failed={self.failed})"
 
     def send(self, body, meta:dict) -> dict:
         "POST `body` (JSON), retrying; the delivery's record (`meta` says what it was: event, alert ids, servers)."
         t0, at, attempts, status, error = time.perf_counter(), iso(utc(None)), 0, None, None
-        with httpx.Client(timeout=self.timeout_s) as c:
-            for i in range(1 + self.retries):
-                attempts += 1
-                try:
-                    status = c.post(self.url, json=body).status_code
-                    error = None if status < 300 else f"HTTP {status}"
-                    if status < 300 or (status < 500 and status not in RETRY_STATUS): break
-                except httpx.HTTPError as e: status, error = None, f"{type(e).__name__}: {e}"[:300]
-                if i < self.retries and self.halt.wait(self.backoff_s * 2 ** i): break
+        if self.http is None: self.http = httpx.Client(timeout=self.timeout_s)   # one per receiver: its connections are reused
+        for i in range(1 + self.retries):
+            attempts += 1
+            try:
+                status = self.http.post(self.url, json=body).status_code
+                error = None if status < 300 else f"HTTP {status}"
+                if status < 300 or (status < 500 and status not in RETRY_STATUS): break
+            except httpx.HTTPError as e: status, error = None, f"{type(e).__name__}: {e}"[:300]
+            if i < self.retries and self.halt.wait(self.backoff_s * 2 ** i): break
         ok = error is None
         if ok: self.sent += 1
         else: self.failed += 1
@@ -115,6 +116,7 @@ class Receiver:
     def stop(self, timeout:float=5.0):
         self.halt.set()
         if self.thread is not None: self.thread.join(timeout)
+        if self.http is not None and (self.thread is None or not self.thread.is_alive()): self.http.close(); self.http = None
 
 # %% ../../nbs/model/07b_notify.ipynb #n014
 class Notifier:
