@@ -271,7 +271,7 @@ SCHEMA["alerts"].update(
     notify_retries=S(_int_range(0, 100), "3", "attempts after a failed notification before it is recorded as failed"),
     notify_backoff=S(DURATION, "1s", "wait before the first retry; it doubles with each one"),
     notify_log=S(_int_range(10, 1_000_000), "1000", "notifications kept in the record of what was sent (memory and store)"),
-    external_url=S(_url("http", "https", optional=True), "", "the hub's address as people reach it, for links in notifications (empty: [server] host and port)"),
+    external_url=S(_url("http", "https", optional=True), "", "the hub's address as people reach it, for links in notifications (empty: host:port)"),
 )
 
 # %% ../nbs/00_config.ipynb #c018

@@ -92,6 +92,7 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
                       outage_s:float=20.0, # length of the SIGSTOP outage probed
                       kill_after_s:float=5.0, # seconds into a pause the hub is killed with SIGKILL
                       budget_s:float=10.0, # [server] graceful_shutdown_timeout of the hubs
+                      notify_servers:int=20, notify_watch_s:float=10.0, # alert notifications: see `notify_figure`
                      ):
     "Yield figure dicts (start with the store down, a paused store, shutdown, kill -9), then one headline."
     tmp = Path(tempfile.mkdtemp(prefix="qdash-bench-rel-"))
@@ -171,7 +172,11 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
         kill_pts = holes(second, servers) + servers * kill_cycles
         yield {"figure": "kill9_store_paused", "paused_s_before_kill": kill_after_s, "kill9_seconds_lost": kill_s, "kill9_points_lost": kill_pts,
                "bound_s": 2.0, "note": "bound: [collect] batch_max_sec 1s (the write not answered, spooled ahead) + the batch forming (1s)"}
-        yield {"figure": "headline", "outage_points_lost": lost_a, "kill9_points_lost": kill_pts, "kill9_seconds_lost": kill_s,
+        nf = notify_figure(notify_servers, watch_s=notify_watch_s)
+        yield nf
+        yield {"figure": "headline", "notify_webhook_s_after_open": nf["webhook_all_firing_s_after_open"],
+               "notify_cycle_ms_ratio": nf["cycle_ms_ratio_receivers_vs_baseline"], "notify_failures_recorded": nf["failing_recorded"],
+               "outage_points_lost": lost_a, "kill9_points_lost": kill_pts, "kill9_seconds_lost": kill_s,
                "health_p99_ms_during_outage": got["/health"]["p99_ms"], "health_p99_ms_store_up": up["p99_ms"],
                "health_unanswered_during_outage": got["/health"]["unanswered"], "hub_starts_with_store_down": started,
                "store_down_seen_s": down_seen, "shutdown_s_store_paused": shutdown_s, "graceful_shutdown_timeout_s": budget_s,

@@ -124,11 +124,13 @@ async def silence(self:AlertsPage, event=None):
     server = None if self.server.value == ALL else self.server.value
     kind = None if self.kind.value == ALL else self.kind.value
     dur, why, c = self.duration.value, self.reason.value, self.feed.client
-    await self._act(lambda: c.silence(server, dur, why, kind=kind, by=session_user()),
-                    lambda r: f'silenced {"all servers" if r["server"] == "*" else r["server"]} ({"risk and stale" if r["kind"] == "*" else r["kind"]}) '
-                              f'until {r["until"][11:19]} UTC')
+    def said(r):
+        who, what = "all servers" if r["server"] == "*" else r["server"], "risk and stale" if r["kind"] == "*" else r["kind"]
+        return f'silenced {who} ({what}) until {r["until"][11:19]} UTC'
+    await self._act(lambda: c.silence(server, dur, why, kind=kind, by=session_user()), said)
 
 @patch
 async def expire(self:AlertsPage, event=None):
     sid, c = self.sil_pick.value, self.feed.client
-    if sid: await self._act(lambda: c.expire_silence(sid, by=session_user()), lambda r: f'silence of {"all servers" if r["server"] == "*" else r["server"]} expired')
+    if sid: await self._act(lambda: c.expire_silence(sid, by=session_user()),
+                            lambda r: f'silence of {"all servers" if r["server"] == "*" else r["server"]} expired')
