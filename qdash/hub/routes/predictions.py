@@ -65,14 +65,14 @@ async def alerts_silence(request):
 
 # %% ../../../nbs/hub/routes/03_predictions.ipynb #c014b
 @route("predict", "GET", "/alerts/silences")
-@doc("Silences in force, newest first", "alerts", _schema({"count": {"type": "integer"}, "silences": ARR}), errors=(503,))
+@doc("Silences in force, newest first", "alerts", _schema({"count": {"type": "integer"}, "silences": ARR}), errors=(422, 503))
 async def alerts_silences(request):
     _known_args(request, ())
     got = await asyncio.to_thread(_forecasting(request).alerts.silences)
     return reply({"count": len(got), "silences": got})
 
 @route("predict", "DELETE", "/alerts/silences/<silence_id:str>")
-@doc("End a silence now", "alerts", OBJ, params=[("by", "string", "who ended it", False)], errors=(404, 503))
+@doc("End a silence now", "alerts", OBJ, params=[("by", "string", "who ended it", False)], errors=(404, 422, 503))
 async def alerts_expire_silence(request, silence_id:str):
     _known_args(request, ("by",))
     return reply(await asyncio.to_thread(_forecasting(request).alerts.expire, silence_id, _opt(request, "by")))
@@ -88,7 +88,7 @@ def _status(v:str) -> str:
      _schema({"count": {"type": "integer"}, "notifications": ARR, "receivers": ARR, "firing": {"type": "array", "items": {"type": "string"}},
               "resend_interval_s": {"type": "number"}}),
      params=[("limit", "integer", "the newest this many (default 100)", False), ("status", "string", "only sent, failed or dropped ones", False)],
-     errors=(503,))
+     errors=(422, 503))
 async def alerts_notifications(request):
     _known_args(request, ("limit", "status"))
     limit, status = _opt(request, "limit", _limit, 100), _opt(request, "status", _status)
