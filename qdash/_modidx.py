@@ -1214,6 +1214,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'qdash.model.notify.Notifier._mark': ('model/notify.html#notifier._mark', 'qdash/model/notify.py'),
                                     'qdash.model.notify.Notifier._record': ('model/notify.html#notifier._record', 'qdash/model/notify.py'),
                                     'qdash.model.notify.Notifier._run': ('model/notify.html#notifier._run', 'qdash/model/notify.py'),
+                                    'qdash.model.notify.Notifier.flush': ('model/notify.html#notifier.flush', 'qdash/model/notify.py'),
                                     'qdash.model.notify.Notifier.from_settings': ( 'model/notify.html#notifier.from_settings',
                                                                                    'qdash/model/notify.py'),
                                     'qdash.model.notify.Notifier.log': ('model/notify.html#notifier.log', 'qdash/model/notify.py'),

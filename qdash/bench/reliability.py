@@ -233,6 +233,7 @@ def notify_figure(servers:int=20, # servers that breach at once
                         fig["webhook_all_firing_s_from_feed"] = None if wait is None or opened is None else round(opened + wait, 2)
                     ms = _cycle_ms(hub, watch_s)
                     fig[f"cycle_ms_p50_{name}"] = round(float(np.median(ms)), 1) if ms else None
+                    fig[f"cycle_ms_max_{name}"] = round(float(np.max(ms)), 1) if ms else None   # a wait on the silent receiver: >= 1000
                     fig[f"alerts_open_s_{name}"] = opened
                     if name == "receivers":
                         log = _get(hub, "/alerts/notifications?limit=1000", key=True)

@@ -135,9 +135,10 @@ class Notifier:
         self.webhooks = [Receiver("webhook", u, self._record, **kw) for u in webhook_urls]
         self.alertmanagers = [Receiver("alertmanager", u, self._record, **kw) for u in alertmanager_urls]
         self.lock, self.poked, self.halt, self.thread = threading.Lock(), threading.Event(), threading.Event(), None
-        self.entries = deque(reversed(self.store.list_records("notification", limit=self.keep)), maxlen=self.keep)   # oldest first
-        self.sent = {r["alert_id"]: r for r in self.store.list_records("notified")}
-        self.passes, self._written = 0, 0
+        stored = [e for b in self.store.list_records("notification", limit=self.keep) for e in reversed(b["entries"])][:self.keep]
+        self.entries = deque(reversed(stored), maxlen=self.keep)   # oldest first
+        self.sent = (self.store.get_record("notified", "state") or {}).get("sent", {})
+        self.passes, self._unsaved, self._dirty, self._batches = 0, [], False, 0
 
     @classmethod
     def from_settings(cls, settings:Settings, engine:AlertEngine) -> Notifier:
@@ -156,14 +157,24 @@ from fastcore.basics import patch
 
 @patch
 def _record(self:Notifier, rec:dict):
-    with self.lock:
-        self.entries.append(rec)
-        self._written += 1
-        trim = self._written % 100 == 0
+    with self.lock: self.entries.append(rec); self._unsaved.append(rec)
+
+@patch
+def flush(self:Notifier, now=None):
+    "Store the log's new entries (one record) and `sent` (one record) if it changed."
+    with self.lock: new, self._unsaved = self._unsaved, []
     try:
-        self.store.put_record("notification", rec["id"], rec)
-        if trim:
-            for old in self.store.list_records("notification")[self.keep:]: self.store.delete_record("notification", old["id"])
+        if new:
+            self.store.put_record("notification", f"batch-{uuid.uuid4().hex[:12]}", {"at": iso(utc(now)), "entries": new})
+            self._batches += 1
+            if self._batches % 50 == 0:
+                n = 0
+                for b in self.store.list_records("notification"):
+                    if n >= self.keep: self.store.delete_record("notification", b["id"])
+                    n += len(b["entries"])
+        if self._dirty:
+            self._dirty = False
+            self.store.put_record("notified", "state", {"sent": dict(self.sent)})
     except Exception as e: logger.warning("the notification log could not be stored: %s", e)
 
 @patch
@@ -187,7 +198,7 @@ def _mark(self:Notifier, a:dict, t, am:bool):
     s = {"alert_id": a["id"], "level": a["level"], "labels": am_labels(a), "server_name": a["server_name"],
          "am_at": iso(t) if am else prev.get("am_at"), "first_at": prev.get("first_at", iso(t))}
     self.sent[a["id"]] = s
-    self.store.put_record("notified", a["id"], s)
+    self._dirty = True
 
 @patch
 def reconcile(self:Notifier, now=None) -> list[tuple[str, str]]:
@@ -214,7 +225,7 @@ def reconcile(self:Notifier, now=None) -> list[tuple[str, str]]:
             if rec is not None:
                 rec = {k: v for k, v in rec.items() if not k.startswith("_") and k != "history"}
                 out.append(("resolved", rec)); am.append(am_alert(rec, t, self.resend_s, self.link, labels=self.sent[aid]["labels"]))
-            del self.sent[aid]; self.store.delete_record("notified", aid)
+            del self.sent[aid]; self._dirty = True
     for event, a in out:
         for r in self.webhooks: r.put(webhook_body(a, event, t, self.link), {"event": event, "alert_ids": [a["id"]], "servers": [a["server_name"]]})
     if not self.alertmanagers: am = []
@@ -223,6 +234,7 @@ def reconcile(self:Notifier, now=None) -> list[tuple[str, str]]:
                 "servers": sorted({x["labels"]["server"] for x in am})}
         for r in self.alertmanagers: r.put(am, meta)
     self.passes += 1
+    self.flush(t)
     return [(e, a["id"]) for e, a in out] + ([("alertmanager", i) for i in meta["alert_ids"]] if am else [])
 
 # %% ../../nbs/model/07b_notify.ipynb #n019
@@ -255,3 +267,4 @@ def stop(self:Notifier, timeout:float=5.0):
     self.halt.set(); self.poked.set()
     if self.thread is not None: self.thread.join(timeout)
     for r in self.receivers: r.stop(timeout)
+    self.flush()
