@@ -4,10 +4,10 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-APT_PKGS := libvirt-dev pkg-config libvirt-clients influxdb chromium
+APT_PKGS := libvirt-dev pkg-config libvirt-clients influxdb chromium prometheus-alertmanager
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.qdash-setup
-FLAGS := slow influx libvirt
+FLAGS := slow influx libvirt alertmanager
 # pip warns once per package about this machine's empty local index directories: noise, not news
 PIPQUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 # a fingerprint of a set of files: compared before and after a step that must change nothing

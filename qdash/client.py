@@ -200,8 +200,11 @@ def alerts(self:Client, include_silenced:bool=False) -> dict:
 def ack_alert(self:Client, alert_id:str, by:str|None=None) -> dict:
     return self.post(f"/alerts/{_q(alert_id)}/ack", {"by": by} if by else {})
 @patch
-def silence(self:Client, server:str|None=None, duration:str="1h", reason:str="") -> dict:
-    return self.post("/alerts/silence", {**({"server": server} if server else {}), "duration": duration, "reason": reason})
+def silence(self:Client, server:str|None=None, duration:str="1h", reason:str="",
+            kind:str|None=None, # risk or stale: only that kind of alert (default both)
+            by:str|None=None) -> dict:
+    return self.post("/alerts/silence", {**({"server": server} if server else {}), **({"kind": kind} if kind else {}),
+                                         "duration": duration, "reason": reason, **({"by": by} if by else {})})
 @patch
 def explain(self:Client, server:str) -> dict: return self.get(f"/explain/{_q(server)}")
 @patch
@@ -247,6 +250,20 @@ def _q(s:str) -> str:
 def _when(t):
     "A time for a query: datetimes as ISO 8601 UTC, text (\"-1h\") as given."
     return iso(t) if hasattr(t, "isoformat") else t
+
+# %% ../nbs/11_client.ipynb #c014n
+@patch
+def silences(self:Client) -> list[dict]:
+    "The silences in force, newest first."
+    return self.get("/alerts/silences")["silences"]
+@patch
+def expire_silence(self:Client, silence_id:str, by:str|None=None) -> dict:
+    "End a silence now; its record."
+    return self.delete(f"/alerts/silences/{_q(silence_id)}" + (f"?by={_q(by)}" if by else ""))
+@patch
+def notifications(self:Client, limit:int=100, status:str|None=None) -> dict:
+    "What the hub sent to its alert receivers (newest first), and each receiver's counts."
+    return self.get("/alerts/notifications", limit=limit, status=status)
 
 # %% ../nbs/11_client.ipynb #c012b
 @patch

@@ -271,6 +271,19 @@ SCHEMA: dict[str, dict[str, Setting]] = {
   ),
 }
 
+# %% ../nbs/00_config.ipynb #c016b
+_URLS = _list_of(_url("http", "https"))
+SCHEMA["alerts"].update(
+    webhook_urls=S(_URLS, "", "URLs that get a JSON POST when an alert fires, escalates and resolves"),
+    alertmanager_urls=S(_URLS, "", "Alertmanager base URLs that get alerts in its v2 format (POST /api/v2/alerts)"),
+    resend_interval=S(DURATION, "1min", "how often firing alerts are sent to Alertmanager again (Prometheus' resend delay)"),
+    notify_timeout=S(DURATION, "5s", "how long one notification request may take"),
+    notify_retries=S(_int_range(0, 100), "3", "attempts after a failed notification before it is recorded as failed"),
+    notify_backoff=S(DURATION, "1s", "wait before the first retry; it doubles with each one"),
+    notify_log=S(_int_range(10, 1_000_000), "1000", "notifications kept in the record of what was sent (memory and store)"),
+    external_url=S(_url("http", "https", optional=True), "", "the hub's address as people reach it, for links in notifications (empty: host:port)"),
+)
+
 # %% ../nbs/00_config.ipynb #c018
 ENV_PREFIX = "QDASH__"
 

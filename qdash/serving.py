@@ -15,6 +15,7 @@ from .model.registry import ModelRegistry
 from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals
 from .model.trend import forecast_trend, combine, trend_payload
 from .model.alerts import AlertEngine
+from .model.notify import Notifier
 from .model.explain import explain_server, ExplanationCache, InsufficientData
 from .cascade import CascadeDetector, fleet_health
 from .drift import DriftMonitor
@@ -61,6 +62,7 @@ class Forecasting:
         self.settings, self.store = settings, store
         self.registry = registry or ModelRegistry(settings.model.dir)
         self.alerts = AlertEngine(store)
+        self.notifier = Notifier.from_settings(settings, self.alerts)   # sends alerts out from its own threads (`[alerts]`)
         self.vitals = Vitals.from_settings(settings)
         if seed: self.seed_vitals()
         self.lock = threading.RLock()
@@ -122,6 +124,7 @@ class Forecasting:
             payload["summary"]["forecast_health"] = payload["summary"]["fleet_health"]   # 100 less the mean risk
             h = fleet_health(self.fleet.cascade_health(), payload["summary"], [a["level"] for a in payload["alerts"]], fc is not None)
             payload["summary"].update(fleet_health=h["health_score"], fleet_status=h["status"], fleet_reasons=h["reasons"])
+        self.notifier.poke()                           # never waits: the notifier's thread sends
         with self.lock:
             self.results, self.data, self.payload = results, data, payload
             self.cycle += 1
@@ -303,6 +306,7 @@ class Services:
                       Every("forecasting", s.model.predict_every, self._forecast),
                       Every("drift", min(1.0, s.drift.check_every), self.drift.step)]
         for loop in self.loops: loop.start()
+        self.forecasting.notifier.start()
         self.collection.writer.start()                 # always: it replays a spool the last run left, and takes feeds
         if s.collect.sources: self.collection.start()
         return self
@@ -351,6 +355,7 @@ class Services:
         for loop in self.loops: loop._halt.set()          # all at once: a loop waiting on the store does not hold up the others
         loops_end = time.monotonic() + timeout / 4
         for loop in reversed(self.loops): loop.stop(max(0.0, loops_end - time.monotonic()))
+        if self.forecasting is not None: self.forecasting.notifier.stop(min(left(), 2.0))
         if self.runner is not None: self.runner.stop(min(left(), timeout / 4))
         if self.collection is not None: self.collection.stop(max(0.5, left() - 0.5))
         if self.store is not None: self.store.close()

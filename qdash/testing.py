@@ -13,7 +13,7 @@ from .store import StoreUnavailable, _iql_ident
 
 # %% auto #0
 __all__ = ['PARTS', 'CHROMIUM_ARGS', 'MissingPart', 'need', 'free_port', 'HubProcess', 'SilentServer', 'InfluxServer',
-           'launch_chromium', 'DashboardProcess']
+           'launch_chromium', 'DashboardProcess', 'HookReceiver', 'AlertmanagerServer']
 
 # %% ../nbs/14_testing.ipynb #c003b
 class MissingPart(QdashError):
@@ -256,3 +256,91 @@ class DashboardProcess:
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
 
+
+# %% ../nbs/14_testing.ipynb #h002
+import json
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PARTS["alertmanager"] = ("/usr/bin/prometheus-alertmanager", "Debian's prometheus-alertmanager")
+
+class HookReceiver:
+    "A loopback HTTP server keeping the JSON of every POST; it answers `status` to the first `fail` requests, 200 after."
+    def __init__(self, fail:int=0, # requests answered with `status` before it accepts
+                 status:int=503):
+        self.fail, self.status, self.got, self.requests = fail, status, [], 0
+        self.lock, self.port, self.server = threading.Lock(), free_port(), None
+    @property
+    def url(self) -> str: return f"http://127.0.0.1:{self.port}"
+    def start(self) -> HookReceiver:
+        outer = self
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with outer.lock:
+                    outer.requests += 1
+                    failing = outer.requests <= outer.fail
+                    if not failing: outer.got.append({"path": self.path, "body": json.loads(raw or b"null")})
+                self.send_response(outer.status if failing else 200)
+                self.send_header("Content-Length", "0"); self.end_headers()
+            def log_message(self, *args): pass
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, name="qdash-hook-receiver", daemon=True).start()
+        return self
+    def bodies(self, path:str|None=None) -> list:
+        "The JSON bodies received (at `path`), oldest first."
+        with self.lock: return [g["body"] for g in self.got if path is None or g["path"] == path]
+    def wait(self, until, timeout:float=30.0) -> list: # `until(bodies)` -> bool
+        "The bodies once `until(bodies)` holds; AssertionError after `timeout` seconds."
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if until(b := self.bodies()): return b
+            time.sleep(0.05)
+        raise AssertionError(f"the receiver on port {self.port} got {len(self.bodies())} bodies in {timeout}s, not what was awaited")
+    def stop(self):
+        if self.server is not None: self.server.shutdown(); self.server.server_close(); self.server = None
+    def __enter__(self): return self.start()
+    def __exit__(self, *exc): self.stop()
+
+# %% ../nbs/14_testing.ipynb #h004
+_AM_CONF = """route:
+  receiver: nobody
+  group_wait: 1s
+receivers:
+  - name: nobody
+"""
+
+class AlertmanagerServer:
+    "Debian's Alertmanager on a free loopback port, alone, with its own storage: it takes and lists alerts."
+    def __init__(self, binary:str="/usr/bin/prometheus-alertmanager", port:int|None=None):
+        self.binary, self.port, self.proc = binary, port or free_port(), None
+        self.dir = Path(tempfile.mkdtemp(prefix="qdash-am-"))
+    @property
+    def url(self) -> str: return f"http://127.0.0.1:{self.port}"
+    def start(self, timeout:float=30) -> AlertmanagerServer:
+        if not Path(self.binary).exists(): raise MissingPart(f"{self.binary} does not exist: install Debian's prometheus-alertmanager", field="alertmanager")
+        (self.dir / "am.yml").write_text(_AM_CONF)
+        self.proc = subprocess.Popen([self.binary, f"--config.file={self.dir / 'am.yml'}", f"--storage.path={self.dir / 'data'}",
+                                      f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise QdashError(f"alertmanager exited with status {self.proc.returncode}: {self.proc.stderr.read().decode()[-500:]}")
+            try:
+                if httpx.get(self.url + "/-/ready", timeout=1).status_code == 200: return self
+            except httpx.HTTPError: pass
+            time.sleep(0.1)
+        self.stop(); raise QdashError(f"alertmanager did not answer on {self.url} within {timeout:.0f}s")
+    def alerts(self) -> list[dict]:
+        "The alerts it holds now (GET /api/v2/alerts: active, silenced or inhibited; ended ones are left out)."
+        r = httpx.get(self.url + "/api/v2/alerts", timeout=10); r.raise_for_status()
+        return r.json()
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try: self.proc.wait(10)
+            except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+    def __enter__(self): return self.start()
+    def __exit__(self, *exc): self.stop()

@@ -3,6 +3,7 @@ import re
 import time
 
 import httpx
+import pandas as pd
 import pytest
 from pathlib import Path
 
@@ -172,7 +173,7 @@ def test_screenshots_of_every_page(browser, dash, tmp_path):
         pg = browser.new_page(viewport=size)
         pg.goto(dash.url + f"?theme={theme}")
         pg.locator(".qd-card .qd-val.ready").first.wait_for(timeout=30000)
-        for name in ("Overview", "Server", "Jobs", "Calibration", "Collector"):
+        for name in ("Overview", "Server", "Alerts", "Jobs", "Calibration", "Collector"):
             tab(pg, name)
             pg.wait_for_timeout(1200)
             out = tmp_path / f"{name.lower()}-{theme}-{size['width']}.png"
@@ -219,7 +220,7 @@ CONTRAST = """() => {
 }"""
 
 READY = {"Overview": ".qd-card .qd-val.ready", "Server": '.qd-why[data-state="explained"], .qd-why[data-state="none"]',
-         "Jobs": "tr[data-job]", "Calibration": ".qd-card", "Collector": "table.qd td"}
+         "Alerts": ".qd-alerts-table", "Jobs": "tr[data-job]", "Calibration": ".qd-card", "Collector": "table.qd td"}
 
 
 def _measure(pg, name):
@@ -293,6 +294,76 @@ def test_collector_stop_and_start_from_the_page(page, hub):
     while api(hub, "/api/telemetry/status")["cycles"] <= cycles and time.monotonic() < end: time.sleep(0.3)
     assert api(hub, "/api/telemetry/status")["cycles"] > cycles
     expect(stop).to_be_enabled(timeout=15000)
+
+
+def _breach(server):
+    "Three samples of `server` over the 95 % memory threshold, the last now: its alert opens critical in the next cycle."
+    t = pd.Timestamp.now(tz="UTC")
+    return [{"server_name": server, "timestamp": (t - pd.Timedelta(seconds=30 * (2 - i))).isoformat(), "mem_pct": m, "cpu_pct": 20.0}
+            for i, m in enumerate((97.0, 98.2, 99.5))]
+
+
+def test_alert_acked_silenced_and_expired_from_the_alerts_page(browser, tmp_path):
+    "Issue 16 item 7: the Alerts page acts through the hub — ack, silence with a matcher, expire — and shows what the hub says."
+    # a hub of its own that forecasts every second without a model (a breach alone makes the alert): the module's hub
+    # forecasts its ten simulated servers with the TFT once a minute, and more often would load the other tests' hub
+    env = {"QDASH__COLLECT__SOURCES": "", "QDASH__MODEL__PREDICT_EVERY": "1s", "QDASH__MODEL__DIR": str(tmp_path / "no-model"),
+           **{f"QDASH__LIMITS__{k}": "100000/minute" for k in ("DEFAULT", "FEED_DATA", "ALERTS_ACTIVE")}}
+    with HubProcess(env) as hub, DashboardProcess(hub) as dash:
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        try:
+            page.goto(dash.url)
+            page.locator(".qd-card .qd-val.ready").first.wait_for(timeout=30000)
+            _act_on_alerts(page, hub)
+        finally: page.close()
+
+
+def _act_on_alerts(page, hub):
+    expect = playwright.expect
+    server = "dash-alert-01"
+    api(hub, "/feed/data", method="POST", json=_breach(server))
+
+    def mine():
+        body = api(hub, "/alerts/active", params={"include_silenced": "true"})
+        return [a for a in body["alerts"] if a["server_name"] == server and a["kind"] == "risk"]
+    end = time.monotonic() + 60
+    while not mine() and time.monotonic() < end: time.sleep(0.3)
+    assert mine(), "the fed breach opened no alert"
+    tab(page, "Alerts")
+    row = page.locator(f'.qd-alerts-table tr[data-server="{server}"][data-kind="risk"]')
+    expect(row).to_have_attribute("data-state", "firing", timeout=20000)
+    expect(row.locator("td").first).to_have_text("critical")                       # the API's level, as the API names it
+    # acknowledge it
+    label = page.locator(".bk-input-group", has_text="Alert to acknowledge").locator("select")
+    label.select_option(label=label.locator("option", has_text=f"{server} · risk").first.text_content())
+    page.get_by_role("button", name="Acknowledge").click()
+    expect(row).to_have_attribute("data-state", "acked by dashboard", timeout=15000)
+    assert (mine()[0]["acked"], mine()[0]["acked_by"]) == (True, "dashboard")
+    # silence this server's risk alerts for an hour
+    page.locator(".bk-input-group", has_text="Silence server").locator("select").select_option(label=server)
+    page.locator(".bk-input-group", has_text="Alert kind").locator("select").select_option(label="risk")
+    reason = page.locator(".bk-input-group", has_text="Reason").locator("input")
+    reason.fill("planned reboot"); reason.press("Enter")
+    page.get_by_role("button", name="Silence", exact=True).click()
+    expect(row).to_have_attribute("data-state", re.compile("^silenced"), timeout=15000)
+    assert mine()[0]["silenced"] is True
+    assert server not in [a["server_name"] for a in api(hub, "/alerts/active")["alerts"] if a["kind"] == "risk"]
+    sil = [s for s in api(hub, "/alerts/silences")["silences"] if s["server"] == server]
+    assert [(s["kind"], s["reason"], s["by"]) for s in sil] == [("risk", "planned reboot", "dashboard")]
+    expect(page.locator(f'.qd-silences tr[data-silence="{sil[0]["id"]}"]')).to_be_visible(timeout=15000)
+    # expire it: the alert is back
+    pick = page.locator(".bk-input-group", has_text="Silence to expire").locator("select")
+    pick.select_option(label=pick.locator("option", has_text=server).first.text_content())
+    page.get_by_role("button", name="Expire silence").click()
+    expect(row).to_have_attribute("data-state", re.compile("^acked"), timeout=15000)
+    assert mine()[0]["silenced"] is False
+    assert server in [a["server_name"] for a in api(hub, "/alerts/active")["alerts"]]
+    assert not [s for s in api(hub, "/alerts/silences")["silences"] if s["server"] == server]
+    expect(page.locator(f'.qd-silences tr[data-silence="{sil[0]["id"]}"]')).to_have_count(0)
+    # the overview counts alerts in the API's levels
+    tab(page, "Overview")
+    expect(page.locator(".qd-health")).to_contain_text("critical", timeout=15000)
+    assert "info" not in page.locator(".qd-health").inner_text()
 
 
 def test_indicator_follows_the_hub(page, hub):

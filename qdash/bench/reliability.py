@@ -12,7 +12,7 @@ import psutil
 
 # %% auto #0
 __all__ = ['GRID_NS', 'SLOW_CLIENTS', 'live_times', 'tail_lost', 'holes', 'Probe', 'slowloris', 'stalled_source', 'kill9_orphans',
-           'roles_figure', 'bench_reliability']
+           'roles_figure', 'bench_reliability', 'notify_figure']
 
 # %% ../../nbs/bench/10_reliability.ipynb #848e78a3
 GRID_NS = 300 * 10**9      # the simulated past is on this grid ([model] step 5min)
@@ -272,6 +272,7 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
                       kill_after_s:float=5.0, # seconds into a pause the hub is killed with SIGKILL
                       budget_s:float=10.0, # [server] graceful_shutdown_timeout of the hubs
                       deadline_s:float|None=None, # [server] request_deadline of the slow-clients hub (None: default)
+                      notify_servers:int=20, notify_watch_s:float=10.0, # alert notifications: see `notify_figure`
                      ):
     "Yield figure dicts (start with the store down, a paused store, shutdown, kill -9), then one headline."
     tmp = Path(tempfile.mkdtemp(prefix="qdash-bench-rel-"))
@@ -356,6 +357,7 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
         for orph in kill9_orphans(): yield orph                    # issue 20 item 7: kill -9 leaves no process
         slow = {}
         for slow in slowloris(deadline_s): yield slow
+        nf = notify_figure(notify_servers, watch_s=notify_watch_s); yield nf   # alerts reaching people (issue 16 item 7)
         yield {"figure": "headline", "outage_points_lost": lost_a, "kill9_points_lost": kill_pts, "kill9_seconds_lost": kill_s,
                "health_p99_ms_during_outage": got["/health"]["p99_ms"], "health_p99_ms_store_up": up["p99_ms"],
                "health_unanswered_during_outage": got["/health"]["unanswered"], "hub_starts_with_store_down": started,
@@ -370,4 +372,63 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
             h.stop()
         if srv.running: _resume(srv)
         srv.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+# %% ../../nbs/bench/10_reliability.ipynb #nf02
+from ..testing import HookReceiver
+
+def _breaches(n:int) -> list[dict]:
+    t = pd.Timestamp.now(tz="UTC")
+    return [{"server_name": f"notify-{i:03d}", "timestamp": (t - pd.Timedelta(seconds=30 * (2 - k))).isoformat(), "mem_pct": m, "cpu_pct": 20.0}
+            for i in range(n) for k, m in enumerate((97.0, 98.2, 99.5))]
+
+def _cycle_ms(hub, seconds:float) -> list[float]:
+    "`inference_ms` of each cycle seen in `seconds`."
+    out, seen, end = [], None, time.monotonic() + seconds
+    while time.monotonic() < end:
+        st = _get(hub, "/admin/training-stats", key=True)
+        if st["inference_cycle"] != seen and st["inference_ms"] is not None: seen = st["inference_cycle"]; out.append(st["inference_ms"])
+        time.sleep(0.2)
+    return out
+
+def notify_figure(servers:int=20, # servers that breach at once
+                  timeout_s:float=1.0, # [alerts] notify_timeout of the receivers' hub
+                  watch_s:float=10.0, # seconds of cycles measured after the alerts open
+                 ) -> dict:
+    "Webhook delivery of `servers` alerts beside a failing and a silent receiver, and the inference cycle against a hub without receivers."
+    tmp = Path(tempfile.mkdtemp(prefix="qdash-bench-notify-"))
+    hang = socket.socket(); hang.bind(("127.0.0.1", 0)); hang.listen(1024)            # takes connections, never answers
+    base = {"QDASH__COLLECT__SOURCES": "", "QDASH__MODEL__PREDICT_EVERY": "1s", "QDASH__MODEL__DIR": str(tmp / "no-model"),
+            **{f"QDASH__LIMITS__{k}": "1000000/minute" for k in ("DEFAULT", "FEED_DATA", "ALERTS_ACTIVE")}}
+    fig = {"figure": "alert_notifications", "servers": servers, "notify_timeout_s": timeout_s, "notify_retries": 2}
+    try:
+        with HookReceiver() as good, HookReceiver(fail=10**9) as broken:
+            for name, more in (("baseline", {}), ("receivers", {
+                    "QDASH__ALERTS__WEBHOOK_URLS": f"{good.url}/hook, {broken.url}/broken, http://127.0.0.1:{hang.getsockname()[1]}/hang",
+                    "QDASH__ALERTS__NOTIFY_TIMEOUT": f"{timeout_s}s", "QDASH__ALERTS__NOTIFY_RETRIES": "2", "QDASH__ALERTS__NOTIFY_BACKOFF": "200ms"})):
+                (tmp / name).mkdir()
+                with HubProcess({**base, **more}, data_dir=tmp / name) as hub:
+                    _cycle_ms(hub, 3)                                                  # the first cycles, before any alert
+                    httpx.post(hub.url + "/feed/data", json=_breaches(servers), headers={"X-API-Key": hub.api_key}, timeout=60).raise_for_status()
+                    opened = _until(lambda: _get(hub, "/alerts/active", key=True)["count"] >= servers, 60)
+                    if name == "receivers":
+                        wait = _until(lambda: len(good.bodies("/hook")) >= servers, 60)
+                        fig["webhook_all_firing_s_after_open"] = wait
+                        fig["webhook_all_firing_s_from_feed"] = None if wait is None or opened is None else round(opened + wait, 2)
+                    ms = _cycle_ms(hub, watch_s)
+                    fig[f"cycle_ms_p50_{name}"] = round(float(np.median(ms)), 1) if ms else None
+                    fig[f"cycle_ms_max_{name}"] = round(float(np.max(ms)), 1) if ms else None   # a wait on the silent receiver: >= 1000
+                    fig[f"alerts_open_s_{name}"] = opened
+                    if name == "receivers":
+                        log = _get(hub, "/alerts/notifications?limit=1000", key=True)
+                        by = {r["url"]: r for r in log["receivers"]}
+                        fig.update(webhook_sent=by[f"{good.url}/hook"]["sent"], failing_recorded=by[f"{broken.url}/broken"]["failed"],
+                                   failing_requests=broken.requests, silent_recorded_failed=by[f"http://127.0.0.1:{hang.getsockname()[1]}/hang"]["failed"],
+                                   silent_queued=by[f"http://127.0.0.1:{hang.getsockname()[1]}/hang"]["queued"],
+                                   duplicates=len(good.bodies("/hook")) - len({b["alert"]["id"] for b in good.bodies("/hook")}))
+        b, r = fig.get("cycle_ms_p50_baseline"), fig.get("cycle_ms_p50_receivers")
+        fig["cycle_ms_ratio_receivers_vs_baseline"] = round(r / b, 2) if b and r else None
+        return fig
+    finally:
+        hang.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,13 +13,13 @@ from ..client import Client
 from ..jobs import JOB_TYPES
 
 # %% auto #0
-__all__ = ['SERIES', 'STATES', 'OPTIONAL', 'KEEP_EXPLANATIONS', 'KEEP_POINTS', 'KEEP_SNAPSHOTS', 'WORKER_SERIES', 'point_of',
-           'LiveFeed', 'shared_feed']
+__all__ = ['SERIES', 'STATES', 'OPTIONAL', 'KEEP_EXPLANATIONS', 'KEEP_POINTS', 'KEEP_SNAPSHOTS', 'WORKER_SERIES',
+           'ALERTS_EVERY_S', 'point_of', 'LiveFeed', 'shared_feed']
 
 # %% ../../nbs/dashboard/01_app.ipynb #c005
 SERIES = ("cpu_pct", "mem_pct", "disk_rd_bytes_per_s", "disk_wr_bytes_per_s", "net_rx_bytes_per_s", "net_tx_bytes_per_s")
 STATES = ("connecting", "live", "reconnecting", "down")
-OPTIONAL = {"/cascade/health": "fleet", "/predictions/current": "predictions", "/alerts/active": "alerts_active",
+OPTIONAL = {"/cascade/health": "fleet", "/predictions/current": "predictions",
             "/cascade/status": "cascade", "/drift/status": "drift"}   # routes a hub may not serve: path -> feed parameter
 KEEP_EXPLANATIONS = 200   # servers whose latest explanation is kept
 KEEP_POINTS = 900      # points kept per server: 15 minutes at the hub's 1 s interval (the "live 15 min" range)
@@ -73,6 +73,7 @@ class LiveFeed(param.Parameterized):
         self._probe = {p: True for p in OPTIONAL}
         self.explanations: dict[str, dict] = {}               # server -> {"cycle", "body", "error", ...}
         self._wanted: set[str] = set()                        # servers whose explanation a session asked for
+        self.board, self._board_at = None, 0.0                # the alert board and when it was fetched (`poll_alerts`)
 
     @classmethod
     def from_settings(cls, settings:Settings|None=None, **kw) -> LiveFeed:
@@ -193,6 +194,7 @@ def poll(self:LiveFeed, full:bool=True): # also VMs, latest telemetry and seed 0
     if self.metrics == {}:
         snap = self._get(c.metrics)
         if snap: self.take_metrics(snap)
+    if time.monotonic() - self._board_at >= ALERTS_EVERY_S: self.poll_alerts()
     if not full: return
     self.vms = self._get(c.vms, self.vms)
     latest = self._get(c.telemetry)
@@ -238,6 +240,27 @@ async def _explain_wanted(self:LiveFeed):
         with self._lock: want, self._wanted = sorted(self._wanted), set()
         for server in want: await asyncio.to_thread(self.fetch_explanation, server)
         await asyncio.sleep(0.2)
+
+# %% ../../nbs/dashboard/01_app.ipynb #c021b
+ALERTS_EVERY_S = 4.0   # how often the poll refreshes the alert board
+
+@patch
+def poll_alerts(self:LiveFeed) -> dict|None:
+    "Refresh the alert board (every active alert, the silences in force) and `alerts_active`; the board."
+    c = self._poller
+    try:
+        body = c.alerts(include_silenced=True)
+        try: silences = c.silences()
+        except NotFound: silences = None                 # a hub without silences to list
+    except NotFound:
+        self._board_at = float("inf"); return None      # a hub without alerts: never asked again
+    except (httpx.HTTPError, QdashError) as e:
+        if isinstance(e, httpx.HTTPError): self.detail = f"REST: {type(e).__name__}: {e}"[:200]
+        return self.board
+    shown = [a for a in body["alerts"] if not a.get("silenced")]
+    self.board, self._board_at = {"timestamp": body["timestamp"], "alerts": body["alerts"], "silences": silences}, time.monotonic()
+    self.alerts_active = {"timestamp": body["timestamp"], "count": len(shown), "alerts": shown}
+    return self.board
 
 # %% ../../nbs/dashboard/01_app.ipynb #c023
 @patch

@@ -14,6 +14,8 @@ from .pieces import (BUTTON_CSS, STATUS_COLORS, bar, epoch_ms, esc, fmt_num, fmt
                                     time_figure)
 from .views import ConnectionIndicator, OverviewPage, ServerPage
 from .login import Logins, SessionFeed, session_login, user_badge
+from .alerts import AlertsPage
+
 
 # %% auto #0
 __all__ = ['PAGES', 'ACCENT', 'jobs_html', 'JobsPage', 'CalibrationPage', 'vms_html', 'CollectorPanel', 'LocalFast',
@@ -215,7 +217,7 @@ class LocalFast(Fast):
 LocalFast.__name__ = "Fast"   # Panel finds a design's bundled files under its class name ("fast/js/fast_design.js")
 
 # %% ../../nbs/dashboard/03_panels.ipynb #c011
-PAGES = {"Overview": OverviewPage, "Server": ServerPage, "Jobs": JobsPage, "Calibration": CalibrationPage, "Collector": CollectorPanel}
+PAGES = {"Overview": OverviewPage, "Server": ServerPage, "Alerts": AlertsPage, "Jobs": JobsPage, "Calibration": CalibrationPage, "Collector": CollectorPanel}
 
 ACCENT = {"dark": "#2563eb", "default": "#3b82f6"}   # a selected button's fill: white text on it (dark) 5.2:1, near-black (light) 4.8:1
 

@@ -48,14 +48,14 @@ def epoch_ms(t) -> float:
 
 # %% ../../nbs/dashboard/01a_pieces.ipynb #c008
 LEVEL_COLORS = {"critical": "#FF0000", "warning": "#FFA500", "degraded": "#FFD700", "healthy": "#00FF00",
-                "info": "#3b82f6", "unhealthy": "#FF0000"}
+                "unhealthy": "#FF0000"}   # the API's levels and health states: no "info" (seed 001's info arrives as healthy)
 STATUS_COLORS = {"running": "#3b82f6", "completed": "#10b981", "failed": "#ef4444", "pending": "#f59e0b",
                  "cancelled": "#9ca3af", "interrupted": "#a855f7"}
 TEXT_COLORS = {   # coloured text on each theme's page (WCAG AA, 4.5:1 on its cards); the seeds' palette above is for fills
     "dark": {"critical": "#ff6b6b", "unhealthy": "#ff6b6b", "warning": "#ffa500", "degraded": "#ffd700", "healthy": "#00ff00",
-             "info": "#60a5fa", "link": "#93c5fd", "danger": "#ff8a8a"},
+             "link": "#93c5fd", "danger": "#ff8a8a"},
     "default": {"critical": "#b91c1c", "unhealthy": "#b91c1c", "warning": "#9a4b00", "degraded": "#7c5e00", "healthy": "#166534",
-                "info": "#1d4ed8", "link": "#1d4ed8", "danger": "#b02a37"}}
+                "link": "#1d4ed8", "danger": "#b02a37"}}
 CONN = {"connecting": ("#9ca3af", "◌ connecting…"), "live": ("#10b981", "● live"),
         "reconnecting": ("#f59e0b", "◌ reconnecting…"), "down": ("#ef4444", "✕ hub down")}
 

@@ -17,8 +17,8 @@ from .pieces import (COLS, CONN, FC_COLS, LEVEL_COLORS, RANGES, STATUS_COLORS, b
                                     rate_ticks, server_alerts_html, sheets, tile, time_figure, why_html)
 
 # %% auto #0
-__all__ = ['EXPORT_RANGES', 'ConnectionIndicator', 'alerts_of', 'health_html', 'AlertBar', 'ExportButtons', 'OverviewPage',
-           'ServerPage']
+__all__ = ['ALERT_LEVELS', 'EXPORT_RANGES', 'ConnectionIndicator', 'alerts_of', 'health_html', 'AlertBar', 'ExportButtons',
+           'OverviewPage', 'ServerPage']
 
 # %% ../../nbs/dashboard/02_views.ipynb #c012
 class ConnectionIndicator(pn.viewable.Viewer):
@@ -39,18 +39,20 @@ class ConnectionIndicator(pn.viewable.Viewer):
 
 # %% ../../nbs/dashboard/02_views.ipynb #c014b
 def alerts_of(feed:LiveFeed) -> list[dict]:
-    "Alerts to show, most severe first: the hub's own (seed 001) and forecast alerts (seed 004) when served."
-    out = [{"level": a.get("level", "info"), "source": a.get("source", "hub"), "message": a.get("message", "")}
+    "Alerts to show, most severe first: the hub's own (seed 001) and forecast alerts (seed 004; the alert board's when the feed has it)."
+    out = [{"level": a.get("level", "degraded"), "source": a.get("source", "hub"), "message": a.get("message", "")}
            for a in feed.metrics.get("alerts", [])]
     out += [{"level": a.get("level", "warning"), "source": a.get("server_name", ""), "message": a.get("message", "")}
-            for a in (feed.predictions or {}).get("alerts", [])]
+            for a in (feed.alerts_active or feed.predictions or {}).get("alerts", [])]   # unsilenced, as of the last poll
     order = {"critical": 0, "warning": 1, "degraded": 2}
     return sorted(out, key=lambda a: order.get(a["level"], 3))
+
+ALERT_LEVELS = ("critical", "warning", "degraded")   # the API's alert levels (`qdash.model.risk.LEVELS`), the only ones the dashboard names
 
 def health_html(feed:LiveFeed) -> str:
     "The fleet health header."
     m, f, alerts = feed.metrics, feed.fleet, alerts_of(feed)
-    counts = {lvl: sum(a["level"] == lvl for a in alerts) for lvl in ("critical", "warning", "info")}
+    counts = {lvl: sum(a["level"] == lvl for a in alerts) for lvl in ALERT_LEVELS}
     if f:
         status, score = f.get("status", "?"), f.get("health_score")
         head = (f'<span class="qd-score qd-lvl-{esc(status)}">{fmt_num(score, 1)}</span>'
@@ -65,7 +67,7 @@ def health_html(feed:LiveFeed) -> str:
                 f'{esc(status).upper()}</span>')
     summ = (feed.predictions or {}).get("summary") or {}
     forecast = f' · {fmt_num(summ.get("total_servers"))} forecast' if summ else ""
-    levels = "".join(pill(f"{k} {v}", LEVEL_COLORS[k if k != "info" else "info"]) + " " for k, v in counts.items())
+    levels = "".join(pill(f"{k} {v}", LEVEL_COLORS[k]) + " " for k, v in counts.items())
     col = feed.collector
     return (f'<div class="qd-health">{head}<span>{levels}</span>'
             f'<span class="qd-muted">{len(feed.latest)} servers reporting{forecast}</span>'
@@ -74,7 +76,7 @@ def health_html(feed:LiveFeed) -> str:
 
 # %% ../../nbs/dashboard/02_views.ipynb #c017
 class AlertBar(pn.viewable.Viewer):
-    "At most three alerts (critical, warning, info), each dismissible for this session."
+    "At most three alerts (critical, warning, degraded), each dismissible for this session."
     def __init__(self, feed:LiveFeed, slots:int=3, **params):
         super().__init__(**params)
         self.feed, self.dismissed, self.shown = feed, set(), None

@@ -11,7 +11,7 @@ from .risk import LEVELS, level_of, alert_badge, fmt_minutes, fmt_span
 from ..timeutil import utc, iso
 
 # %% auto #0
-__all__ = ['STALE_LEVEL', 'AlertEngine']
+__all__ = ['KINDS', 'STALE_LEVEL', 'AlertEngine']
 
 # %% ../../nbs/model/07_alerts.ipynb #c005
 _RANK = {name: i for i, (name, *_) in enumerate(reversed(LEVELS))}   # healthy 0 ... critical 3
@@ -112,7 +112,7 @@ def _view(self:AlertEngine, a:dict, t=None) -> dict:
             "profile": a.get("profile"), "message": a["message"], "time_to_issue": a.get("time_to_issue"),
             "time_to_issue_min": a.get("time_to_issue_min"), "source": a.get("source"),
             "color": dict((n, c) for n, _, c, _ in LEVELS)[a["level"]] if on else alert_badge(0)["color"],
-            "status": a["status"], "acked": a["acked"], "silenced": self.silenced(a["server_name"], t),
+            "status": a["status"], "acked": a["acked"], "acked_by": a.get("acked_by"), "silenced": self.silenced(a["server_name"], t, a.get("kind", "risk")),
             "opened_at": a["opened_at"], "resolved_at": a.get("resolved_at")}
 
 @patch
@@ -146,27 +146,36 @@ def ack(self:AlertEngine, alert_id:str, # the alert's id
         self._save(a)
         return self._view(a, t)
 
+KINDS = ("risk", "stale")   # what an alert is about: a risk score, or a server gone quiet
+
 @patch
-def silence(self:AlertEngine, server:str|None=None, # the server to silence; None silences all
+def silence(self:AlertEngine, server:str|None=None, # the server to silence; None (or "*") silences all
             duration="1h", # how long: "30min", "2h", or seconds
-            reason:str="", by:str|None=None, now=None) -> dict:
-    "Silence a server's alerts (or all) for a while; the silence record."
+            reason:str="", by:str|None=None, now=None,
+            kind:str|None=None) -> dict: # only alerts of this kind (risk or stale); None (or "*") silences both
+    "Silence the alerts matching `server` and `kind` for a while; the silence record."
+    kind = kind or "*"
+    if kind not in ("*", *KINDS): raise ValidationError(f"kind={kind!r}: expected one of {', '.join(KINDS)} (or * for both)", field="kind")
     try: secs = parse_duration(duration)
     except ValueError: raise ValidationError(f"duration={duration!r}: expected a duration such as 30min or 2h", field="duration") from None
     if secs <= 0: raise ValidationError(f"duration={duration!r}: expected a positive duration", field="duration")
     t = utc(now)
-    doc = {"id": f"silence-{uuid.uuid4().hex[:12]}", "server": server or "*", "until": iso(t + pd.Timedelta(seconds=secs)),
+    doc = {"id": f"silence-{uuid.uuid4().hex[:12]}", "server": server or "*", "kind": kind, "until": iso(t + pd.Timedelta(seconds=secs)),
            "reason": reason, "by": by, "created_at": iso(t)}
     with self._lock:
         self.store.put_record("silence", doc["id"], doc)
         self._silences.append(doc)
     return doc
 
+def _matches(s:dict, server:str, kind:str|None) -> bool:
+    return s["server"] in ("*", server) and (kind is None or s.get("kind", "*") in ("*", kind))
+
 @patch
-def silenced(self:AlertEngine, server:str, now=None) -> bool:
-    "Whether `server`'s alerts are silenced at `now`."
+def silenced(self:AlertEngine, server:str, now=None,
+             kind:str|None=None) -> bool: # an alert kind: a silence of the other kind does not count; None: any silence
+    "Whether `server`'s alerts (of `kind`) are silenced at `now`."
     t = utc(now)
-    return any(s["server"] in ("*", server) and utc(s["until"]) > t for s in self._silences)
+    return any(_matches(s, server, kind) and utc(s["until"]) > t for s in self._silences)
 
 # %% ../../nbs/model/07_alerts.ipynb #c011b
 STALE_LEVEL = "warning"
@@ -214,3 +223,24 @@ def observe(self:AlertEngine, payload:dict, # from Forecaster.current / predicti
                                                          "time_to_issue", "time_to_issue_min", "source", "acked")}
                          for a in self.active(t)["alerts"]]
     return payload
+
+# %% ../../nbs/model/07_alerts.ipynb #c017b
+@patch
+def silences(self:AlertEngine, now=None) -> list[dict]:
+    "The silences in force at `now`, newest first."
+    t = utc(now)
+    with self._lock: return sorted((dict(s) for s in self._silences if utc(s["until"]) > t), key=lambda s: s["created_at"], reverse=True)
+
+@patch
+def expire(self:AlertEngine, silence_id:str, # the silence's id
+           by:str|None=None, # who ended it
+           now=None) -> dict:
+    "End a silence now; its record. NotFound if no silence in force has this id."
+    t = utc(now)
+    with self._lock:
+        s = next((s for s in self._silences if s["id"] == silence_id and utc(s["until"]) > t), None)
+        if s is None: raise NotFound(f"no silence in force with id '{silence_id}'", field="id")
+        s.update(until=iso(t), expired_at=iso(t), expired_by=by)
+        self.store.put_record("silence", s["id"], s)
+        self._silences = [x for x in self._silences if utc(x["until"]) > t]
+        return dict(s)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 from ...config import ValidationError
 from ...jobs import Conflict, FINISHED
-from ..http import Routes, off_loop, doc, reply, json_object, part, by_whom, per_version, _schema, _opt, _known_args, _flag, OBJ, ARR
+from ..http import Routes, off_loop, doc, reply, json_object, part, by_whom, per_version, _schema, _opt, _known_args, _flag, _limit, OBJ, ARR
 route = Routes()
 
 # %% auto #0
-__all__ = ['route', 'SILENCE_BODY', 'TRAINING_TASK', 'predictions_current', 'alerts_active', 'alerts_ack', 'alerts_silence',
-           'admin_models', 'admin_reload', 'admin_trigger_training', 'admin_training_status', 'admin_training_stats']
+__all__ = ['route', 'SILENCE_BODY', 'NOTIFY_STATUS', 'TRAINING_TASK', 'predictions_current', 'alerts_active', 'alerts_ack',
+           'alerts_silence', 'alerts_silences', 'alerts_expire_silence', 'alerts_notifications', 'admin_models',
+           'admin_reload', 'admin_trigger_training', 'admin_training_status', 'admin_training_stats']
 
 # %% ../../../nbs/hub/routes/03_predictions.ipynb #c012
 def _forecasting(request): return part(request, "forecasting", "forecaster")
@@ -49,17 +50,51 @@ async def alerts_ack(request, alert_id:str):
     by = by_whom(request, _text(json_object(request), "by"))   # a named key's name; the hub key's holder may say who
     return reply(await asyncio.to_thread(_forecasting(request).alerts.ack, alert_id, by))
 
-SILENCE_BODY = {"application/json": _schema({"server": {"type": "string"}, "duration": {"type": "string"},
-                                             "reason": {"type": "string"}, "by": {"type": "string"}}, required=[])}
+SILENCE_BODY = {"application/json": _schema({"server": {"type": "string"}, "kind": {"type": "string", "enum": ["risk", "stale"]},
+                                             "duration": {"type": "string"}, "reason": {"type": "string"}, "by": {"type": "string"}}, required=[])}
 
 @route("predict", "POST", "/alerts/silence")
-@doc("Silence a server's alerts (or all) for a duration", "alerts", OBJ, errors=(422, 503), body=SILENCE_BODY, body_required=False)
+@doc("Silence a server's alerts (or all; of one kind, or both) for a duration", "alerts", OBJ, errors=(422, 503), body=SILENCE_BODY, body_required=False)
 async def alerts_silence(request):
     b = json_object(request)
-    unknown = sorted(set(b) - {"server", "duration", "reason", "by"})
-    if unknown: raise ValidationError(f"{unknown[0]}: unknown field; allowed: server, duration, reason, by", field=unknown[0])
-    args = dict(server=_text(b, "server"), duration=_text(b, "duration", "1h"), reason=_text(b, "reason", ""), by=by_whom(request, _text(b, "by")))
+    unknown = sorted(set(b) - {"server", "kind", "duration", "reason", "by"})
+    if unknown: raise ValidationError(f"{unknown[0]}: unknown field; allowed: server, kind, duration, reason, by", field=unknown[0])
+    args = dict(server=_text(b, "server"), kind=_text(b, "kind"), duration=_text(b, "duration", "1h"), reason=_text(b, "reason", ""),
+                by=by_whom(request, _text(b, "by")))
     return reply(await asyncio.to_thread(_forecasting(request).alerts.silence, **args))
+
+# %% ../../../nbs/hub/routes/03_predictions.ipynb #c014b
+@route("predict", "GET", "/alerts/silences")
+@doc("Silences in force, newest first", "alerts", _schema({"count": {"type": "integer"}, "silences": ARR}), errors=(422, 503))
+async def alerts_silences(request):
+    _known_args(request, ())
+    got = await asyncio.to_thread(_forecasting(request).alerts.silences)
+    return reply({"count": len(got), "silences": got})
+
+@route("predict", "DELETE", "/alerts/silences/<silence_id:str>")
+@doc("End a silence now", "alerts", OBJ, params=[("by", "string", "who ended it", False)], errors=(404, 422, 503))
+async def alerts_expire_silence(request, silence_id:str):
+    _known_args(request, ("by",))
+    return reply(await asyncio.to_thread(_forecasting(request).alerts.expire, silence_id, by_whom(request, _opt(request, "by"))))
+
+NOTIFY_STATUS = ("sent", "failed", "dropped")
+
+def _status(v:str) -> str:
+    if v not in NOTIFY_STATUS: raise ValueError(v)
+    return v
+
+@route("predict", "GET", "/alerts/notifications")
+@doc("Alert notifications sent to webhooks and Alertmanagers, newest first, with each receiver's counts", "alerts",
+     _schema({"count": {"type": "integer"}, "notifications": ARR, "receivers": ARR, "firing": {"type": "array", "items": {"type": "string"}},
+              "resend_interval_s": {"type": "number"}}),
+     params=[("limit", "integer", "the newest this many (default 100)", False), ("status", "string", "only sent, failed or dropped ones", False)],
+     errors=(422, 503))
+async def alerts_notifications(request):
+    _known_args(request, ("limit", "status"))
+    limit, status = _opt(request, "limit", _limit, 100), _opt(request, "status", _status)
+    n = _forecasting(request).notifier
+    got = n.log(limit, status)
+    return reply({"count": len(got), "notifications": got, **n.summary()})
 
 # %% ../../../nbs/hub/routes/03_predictions.ipynb #c016
 @route("admin", "GET", "/admin/models", role="admin")
