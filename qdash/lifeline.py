@@ -61,6 +61,11 @@ def tie(hub:int): # pid of the hub this process must not outlive
 def hold(pid:int|None=None) -> None: # the hub: default this process
     "Make the forkserver started after this call exit with `pid` (it preloads this module; see `ENV`)."
     os.environ[ENV] = str(os.getpid() if pid is None else pid)
+    # when the hub dies abruptly, its resource tracker frees the pool's semaphores: the expected end, not a leak to warn of
+    # on the terminal after `qdash up`'s one-line error (the tracker is started after this, with this environment)
+    quiet = "ignore:resource_tracker:UserWarning"
+    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
 
 if os.environ.get(ENV) == str(os.getppid()):      # the forkserver of a hub that called `hold`: go when the hub goes
     watch(os.getppid(), lambda: os._exit(0))
