@@ -117,6 +117,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'qdash/bench/reliability.py'),
                                          'qdash.bench.reliability.notify_figure': ( 'bench/reliability.html#notify_figure',
                                                                                     'qdash/bench/reliability.py'),
+                                         'qdash.bench.reliability.reload_figure': ( 'bench/reliability.html#reload_figure',
+                                                                                    'qdash/bench/reliability.py'),
                                          'qdash.bench.reliability.roles_figure': ( 'bench/reliability.html#roles_figure',
                                                                                    'qdash/bench/reliability.py'),
                                          'qdash.bench.reliability.slowloris': ( 'bench/reliability.html#slowloris',

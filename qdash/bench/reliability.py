@@ -11,8 +11,8 @@ from ..testing import HubProcess, InfluxServer, SilentServer, free_port
 import psutil
 
 # %% auto #0
-__all__ = ['GRID_NS', 'SLOW_CLIENTS', 'live_times', 'tail_lost', 'holes', 'Probe', 'slowloris', 'stalled_source', 'kill9_orphans',
-           'roles_figure', 'bench_reliability', 'notify_figure']
+__all__ = ['GRID_NS', 'SLOW_CLIENTS', 'SHIPPED', 'live_times', 'tail_lost', 'holes', 'Probe', 'slowloris', 'stalled_source',
+           'kill9_orphans', 'roles_figure', 'reload_figure', 'bench_reliability', 'notify_figure']
 
 # %% ../../nbs/bench/10_reliability.ipynb #848e78a3
 GRID_NS = 300 * 10**9      # the simulated past is on this grid ([model] step 5min)
@@ -252,6 +252,33 @@ def roles_figure() -> dict:
             "admin_operations_let_through": [f"{m} {p}" for m, p in acts if (m, p) not in refused],
             "read_operations": len(reads), "viewer_refused_reads": len(read_refused),
             "admin_reads_refused_to_admin_keys": len(baseline_refused), **whoami}
+
+# %% ../../nbs/bench/10_reliability.ipynb #346dcdc1
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "tft-fleet45" if "__file__" in globals() else Path("../../models/tft-fleet45").resolve()
+
+def reload_figure(model:Path|None=None, # a valid model directory to copy (default: the shipped one)
+                 ) -> dict:
+    "Refusals of model paths outside `[model] dir` (and the baseline: a reload by name)."
+    model = Path(model or SHIPPED)
+    tmp = Path(tempfile.mkdtemp(prefix="qdash-bench-reload-"))
+    try:
+        reg, outside = tmp / "models", tmp / "outside"
+        shutil.copytree(model, reg / model.name); shutil.copytree(model, outside / model.name)
+        (tmp / "hub").mkdir()
+        (reg / "escape").symlink_to(outside / model.name, target_is_directory=True)   # inside by name, outside by target
+        paths = ["/etc", "/", "../../etc", f"{reg.name}/../../etc", "/nonexistent/dir", "~", "~root/.ssh",
+                 str(outside / model.name), "escape", "a\\..\\b"]
+        with HubProcess({"QDASH__COLLECT__SOURCES": "", "QDASH__MODEL__DIR": str(reg)}, data_dir=tmp / "hub") as hub:
+            H = {"X-API-Key": hub.api_key}
+            base = httpx.post(hub.url + "/admin/reload-model", params={"model_path": model.name}, headers=H, timeout=60)
+            got = {p: httpx.post(hub.url + "/admin/reload-model", params={"model_path": p}, headers=H, timeout=60) for p in paths}
+        refused = {p: 400 <= r.status_code < 500 for p, r in got.items()}
+        reveal = [p for p, r in got.items() if any(w in r.text for w in ("card.json", "cannot be read", "No such file"))]
+        return {"figure": "reload_model_paths", "paths_tried": len(paths), "paths_refused": sum(refused.values()),
+                "not_refused": [p for p, ok in refused.items() if not ok], "answers_naming_disk_contents": reveal,
+                "baseline_reload_by_name_ok": base.status_code == 200,
+                "reload_outside_model_dir_refused": all(refused.values()) and not reveal and base.status_code == 200}
+    finally: shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../../nbs/bench/10_reliability.ipynb #2b0ac9e1
 def _env(srv, servers, budget_s, **more):
