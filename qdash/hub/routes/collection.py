@@ -69,6 +69,6 @@ def _feed_body(request):
      body=FEED_BODY, errors=(413, 422, 503))
 async def feed_data(request):
     services = part(request, "collection", "collection") and request.app.ctx.services
-    batch = await off_loop(request.app, lambda: parse_feed(_feed_body(request), services.store.field_kinds))
+    batch = await off_loop(request.app, lambda: parse_feed(_feed_body(request), services.store.field_kinds, request.app.ctx.settings.store.max_future))
     out = await off_loop(request.app, services.feed, batch, timeout=15.0)   # feed waits up to 5 s for the writer itself
     return reply({**out, "measurements": sorted({m for m, _ in batch})})
