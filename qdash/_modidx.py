@@ -768,6 +768,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'qdash.hub.http._flag': ('hub/http.html#_flag', 'qdash/hub/http.py'),
                                 'qdash.hub.http._known_args': ('hub/http.html#_known_args', 'qdash/hub/http.py'),
                                 'qdash.hub.http._limit': ('hub/http.html#_limit', 'qdash/hub/http.py'),
+                                'qdash.hub.http._long_request_line': ('hub/http.html#_long_request_line', 'qdash/hub/http.py'),
                                 'qdash.hub.http._opt': ('hub/http.html#_opt', 'qdash/hub/http.py'),
                                 'qdash.hub.http._routes_to': ('hub/http.html#_routes_to', 'qdash/hub/http.py'),
                                 'qdash.hub.http._schema': ('hub/http.html#_schema', 'qdash/hub/http.py'),

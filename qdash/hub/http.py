@@ -53,11 +53,18 @@ def records(df:pd.DataFrame) -> list[dict]:
 
 # %% ../../nbs/hub/00_http.ipynb #67a0619a
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-              408: "timeout", 413: "payload_too_large", 416: "range_not_satisfiable", 422: "invalid", 429: "rate_limited",
+              408: "timeout", 413: "payload_too_large", 414: "uri_too_long", 416: "range_not_satisfiable", 422: "invalid", 429: "rate_limited",
               500: "internal", 503: "unavailable"}
 
 def _routes_to(request, method:str) -> bool:
     try: request.app.router.get(request.path, method, request.headers.get("host")); return True
+    except Exception: return False
+
+def _long_request_line(request) -> bool:
+    "Whether Sanic's 'header too large' came before the end of the request line: the URL is too long (414), not the headers."
+    try:
+        buf = request.transport.get_protocol().recv_buffer
+        return buf.find(b"\r\n", 0, request.app.config.REQUEST_MAX_HEADER_SIZE) == -1
     except Exception: return False
 
 def _error_body(request, exc):
@@ -70,6 +77,8 @@ def _error_body(request, exc):
     else:
         log.exception("unhandled error on %s %s", request.method if request else "?", request.path if request else "?")
         status, body = 500, {"error": "internal", "detail": "internal error; see the hub's log"}
+    if status == 413 and _long_request_line(request):
+        status, body = 414, {"error": "uri_too_long", "detail": "the request line (method and URL) is longer than the header limit"}
     headers = dict(getattr(exc, "headers", None) or {})   # e.g. Allow on a 405
     if status == 405 and "Allow" not in headers and request is not None:   # a path whose methods are separate routes
         allowed = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE") if _routes_to(request, m)]
