@@ -15,13 +15,17 @@ from .config import QdashError, ValidationError, Settings, load_settings, parse_
 from .lineproto import *
 
 # %% auto #0
-__all__ = ['AGGS', 'EVERY_MIN_S', 'EVERY_MAX_S', 'StoreUnavailable', 'StoreAuthError', 'Liveness', 'to_ns', 'every_ns', 'Plan',
-           'plan_query', 'Store', 'qi', 'DuckStore', 'open_store', 'InfluxStore']
+__all__ = ['AGGS', 'EVERY_MIN_S', 'EVERY_MAX_S', 'StoreUnavailable', 'NoSuchField', 'StoreAuthError', 'Liveness', 'to_ns',
+           'every_ns', 'Plan', 'plan_query', 'Store', 'qi', 'DuckStore', 'open_store', 'InfluxStore']
 
 # %% ../nbs/01_store.ipynb #c006
 class StoreUnavailable(QdashError):
     "The backend is down, unreachable or timed out; the same call can be retried later."
     status_code, code = 503, "store_unavailable"
+
+class NoSuchField(ValidationError):
+    "A query names a field its measurement does not have: a 404 over HTTP (the request is well formed; the field is not there)."
+    status_code, code = 404, "not_found"
 
 class StoreAuthError(QdashError):
     "The backend refused our credentials; retrying will not help until the settings are fixed."
@@ -168,7 +172,7 @@ def _agg_fields(self:Store, p:Plan, kinds:dict) -> dict:
     "The fields a query returns, with the kind each has in the result."
     names = list(kinds) if p.fields is None else p.fields
     for f in names:
-        if f not in kinds: raise ValidationError(f"'{p.measurement}' has no field '{f}'; fields: {', '.join(sorted(kinds))}", field="fields")
+        if f not in kinds: raise NoSuchField(f"'{p.measurement}' has no field '{f}'; fields: {', '.join(sorted(kinds))}", field="fields")
     if p.every is None or p.agg in ("last",): return {f: kinds[f] for f in names}
     if p.agg == "count": return {f: "int" for f in names}
     bools = [f for f in names if kinds[f] == "bool"]

@@ -39,8 +39,8 @@ def _list_args(request) -> dict:
 @route("jobs", "GET", "/api/jobs")
 @doc("Recent jobs, newest first (seeds 000, 001)", "jobs", {"type": "array", "items": JOB}, params=[
     ("limit", "integer", "most jobs returned (default 50)", False),
-    ("job_type", "string", "only this type: " + ", ".join(JOB_TYPES), False),
-    ("status", "string", "only this status: " + ", ".join(STATUSES), False)], errors=(422, 503))
+    ("job_type", {"type": "string", "enum": list(JOB_TYPES)}, "only this type: " + ", ".join(JOB_TYPES), False),
+    ("status", {"type": "string", "enum": list(STATUSES)}, "only this status: " + ", ".join(STATUSES), False)], errors=(422, 503))
 async def jobs_list(request):
     return reply(await _call(request, "list", **_list_args(request)))
 
@@ -52,7 +52,7 @@ async def jobs_one(request, job_id:str):
 # %% ../../../nbs/hub/routes/01_jobs.ipynb #c010
 CALIBRATION_BODY = {"application/json": _schema({"algorithm": {"type": "string", "enum": ["VQE", "QAOA"]},
                                                  "mode": {"type": "string", "enum": ["Explore", "Exploit"]},
-                                                 "params": OBJ, "trials": {"type": "integer"},
+                                                 "params": OBJ, "trials": {"type": "integer", "minimum": 2, "maximum": 64},
                                                  "seed": {"type": "integer", "nullable": True}}, required=[])}
 
 @route("jobs", "POST", "/api/control/start_calibration")
@@ -89,8 +89,8 @@ async def tasks_submit(request):
 
 @route("tasks", "GET", "/api/tasks")
 @doc("Tasks, newest first (seed 003)", "tasks", {"type": "array", "items": JOB}, params=[
-    ("limit", "integer", "most tasks returned (default 50)", False), ("job_type", "string", "only this type", False),
-    ("status", "string", "only this status", False)], errors=(422, 503))
+    ("limit", "integer", "most tasks returned (default 50)", False), ("job_type", {"type": "string", "enum": list(JOB_TYPES)}, "only this type", False),
+    ("status", {"type": "string", "enum": list(STATUSES)}, "only this status", False)], errors=(422, 503))
 async def tasks_list(request): return await jobs_list(request)   # seed 003's name for the same list
 
 @route("tasks", "GET", "/api/tasks/<task_id:str>")
