@@ -588,7 +588,8 @@ def _select(self:InfluxStore, p:Plan) -> pd.DataFrame:
     src = _iql_ident(p.measurement)
     if p.every is not None:
         if p.start is None or p.stop is None:   # GROUP BY time needs both bounds
-            lo = self._query(f"SELECT * FROM {src} WHERE time >= {TIME_MIN.value} ORDER BY time ASC LIMIT 1"); hi = self._query(f"SELECT * FROM {src} ORDER BY time DESC LIMIT 1")
+            lo = self._query(f"SELECT * FROM {src} WHERE time >= {TIME_MIN.value} ORDER BY time ASC LIMIT 1")
+            hi = self._query(f"SELECT * FROM {src} ORDER BY time DESC LIMIT 1")
             if not lo: return _result(pd.DataFrame({"time": []}), tags, kinds)
             if p.start is None: conds.append(f"time >= {lo[0]['values'][0][0]}")
             if p.stop is None: conds.append(f"time <= {hi[0]['values'][0][0]}")

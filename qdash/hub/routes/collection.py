@@ -54,7 +54,9 @@ async def collect_config(request):
     return reply({"collect": d["collect"], "store": d["store"]})
 
 # %% ../../../nbs/hub/routes/00b_collection.ipynb #0c5b9d34
-FEED_BODY = {"application/json": {"type": "array", "items": {"type": "object"}}, "text/plain": {"type": "string"}}
+FEED_BODY = {"application/json": {"type": "array", "items": {"type": "object"}, "minItems": 1},
+             "text/plain": {"type": "string", "description": "line protocol, one point per line; the pattern is one simple form of it",
+                            "pattern": "^vm,server=[a-z][a-z0-9-]{0,30} (cpu|mem)_pct=[0-9]{1,2}(\\.[0-9]{1,3})?$"}}
 
 def _feed_body(request):
     if (request.content_type or "").startswith("text/plain"):

@@ -59,7 +59,8 @@ async def alerts_silence(request):
     b = json_object(request)
     unknown = sorted(set(b) - {"server", "duration", "reason", "by"})
     if unknown: raise ValidationError(f"{unknown[0]}: unknown field; allowed: server, duration, reason, by", field=unknown[0])
-    duration = _text(b, "duration") or "1h"
+    duration = _text(b, "duration")
+    if duration is None: duration = "1h"                  # left out or null: an hour
     try: _every(duration)                          # as the schema says: a whole number of s, min, h or d
     except ValueError: raise ValidationError(f"duration={duration[:40]!r}: expected a duration such as 30min or 2h", field="duration") from None
     args = dict(server=_text(b, "server"), duration=duration, reason=_text(b, "reason") or "", by=_text(b, "by"))

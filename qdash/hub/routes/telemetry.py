@@ -59,7 +59,7 @@ HISTORY_ARGS = ("measurement", "server", "fields", "start", "stop", "every", "li
     ("measurement", "string", "measurement (default: vm)", False), ("server", "string", "one server only", False),
     ("fields", "string", "comma-separated fields (default: all)", False), ("start", TIME_Q, "first time: ISO 8601 or relative such as -1h", False),
     ("stop", TIME_Q, "end (excluded): ISO 8601 or relative", False), ("every", EVERY_Q, "bucket such as 1min (mean per bucket)", False),
-    ("limit", "integer", "most points returned, earliest first (default 10000)", False)], errors=(422, 503))
+    ("limit", "integer", "most points returned, earliest first (default 10000)", False)], errors=(404, 422, 503))
 async def history_metrics(request):
     _known_args(request, HISTORY_ARGS)
     q = dict(measurement=_opt(request, "measurement", default="vm"),
