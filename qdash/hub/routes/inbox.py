@@ -35,9 +35,10 @@ JOB = _schema({"id": TEXT, "origin": {"type": "string", "enum": ["hub", "externa
               required=["id", "origin", "status"])
 SCORE = {"type": "number", "minimum": 0, "maximum": 1}
 CALIBRATION_BODY = _closed(_schema({"psi": SCORE, "rho": SCORE, "omega": SCORE, "algorithm": {"type": "string", "enum": ["VQE", "QAOA"]},
-                            "mode": {"type": "string", "enum": ["Explore", "Exploit"]}, "job_id": _txt(128, pattern="^[^/]*$"),
+                            "mode": {"type": "string", "enum": ["Explore", "Exploit"], "nullable": True},
+                            "job_id": _txt(128, pattern="^[^/]*$", nullable=True),
                             "status": {"type": "string", "enum": list(STATUSES)}}, required=["psi", "rho", "omega", "algorithm"]))
-COUNTERS_BODY = _closed(_schema({k: INT for k in COUNTERS}))
+COUNTERS_BODY = _closed(_schema({k: {**INT, "maximum": 10**15} for k in COUNTERS}))
 ALERT_BODY = _closed(_schema({"level": {"type": "string", "enum": list(ALERT_LEVELS)}, "message": _txt(1000), "source": _txt(64)},
                              required=["level", "message"]))
 HEALTH_BODY = _closed(_schema({"system_health": {"type": "string", "enum": list(HEALTH)}}))
