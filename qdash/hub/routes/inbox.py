@@ -35,7 +35,7 @@ JOB = _schema({"id": TEXT, "origin": {"type": "string", "enum": ["hub", "externa
               required=["id", "origin", "status"])
 SCORE = {"type": "number", "minimum": 0, "maximum": 1}
 CALIBRATION_BODY = _closed(_schema({"psi": SCORE, "rho": SCORE, "omega": SCORE, "algorithm": {"type": "string", "enum": ["VQE", "QAOA"]},
-                            "mode": {"type": "string", "enum": ["Explore", "Exploit"], "nullable": True},
+                            "mode": {"type": "string", "enum": ["Explore", "Exploit", None], "nullable": True},   # OpenAPI 3.0: null listed too
                             "job_id": _txt(128, pattern="^[^/]*$", nullable=True),
                             "status": {"type": "string", "enum": list(STATUSES)}}, required=["psi", "rho", "omega", "algorithm"]))
 COUNTERS_BODY = _closed(_schema({k: {**INT, "maximum": 10**15} for k in COUNTERS}))
