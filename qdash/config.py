@@ -188,6 +188,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     influx_batch_lines=S(_int_range(1, 5000), "5000", "line-protocol lines per write request"),
     influx_timeout=S(DURATION, "10s", "InfluxDB request timeout"),
     retention=S(DURATION, "30d", "raw data older than this is deleted by retain()"),
+    max_future=S(DURATION, "1h", "points stamped more than this ahead of now are refused (clock skew allowed; times stay within 1970..2262)"),
   ),
   "collect": dict(
     sources=S(_list_of(_SOURCES), "simulator, host", "sources the hub starts"),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09a_history.ipynb #c002
 from __future__ import annotations
-import csv, io
+import csv, io, re
 from typing import Iterator
 import numpy as np, pandas as pd
 from .config import ValidationError, NotFound, Settings, load_settings
@@ -12,7 +12,7 @@ from .timeutil import utc, iso
 
 # %% auto #0
 __all__ = ['TIME_RANGES', 'ALERT_COLUMNS', 'DEFAULT_EVERY', 'time_window', 'alerts_in', 'alert_history', 'summary',
-           'server_history', 'export_alerts', 'export_environment']
+           'server_history', 'safe_cell', 'export_alerts', 'export_environment']
 
 # %% ../nbs/09a_history.ipynb #c005
 TIME_RANGES = {"30m": 1800, "1h": 3600, "8h": 8 * 3600, "1d": 86400, "1w": 7 * 86400, "1M": 30 * 86400}
@@ -112,9 +112,17 @@ ALERT_COLUMNS = ["id", "server_name", "profile", "peak_level", "level", "status"
                  "message", "opened_at", "resolved_at", "duration_minutes", "acked", "acked_by", "acked_at"]
 DEFAULT_EVERY = {"30m": None, "1h": None, "8h": None, "1d": "1min", "1w": "5min", "1M": "15min"}
 
+_FORMULA = tuple("=+-@\t\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+def safe_cell(v):
+    "`v` as a spreadsheet will show it, never run it: text starting with = + - @ tab or CR gets a leading `'`; numbers stay."
+    if isinstance(v, str) and v.startswith(_FORMULA) and not _NUMBER.fullmatch(v): return "'" + v
+    return v
+
 def _csv(rows:list[list]) -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
+    csv.writer(buf, lineterminator="\n").writerows([[safe_cell(v) for v in r] for r in rows])
     return buf.getvalue()
 
 def export_alerts(store, time_range:str|None="1w", server_name:str|None=None, now=None, chunk:int=500) -> Iterator[str]:
@@ -151,5 +159,6 @@ def export_environment(store, time_range:str|None="1d", server_name:str|None=Non
         if len(df):
             df = df.reindex(columns=cols)
             df["time"] = df.time.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            for c in tags: df[c] = df[c].map(safe_cell, na_action="ignore")
             yield df.to_csv(index=False, header=False, lineterminator="\n")
         t = u

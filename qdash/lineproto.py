@@ -10,7 +10,8 @@ import numpy as np, pandas as pd, pyarrow as pa, pyarrow.compute as pc
 from .config import ValidationError
 
 # %% auto #0
-__all__ = ['check_name', 'Batch', 'prepare', 'batch_lines', 'to_line_protocol', 'parse_line_protocol', 'frames_from_points']
+__all__ = ['TIME_MIN', 'TIME_MAX', 'TIME_RANGE', 'check_name', 'check_times', 'Batch', 'prepare', 'batch_lines',
+           'to_line_protocol', 'parse_line_protocol', 'frames_from_points']
 
 # %% ../nbs/00a_lineproto.ipynb #c005
 _re_ctrl = re.compile(r"[\x00-\x1f\x7f]")
@@ -26,6 +27,30 @@ def check_name(s, # a measurement, tag or field name, or a tag value
         raise ValidationError(f"{what} {s!r} has a backslash at its end or before a backslash, ',', '=', ' ' or '\"', "
                               "which line protocol cannot carry unambiguously", field=what)
     return s
+
+# %% ../nbs/00a_lineproto.ipynb #1bbe9c9e
+TIME_MIN = pd.Timestamp("1970-01-01", tz="UTC")   # the first time accepted
+TIME_MAX = pd.Timestamp("2262-01-01", tz="UTC")   # the first time refused
+TIME_RANGE = f"{TIME_MIN:%Y-%m-%d}..{TIME_MAX:%Y-%m-%d}"
+
+def check_times(ns, # int64 nanoseconds since the epoch: one or an array
+                what:str="time", # what the times are, for the message
+                max_future:float|None=None, # seconds a time may be ahead of now; None: no limit but TIME_MAX
+                now:int|None=None, # ns; default: the current time
+               ):
+    "`ns` if every time is in `TIME_RANGE` and at most `max_future` s ahead of now, else a `ValidationError` naming the first."
+    a = np.atleast_1d(np.asarray(ns, dtype=np.int64))
+    hi = TIME_MAX.value
+    if max_future is not None: hi = min(hi, (_time.time_ns() if now is None else now) + int(max_future * 1e9) + 1)
+    bad = (a < TIME_MIN.value) | (a >= hi)
+    if bad.any():
+        i = int(np.argmax(bad)); v = int(a[i])
+        at = f" in row {i}" if np.ndim(ns) else ""
+        if TIME_MIN.value <= v < TIME_MAX.value:
+            raise ValidationError(f"{what} {pd.Timestamp(v, tz='UTC').isoformat()}{at} is more than {max_future:g}s ahead of now "
+                                  "([store] max_future); is the clock or the unit wrong?", field=what)
+        raise ValidationError(f"{what} {v} ns{at} is outside {TIME_RANGE}, the range the store accepts", field=what)
+    return ns
 
 # %% ../nbs/00a_lineproto.ipynb #c008
 @dataclass
@@ -64,7 +89,7 @@ def _time_ns(t:pd.Series) -> np.ndarray:
     if t.isna().any(): raise ValidationError(f"column 'time' is empty in row {int(np.argmax(t.isna().to_numpy()))}", field="time")
     try: return t.array.as_unit("ns").asi8
     except (OverflowError, pd.errors.OutOfBoundsDatetime):
-        raise ValidationError("column 'time' is outside 1677..2262, which nanoseconds cannot hold", field="time") from None
+        raise ValidationError(f"column 'time' is outside {TIME_RANGE}, the range the store accepts", field="time") from None
 
 def _field(name, s:pd.Series):
     "`(kind, series)` for a field column, refusing what cannot be stored."
@@ -90,7 +115,7 @@ def _field(name, s:pd.Series):
 def prepare(measurement:str, # the measurement the points belong to, such as "vm"
             frame, # DataFrame with a tz-aware `time` column, tag and field columns; or a dict of one point
             tags:list[str]|str|None=None, # the tag columns; None: the string columns
-            exact_tags:bool=True, # tag values must be carried exactly by line protocol (False: any non-empty text)
+            max_future:float|None=None, # seconds a point may be ahead of now ([store] max_future); None: up to TIME_MAX
            ) -> Batch:
     "Check a batch completely and put it in the form both backends write; `ValidationError` names the fault."
     check_name(measurement, "measurement")
@@ -113,10 +138,9 @@ def prepare(measurement:str, # the measurement the points belong to, such as "vm
         check_name(c, "tag name")
         s = df[c].astype(object).astype("str") if df[c].dtype == object or isinstance(df[c].dtype, pd.CategoricalDtype) else df[c]
         for v in s.dropna().unique():
-            if exact_tags: check_name(v, f"value of tag '{c}'")
-            elif not isinstance(v, str) or not v: raise ValidationError(f"value of tag '{c}' must be a non-empty string, got {v!r}", field=c)
+            check_name(v, c)
         out_tags[c] = s
-    ns = _time_ns(df["time"])
+    ns = check_times(_time_ns(df["time"]), "time", max_future)
     kinds, fields = {}, {}
     for c in cols:
         if c in out_tags: continue
@@ -218,6 +242,8 @@ def _parse_line(line):
         i += 1
     rest = line[i:].strip()
     if rest and not re.fullmatch(r"-?\d+", rest): raise ValueError(f"bad timestamp {rest!r}")
+    if rest and not TIME_MIN.value <= int(rest) < TIME_MAX.value:
+        raise ValueError(f"timestamp {rest[:24]} (ns) is outside {TIME_RANGE}, the range the store accepts")
     return {"measurement": m, "tags": tags, "fields": fields, "time": int(rest) if rest else None}
 
 def parse_line_protocol(text:str|bytes, # line protocol, one point per line; blank and `#` lines are skipped

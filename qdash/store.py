@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_store.ipynb #c003
 from __future__ import annotations
-import gzip, json, threading, time as _time
+import gzip, json, math, threading, time as _time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,13 +15,17 @@ from .config import QdashError, ValidationError, Settings, load_settings, parse_
 from .lineproto import *
 
 # %% auto #0
-__all__ = ['AGGS', 'StoreUnavailable', 'StoreAuthError', 'Liveness', 'to_ns', 'every_ns', 'Plan', 'plan_query', 'Store', 'qi',
-           'DuckStore', 'open_store', 'InfluxStore']
+__all__ = ['AGGS', 'EVERY_MIN_S', 'EVERY_MAX_S', 'StoreUnavailable', 'NoSuchField', 'StoreAuthError', 'Liveness', 'to_ns',
+           'every_ns', 'Plan', 'plan_query', 'Store', 'qi', 'DuckStore', 'open_store', 'InfluxStore']
 
 # %% ../nbs/01_store.ipynb #c006
 class StoreUnavailable(QdashError):
     "The backend is down, unreachable or timed out; the same call can be retried later."
     status_code, code = 503, "store_unavailable"
+
+class NoSuchField(ValidationError):
+    "A query names a field its measurement does not have: a 404 over HTTP (the request is well formed; the field is not there)."
+    status_code, code = 404, "not_found"
 
 class StoreAuthError(QdashError):
     "The backend refused our credentials; retrying will not help until the settings are fixed."
@@ -47,26 +51,38 @@ class Liveness:
 # %% ../nbs/01_store.ipynb #c010
 AGGS = ("mean", "max", "min", "last", "count")
 
+def _in_range(ns:int, t, what:str) -> int:
+    if not TIME_MIN.value <= ns <= TIME_MAX.value:
+        raise ValidationError(f"{what}={str(t)[:40]!r} is outside {TIME_RANGE}, the range the store accepts", field=what)
+    return ns
+
 def to_ns(t, what:str="start") -> int|None:
-    "Nanoseconds since the epoch for a query bound."
+    "Nanoseconds since the epoch for a query bound within `TIME_RANGE`."
     if t is None: return None
-    if isinstance(t, (int, np.integer)) and not isinstance(t, bool): return int(t)
+    if isinstance(t, (int, np.integer)) and not isinstance(t, bool): return _in_range(int(t), t, what)
     if isinstance(t, str) and t.startswith("-"):
-        try: return _time.time_ns() - int(parse_duration(t[1:]) * 1e9)
-        except ValueError: raise ValidationError(f"{what}={t!r}: expected a timestamp or -<duration> such as -1h", field=what) from None
+        try: return _in_range(_time.time_ns() - int(parse_duration(t[1:]) * 1e9), t, what)
+        except (ValueError, OverflowError): raise ValidationError(f"{what}={t[:40]!r}: expected a timestamp or -<duration> such as -1h", field=what) from None
     if isinstance(t, datetime) and t.tzinfo is None: raise ValidationError(f"{what}={t!r} is naive; expected a tz-aware timestamp", field=what)
     try: ts = pd.Timestamp(t)
-    except (ValueError, TypeError): raise ValidationError(f"{what}={t!r}: expected a timestamp", field=what) from None
+    except (ValueError, TypeError, OverflowError): raise ValidationError(f"{what}={str(t)[:40]!r}: expected a timestamp", field=what) from None
     if ts is pd.NaT: raise ValidationError(f"{what} is NaT; expected a timestamp", field=what)
-    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts).as_unit("ns").value
+    try: ns = (ts.tz_localize("UTC") if ts.tzinfo is None else ts).as_unit("ns").value
+    except (OverflowError, pd.errors.OutOfBoundsDatetime): ns = -1        # year 1 or 9999: outside in any case
+    return _in_range(ns, t, what)
+
+EVERY_MIN_S = 1.0                                              # the finest bucket
+EVERY_MAX_S = (TIME_MAX - TIME_MIN).total_seconds()            # one bucket for the whole accepted range
 
 def every_ns(every) -> int|None:
-    "The bucket width in ns for `every` (`1min`, `30s`, `timedelta` or seconds), or None."
+    "The bucket width in ns for `every` (`1min`, `30s`, `timedelta` or seconds) from 1 s to the accepted range, or None."
     if every is None: return None
     try:
         s = every.total_seconds() if isinstance(every, timedelta) else parse_duration(str(every))
-        if s <= 0: raise ValueError
-    except ValueError: raise ValidationError(f"every={every!r}: expected a duration such as 1s, 1min, 1h", field="every") from None
+        if not math.isfinite(s) or s <= 0: raise ValueError
+    except (ValueError, OverflowError): raise ValidationError(f"every={str(every)[:40]!r}: expected a duration such as 1s, 1min, 1h", field="every") from None
+    if not EVERY_MIN_S <= s <= EVERY_MAX_S:
+        raise ValidationError(f"every={str(every)[:40]!r}: expected a bucket from 1s to {EVERY_MAX_S / 86400:.0f}d (the accepted time range)", field="every")
     return int(round(s * 1e9))
 
 @dataclass
@@ -131,7 +147,7 @@ class Store:
               tags:list[str]|None=None, # the tag columns; None: the string columns
              ) -> int:
         "Write a batch whole or not at all; the number of points written."
-        b = prepare(measurement, frame, tags, exact_tags=self.line_protocol)
+        b = prepare(measurement, frame, tags, max_future=self.settings.store.max_future)
         if not len(b): return 0
         with self._tslock: self._write(b)
         return len(b)
@@ -156,7 +172,7 @@ def _agg_fields(self:Store, p:Plan, kinds:dict) -> dict:
     "The fields a query returns, with the kind each has in the result."
     names = list(kinds) if p.fields is None else p.fields
     for f in names:
-        if f not in kinds: raise ValidationError(f"'{p.measurement}' has no field '{f}'; fields: {', '.join(sorted(kinds))}", field="fields")
+        if f not in kinds: raise NoSuchField(f"'{p.measurement}' has no field '{f}'; fields: {', '.join(sorted(kinds))}", field="fields")
     if p.every is None or p.agg in ("last",): return {f: kinds[f] for f in names}
     if p.agg == "count": return {f: "int" for f in names}
     bools = [f for f in names if kinds[f] == "bool"]
@@ -221,7 +237,7 @@ def downsample_into(self:Store, measurement:str, # the source, such as "vm"
     df = self.query(measurement, start=start, stop=stop, every=every, agg=agg)
     if not len(df): return 0
     tags = [c for c in df.columns if c != "time" and pd.api.types.is_string_dtype(df[c].dtype)]
-    b = prepare(into, df, tags, exact_tags=self.line_protocol)
+    b = prepare(into, df, tags)
     e = every_ns(every)
     with self._tslock: self._write(b, replace=(int(b.time.min()), int(b.time.max()) + e))
     return len(b)
@@ -302,7 +318,7 @@ def qi(name:str) -> str: return '"' + name.replace('"', '""') + '"'
 
 class DuckStore(Store):
     "Time series in DuckDB tables, one per measurement."
-    backend, line_protocol = "duckdb", False   # stores any text as a tag value, newlines included
+    backend, line_protocol = "duckdb", False   # accepts what InfluxDB accepts: one rule for names and tag values
     def __init__(self, settings):
         super().__init__(settings)
         self.db.execute("CREATE SCHEMA IF NOT EXISTS ts")
@@ -371,6 +387,8 @@ def _where(self:DuckStore, p:Plan, cols:dict, fields:list):
     "SQL conditions and parameters for a plan, or None when nothing can match."
     conds, args = [], []
     if p.start is not None: conds.append("time >= ?"); args.append(p.start)
+    elif p.every is not None: conds.append("time >= ?"); args.append(TIME_MIN.value)   # a point stored before 1970 was refused
+                                                                                        # cannot overflow a bucket
     if p.stop is not None: conds.append("time < ?"); args.append(p.stop)
     for k, vs in p.where.items():
         if cols.get(k) != "tag": return None
@@ -570,7 +588,8 @@ def _select(self:InfluxStore, p:Plan) -> pd.DataFrame:
     src = _iql_ident(p.measurement)
     if p.every is not None:
         if p.start is None or p.stop is None:   # GROUP BY time needs both bounds
-            lo = self._query(f"SELECT * FROM {src} ORDER BY time ASC LIMIT 1"); hi = self._query(f"SELECT * FROM {src} ORDER BY time DESC LIMIT 1")
+            lo = self._query(f"SELECT * FROM {src} WHERE time >= {TIME_MIN.value} ORDER BY time ASC LIMIT 1")
+            hi = self._query(f"SELECT * FROM {src} ORDER BY time DESC LIMIT 1")
             if not lo: return _result(pd.DataFrame({"time": []}), tags, kinds)
             if p.start is None: conds.append(f"time >= {lo[0]['values'][0][0]}")
             if p.stop is None: conds.append(f"time <= {hi[0]['values'][0][0]}")

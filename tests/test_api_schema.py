@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
+from qdash.bench.reliability import schemathesis_failures
 from qdash.testing import HubProcess
 
 EXAMPLES = 100   # per operation; `qdash bench api` is the place for longer runs
@@ -32,6 +33,28 @@ schema = schemathesis.openapi.from_path(Path(__file__).resolve().parent.parent /
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 def test_api_conforms(case, hub):
-    # positive_data_acceptance assumes every schema-valid value is accepted; "a field that exists" or "a time" cannot be
-    # said in the schema, so a well-formed but unknown `fields=abc` rightly gets a documented 422. All other checks run.
-    case.call_and_validate(base_url=hub.url, headers={"X-API-Key": hub.api_key}, excluded_checks=[positive_data_acceptance])
+    # Schema and behaviour agreeing both ways (positive_data_acceptance, negative_data_rejection) is test_api_promises' part,
+    # through the CLI: here the key header is added to every case, which turns a negative case whose only fault is the
+    # missing key into a valid request the hub rightly answers. All other checks run here, on many more examples.
+    case.call_and_validate(base_url=hub.url, headers={"X-API-Key": hub.api_key},
+                           excluded_checks=[positive_data_acceptance, negative_data_rejection])
+
+
+# Operations whose request bodies the schema cannot say everything about yet (issue 20 item 18, still open): what the hub
+# refuses there depends on another field, on the current time or on what exists. Any other operation must agree both ways.
+OPEN = {
+    "POST /admin/reload-model": "model_path must be printable text naming a model (isprintable has no JSON Schema pattern)",
+    "POST /api/calibration/telemetry": "status only together with job_id (a dependency OpenAPI 3.0 cannot state)",
+    "POST /api/control/start_calibration": "params depend on the algorithm (VQE or QAOA settings)",
+    "POST /api/tasks": "params depend on the task",
+    "POST /feed/data": "a JSON record's time may be at most [store] max_future ahead of now",
+    "PUT /api/jobs/{job_id}": "an id in the body must equal the id in the path",
+    "POST /api/metrics/alerts": "source and message must be printable (isprintable has no JSON Schema pattern)",
+}
+
+
+def test_api_promises(hub):
+    "schemathesis with every check, positive and negative data included: no 5xx anywhere, no mismatch outside OPEN."
+    failed = schemathesis_failures(hub, max_examples=3, phases="fuzzing")
+    assert {op for op, c in failed if c == "not_a_server_error"} == set()
+    assert {(op, c) for op, c in failed if op not in OPEN} == set()

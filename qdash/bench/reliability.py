@@ -11,8 +11,9 @@ from ..testing import HubProcess, InfluxServer, SilentServer, free_port
 import psutil
 
 # %% auto #0
-__all__ = ['GRID_NS', 'SLOW_CLIENTS', 'SHIPPED', 'live_times', 'tail_lost', 'holes', 'Probe', 'slowloris', 'stalled_source',
-           'kill9_orphans', 'roles_figure', 'reload_figure', 'bench_reliability', 'notify_figure']
+__all__ = ['GRID_NS', 'SLOW_CLIENTS', 'SHIPPED', 'live_times', 'tail_lost', 'holes', 'Probe', 'feed_stall',
+           'schemathesis_failures', 'api_promises', 'slowloris', 'stalled_source', 'kill9_orphans', 'roles_figure',
+           'reload_figure', 'bench_reliability', 'notify_figure']
 
 # %% ../../nbs/bench/10_reliability.ipynb #848e78a3
 GRID_NS = 300 * 10**9      # the simulated past is on this grid ([model] step 5min)
@@ -75,6 +76,72 @@ def _until(cond, timeout:float, every:float=0.1):
         except (httpx.HTTPError, ValueError, KeyError): pass
         time.sleep(every)
     return None
+
+# %% ../../nbs/bench/10_reliability.ipynb #787549f8
+def feed_stall(records:int=10_000, # records per feed (about 1 MB of JSON)
+               seconds:float=6.0, # probed this long with and without feeds
+              ) -> dict:
+    "`/health` latency while large feeds arrive back to back, against none; and the parse a feed costs in one thread."
+    import orjson
+    from qdash.collect.feed import parse_feed
+    t0 = time.time() - 3600
+    body = orjson.dumps([{"server": f"s{i % 50:02d}", "time": t0 + i // 50, "cpu_pct": 1.5 + i % 7, "mem_pct": 40.25,
+                          "disk_pct": 12.0, "procs": 100} for i in range(records)])
+    t = time.perf_counter(); parse_feed(orjson.loads(body)); parse_ms = 1000 * (time.perf_counter() - t)
+    env = {"QDASH__COLLECT__SOURCES": "", "QDASH__LIMITS__DEFAULT": "1000000/minute", "QDASH__LIMITS__FEED_DATA": "1000000/minute"}
+    out = {"figure": "feed_stall", "feed_body_mb": round(len(body) / 1e6, 2), "feed_parse_ms": round(parse_ms, 1)}
+    with HubProcess(env) as hub:
+        for label, feeding in (("idle", False), ("feeding", True)):
+            probe, fed = Probe(hub, "/health", every=0.01), 0
+            probe.start()
+            end = time.monotonic() + seconds
+            with httpx.Client(timeout=60, headers={"X-API-Key": hub.api_key, "Content-Type": "application/json"}) as c:
+                while time.monotonic() < end:
+                    if not feeding: time.sleep(0.1); continue
+                    r = c.post(hub.url + "/feed/data", content=body)
+                    if r.status_code != 200: raise RuntimeError(f"/feed/data answered {r.status_code}: {r.text[:200]}")
+                    fed += 1
+            got = probe.stop()
+            out.update({f"health_{k}_{label}": got[k] for k in ("p50_ms", "p99_ms", "max_ms")})
+            if feeding: out["feeds_sent"] = fed
+    return out
+
+def schemathesis_failures(hub:HubProcess, # a started hub
+                          max_examples:int=50, # per operation and phase
+                          phases:str="examples,coverage,fuzzing,stateful",
+                          seed:int=1,
+                          paths:str|None=None, # a regular expression: only the operations whose path matches
+                         ) -> set[tuple[str, str]]:
+    "`{(operation, check)}` that failed when schemathesis ran `api/openapi.json` against `hub` (its CLI, every check above)."
+    import json, sys, qdash
+    spec = Path(qdash.__file__).resolve().parents[1] / "api" / "openapi.json"     # the checked-in document (tools/openapi.py)
+    out_dir = Path(tempfile.mkdtemp(prefix="qdash-st-"))
+    checks = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,positive_data_acceptance,negative_data_rejection"
+    try:
+        subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "run", str(spec), "--url", hub.url, "-H", f"X-API-Key: {hub.api_key}",
+                        "--checks", checks, "--max-examples", str(max_examples), "--phases", phases, "--seed", str(seed), "-w", "1",
+                        "--suppress-health-check", "all", "--report", "ndjson", "--report-dir", str(out_dir),
+                        *(["--include-path-regex", paths] if paths else [])],
+                       cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
+        failed = set()
+        for f in out_dir.glob("*.ndjson"):
+            for line in f.read_text().splitlines():
+                ev = json.loads(line).get("ScenarioFinished")
+                rec = (ev or {}).get("recorder") or {}
+                for checked in (rec.get("checks") or {}).values():
+                    failed |= {(rec.get("label"), c["name"]) for c in checked if c.get("status") == "failure"}
+        return {(op, c) for op, c in failed if op != "Stateful tests" or c == "not_a_server_error"}   # a stateful step repeats an operation's failure
+    finally: shutil.rmtree(out_dir, ignore_errors=True)
+
+def api_promises(max_examples:int=50) -> dict:
+    "schemathesis' unique failures against a hub serving a simulated fleet: 5xx answers, and every other failed check."
+    env = {"QDASH__COLLECT__SOURCES": "simulator", "QDASH__COLLECT__SIMULATOR_SERVERS": "4", "QDASH__JOBS__WORKERS": "1",
+           "QDASH__JOBS__MAX_PENDING": "2", "QDASH__LIMITS__DEFAULT": "1000000/minute", "QDASH__LIMITS__FEED_DATA": "1000000/minute"}
+    with HubProcess(env) as hub: failed = schemathesis_failures(hub, max_examples)
+    errors = sorted(op for op, c in failed if c == "not_a_server_error")
+    mismatches = sorted(f"{op}: {c}" for op, c in failed if c != "not_a_server_error")
+    return {"figure": "api_promises", "max_examples": max_examples, "schemathesis_server_errors": len(errors),
+            "schemathesis_schema_mismatches": len(mismatches), "server_errors": errors, "mismatches": mismatches}
 
 # %% ../../nbs/bench/10_reliability.ipynb #s002
 SLOW_CLIENTS = {   # name: (first bytes, then these bytes, every so many seconds; 0: nothing more)
@@ -300,6 +367,7 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
                       budget_s:float=10.0, # [server] graceful_shutdown_timeout of the hubs
                       deadline_s:float|None=None, # [server] request_deadline of the slow-clients hub (None: default)
                       notify_servers:int=20, notify_watch_s:float=10.0, # alert notifications: see `notify_figure`
+                      api_examples:int=50, # schemathesis examples per operation and phase
                      ):
     "Yield figure dicts (start with the store down, a paused store, shutdown, kill -9), then one headline."
     tmp = Path(tempfile.mkdtemp(prefix="qdash-bench-rel-"))
@@ -385,14 +453,19 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
         slow = {}
         for slow in slowloris(deadline_s): yield slow
         nf = notify_figure(notify_servers, watch_s=notify_watch_s); yield nf   # alerts reaching people (issue 16 item 7)
-        yield {"figure": "headline", "outage_points_lost": lost_a, "kill9_points_lost": kill_pts, "kill9_seconds_lost": kill_s,
-               "health_p99_ms_during_outage": got["/health"]["p99_ms"], "health_p99_ms_store_up": up["p99_ms"],
-               "health_unanswered_during_outage": got["/health"]["unanswered"], "hub_starts_with_store_down": started,
+        yield feed_stall()
+        yield (api := api_promises(api_examples))
+        rl = reload_figure(); yield rl                # item 1: model paths outside [model] dir
+        yield {"figure": "summary", "health_p99_ms_store_up": up["p99_ms"], "health_unanswered_during_outage": got["/health"]["unanswered"],
                "store_down_seen_s": down_seen, "shutdown_s_store_paused": shutdown_s, "graceful_shutdown_timeout_s": budget_s,
-               "servers": servers, "outage_s": outage_s,
-               "viewer_admin_calls_refused_pct": roles["viewer_admin_calls_refused_pct"],
-               "stalled_source_blocks_others": stall["stalled_source_blocks_others"], "kill9_orphans": orph["kill9_orphans"],
-               "slowloris_max_open_s": slow.get("slowloris_max_open_s")}
+               "servers": servers, "outage_s": outage_s, "viewer_admin_calls_refused_pct": roles["viewer_admin_calls_refused_pct"],
+               "notify_webhook_s_after_open": nf["webhook_all_firing_s_after_open"], "notify_failures_recorded": nf["failing_recorded"]}
+        yield {"figure": "headline", "outage_points_lost": lost_a, "kill9_points_lost": kill_pts, "kill9_seconds_lost": kill_s,
+               "kill9_orphans": orph["kill9_orphans"], "health_p99_ms_during_outage": got["/health"]["p99_ms"],
+               "hub_starts_with_store_down": started, "stalled_source_blocks_others": stall["stalled_source_blocks_others"],
+               "slowloris_max_open_s": slow.get("slowloris_max_open_s"), "schemathesis_server_errors": api["schemathesis_server_errors"],
+               "schemathesis_schema_mismatches": api["schemathesis_schema_mismatches"],
+               "reload_outside_model_dir_refused": rl["reload_outside_model_dir_refused"]}
     finally:
         for h in hubs:
             if h.proc is not None and h.proc.poll() is None: h.proc.kill(); h.proc.wait()

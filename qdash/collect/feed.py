@@ -4,13 +4,14 @@
 
 # %% ../../nbs/collect/04_feed.ipynb #c002
 from __future__ import annotations
-import math, re
+import math, re, time
 import pandas as pd
 from ..config import ValidationError
-from ..store import parse_line_protocol
+from ..store import parse_line_protocol, check_name, check_times, TIME_RANGE, TIME_MAX
 
 # %% auto #0
-__all__ = ['DEFAULT_MEASUREMENT', 'ALIASES', 'RESERVED', 'MAX_TEXT', 'FeedRejected', 'BadFeed', 'check_record', 'parse_feed']
+__all__ = ['DEFAULT_MEASUREMENT', 'ALIASES', 'RESERVED', 'MAX_TEXT', 'YIELD_EVERY', 'FeedRejected', 'BadFeed', 'check_record',
+           'parse_feed']
 
 # %% ../../nbs/collect/04_feed.ipynb #c005
 class FeedRejected(ValidationError):
@@ -33,18 +34,29 @@ ALIASES = {"server": ("server", "server_name"), "time": ("time", "timestamp")}
 RESERVED = {"measurement", *(k for names in ALIASES.values() for k in names)}
 MAX_TEXT = 256
 
-def _time(v):
+def _time(v, max_future=None):
     if v is None: raise ValueError("time is null: leave it out to stamp the record on arrival")
     if isinstance(v, bool): raise ValueError("time must be ISO 8601 text or epoch seconds")
     if isinstance(v, (int, float)):
-        if not math.isfinite(v) or not 0 <= v < 1e11: raise ValueError("time in epoch seconds must be between 1970 and 5138")
-        return pd.Timestamp(v, unit="s", tz="UTC")
-    if isinstance(v, str):
+        if not math.isfinite(v) or not 0 <= v < TIME_MAX.timestamp():
+            raise ValueError(f"time in epoch seconds must be in {TIME_RANGE} (0 to {TIME_MAX.timestamp():.0f})")
+        t = pd.Timestamp(v, unit="s", tz="UTC")
+    elif isinstance(v, str):
         try: t = pd.Timestamp(v)
         except (ValueError, OverflowError): raise ValueError(f"time {v[:40]!r} is not ISO 8601") from None
         if pd.isna(t): raise ValueError("time is empty")
-        return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    raise ValueError("time must be ISO 8601 text or epoch seconds")
+        t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+        try: t = t.as_unit("ns")
+        except (OverflowError, pd.errors.OutOfBoundsDatetime): raise ValueError(f"time {v[:40]!r} is outside {TIME_RANGE}") from None
+    else: raise ValueError("time must be ISO 8601 text or epoch seconds")
+    try: check_times(t.value, "time", max_future)
+    except ValidationError as e: raise ValueError(str(e)) from None
+    return t
+
+def _text(v, what):
+    "`v` if it is a name or tag value both backends carry, else `ValueError` naming `what`."
+    try: return check_name(v, what)
+    except ValidationError as e: raise ValueError(str(e)) from None
 
 def _pick(r:dict, what:str):
     "The value of `what` under any of its names (None when absent); two names with different values are an error."
@@ -54,16 +66,18 @@ def _pick(r:dict, what:str):
 
 def check_record(r, # one decoded JSON record
                  kinds:dict|None=None, # {field: kind} the measurement already holds (Store.field_kinds)
+                 max_future:float|None=None, # seconds a time may be ahead of now ([store] max_future)
                 ) -> tuple[str, dict]:
     "`(measurement, row)` for a valid record, else `ValueError` saying what is wrong."
     if not isinstance(r, dict): raise ValueError("a record must be a JSON object")
     _, srv = _pick(r, "server")
     if not isinstance(srv, str) or not srv or len(srv) > MAX_TEXT:
         raise ValueError(f"server (or server_name) must be text of 1 to {MAX_TEXT} characters")
+    _text(srv, "server")
     meas = r.get("measurement", DEFAULT_MEASUREMENT)
     if not isinstance(meas, str) or not _NAME.fullmatch(meas): raise ValueError("measurement must be an identifier such as 'vm'")
     tn, tv = _pick(r, "time")
-    try: t = _time(tv) if tn else pd.Timestamp.now(tz="UTC")
+    try: t = _time(tv, max_future) if tn else pd.Timestamp.now(tz="UTC")
     except ValueError as e: raise ValueError(f"{tn[0]}: {e}" if not str(e).startswith("time") else f"{tn[0]}{str(e)[4:]}") from None
     row, fields, have = {"time": t, "server": srv}, 0, (kinds or {}).get
     for k, v in r.items():
@@ -83,12 +97,15 @@ def check_record(r, # one decoded JSON record
             if len(v) > MAX_TEXT: raise ValueError(f"{k} is longer than {MAX_TEXT} characters")
             if not v: raise ValueError(f"{k} is empty: leave it out instead")
             if have(k) in ("float", "int", "bool"): raise ValueError(f"{k} holds {have(k)} values; got text {v[:40]!r}")
+            _text(v, k)
         else: raise ValueError(f"{k} must be a number, a boolean or text")
         row[k] = v
     if not fields: raise ValueError("a record needs at least one numeric or boolean field")
     return meas, row
 
 # %% ../../nbs/collect/04_feed.ipynb #c010
+YIELD_EVERY = 100   # records checked between two offers of the GIL to other threads
+
 def _from_lines(text):
     try: points = parse_line_protocol(text)
     except ValidationError as e:
@@ -103,6 +120,7 @@ def _from_lines(text):
 
 def parse_feed(body, # decoded JSON (list of records or one record), or line-protocol text
                kinds=None, # fn(measurement) -> {field: kind} the store holds, such as Store.field_kinds
+               max_future:float|None=None, # seconds a time may be ahead of now ([store] max_future)
               ) -> list[tuple[str, pd.DataFrame]]:
     "`[(measurement, frame), ...]` for a fully valid batch; `FeedRejected` listing every bad record otherwise."
     lines = isinstance(body, str)
@@ -116,7 +134,8 @@ def parse_feed(body, # decoded JSON (list of records or one record), or line-pro
         if m not in known: known[m] = kinds(m)
         return known[m]
     for i, r in enumerate(records):
-        try: meas, row = check_record(r, held(r))
+        if i % YIELD_EVERY == YIELD_EVERY - 1: time.sleep(0)   # let the event loop's thread have the GIL (see below)
+        try: meas, row = check_record(r, held(r), max_future)
         except ValueError as e: errors.append({"index": i, "reason": str(e)}); continue
         groups.setdefault((meas, tuple(sorted(row))), []).append(row)
     if errors: raise FeedRejected(errors)

@@ -4,22 +4,23 @@
 
 # %% ../../nbs/hub/00_http.ipynb #5c368a25
 from __future__ import annotations
-import asyncio, logging, math, threading, time
+import asyncio, logging, math, re, threading, time
 from datetime import datetime
 import orjson, pandas as pd
 from sanic import Blueprint
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 from sanic_ext import openapi
-from sanic_ext.extensions.openapi.types import Integer
+from sanic_ext.extensions.openapi.types import Integer, Schema
 from ..config import QdashError, ValidationError, Unavailable
 from .guard import ROLES, Identity, acting_user
 log = logging.getLogger("qdash.hub.http")
 
 # %% auto #0
-__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'READ_METHODS', 'FORBIDDEN', 'Unauthorized', 'TooManyRequests', 'dumps',
-           'reply', 'records', 'on_error', 'doc', 'Forbidden', 'needed_role', 'caller', 'by_whom', 'mark_admin',
-           'Routes', 'json_object', 'part', 'off_loop', 'cached', 'per_version']
+__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'TEXT_Q', 'FLAG_Q', 'READ_METHODS', 'FORBIDDEN', 'TIME_Q', 'EVERY_Q',
+           'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error', 'doc', 'Forbidden',
+           'needed_role', 'caller', 'by_whom', 'mark_admin', 'Routes', 'json_object', 'part', 'off_loop', 'cached',
+           'per_version']
 
 # %% ../../nbs/hub/00_http.ipynb #4b73b205
 class Unauthorized(QdashError):
@@ -55,11 +56,18 @@ def records(df:pd.DataFrame) -> list[dict]:
 
 # %% ../../nbs/hub/00_http.ipynb #67a0619a
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-              408: "timeout", 413: "payload_too_large", 416: "range_not_satisfiable", 422: "invalid", 429: "rate_limited",
+              408: "timeout", 413: "payload_too_large", 414: "uri_too_long", 416: "range_not_satisfiable", 422: "invalid", 429: "rate_limited",
               500: "internal", 503: "unavailable"}
 
 def _routes_to(request, method:str) -> bool:
     try: request.app.router.get(request.path, method, request.headers.get("host")); return True
+    except Exception: return False
+
+def _long_request_line(request) -> bool:
+    "Whether Sanic's 'header too large' came before the end of the request line: the URL is too long (414), not the headers."
+    try:
+        buf, most = request.transport.get_protocol().recv_buffer, request.app.config.REQUEST_MAX_HEADER_SIZE
+        return len(buf) >= most and buf.find(b"\r\n", 0, most) == -1
     except Exception: return False
 
 def _error_body(request, exc):
@@ -72,6 +80,8 @@ def _error_body(request, exc):
     else:
         log.exception("unhandled error on %s %s", request.method if request else "?", request.path if request else "?")
         status, body = 500, {"error": "internal", "detail": "internal error; see the hub's log"}
+    if status == 413 and "header" in str(exc) and _long_request_line(request):
+        status, body = 414, {"error": "uri_too_long", "detail": "the request line (method and URL) is longer than the header limit"}
     headers = dict(getattr(exc, "headers", None) or {})   # e.g. Allow on a 405
     if status == 405 and "Allow" not in headers and request is not None:   # a path whose methods are separate routes
         allowed = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE") if _routes_to(request, m)]
@@ -88,6 +98,12 @@ ERROR = {"type": "object", "properties": {"error": {"type": "string"}, "detail":
          "required": ["error", "detail"]}
 OBJ, ARR = {"type": "object"}, {"type": "array", "items": {"type": "object"}}
 
+TEXT_Q = {"type": "string", "minLength": 1}            # a query value; an empty one is refused (leave it out instead)
+FLAG_Q = {"type": "string", "enum": ["true", "false"]}  # a query flag (`_flag`)
+
+def _param_schema(typ): # "string", "integer" (1..1,000,000, as `_limit`) or a JSON schema
+    return Schema(**typ) if isinstance(typ, dict) else Integer(minimum=1, maximum=1_000_000) if typ == "integer" else Schema(**TEXT_Q)
+
 def _schema(props:dict, required=None):
     return {"type": "object", "properties": props, "required": list(required if required is not None else props)}
 
@@ -95,7 +111,7 @@ def doc(summary:str,         # one line shown in /docs
         tag:str,             # group in /docs
         ok:dict=OBJ,         # JSON schema of the 200 answer
         public:bool=False,   # no API key needed
-        params=(),           # (name, type, description, required) of query parameters
+        params=(),           # (name, type, description, required) of query parameters; type: "string", "integer" or a JSON schema
         errors=(),           # further error statuses this route answers
         body:dict|None=None, # request body: {content type: schema}
         body_required:bool=True, # False: the body may be left out
@@ -107,8 +123,7 @@ def doc(summary:str,         # one line shown in /docs
         f = openapi.tag(tag)(f)
         f = openapi.response(status, {"application/json": ok}, "Created" if status == 201 else "OK")(f)
         for name, typ, desc, req in params:
-            schema = Integer(minimum=1, maximum=1_000_000) if typ == "integer" else str
-            f = openapi.parameter(name, schema, "query", description=desc, required=req)(f)
+            f = openapi.parameter(name, _param_schema(typ), "query", description=desc, required=req)(f)
         codes = sorted(set(errors) | ({400} if params or body else set()) | (set() if public else {401, 429}))
         for c in codes: f = openapi.response(c, {"application/json": ERROR}, "error")(f)
         if body: f = openapi.body(body, required=body_required)(f)
@@ -257,3 +272,21 @@ def per_version(app, name:str, version, build) -> bytes:
     hit = app.ctx.versions.get(name)
     if hit is None or hit[0] != version: hit = app.ctx.versions[name] = (version, dumps(build()))
     return hit[1]
+
+# %% ../../nbs/hub/00_http.ipynb #a92832d5
+_AGO = r"-([1-9][0-9]{0,8}s|[1-9][0-9]{0,6}min|[1-9][0-9]{0,4}h|[1-9][0-9]{0,3}d)"
+_TIME = r"(197[1-9]|19[89][0-9]|2[01][0-9]{2}|22[0-5][0-9])-(0[1-9]|1[0-2])-(%s)" \
+        r"(T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,9})?)?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?)?"
+TIME_Q = {"type": "string", "pattern": f"^({_AGO}|{_TIME % '0[1-9]|1[0-9]|2[0-8]'})$"}   # what the schema promises
+EVERY_Q = {"type": "string", "pattern": "^[1-9][0-9]{0,4}(s|min|h|d)$"}
+_re_time, _re_every = re.compile(f"{_AGO}|{_TIME % '0[1-9]|[12][0-9]|3[01]'}"), re.compile(EVERY_Q["pattern"][1:-1])
+
+def _when(v:str) -> str:
+    "A query time (`start`, `stop`) written as the OpenAPI document says; else ValueError (a 422 naming it, through `_opt`)."
+    if not _re_time.fullmatch(v): raise ValueError(v)
+    return v
+
+def _every(v:str) -> str:
+    "A query bucket width (`every`) written as the OpenAPI document says."
+    if not _re_every.fullmatch(v): raise ValueError(v)
+    return v

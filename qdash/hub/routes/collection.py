@@ -54,7 +54,9 @@ async def collect_config(request):
     return reply({"collect": d["collect"], "store": d["store"]})
 
 # %% ../../../nbs/hub/routes/00b_collection.ipynb #0c5b9d34
-FEED_BODY = {"application/json": {"type": "array", "items": {"type": "object"}}, "text/plain": {"type": "string"}}
+FEED_BODY = {"application/json": {"type": "array", "items": {"type": "object"}, "minItems": 1},
+             "text/plain": {"type": "string", "description": "line protocol, one point per line; the pattern is one simple form of it",
+                            "pattern": "^vm,server=[a-z][a-z0-9-]{0,30} (cpu|mem)_pct=[0-9]{1,2}(\\.[0-9]{1,3})?$"}}
 
 def _feed_body(request):
     if (request.content_type or "").startswith("text/plain"):
@@ -69,6 +71,6 @@ def _feed_body(request):
      body=FEED_BODY, errors=(413, 422, 503))
 async def feed_data(request):
     services = part(request, "collection", "collection") and request.app.ctx.services
-    batch = await off_loop(request.app, lambda: parse_feed(_feed_body(request), services.store.field_kinds))
+    batch = await off_loop(request.app, lambda: parse_feed(_feed_body(request), services.store.field_kinds, request.app.ctx.settings.store.max_future))
     out = await off_loop(request.app, services.feed, batch, timeout=15.0)   # feed waits up to 5 s for the writer itself
     return reply({**out, "measurements": sorted({m for m, _ in batch})})

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 import pandas as pd
 from sanic_ext import openapi
 from ...history import TIME_RANGES, time_window, summary, alert_history, server_history, export_alerts, export_environment
-from ..http import Routes, off_loop, doc, reply, part, OBJ, ARR, ERROR, _schema, _opt, _known_args
+from ..http import Routes, off_loop, doc, reply, part, OBJ, ARR, ERROR, _schema, _opt, _known_args, _every, _param_schema, EVERY_Q
 route = Routes()
 
 # %% auto #0
@@ -16,12 +16,12 @@ __all__ = ['route', 'TR', 'SRV', 'CSV_OK', 'historical_summary', 'historical_ale
            'stream_csv', 'export_alerts_csv', 'export_environment_csv']
 
 # %% ../../../nbs/hub/routes/06_history.ipynb #c012
-TR = ("time_range", "string", "one of " + ", ".join(TIME_RANGES) + " (default 1d)", False)
+TR = ("time_range", {"type": "string", "enum": list(TIME_RANGES)}, "one of " + ", ".join(TIME_RANGES) + " (default 1d)", False)
 SRV = ("server_name", "string", "one server only", False)
 
 def _args(request, *extra) -> dict:
     _known_args(request, ("time_range", *extra))
-    out = {"time_range": _opt(request, "time_range", default="1d"), **{k: _opt(request, k) for k in extra}}
+    out = {"time_range": _opt(request, "time_range", default="1d"), **{k: _opt(request, k, _every if k == "every" else str) for k in extra}}
     time_window(out["time_range"])
     return out
 
@@ -56,7 +56,7 @@ def csv_doc(summary:str, params=()):
     "`qdash.hub.http.doc` for a route answering a CSV attachment (200 is text/csv, errors are JSON)."
     def deco(f):
         f = openapi.response(200, CSV_OK, "CSV attachment")(openapi.tag("history")(openapi.summary(summary)(f)))
-        for name, _, desc, req in params: f = openapi.parameter(name, str, "query", description=desc, required=req)(f)
+        for name, typ, desc, req in params: f = openapi.parameter(name, _param_schema(typ), "query", description=desc, required=req)(f)
         for c in (400, 401, 422, 429): f = openapi.response(c, {"application/json": ERROR}, "error")(f)
         f = openapi.secured("api_key")(f)
         f.doc_tag = "history"
@@ -83,7 +83,7 @@ async def export_alerts_csv(request):
 
 @route("watch", "GET", "/historical/export/environment")
 @csv_doc("Telemetry of a range as a CSV download, streamed slice by slice (seed 004)",
-         [TR, SRV, ("every", "string", "bucket width such as 5min (default: raw up to 8h, else 1min/5min/15min)", False)])
+         [TR, SRV, ("every", EVERY_Q, "bucket width such as 5min (default: raw up to 8h, else 1min/5min/15min)", False)])
 async def export_environment_csv(request):
     a = _args(request, "server_name", "every")
     ev = a["every"] if a["every"] is not None else "auto"

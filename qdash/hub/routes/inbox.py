@@ -22,22 +22,26 @@ async def _report(request, fn, *args):
     for name in ("status", "metrics"): request.app.ctx.cache.pop(name, None)
     return out
 
+def _txt(most:int=200, **kw): return {"type": "string", "minLength": 1, "maxLength": most, **kw}   # as qdash.inbox's _text
+def _closed(s:dict) -> dict: return {**s, "additionalProperties": False}                          # qdash.inbox refuses unknown fields
 TEXT, NUM, INT = {"type": "string"}, {"type": "number"}, {"type": "integer", "minimum": 0}
 TIME = {"type": "string", "format": "date-time", "nullable": True}
-JOB_BODY = _schema({"name": TEXT, "status": {"type": "string", "enum": list(STATUSES)},
-                    "progress": {"type": "number", "minimum": 0, "maximum": 100}, "provider": TEXT,
-                    "vm_name": {"type": "string", "nullable": True}, "job_type": {"type": "string", "enum": list(JOB_TYPES)},
+JOB_BODY = _closed(_schema({"name": _txt(), "status": {"type": "string", "enum": list(STATUSES)},
+                    "progress": {"type": "number", "minimum": 0, "maximum": 100}, "provider": _txt(64),
+                    "vm_name": _txt(nullable=True), "job_type": {"type": "string", "enum": list(JOB_TYPES)},
                     "started_at": TIME, "completed_at": TIME, "start_time": TIME, "end_time": TIME, "metrics": OBJ,
-                    "error": {"type": "string", "nullable": True}, "id": TEXT}, required=["status"])
+                    "error": _txt(2000, nullable=True), "id": _txt(128, pattern="^[^/]*$")}, required=["status"]))
 JOB = _schema({"id": TEXT, "origin": {"type": "string", "enum": ["hub", "external"]}, "status": TEXT, "vm_name": {"type": "string", "nullable": True}},
               required=["id", "origin", "status"])
 SCORE = {"type": "number", "minimum": 0, "maximum": 1}
-CALIBRATION_BODY = _schema({"psi": SCORE, "rho": SCORE, "omega": SCORE, "algorithm": {"type": "string", "enum": ["VQE", "QAOA"]},
-                            "mode": {"type": "string", "enum": ["Explore", "Exploit"]}, "job_id": TEXT,
-                            "status": {"type": "string", "enum": list(STATUSES)}}, required=["psi", "rho", "omega", "algorithm"])
-COUNTERS_BODY = _schema({k: INT for k in COUNTERS})
-ALERT_BODY = _schema({"level": {"type": "string", "enum": list(ALERT_LEVELS)}, "message": TEXT, "source": TEXT}, required=["level", "message"])
-HEALTH_BODY = _schema({"system_health": {"type": "string", "enum": list(HEALTH)}})
+CALIBRATION_BODY = _closed(_schema({"psi": SCORE, "rho": SCORE, "omega": SCORE, "algorithm": {"type": "string", "enum": ["VQE", "QAOA"]},
+                            "mode": {"type": "string", "enum": ["Explore", "Exploit", None], "nullable": True},   # OpenAPI 3.0: null listed too
+                            "job_id": _txt(128, pattern="^[^/]*$", nullable=True),
+                            "status": {"type": "string", "enum": list(STATUSES)}}, required=["psi", "rho", "omega", "algorithm"]))
+COUNTERS_BODY = _closed(_schema({k: {**INT, "maximum": 10**15} for k in COUNTERS}))
+ALERT_BODY = _closed(_schema({"level": {"type": "string", "enum": list(ALERT_LEVELS)}, "message": _txt(1000), "source": _txt(64)},
+                             required=["level", "message"]))
+HEALTH_BODY = _closed(_schema({"system_health": {"type": "string", "enum": list(HEALTH)}}))
 
 @route("inbox", "PUT", "/api/jobs/<job_id:str>")
 @doc("Add or update another system's job (seed 001's AddJob); listed in /api/jobs with origin external", "inbox", JOB,

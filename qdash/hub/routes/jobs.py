@@ -39,8 +39,8 @@ def _list_args(request) -> dict:
 @route("jobs", "GET", "/api/jobs")
 @doc("Recent jobs, newest first (seeds 000, 001)", "jobs", {"type": "array", "items": JOB}, params=[
     ("limit", "integer", "most jobs returned (default 50)", False),
-    ("job_type", "string", "only this type: " + ", ".join(JOB_TYPES), False),
-    ("status", "string", "only this status: " + ", ".join(STATUSES), False)], errors=(422, 503))
+    ("job_type", {"type": "string", "enum": list(JOB_TYPES)}, "only this type: " + ", ".join(JOB_TYPES), False),
+    ("status", {"type": "string", "enum": list(STATUSES)}, "only this status: " + ", ".join(STATUSES), False)], errors=(422, 503))
 async def jobs_list(request):
     return reply(await _call(request, "list", **_list_args(request)))
 
@@ -50,10 +50,10 @@ async def jobs_one(request, job_id:str):
     return reply(await _call(request, "get", job_id))
 
 # %% ../../../nbs/hub/routes/01_jobs.ipynb #c010
-CALIBRATION_BODY = {"application/json": _schema({"algorithm": {"type": "string", "enum": ["VQE", "QAOA"]},
+CALIBRATION_BODY = {"application/json": {**_schema({"algorithm": {"type": "string", "enum": ["VQE", "QAOA"]},
                                                  "mode": {"type": "string", "enum": ["Explore", "Exploit"]},
-                                                 "params": OBJ, "trials": {"type": "integer"},
-                                                 "seed": {"type": "integer", "nullable": True}}, required=[])}
+                                                 "params": {"type": "object", "nullable": True}, "trials": {"type": "integer", "minimum": 2, "maximum": 64},
+                                                 "seed": {"type": "integer", "minimum": 0, "nullable": True}}, required=[]), "additionalProperties": False}}
 
 @route("jobs", "POST", "/api/control/start_calibration")
 @doc("Start a calibration run (seed 000)", "calibration", _schema({"job_id": {"type": "string"}, "message": {"type": "string"}}),
@@ -72,8 +72,8 @@ async def calibration_history(request):
     return reply(await off_loop(request.app, metric_history, part(request, "store", "store"), "calibration", limit))
 
 # %% ../../../nbs/hub/routes/01_jobs.ipynb #c012
-TASK_BODY = {"application/json": _schema({"task": {"type": "string", "enum": sorted(TASKS)}, "params": OBJ,
-                                          "name": {"type": "string"}}, required=["task"])}
+TASK_BODY = {"application/json": {**_schema({"task": {"type": "string", "enum": sorted(TASKS)}, "params": OBJ,
+                                             "name": {"type": "string"}}, required=["task"]), "additionalProperties": False}}
 
 @route("tasks", "POST", "/api/tasks")
 @doc("Submit a task (seed 003)", "tasks", JOB, errors=(422, 429, 503), body=TASK_BODY, status=201)
@@ -89,8 +89,8 @@ async def tasks_submit(request):
 
 @route("tasks", "GET", "/api/tasks")
 @doc("Tasks, newest first (seed 003)", "tasks", {"type": "array", "items": JOB}, params=[
-    ("limit", "integer", "most tasks returned (default 50)", False), ("job_type", "string", "only this type", False),
-    ("status", "string", "only this status", False)], errors=(422, 503))
+    ("limit", "integer", "most tasks returned (default 50)", False), ("job_type", {"type": "string", "enum": list(JOB_TYPES)}, "only this type", False),
+    ("status", {"type": "string", "enum": list(STATUSES)}, "only this status", False)], errors=(422, 503))
 async def tasks_list(request): return await jobs_list(request)   # seed 003's name for the same list
 
 @route("tasks", "GET", "/api/tasks/<task_id:str>")

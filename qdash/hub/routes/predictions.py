@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 from ...config import ValidationError
 from ...jobs import Conflict, FINISHED
-from ..http import Routes, off_loop, doc, reply, json_object, part, by_whom, per_version, _schema, _opt, _known_args, _flag, _limit, OBJ, ARR
+from ..http import (Routes, off_loop, doc, reply, json_object, part, by_whom, per_version, _schema, _opt, _known_args, _flag, _limit,
+                            OBJ, ARR, FLAG_Q, EVERY_Q, _every)
 route = Routes()
 
 # %% auto #0
@@ -45,13 +46,15 @@ def _text(b:dict, key:str, default=None):
 
 @route("predict", "POST", "/alerts/<alert_id:str>/ack")
 @doc("Acknowledge an active alert", "alerts", OBJ, errors=(404, 422, 503),
-     body={"application/json": _schema({"by": {"type": "string"}}, required=[])}, body_required=False)
+     body={"application/json": _schema({"by": {"type": "string", "nullable": True}}, required=[])}, body_required=False)
 async def alerts_ack(request, alert_id:str):
     by = by_whom(request, _text(json_object(request), "by"))   # a named key's name; the hub key's holder may say who
     return reply(await asyncio.to_thread(_forecasting(request).alerts.ack, alert_id, by))
 
-SILENCE_BODY = {"application/json": _schema({"server": {"type": "string"}, "kind": {"type": "string", "enum": ["risk", "stale"]},
-                                             "duration": {"type": "string"}, "reason": {"type": "string"}, "by": {"type": "string"}}, required=[])}
+_NTEXT = {"type": "string", "nullable": True}   # null: as if left out
+SILENCE_BODY = {"application/json": {**_schema({"server": _NTEXT, "kind": {"type": "string", "enum": ["risk", "stale"], "nullable": True},
+                                                "duration": {**EVERY_Q, "nullable": True}, "reason": _NTEXT, "by": _NTEXT},
+                                               required=[]), "additionalProperties": False}}
 
 @route("predict", "POST", "/alerts/silence")
 @doc("Silence a server's alerts (or all; of one kind, or both) for a duration", "alerts", OBJ, errors=(422, 503), body=SILENCE_BODY, body_required=False)
@@ -59,7 +62,11 @@ async def alerts_silence(request):
     b = json_object(request)
     unknown = sorted(set(b) - {"server", "kind", "duration", "reason", "by"})
     if unknown: raise ValidationError(f"{unknown[0]}: unknown field; allowed: server, kind, duration, reason, by", field=unknown[0])
-    args = dict(server=_text(b, "server"), kind=_text(b, "kind"), duration=_text(b, "duration", "1h"), reason=_text(b, "reason", ""),
+    duration = _text(b, "duration")
+    if duration is None: duration = "1h"                  # left out or null: an hour
+    try: _every(duration)                          # as the schema says: a whole number of s, min, h or d
+    except ValueError: raise ValidationError(f"duration={duration[:40]!r}: expected a duration such as 30min or 2h", field="duration") from None
+    args = dict(server=_text(b, "server"), kind=_text(b, "kind"), duration=duration, reason=_text(b, "reason") or "",
                 by=by_whom(request, _text(b, "by")))
     return reply(await asyncio.to_thread(_forecasting(request).alerts.silence, **args))
 
@@ -129,7 +136,7 @@ def _training_jobs(runner, limit=50) -> list[dict]:
 @route("admin", "POST", "/admin/trigger-training")
 @doc("Start a training job (seed 004)", "admin", _schema({"job_id": {"type": "string"}, "message": {"type": "string"}}),
      params=[("epochs", "integer", "training epochs (default: the task's)", False),
-             ("incremental", "string", "true: start from the serving model's settings", False)], errors=(409, 422, 429, 503))
+             ("incremental", FLAG_Q, "true: start from the serving model's settings", False)], errors=(409, 422, 429, 503))
 async def admin_trigger_training(request):
     _known_args(request, ("epochs", "incremental"))
     epochs = _opt(request, "epochs", int)

@@ -8,7 +8,7 @@ import asyncio
 from urllib.parse import unquote
 from sanic.exceptions import WebsocketClosed
 from ...config import NotFound, ValidationError
-from ..http import Routes, off_loop, doc, reply, records, part, _opt, _known_args, _limit, ARR
+from ..http import Routes, off_loop, doc, reply, records, part, _opt, _known_args, _limit, ARR, _when, _every, TIME_Q, EVERY_Q
 from ..live import pump
 route = Routes()
 
@@ -67,14 +67,14 @@ HISTORY_ARGS = ("measurement", "server", "fields", "start", "stop", "every", "li
 @route("tele", "GET", "/api/history/metrics")
 @doc("Time series from the store", "telemetry", ARR, params=[
     ("measurement", "string", "measurement (default: vm)", False), ("server", "string", "one server only", False),
-    ("fields", "string", "comma-separated fields (default: all)", False), ("start", "string", "first time: ISO 8601 or relative such as -1h", False),
-    ("stop", "string", "end (excluded): ISO 8601 or relative", False), ("every", "string", "bucket such as 1min (mean per bucket)", False),
+    ("fields", "string", "comma-separated fields (default: all)", False), ("start", TIME_Q, "first time: ISO 8601 or relative such as -1h", False),
+    ("stop", TIME_Q, "end (excluded): ISO 8601 or relative", False), ("every", EVERY_Q, "bucket such as 1min (mean per bucket)", False),
     ("limit", "integer", "most points returned, earliest first (default 10000)", False)], errors=(404, 422, 503))
 async def history_metrics(request):
     _known_args(request, HISTORY_ARGS)
     q = dict(measurement=_opt(request, "measurement", default="vm"),
              fields=_opt(request, "fields", lambda v: [f.strip() for f in v.split(",") if f.strip()]),
-             start=_opt(request, "start"), stop=_opt(request, "stop"), every=_opt(request, "every"),
+             start=_opt(request, "start", _when), stop=_opt(request, "stop", _when), every=_opt(request, "every", _every),
              limit=_opt(request, "limit", _limit, 10_000))
     server = _opt(request, "server")
     await _known_names(request, q["measurement"], server)
