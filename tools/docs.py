@@ -30,10 +30,15 @@ td,th{{border:1px solid #dde2ea;padding:3px 8px}} blockquote{{color:#4b5563;bord
 <body><nav><h1>Q⊗DASH</h1>{sidebar}</nav><main>{body}</main></body></html>
 """
 
+GUIDE = "guide"   # the pages that teach using and operating qdash: right after the index, before the modules
+
 def notebooks():
-    "Notebooks in reading order: index first, then by folder (the package's layers) and number."
+    "Notebooks in reading order: index first, then the guide, then by folder (the package's layers) and number."
     nbs = [p for p in NBS.rglob("*.ipynb") if not any(part.startswith(("_", ".")) for part in p.relative_to(NBS).parts)]
-    return sorted(nbs, key=lambda p: (p.stem != "index", p.relative_to(NBS).parent.as_posix(), p.stem))
+    def key(p):
+        folder = p.relative_to(NBS).parent.as_posix()
+        return (p.stem != "index", folder != GUIDE, folder, p.stem)
+    return sorted(nbs, key=key)
 
 def rel(p: Path) -> Path: return p.relative_to(NBS)
 
@@ -86,6 +91,25 @@ def quarto_to_plain(nb):
     nb.cells = cells
     return nb
 
+_re_link = re.compile(r"(\]\()([^)\s#]+)(#[^)\s]*)?\)")
+
+def local_links(nb, p: Path):
+    """Markdown links from notebook `p` to other notebooks become links to their pages; images under nbs/ are copied
+    beside the pages. A link is relative to the notebook's folder, or, as the README's are, to the repository's root."""
+    def fix(m):
+        target = m.group(2)
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("/"): return m.group(0)
+        f = next((f for f in ((p.parent / target).resolve(), (ROOT / target).resolve()) if f.exists()), None)
+        if f is None or NBS not in f.parents: return m.group(0)
+        if f.suffix == ".ipynb": new = page_name(f)
+        else:
+            new = f.relative_to(NBS).as_posix()
+            (OUT / new).parent.mkdir(parents=True, exist_ok=True); shutil.copy(f, OUT / new)
+        return f"{m.group(1)}{new}{m.group(3) or ''})"
+    for cell in nb.cells:
+        if cell.cell_type == "markdown": cell.source = _re_link.sub(fix, cell.source)
+    return nb
+
 def build_with_nbconvert(processed: dict):
     from nbconvert import HTMLExporter
     import nbformat
@@ -97,7 +121,7 @@ def build_with_nbconvert(processed: dict):
     nbs = notebooks()
     for p in nbs:
         side = sidebar(nbs, p)
-        nb = quarto_to_plain(nbformat.read(str(processed.get(p, p)), as_version=4))
+        nb = local_links(quarto_to_plain(nbformat.read(str(processed.get(p, p)), as_version=4)), p)
         body, _ = exp.from_notebook_node(nb)
         (OUT / page_name(p)).write_text(PAGE.format(title=html.escape(title_of(p)), sidebar=side, body=body), encoding="utf-8")
     print(f"docs: {len(nbs)} pages in {OUT.relative_to(ROOT)}/")
