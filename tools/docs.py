@@ -6,7 +6,7 @@ in `_proc/`; then, where `quarto` is on PATH, `nbdev-docs` renders the site as u
 install Quarto, so otherwise nbconvert renders each processed notebook to HTML inside one page template with a
 sidebar listing every notebook and an index page from nbs/index.ipynb.
 """
-import html, json, os, re, shutil, subprocess, sys
+import functools, html, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,10 +30,15 @@ td,th{{border:1px solid #dde2ea;padding:3px 8px}} blockquote{{color:#4b5563;bord
 <body><nav><h1>Q⊗DASH</h1>{sidebar}</nav><main>{body}</main></body></html>
 """
 
+GUIDE = "guide"   # the pages that teach using and operating qdash: right after the index, before the modules
+
 def notebooks():
-    "Notebooks in reading order: index first, then by folder (the package's layers) and number."
+    "Notebooks in reading order: index first, then the guide, then by folder (the package's layers) and number."
     nbs = [p for p in NBS.rglob("*.ipynb") if not any(part.startswith(("_", ".")) for part in p.relative_to(NBS).parts)]
-    return sorted(nbs, key=lambda p: (p.stem != "index", p.relative_to(NBS).parent.as_posix(), p.stem))
+    def key(p):
+        folder = p.relative_to(NBS).parent.as_posix()
+        return (p.stem != "index", folder != GUIDE, folder, p.stem)
+    return sorted(nbs, key=key)
 
 def rel(p: Path) -> Path: return p.relative_to(NBS)
 
@@ -86,6 +91,35 @@ def quarto_to_plain(nb):
     nb.cells = cells
     return nb
 
+@functools.cache
+def _nbdev_pages() -> dict:
+    "nbdev's links to API docs (`/hub/guard.html#read_keys`, Quarto's page names) -> this site's page names."
+    from nbdev.config import nbpath2html
+    return {"/" + nbpath2html(rel(p)).as_posix(): page_name(p) for p in notebooks()}
+
+_re_link = re.compile(r"(\]\()([^)\s#]+)(#[^)\s]*)?\)")
+
+def local_links(nb, p: Path):
+    """Markdown links from notebook `p` to other notebooks, and nbdev's links to API docs, become links to this site's
+    pages; images under nbs/ are copied beside the pages. A link is relative to the notebook's folder, or, as the README's are, to the repository's root."""
+    def fix(m):
+        target = m.group(2)
+        if target in _nbdev_pages(): return f"{m.group(1)}{_nbdev_pages()[target]}{m.group(3) or ''})"
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("/"): return m.group(0)
+        f = next((f for f in ((p.parent / target).resolve(), (ROOT / target).resolve()) if f.exists()), None)
+        if f is None or NBS not in f.parents: return m.group(0)
+        if f.suffix == ".ipynb": new = page_name(f)
+        else:
+            new = f.relative_to(NBS).as_posix()
+            (OUT / new).parent.mkdir(parents=True, exist_ok=True); shutil.copy(f, OUT / new)
+        return f"{m.group(1)}{new}{m.group(3) or ''})"
+    for cell in nb.cells:
+        if cell.cell_type == "markdown": cell.source = _re_link.sub(fix, cell.source)
+        for out in cell.get("outputs", []):      # show_doc's signatures and docstrings
+            md = out.get("data", {}).get("text/markdown")
+            if md: out["data"]["text/markdown"] = _re_link.sub(fix, md)
+    return nb
+
 def build_with_nbconvert(processed: dict):
     from nbconvert import HTMLExporter
     import nbformat
@@ -97,7 +131,7 @@ def build_with_nbconvert(processed: dict):
     nbs = notebooks()
     for p in nbs:
         side = sidebar(nbs, p)
-        nb = quarto_to_plain(nbformat.read(str(processed.get(p, p)), as_version=4))
+        nb = local_links(quarto_to_plain(nbformat.read(str(processed.get(p, p)), as_version=4)), p)
         body, _ = exp.from_notebook_node(nb)
         (OUT / page_name(p)).write_text(PAGE.format(title=html.escape(title_of(p)), sidebar=side, body=body), encoding="utf-8")
     print(f"docs: {len(nbs)} pages in {OUT.relative_to(ROOT)}/")
@@ -110,8 +144,29 @@ def _imports_plus_code(src: str) -> bool:
     has_import = any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree))
     return has_import and any(not isinstance(n, (ast.Import, ast.ImportFrom)) for n in tree.body)
 
+def split_title_cell(nb):
+    """The first markdown cell's text after its `# title` and `> description` lines, as a cell of its own.
+
+    nbdev's frontmatter processor takes the first markdown cell as the page's title and description and drops the
+    whole cell, so an introduction written under the title (the house anatomy, and the index's Quick start) never
+    reached the site."""
+    import nbformat
+    for i, c in enumerate(nb.cells):
+        if c.cell_type != "markdown": continue
+        lines = c.source.splitlines()
+        if not lines or not lines[0].startswith("# "): return nb
+        j = 1
+        while j < len(lines) and (not lines[j].strip() or lines[j].startswith(">")): j += 1
+        rest = "\n".join(lines[j:]).strip()
+        if rest:
+            c.source = "\n".join(lines[:j]).rstrip()
+            nb.cells.insert(i + 1, nbformat.v4.new_markdown_cell(rest))
+        return nb
+    return nb
+
 def staged_notebooks() -> Path:
-    """Copies of the notebooks for nbdev's processing, with `#| eval: false` on example cells that import and compute.
+    """Copies of the notebooks for nbdev's processing, with `#| eval: false` on example cells that import and compute,
+    and the title cell's introduction split from it (`split_title_cell`).
 
     nbdev's docs pass executes exported cells and every cell containing an import (so that `show_doc` can see
     the objects); an example cell that also computes would run without the cells before it and fail. Those
@@ -124,6 +179,7 @@ def staged_notebooks() -> Path:
         for c in nb.cells:
             if c.cell_type == "code" and not re.search(r"^#\|\s*export", c.source, re.M) and _imports_plus_code(c.source):
                 c.source = "#| eval: false\n" + c.source
+        split_title_cell(nb)
         (SRC / rel(p)).parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, str(SRC / rel(p)))
     for extra in NBS.glob("*.yml"): shutil.copy(extra, SRC / extra.name)
