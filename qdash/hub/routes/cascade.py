@@ -15,7 +15,7 @@ __all__ = ['route', 'cascade_status', 'cascade_health']
 def _watch(request): return part(request, "fleet", "cascade detector")
 
 @route("fleet", "GET", "/cascade/status", limit="cascade_status")
-@doc("Cascade detection status, recent events and thresholds (seed 004)", "fleet",
+@doc("Cascade detection status, recent events and thresholds", "fleet",
      _schema({"current_status": {"type": "object"}, "tracking": {"type": "object"}, "recent_events": {"type": "array"},
               "event_count": {"type": "integer"}, "thresholds": {"type": "object"}}), errors=(503,))
 async def cascade_status(request):

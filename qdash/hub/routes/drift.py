@@ -17,7 +17,7 @@ def _monitor(request): return part(request, "drift", "drift monitor").monitor
 NUMS = _schema({k: {"type": "number", "nullable": True} for k in METRICS})
 
 @route("watch", "GET", "/drift/status", limit="drift_status")
-@doc("Model drift status: PER, DSS, FDS and anomaly rate against thresholds (seed 004)", "drift",
+@doc("Model drift status: PER, DSS, FDS and anomaly rate against thresholds", "drift",
      _schema({"drift_detected": {"type": "boolean"}, "auto_retrain_enabled": {"type": "boolean"},
               "last_retrain": {"type": "string", "nullable": True}, "next_check": {"type": "string", "nullable": True},
               "metrics": NUMS, "thresholds": NUMS}), errors=(503,))
@@ -25,7 +25,7 @@ async def drift_status(request):
     return reply(_monitor(request).status())
 
 @route("watch", "GET", "/drift/report", limit="drift_report")
-@doc("Drift report: per-metric and per-feature status, recommendations, auto-retrain (seed 004)", "drift",
+@doc("Drift report: per-metric and per-feature status, recommendations, auto-retrain", "drift",
      _schema({"report_timestamp": {"type": "string", "nullable": True}, "overall_health": {"type": "string"},
               "needs_retraining": {"type": "boolean"}, "metrics": OBJ, "feature_drift": OBJ,
               "recommendations": {"type": "array", "items": {"type": "string"}}, "auto_retrain": OBJ}), errors=(503,))

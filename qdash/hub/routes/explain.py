@@ -19,7 +19,7 @@ EXPLAIN = _schema({"server_name": {"type": "string"}, "prediction": OBJ,
                    "counterfactuals": ARR})
 
 @route("predict", "GET", "/explain/<server_name:path>", limit="explain")
-@doc("Why a server is at risk: top features, attention, counterfactuals (seed 004)", "predictions", EXPLAIN, errors=(404, 409, 503))
+@doc("Why a server is at risk: top features, attention, counterfactuals", "predictions", EXPLAIN, errors=(404, 409, 503))
 async def explain(request, server_name:str):
     ex = part(request, "explanations", "forecaster")
     name = unquote(server_name)   # names are any text: clients percent-encode them

@@ -26,7 +26,7 @@ def _args(request, *extra) -> dict:
     return out
 
 @route("watch", "GET", "/historical/summary")
-@doc("Alert totals by level, resolution time, incidents prevented (seed 004)", "history",
+@doc("Alert totals by level, resolution time, incidents prevented", "history",
      _schema({"success": {"type": "boolean"}, "time_range": {"type": "string"}, "total_alerts": {"type": "integer"},
               "alerts_by_level": OBJ, "avg_resolution_time_minutes": {"type": "number", "nullable": True},
               "incidents_prevented": {"type": "integer"}}), params=[TR], errors=(422,))
@@ -35,14 +35,14 @@ async def historical_summary(request):
     return reply(await off_loop(request.app, summary, part(request, "store", "store"), a["time_range"], request.app.ctx.settings))
 
 @route("watch", "GET", "/historical/alerts")
-@doc("Alerts open at some time in a range, newest first (seed 004)", "history",
+@doc("Alerts open at some time in a range, newest first", "history",
      _schema({"success": {"type": "boolean"}, "count": {"type": "integer"}, "alerts": ARR}), params=[TR, SRV], errors=(422,))
 async def historical_alerts(request):
     a = _args(request, "server_name")
     return reply(await off_loop(request.app, alert_history, part(request, "store", "store"), a["time_range"], a["server_name"]))
 
 @route("watch", "GET", "/historical/server/<server_name:path>")
-@doc("One server's bucketed telemetry, its min/mean/max and its alerts over a range (seed 004)", "history",
+@doc("One server's bucketed telemetry, its min/mean/max and its alerts over a range", "history",
      _schema({"success": {"type": "boolean"}, "server_name": {"type": "string"}, "timestamps": {"type": "array"},
               "metrics": OBJ, "stats": OBJ, "alerts": ARR}), params=[TR], errors=(404, 422))
 async def historical_server(request, server_name:str):
@@ -76,13 +76,13 @@ async def stream_csv(request, chunks, # a generator of CSV text (qdash.history e
     await resp.eof()
 
 @route("watch", "GET", "/historical/export/alerts")
-@csv_doc("Alerts of a range as a CSV download (seed 004)", [TR, SRV])
+@csv_doc("Alerts of a range as a CSV download", [TR, SRV])
 async def export_alerts_csv(request):
     a = _args(request, "server_name")
     await stream_csv(request, export_alerts(part(request, "store", "store"), a["time_range"], a["server_name"]), "alerts", a["time_range"])
 
 @route("watch", "GET", "/historical/export/environment")
-@csv_doc("Telemetry of a range as a CSV download, streamed slice by slice (seed 004)",
+@csv_doc("Telemetry of a range as a CSV download, streamed slice by slice",
          [TR, SRV, ("every", EVERY_Q, "bucket width such as 5min (default: raw up to 8h, else 1min/5min/15min)", False)])
 async def export_environment_csv(request):
     a = _args(request, "server_name", "every")

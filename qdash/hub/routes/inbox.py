@@ -44,33 +44,33 @@ ALERT_BODY = _closed(_schema({"level": {"type": "string", "enum": list(ALERT_LEV
 HEALTH_BODY = _closed(_schema({"system_health": {"type": "string", "enum": list(HEALTH)}}))
 
 @route("inbox", "PUT", "/api/jobs/<job_id:str>")
-@doc("Add or update another system's job (seed 001's AddJob); listed in /api/jobs with origin external", "inbox", JOB,
+@doc("Add or update another system's job; listed in /api/jobs with origin external", "inbox", JOB,
      body={"application/json": JOB_BODY}, errors=(409, 422, 503))
 async def put_external_job(request, job_id:str):
     return reply(await _report(request, put_job, job_id))
 
 @route("inbox", "POST", "/api/calibration/telemetry")
-@doc("Report a calibration point ψ, ρ, ω (seed 000's update_telemetry); it shows in /api/status and /api/history", "inbox",
+@doc("Report an external calibrator's point ψ, ρ, ω; it shows in /api/status and /api/history", "inbox",
      _schema({"timestamp": TEXT, "job_id": {"type": "string", "nullable": True}, "psi": NUM, "rho": NUM, "omega": NUM,
               "algorithm": TEXT}), body={"application/json": CALIBRATION_BODY}, errors=(409, 422, 503), status=201)
 async def calibration_telemetry(request):
     return reply(await _report(request, report_calibration), status=201)
 
 @route("inbox", "PUT", "/api/metrics/jobs")
-@doc("Replace the host's job counters (seed 001's UpdateJobMetrics); they add to the runner's in /api/metrics", "inbox",
+@doc("Replace the host's job counters; they add to the runner's in /api/metrics", "inbox",
      _schema({**{k: INT for k in COUNTERS}, "updated_at": TEXT}), body={"application/json": COUNTERS_BODY}, errors=(422, 503))
 async def put_job_counters(request):
     return reply(await _report(request, put_counters))
 
 @route("inbox", "POST", "/api/metrics/alerts")
-@doc("Add the host's alert (seed 001's AddAlert; level info is served as healthy)", "inbox",
+@doc("Add the host's alert (level info is served as healthy)", "inbox",
      _schema({"id": TEXT, "level": TEXT, "source": TEXT, "message": TEXT, "timestamp": TEXT}),
      body={"application/json": ALERT_BODY}, errors=(422, 503), status=201)
 async def post_alert(request):
     return reply(await _report(request, add_alert), status=201)
 
 @route("inbox", "PUT", "/api/metrics/health")
-@doc("Set the host's system health (seed 001's SetSystemHealth); /api/metrics shows the worse of it and the hub's", "inbox",
+@doc("Set the host's system health; /api/metrics shows the worse of it and the hub's", "inbox",
      _schema({"system_health": TEXT, "updated_at": TEXT}), body={"application/json": HEALTH_BODY}, errors=(422, 503))
 async def put_health(request):
     return reply(await _report(request, set_health))

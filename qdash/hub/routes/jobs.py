@@ -37,7 +37,7 @@ def _list_args(request) -> dict:
     return dict(limit=_opt(request, "limit", _limit, 50), job_type=_opt(request, "job_type"), status=_opt(request, "status"))
 
 @route("jobs", "GET", "/api/jobs")
-@doc("Recent jobs, newest first (seeds 000, 001)", "jobs", {"type": "array", "items": JOB}, params=[
+@doc("Recent jobs, newest first", "jobs", {"type": "array", "items": JOB}, params=[
     ("limit", "integer", "most jobs returned (default 50)", False),
     ("job_type", {"type": "string", "enum": list(JOB_TYPES)}, "only this type: " + ", ".join(JOB_TYPES), False),
     ("status", {"type": "string", "enum": list(STATUSES)}, "only this status: " + ", ".join(STATUSES), False)], errors=(422, 503))
@@ -45,7 +45,7 @@ async def jobs_list(request):
     return reply(await _call(request, "list", **_list_args(request)))
 
 @route("jobs", "GET", "/api/jobs/<job_id:str>")
-@doc("One job (seeds 000, 001)", "jobs", JOB, errors=(404, 503))
+@doc("One job", "jobs", JOB, errors=(404, 503))
 async def jobs_one(request, job_id:str):
     return reply(await _call(request, "get", job_id))
 
@@ -56,7 +56,7 @@ CALIBRATION_BODY = {"application/json": {**_schema({"algorithm": {"type": "strin
                                                  "seed": {"type": "integer", "minimum": 0, "nullable": True}}, required=[]), "additionalProperties": False}}
 
 @route("jobs", "POST", "/api/control/start_calibration")
-@doc("Start a calibration run (seed 000)", "calibration", _schema({"job_id": {"type": "string"}, "message": {"type": "string"}}),
+@doc("Start a calibration run", "calibration", _schema({"job_id": {"type": "string"}, "message": {"type": "string"}}),
      errors=(422, 429, 503), body=CALIBRATION_BODY, body_required=False)
 async def start_calibration(request):
     job = await _call(request, "submit", "calibration", json_object(request), by=by_whom(request))
@@ -64,7 +64,7 @@ async def start_calibration(request):
     return reply({"job_id": job["id"], "message": f"Calibration job started ({p['algorithm']}, {p['mode']})"})
 
 @route("jobs", "GET", "/api/history")
-@doc("ψ/ρ/ω history of calibration runs (seed 000)", "calibration", ARR,
+@doc("ψ/ρ/ω history of calibration runs", "calibration", ARR,
      params=[("limit", "integer", "newest runs returned (default 1000)", False)], errors=(422,))
 async def calibration_history(request):
     _known_args(request, ("limit",))
@@ -76,7 +76,7 @@ TASK_BODY = {"application/json": {**_schema({"task": {"type": "string", "enum": 
                                              "name": {"type": "string"}}, required=["task"]), "additionalProperties": False}}
 
 @route("tasks", "POST", "/api/tasks")
-@doc("Submit a task (seed 003)", "tasks", JOB, errors=(422, 429, 503), body=TASK_BODY, status=201)
+@doc("Submit a task", "tasks", JOB, errors=(422, 429, 503), body=TASK_BODY, status=201)
 async def tasks_submit(request):
     b = json_object(request)
     unknown = sorted(set(b) - {"task", "params", "name"})
@@ -88,41 +88,41 @@ async def tasks_submit(request):
     return reply(job, status=201)
 
 @route("tasks", "GET", "/api/tasks")
-@doc("Tasks, newest first (seed 003)", "tasks", {"type": "array", "items": JOB}, params=[
+@doc("Tasks, newest first", "tasks", {"type": "array", "items": JOB}, params=[
     ("limit", "integer", "most tasks returned (default 50)", False), ("job_type", {"type": "string", "enum": list(JOB_TYPES)}, "only this type", False),
     ("status", {"type": "string", "enum": list(STATUSES)}, "only this status", False)], errors=(422, 503))
 async def tasks_list(request): return await jobs_list(request)   # seed 003's name for the same list
 
 @route("tasks", "GET", "/api/tasks/<task_id:str>")
-@doc("One task (seed 003)", "tasks", JOB, errors=(404, 503))
+@doc("One task", "tasks", JOB, errors=(404, 503))
 async def tasks_one(request, task_id:str):
     return reply(await _call(request, "get", task_id))
 
 @route("tasks", "DELETE", "/api/tasks/<task_id:str>")
-@doc("Cancel a pending or running task (seed 003)", "tasks", JOB, errors=(404, 409, 503))
+@doc("Cancel a pending or running task", "tasks", JOB, errors=(404, 409, 503))
 async def tasks_cancel(request, task_id:str):
     return reply(await _call(request, "cancel", task_id))
 
 @route("tasks", "GET", "/api/tasks/<task_id:str>/logs")
-@doc("A task's log lines (seed 003)", "tasks", _schema({"id": {"type": "string"}, "lines": {"type": "array", "items": {"type": "string"}}}),
+@doc("A task's log lines", "tasks", _schema({"id": {"type": "string"}, "lines": {"type": "array", "items": {"type": "string"}}}),
      errors=(404, 503))
 async def tasks_logs(request, task_id:str):
     return reply({"id": task_id, "lines": await _call(request, "logs", task_id)})
 
 # %% ../../../nbs/hub/routes/01_jobs.ipynb #c014
 @route("workers", "GET", "/api/workers")
-@doc("Workers (seed 003)", "workers", ARR, errors=(503,))
+@doc("Workers", "workers", ARR, errors=(503,))
 async def workers_list(request):
     return reply(await _call(request, "workers"))
 
 @route("workers", "GET", "/api/workers/<worker_id:path>")
-@doc("One worker (seed 003)", "workers", OBJ, errors=(404, 503))
+@doc("One worker", "workers", OBJ, errors=(404, 503))
 async def workers_one(request, worker_id:str):
     worker_id = unquote(worker_id)   # ids are host:pid; clients percent-encode them
     return reply(await _call(request, "worker", worker_id))
 
 @route("workers", "GET", "/api/workers/<worker_id:path>/metrics")
-@doc("A worker's telemetry history (seed 003)", "workers", ARR,
+@doc("A worker's telemetry history", "workers", ARR,
      params=[("limit", "integer", "most points, newest (default 1000)", False)], errors=(404, 422, 503))
 async def workers_metrics(request, worker_id:str):
     worker_id = unquote(worker_id)   # ids are host:pid; clients percent-encode them
@@ -133,7 +133,7 @@ async def workers_metrics(request, worker_id:str):
     return reply(records(df.tail(limit)))
 
 @route("workers", "GET", "/api/workers/<worker_id:path>/tasks")
-@doc("The tasks a worker ran (seed 003)", "workers", {"type": "array", "items": JOB},
+@doc("The tasks a worker ran", "workers", {"type": "array", "items": JOB},
      params=[("limit", "integer", "most tasks (default 50)", False)], errors=(404, 422, 503))
 async def workers_tasks(request, worker_id:str):
     worker_id = unquote(worker_id)   # ids are host:pid; clients percent-encode them

@@ -20,7 +20,7 @@ __all__ = ['route', 'SILENCE_BODY', 'NOTIFY_STATUS', 'TRAINING_TASK', 'predictio
 def _forecasting(request): return part(request, "forecasting", "forecaster")
 
 @route("predict", "GET", "/predictions/current", limit="predictions_current")
-@doc("Forecasts, risk scores, fleet summary and alerts of the last inference cycle (seed 004)", "predictions",
+@doc("Forecasts, risk scores, fleet summary and alerts of the last inference cycle", "predictions",
      _schema({"predictions": OBJ, "summary": OBJ, "alerts": ARR, "timestamp": {"type": "string"}}), errors=(503,))
 async def predictions_current(request):
     f = _forecasting(request)
@@ -28,7 +28,7 @@ async def predictions_current(request):
     return reply(await asyncio.to_thread(per_version, request.app, "predictions", f.cycle, lambda: f.payload))
 
 @route("predict", "GET", "/alerts/active", limit="alerts_active")
-@doc("Active alerts, highest risk first (seed 004)", "alerts",
+@doc("Active alerts, highest risk first", "alerts",
      _schema({"timestamp": {"type": "string"}, "count": {"type": "integer"}, "alerts": ARR}), errors=(503,))
 async def alerts_active(request):
     _known_args(request, ("include_silenced",))
@@ -105,7 +105,7 @@ async def alerts_notifications(request):
 
 # %% ../../../nbs/hub/routes/03_predictions.ipynb #c016
 @route("admin", "GET", "/admin/models", role="admin")
-@doc("Models in the registry, newest first, with the active one marked (seed 004)", "admin",
+@doc("Models in the registry, newest first, with the active one marked", "admin",
      _schema({"models": ARR, "active": {"type": "string", "nullable": True}, "directory": {"type": "string"}}), errors=(503,))
 async def admin_models(request):
     reg = _forecasting(request).registry
@@ -113,7 +113,7 @@ async def admin_models(request):
     return reply({"models": models, "active": reg.active_name(), "directory": str(reg.dir)})
 
 @route("admin", "POST", "/admin/reload-model")
-@doc("Load a model and make it the serving one (seed 004)", "admin", OBJ,
+@doc("Load a model and make it the serving one", "admin", OBJ,
      params=[("model_path", "string", "a model in the registry: its name, or the registry's relative path to it such as "
               "models/tft-fleet45 (default: the active model); paths outside [model] dir are refused", False)],
      errors=(404, 422, 503))
@@ -134,7 +134,7 @@ def _training_jobs(runner, limit=50) -> list[dict]:
     return runner.list(limit=limit, job_type="training")
 
 @route("admin", "POST", "/admin/trigger-training")
-@doc("Start a training job (seed 004)", "admin", _schema({"job_id": {"type": "string"}, "message": {"type": "string"}}),
+@doc("Start a training job", "admin", _schema({"job_id": {"type": "string"}, "message": {"type": "string"}}),
      params=[("epochs", "integer", "training epochs (default: the task's)", False),
              ("incremental", FLAG_Q, "true: start from the serving model's settings", False)], errors=(409, 422, 429, 503))
 async def admin_trigger_training(request):
@@ -149,7 +149,7 @@ async def admin_trigger_training(request):
     return reply({"job_id": job["id"], "message": "Training job started"})
 
 @route("admin", "GET", "/admin/training-status", role="admin")
-@doc("The newest training job (seed 004)", "admin", _schema({"training": {"type": "boolean"}, "job": {"type": "object", "nullable": True}}),
+@doc("The newest training job", "admin", _schema({"training": {"type": "boolean"}, "job": {"type": "object", "nullable": True}}),
      errors=(503,))
 async def admin_training_status(request):
     runner = part(request, "runner", "job runner")
@@ -158,7 +158,7 @@ async def admin_training_status(request):
     return reply({"training": bool(job and job["status"] not in FINISHED), "job": job})
 
 @route("admin", "GET", "/admin/training-stats", role="admin")
-@doc("Training history and the serving model's validation figures (seed 004)", "admin", OBJ, errors=(503,))
+@doc("Training history and the serving model's validation figures", "admin", OBJ, errors=(503,))
 async def admin_training_stats(request):
     f, runner = _forecasting(request), part(request, "runner", "job runner")
     jobs = await asyncio.to_thread(_training_jobs, runner, 1000)

@@ -26,7 +26,7 @@ HEALTH = _schema({"status": {"type": "string"}, "service": {"type": "string"}, "
                   "checks": OBJ, "sources": OBJ})
 
 @route("status", "GET", "/health", public=True)
-@doc("Is the hub up? (seeds 003, 004): healthy, degraded or unhealthy; each part in checks, each source's up in sources",
+@doc("Is the hub up? healthy, degraded or unhealthy; each part in checks, each source's up in sources",
      "status", HEALTH, public=True)
 async def health(request):
     c = request.app.ctx
@@ -40,7 +40,7 @@ API_HEALTH = _schema({"status": {"type": "string"}, "service": {"type": "string"
                       "enum": ["healthy", "degraded", "unhealthy"]}, "unhealthy_parts": {"type": "array", "items": {"type": "string"}}})
 
 @route("status", "GET", "/api/health", public=True)
-@doc("Is the hub up? (seed 000): status is ok when healthy, else the health word", "status", API_HEALTH, public=True)
+@doc("Is the hub up? status is ok when healthy, else the health word", "status", API_HEALTH, public=True)
 async def api_health(request):
     "Seed 000's clients check `status == \"ok\"`; `health` is the hub's word and `unhealthy_parts` says why it is not healthy."
     parts = _parts(request.app.ctx)        # state only, as /health: never waits on the store
@@ -58,7 +58,7 @@ def build_status(app) -> dict:
             "backend_health": {k: bool(v) for k, v in _parts(c).items()}, "last_update": cal["last_update"]}
 
 @route("status", "GET", "/status", public=True)
-@doc("Daemon status: the model serving, the last prediction, servers tracked (seed 004)", "status",
+@doc("Daemon status: the model serving, the last prediction, servers tracked", "status",
      _schema({"servers_tracked": {"type": "integer"}, "uptime_seconds": {"type": "number"}, "model_loaded": {"type": "boolean"},
               "last_prediction": {"type": "string", "nullable": True}}), public=True)
 async def daemon_status(request):
@@ -69,7 +69,7 @@ async def daemon_status(request):
     return reply(c.services.status())     # state only: never waits on the store
 
 @route("status", "GET", "/api/status")
-@doc("System status (seed 000)", "status", _schema({"backend_health": OBJ, "last_update": {"type": "string", "nullable": True}}))
+@doc("System status", "status", _schema({"backend_health": OBJ, "last_update": {"type": "string", "nullable": True}}))
 async def api_status(request):
     return reply(await cached(request.app, "status", build_status))
 
@@ -102,7 +102,7 @@ def build_metrics(app) -> dict:
     return merge_reports(out, reports(sv.store)) if sv is not None and sv.store is not None else out   # what other systems pushed
 
 @route("status", "GET", "/api/metrics")
-@doc("Metrics snapshot (seed 001), as pushed on /ws", "status",
+@doc("Metrics snapshot, as pushed on /ws", "status",
      _schema({k: {"type": "number"} for k in ("http_requests", "http_errors", "avg_response_time", "memory_usage", "cpu_usage")}))
 async def api_metrics(request):
     return reply(await cached(request.app, "metrics", build_metrics))

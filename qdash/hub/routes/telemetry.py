@@ -44,12 +44,12 @@ def latest_all(store) -> dict:
     return out
 
 @route("tele", "GET", "/telemetry")
-@doc("Newest telemetry of every server and worker (seed 003)", "telemetry", errors=(503,))
+@doc("Newest telemetry of every server and worker", "telemetry", errors=(503,))
 async def telemetry(request):
     return reply(await off_loop(request.app, latest_all, part(request, "store", "store")))
 
 @route("tele", "GET", "/telemetry/<server_id:path>")
-@doc("Newest telemetry of one server or worker (seed 003)", "telemetry", errors=(404, 503))
+@doc("Newest telemetry of one server or worker", "telemetry", errors=(404, 503))
 async def telemetry_one(request, server_id:str):
     server_id = unquote(server_id)   # ids may hold any character, "/" included, sent percent-encoded
     got = (await off_loop(request.app, latest_all, part(request, "store", "store"))).get(server_id)
@@ -57,7 +57,7 @@ async def telemetry_one(request, server_id:str):
     return reply(got)
 
 @route("tele", "GET", "/workers")
-@doc("Workers and their newest telemetry (seed 003)", "telemetry", ARR, errors=(503,))
+@doc("Workers and their newest telemetry", "telemetry", ARR, errors=(503,))
 async def workers(request):
     got = await off_loop(request.app, latest_by, part(request, "store", "store"), "worker")
     return reply([{"worker_id": k, **v} for k, v in got.items()])
