@@ -62,7 +62,8 @@ def health_html(feed:LiveFeed) -> str:
             head += f'<span class="qd-muted qd-reasons">{esc("; ".join(f["reasons"]))}</span>'
     else:
         status = m.get("system_health", "unknown")
-        head = (f'<span class="qd-muted">fleet health</span><span class="qd-status qd-lvl-{esc(status)}">'
+        tone = "warning" if status == "degraded" else status   # seed 001's degraded is orange (seed 004's yellow is a forecast level)
+        head = (f'<span class="qd-muted">fleet health</span><span class="qd-status qd-lvl-{esc(tone)}">'
                 f'{esc(status).upper()}</span>')
     summ = (feed.predictions or {}).get("summary") or {}
     forecast = f' · {fmt_num(summ.get("total_servers"))} forecast' if summ else ""
