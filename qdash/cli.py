@@ -49,6 +49,7 @@ def cmd_serve(args, settings):
     "Run the hub."
     changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if changes: settings = settings.updated({"server": changes})
+    if args.enable_retraining: settings = settings.updated({"model": {"auto_retrain": True}})   # seed 004's flag: this run only
     importlib.import_module("qdash.hub.app").serve(settings)
 
 def cmd_collect(args, settings):
@@ -99,6 +100,8 @@ def make_parser() -> argparse.ArgumentParser:
     if _installed("sanic", "sanic_ext"):
         s = sub.add_parser("serve", help="run the hub (REST + WebSocket API)")
         s.add_argument("--host"); s.add_argument("--port", type=int)
+        s.add_argument("--enable-retraining", action="store_true",
+                       help="start a training job when drift persists ([model] auto_retrain = true for this run)")
         s.set_defaults(func=cmd_serve)
     if _installed("psutil"):
         s = sub.add_parser("collect", help="collect telemetry in the foreground")

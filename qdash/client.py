@@ -8,7 +8,7 @@ import asyncio, random
 from typing import AsyncIterator
 import httpx, orjson, pandas as pd
 from fastcore.basics import patch
-from .config import QdashError, NotFound, ValidationError, Settings, load_settings
+from .config import QdashError, ConfigError, NotFound, ValidationError, Settings, load_settings
 from .timeutil import iso
 
 # %% auto #0
@@ -34,10 +34,11 @@ def _raise_for(r:httpx.Response):
 
 # %% ../nbs/11_client.ipynb #c008
 def default_url(settings:Settings) -> str:
-    "The hub's URL as `qdash serve` with these settings listens on it."
+    "The hub's URL as `qdash serve` with these settings listens on it (https with `[server] tls_cert`)."
     host = settings.server.host
     host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    return f"http://{host}:{settings.server.port}"
+    if settings.server.port is None: raise ConfigError("[server] port is empty, so there is no hub URL to default to: pass url=", field="server.port")
+    return f"{'https' if settings.server.tls_cert else 'http'}://{host}:{settings.server.port}"
 
 class Client:
     "A hub's REST routes as methods, and its WebSocket streams as async iterators."

@@ -162,11 +162,20 @@ class Setting:
     env_alias: str|None = None  # a conventional environment variable also accepted (secrets)
 
 S = Setting
+
+def _or_empty(kind:Kind) -> Kind:
+    "`kind`, or empty text for None: a key whose emptiness means something (its help says what)."
+    return Kind(kind.expected, lambda s: None if not s.strip() else kind.parse(s))
+
 _SOURCES = _enum("simulator", "host", "libvirt")
 SCHEMA: dict[str, dict[str, Setting]] = {
   "server": dict(
     host=S(STR, "127.0.0.1", "address the hub listens on"),
-    port=S(PORT, "8080", "port the hub listens on"),
+    port=S(_or_empty(PORT), "8080", "port the hub listens on (empty, seed 003's 'no HTTP server': `qdash serve` refuses it; "
+           "`qdash collect` collects without an HTTP server)"),
+    tls_cert=S(_path(allow=("",)), "", "certificate chain (PEM) the hub serves HTTPS and WSS with, beside tls_key; "
+               "set both or neither; empty: plain HTTP"),
+    tls_key=S(_path(allow=("",)), "", "private key (PEM, unencrypted) of tls_cert; both are read when the hub starts"),
     update_interval=S(DURATION, "1s", "how often /ws pushes the metrics snapshot"),
     max_ws_clients=S(_int_range(1, 100000), "200", "WebSocket clients served at once; more are refused"),
     ws_queue=S(_int_range(1, 100000), "100", "messages buffered per WebSocket client before it is dropped as slow"),

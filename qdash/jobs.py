@@ -226,6 +226,7 @@ class JobRunner:
         self._futures: dict[str, cf.Future] = {}
         self._dirty: set[str] = set()
         self._finishing: set[str] = set()
+        self._stop_asked: set[str] = set()   # jobs cancel() was called for: out of the queue even before a worker drops them
         self._workers: dict[str, dict] = {}
         self._procs: dict[int, psutil.Process] = {}
         self._listeners: list[Callable[[dict], None]] = []
@@ -475,6 +476,7 @@ def cancel(self:JobRunner, job_id:str) -> dict:
         from distributed import Event
         Event(f"{self.channel.name}-stop-{job_id}", client=self.client).set()
     else: self.channel.flags[job_id] = True
+    with self._lock: self._stop_asked.add(job_id)
     fut = self._futures.get(job_id)
     if fut is not None: fut.cancel()  # succeeds only if it has not started; its done-callback records that
     return self.get(job_id)
@@ -547,8 +549,9 @@ def counts(self:JobRunner) -> dict:
         by_status[d.get("status", "pending")] = by_status.get(d.get("status", "pending"), 0) + 1
     with self._lock:
         live = {j.id: j.status for j in self._jobs.values()}
+        queued = sum(1 for j in self._jobs.values() if j.status == "pending" and j.id not in self._stop_asked)
     return {"jobs_active": by_status["running"], "jobs_completed": by_status["completed"], "jobs_failed": by_status["failed"],
-            "jobs_pending": by_status["pending"], "queue_length": by_status["pending"], "jobs_cancelled": by_status["cancelled"],
+            "jobs_pending": by_status["pending"], "queue_length": queued, "jobs_cancelled": by_status["cancelled"],
             "jobs_interrupted": by_status["interrupted"], "provider_stats": providers, "jobs_in_process": len(live)}
 
 @patch

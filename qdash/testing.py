@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_testing.ipynb #c002
 from __future__ import annotations
-import atexit, importlib, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import atexit, importlib, os, re, shutil, signal, socket, ssl, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 import httpx, requests
 from fastcore.basics import patch
@@ -12,8 +12,8 @@ from .config import QdashError, ValidationError, Settings, load_settings
 from .store import StoreUnavailable, _iql_ident
 
 # %% auto #0
-__all__ = ['PARTS', 'CHROMIUM_ARGS', 'MissingPart', 'need', 'free_port', 'HubProcess', 'SilentServer', 'InfluxServer',
-           'launch_chromium', 'DashboardProcess', 'HookReceiver', 'AlertmanagerServer']
+__all__ = ['PARTS', 'CHROMIUM_ARGS', 'MissingPart', 'need', 'free_port', 'HubProcess', 'self_signed_cert', 'SilentServer',
+           'InfluxServer', 'launch_chromium', 'DashboardProcess', 'HookReceiver', 'AlertmanagerServer']
 
 # %% ../nbs/14_testing.ipynb #c003b
 class MissingPart(QdashError):
@@ -26,6 +26,7 @@ PARTS = {   # part -> (the Python module to import or the file that must exist, 
     "playwright": ("playwright.sync_api", "playwright (pip, in the dev extra)"),
     "chromium": ("/usr/bin/chromium", "Debian's chromium"),
     "influxd": ("/usr/bin/influxd", "Debian's influxdb"),
+    "openssl": ("/usr/bin/openssl", "Debian's openssl"),
 }
 
 def need(part:str): # one of PARTS
@@ -51,14 +52,17 @@ class HubProcess:
     def __init__(self, env:dict|None=None,  # extra QDASH__* variables (sources, limits, ...)
                  data_dir=None,             # store, spool and key file go here; default: a new temporary directory
                  port:int|None=None,        # default: a free port
-                 target:str="qdash.hub.app:serve"): # "module:function" to run; the benchmark's hub adds a bare route
+                 target:str="qdash.hub.app:serve", # "module:function" to run; the benchmark's hub adds a bare route
+                 argv:list[str]|None=None): # run `qdash argv...` instead of `target`, such as ["serve", "--enable-retraining"]
         self.dir = Path(data_dir or tempfile.mkdtemp(prefix="qdash-hub-"))
-        self.port, self.proc, self.target = port or free_port(), None, target
+        self.port, self.proc, self.target, self.argv = port or free_port(), None, target, argv
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("QDASH")},
                     "QDASH__SERVER__HOST": "127.0.0.1", "QDASH__SERVER__PORT": str(self.port),
                     "QDASH__STORE__PATH": str(self.dir/"qdash.duckdb"), "QDASH__COLLECT__SPOOL_DIR": str(self.dir/"spool"),
                     "QDASH__AUTH__API_KEY_FILE": str(self.dir/"api_key"), "QDASH__SERVER__LOG_LEVEL": "warning", **(env or {})}
-        self.url = f"http://127.0.0.1:{self.port}"
+        cert = self.env.get("QDASH__SERVER__TLS_CERT")
+        self.url = f"{'https' if cert else 'http'}://127.0.0.1:{self.port}"
+        self.verify = ssl.create_default_context(cafile=cert) if cert else True   # httpx's verify= for this hub
 
     @property
     def api_key(self) -> str: return (self.dir/"api_key").read_text().strip()
@@ -67,13 +71,15 @@ class HubProcess:
         "Start the hub and wait until `/health` answers."
         self.log = open(self.dir/"hub.log", "ab")
         mod, fn = self.target.split(":")
-        self.proc = subprocess.Popen([sys.executable, "-c", f"from {mod} import {fn}; {fn}()"], env=self.env,
+        code = (f"import sys; from qdash.cli import main; sys.exit(main({list(self.argv)!r}))" if self.argv is not None
+                else f"from {mod} import {fn}; {fn}()")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], env=self.env,
                                      cwd=self.dir, stdout=self.log, stderr=subprocess.STDOUT)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None: raise RuntimeError(f"hub exited with {self.proc.returncode}; see {self.dir/'hub.log'}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200: return self
+                if httpx.get(self.url + "/health", timeout=1, verify=self.verify).status_code == 200: return self
             except httpx.HTTPError: pass
             time.sleep(0.1)
         self.stop(); raise RuntimeError(f"hub did not answer within {timeout}s; see {self.dir/'hub.log'}")
@@ -90,6 +96,20 @@ class HubProcess:
     def restart(self): self.stop(); return self.start()
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
+
+# %% ../nbs/14_testing.ipynb #e671e1d7
+def self_signed_cert(directory, # where cert.pem and key.pem are written
+                     host:str="127.0.0.1", # the name or IP address clients connect to
+                     days:int=2) -> tuple[Path, Path]:
+    "A throwaway certificate for `host` and its unencrypted key, made by `openssl`; their paths."
+    d = Path(directory); d.mkdir(parents=True, exist_ok=True)
+    cert, key = d/"cert.pem", d/"key.pem"
+    san = f"IP:{host}" if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]*:[0-9a-fA-F:]*", host) else f"DNS:{host}"
+    r = subprocess.run([need("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-keyout", str(key), "-out", str(cert), "-days", str(days), "-subj", f"/CN={host}",
+                        "-addext", f"subjectAltName={san}"], capture_output=True, text=True)
+    if r.returncode: raise QdashError(f"openssl could not make a certificate for {host}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+    return cert, key
 
 # %% ../nbs/14_testing.ipynb #c006b
 class SilentServer:

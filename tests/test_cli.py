@@ -163,3 +163,68 @@ def test_collect_says_why_libvirt_is_down(tmp_path):
     out, err = p.communicate(timeout=30)
     final = err.strip().splitlines()[-1]
     assert "libvirt:DOWN" in final and f"connect {uri}:" in final and "no-such-fleet.xml" in final.split(f"connect {uri}:")[1], err
+
+
+def test_empty_port_is_refused_saying_what_to_do(tmp_path):
+    "Seed 003: an empty port means 'no HTTP server'; the hub has no other way in, so `serve` refuses it in one line."
+    ini = tmp_path / "s.ini"
+    ini.write_text("[server]\nport =\n")
+    for env in ({"QDASH_SETTINGS": str(ini)}, {"QDASH__SERVER__PORT": ""}):
+        base = {k: v for k, v in _hub_env(tmp_path, 1, 1).items() if k != "QDASH__SERVER__PORT"}
+        r = run("serve", env={**base, **env}, cwd=tmp_path)
+        source = f"file:{ini}" if "QDASH_SETTINGS" in env else "env:QDASH__SERVER__PORT"
+        assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
+        assert r.stderr.splitlines() == [
+            f"qdash: error: [server] port is empty (from {source}): the hub is reached only over HTTP, so `qdash serve` needs a port; "
+            "set [server] port (default 8080) or QDASH__SERVER__PORT, or run `qdash collect` to collect into the store without "
+            "an HTTP server"], r.stderr
+        assert not (tmp_path / "qdash.duckdb").exists()
+    assert run("config", env={"QDASH_SETTINGS": str(ini)}, cwd=tmp_path).returncode == 0   # the settings themselves are fine
+
+
+def test_tls_settings_are_checked_at_start(tmp_path):
+    from qdash.testing import self_signed_cert
+    cert, key = self_signed_cert(tmp_path / "tls")
+    env = _hub_env(tmp_path, 1, 1)
+    for extra, expect in [({"QDASH__SERVER__TLS_CERT": str(cert)}, "[server] tls_cert is set but tls_key is empty: set both (HTTPS) or neither (plain HTTP)"),
+                          ({"QDASH__SERVER__TLS_KEY": str(key)}, "[server] tls_key is set but tls_cert is empty: set both (HTTPS) or neither (plain HTTP)"),
+                          ({"QDASH__SERVER__TLS_CERT": str(cert), "QDASH__SERVER__TLS_KEY": str(tmp_path / "gone.pem")},
+                           f"[server] tls_key={tmp_path / 'gone.pem'}: cannot read it (No such file or directory)"),
+                          ({"QDASH__SERVER__TLS_CERT": str(key), "QDASH__SERVER__TLS_KEY": str(key)},
+                           f"[server] tls_cert={key} and tls_key={key} are not a PEM certificate and its unencrypted key")]:
+        r = run("serve", env={**env, **extra}, cwd=tmp_path)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and r.stderr.startswith(f"qdash: error: {expect}"), r.stderr
+        assert not (tmp_path / "qdash.duckdb").exists()
+
+
+def test_hub_serves_https_with_the_configured_certificate(tmp_path):
+    "Seed 000: TLS. The hub answers over https to a client that trusts its certificate, and not over plain http."
+    import httpx
+    from qdash.testing import HubProcess, self_signed_cert
+    cert, key = self_signed_cert(tmp_path / "tls")
+    with HubProcess({"QDASH__COLLECT__SOURCES": "", "QDASH__SERVER__TLS_CERT": str(cert), "QDASH__SERVER__TLS_KEY": str(key)},
+                    data_dir=tmp_path, argv=["serve"]) as h:
+        assert h.url.startswith("https://")
+        r = httpx.get(h.url + "/health", verify=h.verify)
+        assert r.status_code == 200 and r.json()["service"] == "qdash"
+        r = httpx.get(h.url + "/api/status", verify=h.verify, headers={"X-API-Key": h.api_key})
+        assert r.status_code == 200 and r.json()["backend_health"]["store"] is True
+        with pytest.raises(httpx.ConnectError):                     # an untrusted certificate is refused by a default client
+            httpx.get(h.url + "/health")
+        with pytest.raises(httpx.HTTPError):                        # and plain http gets no answer
+            httpx.get(f"http://127.0.0.1:{h.port}/health", timeout=5)
+
+
+def test_enable_retraining_flag_wins_over_the_file(tmp_path):
+    "Seed 004: `--enable-retraining` turns auto-retraining on for this run, whatever settings.ini says."
+    import httpx
+    from qdash.testing import HubProcess
+    ini = tmp_path / "settings.ini"
+    ini.write_text("[model]\nauto_retrain = false\n")
+    assert json.loads(run("config", "--json", env={"QDASH_SETTINGS": str(ini)}, cwd=tmp_path).stdout)["model"]["auto_retrain"]["value"] is False
+    with HubProcess({"QDASH__COLLECT__SOURCES": "", "QDASH_SETTINGS": str(ini)}, data_dir=tmp_path,
+                    argv=["serve", "--enable-retraining"]) as h:
+        H = {"X-API-Key": h.api_key}
+        d = httpx.get(h.url + "/drift/status", headers=H).json()
+        assert d["auto_retrain_enabled"] is True
+        assert httpx.get(h.url + "/drift/report", headers=H).json()["auto_retrain"]["enabled"] is True

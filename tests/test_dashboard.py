@@ -1,5 +1,6 @@
 "The live dashboard in a real browser (Debian's Chromium via Playwright) against a real hub and `qdash dashboard`."
 import re
+import shutil
 import time
 
 import httpx
@@ -17,12 +18,15 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 @pytest.fixture(scope="module")
-def hub():
+def hub(tmp_path_factory):
+    models = tmp_path_factory.mktemp("registry") / "models"
+    shutil.copytree(MODELS, models)          # the page reloads models and starts training: never in the repo's models/
     env = {"QDASH__COLLECT__SOURCES": "simulator", "QDASH__COLLECT__SIMULATOR_SERVERS": "10",
            "QDASH__JOBS__WORKERS": "2", "QDASH__LIMITS__DEFAULT": "100000/minute", "QDASH__SERVER__UPDATE_INTERVAL": "1s",
            # the shipped model forecasts: the hub backfills two simulated days, so every server has its history
-           "QDASH__MODEL__DIR": str(MODELS), "QDASH__LIMITS__PREDICTIONS_CURRENT": "100000/minute",
-           "QDASH__LIMITS__ALERTS_ACTIVE": "100000/minute", "QDASH__LIMITS__EXPLAIN": "100000/minute"}
+           "QDASH__MODEL__DIR": str(models), "QDASH__LIMITS__PREDICTIONS_CURRENT": "100000/minute",
+           "QDASH__LIMITS__ALERTS_ACTIVE": "100000/minute", "QDASH__LIMITS__EXPLAIN": "100000/minute",
+           "QDASH__LIMITS__FEED_DATA": "100000/minute", "QDASH__LIMITS__CASCADE_STATUS": "100000/minute"}   # a cascade is fed
     with HubProcess(env) as h:
         yield h
 
@@ -431,3 +435,87 @@ def test_overview_and_server_pages_fit_a_phone(browser, dash):
     inner, scroll, over = pg.evaluate(wide)
     assert inner == 390 and scroll <= 390 and over == [], (inner, scroll, over)
     ctx.close()
+
+
+# seed 001: the jobs table and the system health
+
+def test_jobs_table_shows_whole_ids_and_the_vm_or_worker(page, hub):
+    expect = playwright.expect
+    own = api(hub, "/api/tasks", method="POST", json={"task": "benchmark", "params": {"size": 16, "repeats": 1}})
+    end = time.monotonic() + 60
+    while api(hub, f"/api/jobs/{own['id']}")["status"] != "completed" and time.monotonic() < end: time.sleep(0.3)
+    job = api(hub, f"/api/jobs/{own['id']}")
+    assert job["status"] == "completed" and job["worker"]
+    api(hub, "/api/jobs/job-vm-0001", method="PUT", json={"name": "export-vm-prod-01", "status": "running", "progress": 40,
+                                                          "provider": "aws", "vm_name": "prod-web-01"})
+    tab(page, "Jobs")
+    row = page.locator(f'tr[data-job="{job["id"]}"]')
+    expect(row.locator(".qd-id")).to_have_text(job["id"], timeout=15000)          # the whole id, selectable in one click
+    assert row.locator(".qd-id").evaluate("e => getComputedStyle(e).userSelect") == "all"
+    expect(row.locator(".qd-vm")).to_have_text(job["worker"])                     # the worker it ran on
+    expect(page.locator('tr[data-job="job-vm-0001"] .qd-vm')).to_have_text("prod-web-01", timeout=15000)   # a host's job: its VM
+    assert page.locator("table.qd-jobs th", has_text="VM / worker").count() == 1
+
+
+def test_system_health_in_seed_001_colours(page, hub):
+    expect = playwright.expect
+    tab(page, "Overview")
+    try:
+        api(hub, "/api/metrics/health", method="PUT", json={"system_health": "degraded"})
+        pill = page.locator('.qd-syshealth[data-state="degraded"] .qd-pill')
+        expect(pill).to_have_text("degraded", timeout=15000)
+        assert pill.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(245, 158, 11)"   # seed 001's orange, not 004's yellow
+    finally:
+        api(hub, "/api/metrics/health", method="PUT", json={"system_health": "healthy"})
+    expect(page.locator('.qd-syshealth[data-state="healthy"] .qd-pill')).to_have_count(1, timeout=15000)
+
+
+# seed 004: the overview's model controls, anomaly rate and cascade graph
+
+def test_model_controls_act_through_the_hub(page, hub):
+    expect = playwright.expect
+    tab(page, "Overview")
+    assert api(hub, "/admin/training-status")["training"] is False
+    page.locator("button", has_text="Reload model").click()
+    said = page.locator('.qd-admin[data-state="reloaded"]')
+    expect(said).to_have_count(1, timeout=30000)
+    assert said.get_attribute("data-model") == api(hub, "/admin/models")["active"]
+    page.locator("button", has_text="Trigger training").click()
+    started = page.locator('.qd-admin[data-state="started"]')
+    expect(started).to_have_count(1, timeout=30000)
+    job_id = started.get_attribute("data-job")
+    try:
+        st = api(hub, "/admin/training-status")
+        assert st["job"]["id"] == job_id and st["training"] is True       # the hub runs the job the page started
+        expect(page.locator(f'.qd-training[data-job="{job_id}"]')).to_have_attribute("data-training", "true", timeout=15000)
+        page.locator("button", has_text="Trigger training").click()      # a second one is refused by the hub, and says why
+        expect(page.locator('.qd-admin[data-state="refused"]')).to_contain_text(f"training job {job_id} is already", timeout=30000)
+        assert api(hub, "/admin/training-status")["job"]["id"] == job_id
+    finally:
+        api(hub, f"/api/tasks/{job_id}", method="DELETE")                 # the job stops at its next batch (or with the hub)
+    assert page.locator('.qd-drift tr[data-metric="anomaly_rate"]').count() == 1
+
+
+def test_cascade_graph_draws_the_leader_of_a_fed_cascade(page, hub):
+    import pandas as pd
+    from qdash.collect.simulate import FleetSimulator
+    expect = playwright.expect
+    sim = FleetSimulator(20, seed=7)
+    # the detector keeps one time axis and drops samples older than its newest: the fed hour starts after the live points
+    t0 = pd.Timestamp.now(tz="UTC").ceil("min") + pd.Timedelta(minutes=1)
+    inc = sim.inject("cascade", server=sim.servers.server[0], start=t0 + pd.Timedelta(minutes=50), duration="1h", lag="1min")
+    frames = sim.frame(t0, t0 + pd.Timedelta(minutes=60), step="15s")
+    fields = ["cpu_pct", "mem_pct", "iowait_pct", "load1", "swap_pct"]
+    name = lambda s: f"fed-{s}"                                             # not the hub's own simulated servers
+    with httpx.Client(base_url=hub.url, headers={"X-API-Key": hub.api_key}, timeout=30) as c:
+        for t, batch in frames.groupby("time"):
+            recs = [{"server": name(r.server), "time": t.isoformat(), **{f: float(getattr(r, f)) for f in fields}} for r in batch.itertuples()]
+            assert c.post("/feed/data", json=recs).status_code == 200
+        ev = c.get("/cascade/status").json()["recent_events"][0]
+    assert ev["leader"] == name(inc.servers[0])
+    tab(page, "Overview")
+    expect(page.locator(".qd-cascade-graph")).to_have_attribute("data-leader", ev["leader"], timeout=30000)
+    drawn = page.evaluate("""() => { for (const d of Bokeh.documents) { const m = d.get_model_by_name("cascade-graph-nodes");
+        if (m && m.data.name.length) return [m.data.name, m.data.role]; } return null; }""")
+    assert drawn[0][0] == ev["leader"] and drawn[1][0] == "leader"
+    assert set(drawn[0][1:]) == set(ev["affected_servers"]) - {ev["leader"]} and set(drawn[1][1:]) == {"follower"}

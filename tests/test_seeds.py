@@ -230,3 +230,39 @@ def test_workers_known_from_start_and_streamed(plain):
 def _telemetry(c, wid):
     try: return c.telemetry(wid)
     except Exception: return None
+
+
+# seed 001: jobs_pending (recorded, not started) and queue_length (waiting in the runner's queue) measured apart
+
+def _own(m, k):
+    "A counter of /api/metrics less what a host application pushed (seed 001's UpdateJobMetrics adds to the runner's)."
+    return m[k] - ((m.get("reported") or {}).get("jobs") or {}).get(k, 0)
+
+
+def test_queue_length_is_the_runners_queue_and_pending_its_records(client):
+    wait_for(lambda: all(j["status"] in ("completed", "failed", "cancelled") for j in client.jobs(limit=100)
+                         if j["origin"] == "hub"), 60, "earlier jobs never finished")
+    blockers = [client.submit_task("benchmark", {"size": 256, "repeats": 100_000})["id"] for _ in range(2)]   # both workers busy
+    waiting = [client.submit_task("benchmark", {"size": 16, "repeats": 1})["id"] for _ in range(3)]
+    try:
+        wait_for(lambda: all(client.job(j)["status"] == "running" for j in blockers), 60, "the blockers never ran")
+
+        def figures():
+            m = client.metrics()
+            pending = [j["id"] for j in client.jobs(limit=100, status="pending") if j["origin"] == "hub"]
+            return m, pending
+        m, pending = wait_for(lambda: (lambda m, p: (m, p) if _own(m, "jobs_active") == 2 and _own(m, "queue_length") == 3 else None)(*figures()),
+                              20, "the metrics never showed 2 running and 3 queued")
+        assert sorted(pending) == sorted(waiting) and _own(m, "jobs_pending") == 3
+        client.cancel_task(waiting[-1])                  # out of the queue at once; its record may stay pending until the pool drops it
+        def after():
+            m, pending = figures()
+            return m if _own(m, "queue_length") == 2 and _own(m, "jobs_pending") == len(pending) else None
+        m = wait_for(after, 20, "queue_length did not drop to 2 with jobs_pending matching the records")
+        assert _own(m, "jobs_active") == 2
+    finally:
+        for j in blockers + waiting:
+            try: client.cancel_task(j)
+            except HubError: pass
+    wait_for(lambda: all(client.job(j)["status"] in ("completed", "failed", "cancelled") for j in blockers + waiting), 60,
+             "the test's jobs never finished")

@@ -24,12 +24,15 @@ __all__ = ['PAGES', 'ACCENT', 'jobs_html', 'JobsPage', 'CalibrationPage', 'vms_h
 # %% ../../nbs/dashboard/03_panels.ipynb #c005
 def jobs_html(jobs:list[dict]) -> str:
     "Seed 001's jobs table for `jobs` (newest first)."
-    head = "<tr><th>id</th><th>name</th><th>status</th><th>progress</th><th>provider / worker</th><th>duration</th><th>start (UTC)</th></tr>"
+    head = ("<tr><th>id</th><th>name</th><th>status</th><th>progress</th><th>provider</th><th>VM / worker</th><th>duration</th>"
+            "<th>start (UTC)</th></tr>")
     rows = "".join(
-        f'<tr data-job="{esc(j["id"])}"><td title="{esc(j["id"])}">{esc(j["id"][:8])}</td><td title="{esc(j.get("name"))}">{esc(j.get("name"))}</td>'
+        f'<tr data-job="{esc(j["id"])}"><td class="qd-id" title="{esc(j["id"])} (click selects it whole)">{esc(j["id"])}</td>'
+        f'<td title="{esc(j.get("name"))}">{esc(j.get("name"))}</td>'
         f'<td class="qd-status-cell">{pill(j["status"], STATUS_COLORS.get(j["status"], "#9ca3af"))}</td>'
         f'<td>{bar(j.get("progress"), STATUS_COLORS.get(j["status"], "#3b82f6"))}</td>'
-        f'<td>{esc(j.get("provider"))} / {esc(j.get("worker") or "–")}</td><td>{fmt_secs(j.get("duration_secs"))}</td>'
+        f'<td>{esc(j.get("provider"))}</td><td class="qd-vm" title="{esc(j.get("vm_name") or j.get("worker") or "")}">'
+        f'{esc(j.get("vm_name") or j.get("worker") or "–")}</td><td>{fmt_secs(j.get("duration_secs"))}</td>'
         f'<td>{esc((j.get("started_at") or j.get("created_at") or "")[:19].replace("T", " "))}</td></tr>' for j in jobs)
     return f'<div class="qd-scroll"><table class="qd qd-jobs">{head}{rows}</table></div>' if jobs else '<div class="qd-ok">no jobs yet</div>'
 

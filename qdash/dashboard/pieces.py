@@ -10,11 +10,11 @@ from bokeh.models import ColumnDataSource, CustomJSTickFormatter, DataRange1d
 from bokeh.plotting import figure
 
 # %% auto #0
-__all__ = ['LEVEL_COLORS', 'STATUS_COLORS', 'TEXT_COLORS', 'CONN', 'CSS', 'BUTTON_CSS', 'RATE_TICKS_JS', 'CARDS', 'RANGES',
-           'COLS', 'FC_COLS', 'esc', 'fmt_num', 'fmt_bytes', 'fmt_secs', 'epoch_ms', 'theme_css', 'sheets', 'html_pane',
-           'bar', 'load_color', 'tile', 'pill', 'time_figure', 'lines', 'rate_ticks', 'cards_html', 'ranked_html',
-           'cascade_html', 'drift_html', 'bucket_s', 'history_columns', 'forecast_columns', 'server_alerts_html',
-           'why_html']
+__all__ = ['LEVEL_COLORS', 'STATUS_COLORS', 'TEXT_COLORS', 'CONN', 'CSS', 'BUTTON_CSS', 'RATE_TICKS_JS', 'CARDS', 'SYSTEM_COLORS',
+           'RANGES', 'COLS', 'FC_COLS', 'esc', 'fmt_num', 'fmt_bytes', 'fmt_secs', 'epoch_ms', 'theme_css', 'sheets',
+           'html_pane', 'bar', 'load_color', 'tile', 'pill', 'time_figure', 'lines', 'rate_ticks', 'cards_html',
+           'ranked_html', 'cascade_html', 'drift_html', 'system_health_html', 'cascade_graph', 'bucket_s',
+           'history_columns', 'forecast_columns', 'server_alerts_html', 'why_html']
 
 # %% ../../nbs/dashboard/01a_pieces.ipynb #c005
 def esc(v) -> str:
@@ -95,6 +95,7 @@ pre.qd-logs { max-height: 320px; overflow: auto; font-size: 12px; margin: 0; pad
 h3.qd { margin: 4px 0 6px 0; font-size: 15px; font-weight: 600; }
 .qd-box { padding: 6px 10px; border-radius: 8px; background: rgba(127,127,127,.06); border: 1px solid rgba(127,127,127,.18); }
 .qd-wrap { white-space: normal !important; overflow-wrap: anywhere; }
+.qd-id { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; user-select: all; cursor: copy; }
 a { color: var(--qd-link); }
 """ + "".join(f".qd-lvl-{k} {{ color: var(--qd-{k}); }}\n" for k in TEXT_COLORS["dark"])
 
@@ -228,7 +229,8 @@ def drift_html(d:dict|None) -> str:
     if d is None: return head + '<div class="qd-ok qd-drift" data-drift="unknown">drift monitoring is not served by this hub</div>'
     m, th, state = d.get("metrics") or {}, d.get("thresholds") or {}, "drift" if d.get("drift_detected") else "ok"
     rows = []
-    for k, label in (("per", "PER · prediction error"), ("dss", "DSS · distribution shift"), ("fds", "FDS · feature drift")):
+    for k, label in (("per", "PER · prediction error"), ("dss", "DSS · distribution shift"), ("fds", "FDS · feature drift"),
+                     ("anomaly_rate", "anomaly rate")):
         v, lim = m.get(k), th.get(k)
         pct = None if v is None or not lim else 100 * v / lim
         rows.append(f'<tr data-metric="{k}"><td>{label}</td><td>{fmt_num(v, 3)}</td><td>{fmt_num(lim, 2)}</td>'
@@ -237,6 +239,35 @@ def drift_html(d:dict|None) -> str:
     return (f'<div class="qd-drift" data-drift="{state}">{head}<div>{flag} '
             f'<span class="qd-muted">model {esc(d.get("model") or "–")} · last check {esc(str(d.get("last_check") or "–")[11:19])} UTC</span></div>'
             f'<table class="qd"><tr><th>metric</th><th>value</th><th>threshold</th><th>of threshold</th></tr>{"".join(rows)}</table></div>')
+
+# %% ../../nbs/dashboard/01a_pieces.ipynb #2a70d196
+SYSTEM_COLORS = {"healthy": "#10b981", "degraded": "#f59e0b", "unhealthy": "#ef4444"}   # seed 001's --success/--warning/--danger
+
+def system_health_html(status:str|None) -> str:
+    "Seed 001's system health (`/api/metrics` system_health) as a pill in seed 001's colours."
+    s = status or "unknown"
+    return (f'<span class="qd-syshealth" data-state="{esc(s)}">hub {pill(s, SYSTEM_COLORS.get(s, "#9ca3af"))}</span>')
+
+def cascade_graph(st:dict|None) -> dict:
+    "Nodes (leader in the middle, followers around it) and edges of the newest cascade event in `st` (GET /cascade/status)."
+    ev = next(iter((st or {}).get("recent_events") or []), None)
+    nodes = dict(x=[], y=[], name=[], role=[], color=[], label=[])
+    edges = dict(x0=[], y0=[], x1=[], y1=[], lx=[], ly=[], lag=[])
+    if not ev or not ev.get("leader"): return {"nodes": nodes, "edges": edges, "leader": None, "event": None}
+    leader, lags = str(ev["leader"]), ev.get("lag_samples") or {}
+    followers = [str(s) for s in ev.get("affected_servers") or [] if str(s) != leader]
+    followers.sort(key=lambda s: (lags.get(s, 0), s))
+    def add(x, y, name, role):
+        nodes["x"].append(x); nodes["y"].append(y); nodes["name"].append(name); nodes["role"].append(role)
+        nodes["color"].append("#ef4444" if role == "leader" else "#f59e0b"); nodes["label"].append(name)
+    add(0.0, 0.0, leader, "leader")
+    for i, s in enumerate(followers):
+        a = 2 * math.pi * i / max(1, len(followers)) + math.pi / 2
+        x, y = math.cos(a), math.sin(a)
+        add(x, y, s, "follower")
+        edges["x0"].append(0.0); edges["y0"].append(0.0); edges["x1"].append(x); edges["y1"].append(y)
+        edges["lx"].append(x / 2); edges["ly"].append(y / 2); edges["lag"].append(f"+{lags.get(s, 0)}")
+    return {"nodes": nodes, "edges": edges, "leader": leader, "event": ev.get("id") or ev.get("timestamp")}
 
 # %% ../../nbs/dashboard/01a_pieces.ipynb #c026
 RANGES = {"live 15 min": (900, None), "1 h": (3600, "10s"), "8 h": (8 * 3600, "1min"), "24 h": (86400, "3min"),

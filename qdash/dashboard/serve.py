@@ -8,7 +8,7 @@ import os, secrets, signal, subprocess, sys, time
 import httpx
 from ..config import QdashError, Settings, load_settings
 from ..client import default_url
-from ..hub.app import check_listen
+from ..hub.app import check_listen, hub_port
 from .app import shared_feed
 from .panels import dashboard_app
 from .login import KeyAuthProvider, Logins, needs_login, websocket_origins
@@ -53,7 +53,7 @@ def up(settings:Settings|None=None, # settings for both; the hub is started with
     "Start the hub and the dashboard together, print both URLs, serve until Ctrl-C or until the hub exits, stop the hub."
     settings = settings or load_settings()
     port = dashboard_port or settings.dashboard.port
-    check_listen(settings.server.host, settings.server.port)   # both ports before anything starts: a taken one is one line
+    check_listen(settings.server.host, hub_port(settings))     # an empty port: one line; both ports before anything starts: a taken one is one line
     check_listen("127.0.0.1", port, "dashboard")
     env = {**os.environ, "QDASH__SERVER__HOST": settings.server.host, "QDASH__SERVER__PORT": str(settings.server.port)}
     # its own session: a terminal's Ctrl-C reaches `up` only, which then stops the hub once, gracefully; `qdash serve`,

@@ -4,10 +4,10 @@
 
 # %% ../../nbs/dashboard/02_views.ipynb #c002
 from __future__ import annotations
-import asyncio, io, math
+import asyncio, io, math, time
 from datetime import datetime, timezone
-import param, panel as pn
-from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, LinearAxis, Range1d
+import httpx, param, panel as pn
+from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, LabelSet, LinearAxis, Range1d
 from bokeh.plotting import figure
 from bokeh.transform import cumsum
 from ..config import QdashError
@@ -15,10 +15,11 @@ from .app import LiveFeed, point_of
 from .pieces import (COLS, CONN, FC_COLS, LEVEL_COLORS, RANGES, STATUS_COLORS, bucket_s, cards_html, cascade_html, drift_html,
                                     epoch_ms, esc, fmt_bytes, fmt_num, forecast_columns, history_columns, html_pane, lines, pill, ranked_html,
                                     rate_ticks, server_alerts_html, sheets, tile, time_figure, why_html)
+from .pieces import cascade_graph, system_health_html
 
 # %% auto #0
 __all__ = ['ALERT_LEVELS', 'EXPORT_RANGES', 'ConnectionIndicator', 'alerts_of', 'health_html', 'AlertBar', 'ExportButtons',
-           'OverviewPage', 'ServerPage']
+           'CascadeGraph', 'training_html', 'ModelControls', 'OverviewPage', 'ServerPage']
 
 # %% ../../nbs/dashboard/02_views.ipynb #c012
 class ConnectionIndicator(pn.viewable.Viewer):
@@ -63,13 +64,14 @@ def health_html(feed:LiveFeed) -> str:
             head += f'<span class="qd-muted qd-reasons">{esc("; ".join(f["reasons"]))}</span>'
     else:
         status = m.get("system_health", "unknown")
-        head = (f'<span class="qd-muted">fleet health</span><span class="qd-status qd-lvl-{esc(status)}">'
+        tone = "warning" if status == "degraded" else status   # seed 001's degraded is orange (seed 004's yellow is a forecast level)
+        head = (f'<span class="qd-muted">fleet health</span><span class="qd-status qd-lvl-{esc(tone)}">'
                 f'{esc(status).upper()}</span>')
     summ = (feed.predictions or {}).get("summary") or {}
     forecast = f' · {fmt_num(summ.get("total_servers"))} forecast' if summ else ""
     levels = "".join(pill(f"{k} {v}", LEVEL_COLORS[k]) + " " for k, v in counts.items())
     col = feed.collector
-    return (f'<div class="qd-health">{head}<span>{levels}</span>'
+    return (f'<div class="qd-health">{head}{system_health_html(m.get("system_health")) if m else ""}<span>{levels}</span>'
             f'<span class="qd-muted">{len(feed.latest)} servers reporting{forecast}</span>'
             f'<span class="qd-muted">collector {"running" if col.get("running") else "stopped"}'
             f' · {fmt_num(col.get("points_written"))} points written</span></div>')
@@ -135,6 +137,89 @@ class ExportButtons(pn.viewable.Viewer):
             return io.StringIO(text)
         return fetch
 
+# %% ../../nbs/dashboard/02_views.ipynb #f231339a
+class CascadeGraph(pn.viewable.Viewer):
+    "The newest cascade as a graph: its leader in the middle, who moved with it around it, edges labelled with the lag."
+    def __init__(self, feed:LiveFeed, **params):
+        super().__init__(**params)
+        self.feed, self.seen = feed, 0
+        g = cascade_graph(None)
+        self.nodes = ColumnDataSource(g["nodes"], name="cascade-graph-nodes")
+        self.edges = ColumnDataSource(g["edges"], name="cascade-graph-edges")
+        p = figure(title="Who moves with whom: the newest cascade (lag in samples)", height=300, sizing_mode="stretch_width",
+                   x_range=Range1d(-1.7, 1.7), y_range=Range1d(-1.4, 1.45), tools="", toolbar_location=None)
+        p.segment("x0", "y0", "x1", "y1", source=self.edges, line_color="#9ca3af", line_width=2)
+        p.add_layout(LabelSet(x="lx", y="ly", text="lag", source=self.edges, text_font_size="11px", text_color="#9ca3af"))
+        p.scatter("x", "y", source=self.nodes, size=18, color="color", line_color=None)
+        p.add_layout(LabelSet(x="x", y="y", text="label", source=self.nodes, y_offset=11, text_align="center",
+                              text_font_size="12px", text_color="#9ca3af"))
+        p.add_tools(HoverTool(tooltips=[("server", "@name"), ("role", "@role")]))
+        p.axis.visible, p.grid.visible, p.outline_line_alpha, p.title.text_font_size = False, False, 0, "13px"
+        self.info = html_pane(self._info(None))
+        self.layout = pn.Column(self.info, pn.pane.Bokeh(p, sizing_mode="stretch_width"), sizing_mode="stretch_width")
+    def __panel__(self): return self.layout
+    def _info(self, leader):
+        text = (f'leader <b>{esc(leader)}</b>: the others moved with it, the numbers after it' if leader
+                else "no cascade detected yet: the newest one is drawn here")
+        return f'<div class="qd-cascade-graph qd-muted" data-leader="{esc(leader or "")}">{text}</div>'
+    def update(self):
+        st = self.feed.cascade
+        if st is self.seen: return
+        self.seen = st
+        g = cascade_graph(st)
+        self.nodes.data, self.edges.data = g["nodes"], g["edges"]
+        self.info.object = self._info(g["leader"])
+
+def training_html(st:dict|None, why:str|None=None) -> str:
+    "GET /admin/training-status as a line: the newest training job, its state and progress."
+    if st is None: return f'<div class="qd-training qd-muted" data-training="unknown">training status: {esc(why or "not read yet")}</div>'
+    j = st.get("job")
+    if not j: return '<div class="qd-training qd-muted" data-training="false" data-job="">no training job yet</div>'
+    return (f'<div class="qd-training" data-training="{str(bool(st.get("training"))).lower()}" data-job="{esc(j["id"])}">'
+            f'training job <span class="qd-id">{esc(j["id"])}</span> {pill(j["status"], STATUS_COLORS.get(j["status"], "#9ca3af"))} '
+            f'{fmt_num(j.get("progress"), 0)}% <span class="qd-muted">started by {esc(j.get("submitted_by") or "the hub")}</span></div>')
+
+class ModelControls(pn.viewable.Viewer):
+    "Seed 004's admin controls, acting with the session's key: reload the model, trigger training, the training status."
+    def __init__(self, feed:LiveFeed, refresh_s:float=5.0, **params):
+        super().__init__(**params)
+        self.feed, self.refresh_s, self.due = feed, refresh_s, 0.0
+        self.reload_btn = pn.widgets.Button(name="Reload model", button_type="primary", button_style="outline", margin=(4, 8))
+        self.train_btn = pn.widgets.Button(name="Trigger training", button_type="primary", margin=(4, 8))
+        self.reload_btn.on_click(self.reload); self.train_btn.on_click(self.train)
+        self.msg, self.status = html_pane(margin=(0, 6)), html_pane(training_html(None), margin=(0, 6))
+        self.layout = pn.Column(pn.pane.HTML('<h3 class="qd">Model</h3>', stylesheets=sheets()), pn.Row(self.reload_btn, self.train_btn),
+                                self.msg, self.status, sizing_mode="stretch_width")
+    def __panel__(self): return self.layout
+
+    async def _act(self, call, said):
+        "Make the hub call `call` off the event loop; show `said(answer)` or why it was refused; then read the status."
+        try: self.msg.object = said(await asyncio.to_thread(call))
+        except QdashError as e: self.msg.object = f'<div class="qd-ok qd-admin" data-state="refused">✕ {esc(e)}</div>'
+        except httpx.HTTPError as e:
+            self.msg.object = f'<div class="qd-ok qd-admin" data-state="refused">✕ the hub did not answer: {esc(type(e).__name__)}</div>'
+        await self.refresh()
+
+    async def reload(self, event=None):
+        await self._act(self.feed.client.reload_model, lambda r: f'<div class="qd-ok qd-admin" data-state="reloaded" '
+                        f'data-model="{esc((r.get("model") or {}).get("name"))}">✓ {esc(r.get("message"))}</div>')
+
+    async def train(self, event=None):
+        await self._act(self.feed.client.trigger_training, lambda r: f'<div class="qd-ok qd-admin" data-state="started" '
+                        f'data-job="{esc(r.get("job_id"))}">✓ {esc(r.get("message"))}: job <span class="qd-id">{esc(r.get("job_id"))}</span></div>')
+
+    async def refresh(self):
+        "Read the newest training job's status."
+        self.due = time.monotonic() + self.refresh_s
+        try: self.status.object = training_html(await asyncio.to_thread(self.feed.client.training_status))
+        except QdashError as e: self.status.object = training_html(None, str(e))
+        except httpx.HTTPError as e: self.status.object = training_html(None, f"the hub did not answer: {type(e).__name__}")
+
+    def update(self):
+        if time.monotonic() < self.due: return
+        self.due = time.monotonic() + self.refresh_s
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None: pn.state.execute(self.refresh)
+
 # %% ../../nbs/dashboard/02_views.ipynb #c024
 class OverviewPage(pn.viewable.Viewer):
     "Fleet health, alerts, seed 001's cards and charts, servers ranked."
@@ -171,12 +256,13 @@ class OverviewPage(pn.viewable.Viewer):
         lines(s, self.sys_src, {"cpu": ("cpu %", "#f97316")}, y_range_name="cpu")
         for p in (j, s): p.add_tools(HoverTool(tooltips=[("time", "@t{%H:%M:%S}")], formatters={"@t": "datetime"}, mode="vline"))
         self.cascade, self.drift, self.exports = html_pane(cascade_html(None)), html_pane(drift_html(None)), ExportButtons(feed)
+        self.graph, self.model = CascadeGraph(feed), ModelControls(feed)   # seed 004: who moves with whom; the model's controls
         charts = pn.FlexBox(tile(pn.pane.Bokeh(d), "290px", 0), tile(pn.pane.Bokeh(j, sizing_mode="stretch_width"), "420px", 2),
                             tile(pn.pane.Bokeh(self.prov, sizing_mode="stretch_width"), "300px"),
                             tile(pn.pane.Bokeh(s, sizing_mode="stretch_width"), "480px"), tile(self.ranked, "480px"),
                             sizing_mode="stretch_width")
         fleet = pn.FlexBox(tile(self.cascade, "520px", 2), tile(pn.Column(self.drift, self.exports, sizing_mode="stretch_width"), "380px"),
-                           sizing_mode="stretch_width")
+                           tile(self.graph, "420px"), tile(self.model, "340px"), sizing_mode="stretch_width")
         self.layout = pn.Column(self.health, self.alerts, self.cards, charts, fleet, sizing_mode="stretch_width")
 
     def __panel__(self): return self.layout
@@ -215,6 +301,7 @@ class OverviewPage(pn.viewable.Viewer):
         for key, pane, render in (("cascade", self.cascade, cascade_html), ("drift", self.drift, drift_html)):
             v = getattr(f, key)
             if v is not self.last.get(key): self.last[key] = v; pane.object = render(v)
+        self.graph.update(); self.model.update()
         by_risk = bool((f.predictions or {}).get("predictions"))
         self.ranked.object = ranked_html(f.ranked(self.top), len(f.latest), by_risk)
 

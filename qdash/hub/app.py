@@ -4,14 +4,15 @@
 
 # %% ../../nbs/hub/01_app.ipynb #80f27638
 from __future__ import annotations
-import asyncio, errno, hashlib, importlib.resources, itertools, logging, math, socket, time
+import asyncio, errno, hashlib, importlib.resources, itertools, logging, math, socket, ssl, time
+from pathlib import Path
 import pandas as pd
 from sanic import Blueprint, Request, Sanic
 from sanic.exceptions import PayloadTooLarge, RequestTimeout
 from sanic.http import Stage
 from sanic_ext import Extend, openapi
 from .. import __version__
-from ..config import QdashError, Settings, load_settings
+from ..config import QdashError, ConfigError, Settings, load_settings
 from ..serving import Services
 from .http import Unauthorized, Forbidden, TooManyRequests, dumps, records, on_error
 from .guard import ensure_api_key, RateLimiter, client_address, Keyring, read_keys, may
@@ -22,7 +23,7 @@ log = logging.getLogger("qdash.hub.app")
 
 # %% auto #0
 __all__ = ['log', 'DOCS_ASSETS', 'DOCS_CONFIG', 'ROUTE_MODULES', 'ID_TAGS', 'LISTEN_HINTS', 'create_app', 'listen_error',
-           'check_listen', 'serve']
+           'check_listen', 'serve', 'hub_port', 'tls_files']
 
 # %% ../../nbs/hub/01_app.ipynb #29d79cee
 DOCS_ASSETS = importlib.resources.files("qdash.hub") / "assets"   # redoc.html, redoc.standalone.js and its licence
@@ -317,13 +318,39 @@ def check_listen(host:str, port:int, what:str="server") -> None:
 def serve(settings:Settings|None=None): # hub settings; default: `load_settings()`
     "Run the hub on `[server] host`:`[server] port` until interrupted."
     settings = settings or load_settings()
-    host, port = settings.server.host, settings.server.port
+    host, port, tls = settings.server.host, hub_port(settings), tls_files(settings)   # an empty port, a bad certificate: one line
     check_listen(host, port)      # a port in use is one line (QdashError), before the store is opened
     if settings.auth.keys_file: read_keys(settings.auth.keys_file, settings.auth.api_key)   # a malformed keys file: one line too
     logging.basicConfig(level=settings.server.log_level.upper())
     app = create_app(settings)
-    try: app.run(host=host, port=port, single_process=True, access_log=False, motd=False)
+    try: app.run(host=host, port=port, ssl=tls, single_process=True, access_log=False, motd=False)
     except OSError as e:          # taken in between: the same line
         msg = listen_error(e, host, port)
         if msg is None: raise
         raise QdashError(msg) from None
+
+# %% ../../nbs/hub/01_app.ipynb #3970e775
+def hub_port(settings:Settings) -> int:
+    "`[server] port`; `ConfigError` saying what to do when it is empty (seed 003's 'no HTTP server')."
+    if settings.server.port is None:
+        raise ConfigError(f"[server] port is empty (from {settings.source('server', 'port')}): the hub is reached only over HTTP, "
+                          "so `qdash serve` needs a port; set [server] port (default 8080) or QDASH__SERVER__PORT, or run "
+                          "`qdash collect` to collect into the store without an HTTP server", field="server.port")
+    return settings.server.port
+
+def tls_files(settings:Settings) -> dict|None:
+    "Sanic's `ssl=` for `[server] tls_cert` and `tls_key` (None: plain HTTP), checked now: both or neither, readable, a pair."
+    cert, key = settings.server.tls_cert, settings.server.tls_key
+    if not cert and not key: return None
+    if not (cert and key):
+        have, lacking = ("tls_cert", "tls_key") if cert else ("tls_key", "tls_cert")
+        raise ConfigError(f"[server] {have} is set but {lacking} is empty: set both (HTTPS) or neither (plain HTTP)",
+                          field=f"server.{lacking}")
+    for name, path in (("tls_cert", cert), ("tls_key", key)):
+        try: Path(path).open("rb").close()
+        except OSError as e: raise ConfigError(f"[server] {name}={path}: cannot read it ({e.strerror})", field=f"server.{name}") from None
+    try: ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        raise ConfigError(f"[server] tls_cert={cert} and tls_key={key} are not a PEM certificate and its unencrypted key "
+                          f"({e.reason or e})", field="server.tls_cert") from None
+    return {"cert": cert, "key": key}
