@@ -334,12 +334,13 @@ def _read_file(p:Path) -> dict[tuple[str, str], str]:
             out[(sec, key)] = raw
     return out
 
-SEED_ENV = {   # the seeds' own variables (seed 002's collector, seed 004's daemon): deprecated aliases, weakest of the environment
+SEED_ENV = {   # the seeds' own variables (seed 002's collector, seed 004's daemon, seed 000's server): deprecated aliases, weakest of the environment
     "LIBVIRT_URI": ("collect", "libvirt_uri"), "POLL_INTERVAL": ("collect", "interval"),
     "BATCH_MAX_LINES": ("collect", "batch_max_lines"), "BATCH_MAX_SEC": ("collect", "batch_max_sec"),
     "DEVICE_CACHE_TTL": ("collect", "device_cache_ttl"), "LIBVIRT_TIMEOUT": ("collect", "libvirt_timeout"),
     "INFLUX_URL": ("store", "influx_url"),
-    "INFLUX_DB": ("store", "influx_database"), "INFLUX_TOKEN": ("store", "influx_token"), "TACHYON_API_KEY": ("auth", "api_key")}
+    "INFLUX_DB": ("store", "influx_database"), "INFLUX_TOKEN": ("store", "influx_token"), "TACHYON_API_KEY": ("auth", "api_key"),
+    "METATRON__SERVER__HOST": ("server", "host"), "METATRON__SERVER__PORT": ("server", "port")}
 
 def env_name(sec:str, key:str) -> str: return f"{ENV_PREFIX}{sec.upper()}__{key.upper()}"
 

@@ -40,7 +40,9 @@ def test_config_shows_sources_and_masks_secrets(tmp_path):
 
 def test_seed_variables_are_deprecated_aliases(tmp_path):
     r = run("config", env={"LIBVIRT_URI": "test:///default", "POLL_INTERVAL": "2.5", "QDASH__COLLECT__INTERVAL": "1s",
-                           "INFLUX_DB": "vmstats", "TACHYON_API_KEY": "seed-004-key", "LIBVIRT_TIMEOUT": "7"}, cwd=tmp_path)
+                           "INFLUX_DB": "vmstats", "TACHYON_API_KEY": "seed-004-key", "LIBVIRT_TIMEOUT": "7",
+                           "METATRON__SERVER__PORT": "3000", "METATRON__SERVER__HOST": "0.0.0.0", "QDASH__SERVER__HOST": "127.0.0.2"},
+            cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     line = {ln.split(" ")[0]: ln for ln in r.stdout.splitlines() if " = " in ln}
     assert "test:///default" in line["libvirt_uri"] and "(LIBVIRT_URI is deprecated: set QDASH__COLLECT__LIBVIRT_URI)" in line["libvirt_uri"]
@@ -49,6 +51,10 @@ def test_seed_variables_are_deprecated_aliases(tmp_path):
     assert "deprecated" not in line["interval"]
     assert "TACHYON_API_KEY is deprecated" in line["api_key"] and "seed-004-key" not in r.stdout
     assert "7.0" in line["libvirt_timeout"] and "(LIBVIRT_TIMEOUT is deprecated: set QDASH__COLLECT__LIBVIRT_TIMEOUT)" in line["libvirt_timeout"]
+    srv = r.stdout.split("[server]")[1].split("\n[")[0]                 # seed 000's server variables, in [server]
+    sline = {ln.split(" ")[0]: ln for ln in srv.splitlines() if " = " in ln}
+    assert "3000" in sline["port"] and "(METATRON__SERVER__PORT is deprecated: set QDASH__SERVER__PORT)" in sline["port"]
+    assert "127.0.0.2" in sline["host"] and "deprecated" not in sline["host"]                                    # QDASH__ wins
 
 
 @pytest.mark.parametrize("env,expect", [
