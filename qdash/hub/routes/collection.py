@@ -12,7 +12,8 @@ from ..http import Routes, off_loop, doc, reply, part, _schema, ARR
 route = Routes()
 
 # %% auto #0
-__all__ = ['route', 'FEED_BODY', 'collect_start', 'collect_stop', 'collect_status', 'collect_vms', 'collect_config', 'feed_data']
+__all__ = ['route', 'FEED_RECORD', 'FEED_BODY', 'collect_start', 'collect_stop', 'collect_status', 'collect_vms',
+           'collect_config', 'feed_data']
 
 # %% ../../../nbs/hub/routes/00b_collection.ipynb #f7dd65a8
 def _col(request): return part(request, "collection", "collection")
@@ -54,7 +55,13 @@ async def collect_config(request):
     return reply({"collect": d["collect"], "store": d["store"]})
 
 # %% ../../../nbs/hub/routes/00b_collection.ipynb #0c5b9d34
-FEED_BODY = {"application/json": {"type": "array", "items": {"type": "object"}, "minItems": 1},
+FEED_RECORD = {"type": "object", "description": (
+    "One reading: `server` (or seed 004's `server_name`) names the server; `time` (or `timestamp`) is ISO 8601 or epoch "
+    "seconds, default now; `measurement` defaults to vm; text fields such as `profile` are tags; every other field is a "
+    "number (cpu_pct, mem_pct, swap_pct, iowait_pct, load1, disk_*_bytes_per_s, net_*_bytes_per_s, ...)."),
+    "example": {"server_name": "web-07", "timestamp": "2026-01-15T10:00:00Z", "profile": "web", "cpu_pct": 71.5, "mem_pct": 88.2}}
+FEED_BODY = {"application/json": {"type": "array", "items": FEED_RECORD, "minItems": 1,
+                                  "example": [FEED_RECORD["example"], {"server": "db-01", "time": 1768471200, "mem_pct": 64.0}]},
              "text/plain": {"type": "string", "description": "line protocol, one point per line; the pattern is one simple form of it",
                             "pattern": "^vm,server=[a-z][a-z0-9-]{0,30} (cpu|mem)_pct=[0-9]{1,2}(\\.[0-9]{1,3})?$"}}
 
