@@ -921,6 +921,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qdash.hub.app._guard': ('hub/app.html#_guard', 'qdash/hub/app.py'),
                                'qdash.hub.app._id_col': ('hub/app.html#_id_col', 'qdash/hub/app.py'),
                                'qdash.hub.app._is_public': ('hub/app.html#_is_public', 'qdash/hub/app.py'),
+                               'qdash.hub.app._log_to_stderr': ('hub/app.html#_log_to_stderr', 'qdash/hub/app.py'),
                                'qdash.hub.app._metrics_loop': ('hub/app.html#_metrics_loop', 'qdash/hub/app.py'),
                                'qdash.hub.app._open': ('hub/app.html#_open', 'qdash/hub/app.py'),
                                'qdash.hub.app._protocol': ('hub/app.html#_protocol', 'qdash/hub/app.py'),

@@ -54,8 +54,9 @@ def watch(pid:int, # the process to watch
 ENV = "QDASH_LIFELINE"
 
 def tie(hub:int): # pid of the hub this process must not outlive
-    "Pool initializer: die with the parent (SIGKILL from the kernel), and at once if `hub` is already gone."
+    "Pool initializer: die with the parent (SIGKILL from the kernel), and at once if `hub` is already gone; Ctrl-C is the hub's."
     set_parent_death_signal(signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # a terminal's Ctrl-C reaches the whole group: the hub stops the pool, no traceback per worker
     if not alive(hub): os._exit(1)
 
 def hold(pid:int|None=None) -> None: # the hub: default this process

@@ -1,5 +1,5 @@
 """The `qdash` command as a user runs it: a separate process, real environment variables, real files."""
-import json, os, socket, subprocess, sys, time
+import json, os, signal, socket, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -234,3 +234,29 @@ def test_enable_retraining_flag_wins_over_the_file(tmp_path):
         d = httpx.get(h.url + "/drift/status", headers=H).json()
         assert d["auto_retrain_enabled"] is True
         assert httpx.get(h.url + "/drift/report", headers=H).json()["auto_retrain"]["enabled"] is True
+
+
+def test_serve_with_a_locked_store_is_one_line_and_logs_once(tmp_path):
+    "Issue 16 item 3: a store file another process holds is one line (it was 96 lines of traceback); Sanic's lines print once."
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(tmp_path / 'q.duckdb')!r}); "
+                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        from qdash.testing import free_port
+        env = {"QDASH__STORE__PATH": str(tmp_path / "q.duckdb"), "QDASH__SERVER__PORT": str(free_port()), "QDASH__COLLECT__SOURCES": ""}
+        r = run("serve", env=env, cwd=tmp_path)
+        assert r.returncode == 2 and r.stdout == ""
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "cannot open the store file" in r.stderr, r.stderr
+    finally:
+        holder.kill(); holder.wait()
+    env = {"QDASH__STORE__PATH": str(tmp_path / "q2.duckdb"), "QDASH__SERVER__PORT": str(free_port()), "QDASH__COLLECT__SOURCES": ""}
+    p = subprocess.Popen([str(QDASH), "serve"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                         env={**{k: v for k, v in os.environ.items() if not k.startswith("QDASH")}, **env})
+    try:
+        lines = []
+        for ln in p.stdout:
+            lines.append(ln)
+            if "Worker ready" in ln or len(lines) > 200: break
+    finally:
+        p.send_signal(signal.SIGINT); p.wait(30)
+    assert sum("Starting worker" in ln for ln in lines) == 1, "".join(lines)   # not again through a root handler

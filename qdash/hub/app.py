@@ -14,6 +14,7 @@ from sanic_ext import Extend, openapi
 from .. import __version__
 from ..config import QdashError, ConfigError, Settings, load_settings
 from ..serving import Services
+from ..store import open_store
 from .http import Unauthorized, Forbidden, TooManyRequests, dumps, records, on_error
 from .guard import ensure_api_key, RateLimiter, client_address, Keyring, read_keys, may
 from .guard import FailedKeys, Connections, key_warnings
@@ -315,13 +316,23 @@ def check_listen(host:str, port:int, what:str="server") -> None:
         msg = listen_error(e, host, port, what)
         raise QdashError(msg or f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
+def _log_to_stderr(level:str):
+    "qdash's own log lines to stderr, once: Sanic prints its own with its handlers (a root handler printed them twice)."
+    lg = logging.getLogger("qdash")
+    if not any(getattr(h, "_qdash", False) for h in lg.handlers):
+        h = logging.StreamHandler(); h._qdash = True
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        lg.addHandler(h)
+    lg.setLevel(level.upper()); lg.propagate = False
+
 def serve(settings:Settings|None=None): # hub settings; default: `load_settings()`
     "Run the hub on `[server] host`:`[server] port` until interrupted."
     settings = settings or load_settings()
     host, port, tls = settings.server.host, hub_port(settings), tls_files(settings)   # an empty port, a bad certificate: one line
     check_listen(host, port)      # a port in use is one line (QdashError), before the store is opened
     if settings.auth.keys_file: read_keys(settings.auth.keys_file, settings.auth.api_key)   # a malformed keys file: one line too
-    logging.basicConfig(level=settings.server.log_level.upper())
+    open_store(settings).close()  # the store file locked by another process: one line, before Sanic logs a traceback
+    _log_to_stderr(settings.server.log_level)
     app = create_app(settings)
     try: app.run(host=host, port=port, ssl=tls, single_process=True, access_log=False, motd=False)
     except OSError as e:          # taken in between: the same line
