@@ -279,8 +279,13 @@ def bucket_s(every:str|None) -> float:
     "Seconds in a bucket width such as `10s`, `3min` (None: 1 s, the raw resolution)."
     return 1.0 if every is None else pd.Timedelta(every.replace("min", "m")).total_seconds()
 
-def history_columns(df:pd.DataFrame) -> dict:
-    "A history frame as the server charts' source columns."
+def history_columns(df:pd.DataFrame,
+                    since_ms:float|None=None, # drop points before this (epoch ms): the chart shows its range only
+                   ) -> dict:
+    "A history frame as the server charts' source columns, in time order (a line never loops back)."
+    if len(df) and "time" in df.columns:
+        df = df.assign(time=pd.to_datetime(df["time"], utc=True)).sort_values("time", kind="stable")
+        if since_ms is not None: df = df[df["time"] >= pd.Timestamp(since_ms, unit="ms", tz="UTC")]
     n = len(df)
     out = {"t": [epoch_ms(t) for t in df["time"]] if n else []}
     for c, field in COLS.items():

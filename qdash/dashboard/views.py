@@ -360,7 +360,7 @@ class ServerPage(pn.viewable.Viewer):
         rec = self.feed.latest.get(self.server, {})
         try:
             df = self.feed.client.history(rec.get("measurement", "vm"), server=self.server, start=f"-{int(seconds)}s", every=every)
-            data = history_columns(df)
+            data = history_columns(df, since_ms=1000 * (time.time() - seconds))
         except Exception as e:   # the hub is away or the store refused: the live points still arrive
             self.info.object = f'<div class="qd-muted">history unavailable: {esc(e if isinstance(e, QdashError) else type(e).__name__)}</div>'
         last = data["t"][-1] if data["t"] else 0.0
