@@ -152,7 +152,8 @@ class CalibrationPage(pn.viewable.Viewer):
                         f'ρ {fmt_num(m.get("rho"), 3)} · ω {fmt_num(m.get("omega"), 3)} · energy {fmt_num(m.get("energy"), 4)}')
             elif j["status"] in ("failed", "cancelled", "interrupted"):
                 text = f'✕ job {short} {esc(j["status"])}: {esc(j.get("error") or "")}'
-            else: text = f'… job {short} {esc(j["status"])} {fmt_num(j.get("progress"), 0)}%'
+            elif j["status"] == "pending": text = f'… job {short} queued: waiting for a worker'   # not "0 %" until it runs
+            else: text = f'… job {short} running: {fmt_num(j.get("progress"), 0)}% of its iterations'
             self.feedback.object = f'<div class="qd-ok" data-job="{esc(self.job_id)}" data-state="{esc(j["status"])}">{text}</div>'
 
 # %% ../../nbs/dashboard/03_panels.ipynb #c009
