@@ -26,7 +26,8 @@ def hub(tmp_path_factory):
            # the shipped model forecasts: the hub backfills two simulated days, so every server has its history
            "QDASH__MODEL__DIR": str(models), "QDASH__LIMITS__PREDICTIONS_CURRENT": "100000/minute",
            "QDASH__LIMITS__ALERTS_ACTIVE": "100000/minute", "QDASH__LIMITS__EXPLAIN": "100000/minute",
-           "QDASH__LIMITS__FEED_DATA": "100000/minute", "QDASH__LIMITS__CASCADE_STATUS": "100000/minute"}   # a cascade is fed
+           "QDASH__LIMITS__FEED_DATA": "100000/minute", "QDASH__LIMITS__CASCADE_STATUS": "100000/minute",   # a cascade is fed,
+           "QDASH__STORE__MAX_FUTURE": "2h"}   # an hour after the live points (the last test): within [store] max_future
     with HubProcess(env) as h:
         yield h
 
