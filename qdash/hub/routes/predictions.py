@@ -94,7 +94,8 @@ def _status(v:str) -> str:
 @doc("Alert notifications sent to webhooks and Alertmanagers, newest first, with each receiver's counts", "alerts",
      _schema({"count": {"type": "integer"}, "notifications": ARR, "receivers": ARR, "firing": {"type": "array", "items": {"type": "string"}},
               "resend_interval_s": {"type": "number"}}),
-     params=[("limit", "integer", "the newest this many (default 100)", False), ("status", {"type": "string", "enum": list(NOTIFY_STATUS)}, "only sent, failed or dropped ones", False)],
+     params=[("limit", "integer", "the newest this many (default 100)", False),
+             ("status", {"type": "string", "enum": list(NOTIFY_STATUS)}, "only sent, failed or dropped ones", False)],
      errors=(422, 503))
 async def alerts_notifications(request):
     _known_args(request, ("limit", "status"))
