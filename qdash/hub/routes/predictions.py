@@ -66,7 +66,10 @@ async def alerts_silence(request):
     if duration is None: duration = "1h"                  # left out or null: an hour
     try: _every(duration)                          # as the schema says: a whole number of s, min, h or d
     except ValueError: raise ValidationError(f"duration={duration[:40]!r}: expected a duration such as 30min or 2h", field="duration") from None
-    args = dict(server=_text(b, "server"), kind=_text(b, "kind"), duration=duration, reason=_text(b, "reason") or "",
+    kind = _text(b, "kind")
+    if kind is not None and kind not in ("risk", "stale"):   # as the schema says (left out or null: both kinds)
+        raise ValidationError(f"kind={kind[:40]!r}: expected risk or stale (leave it out for both)", field="kind")
+    args = dict(server=_text(b, "server"), kind=kind, duration=duration, reason=_text(b, "reason") or "",
                 by=by_whom(request, _text(b, "by")))
     return reply(await asyncio.to_thread(_forecasting(request).alerts.silence, **args))
 
