@@ -52,7 +52,7 @@ async def alerts_ack(request, alert_id:str):
     return reply(await asyncio.to_thread(_forecasting(request).alerts.ack, alert_id, by))
 
 _NTEXT = {"type": "string", "nullable": True}   # null: as if left out
-SILENCE_BODY = {"application/json": {**_schema({"server": _NTEXT, "kind": {"type": "string", "enum": ["risk", "stale"], "nullable": True},
+SILENCE_BODY = {"application/json": {**_schema({"server": _NTEXT, "kind": {"type": "string", "enum": ["risk", "stale", None], "nullable": True},
                                                 "duration": {**EVERY_Q, "nullable": True}, "reason": _NTEXT, "by": _NTEXT},
                                                required=[]), "additionalProperties": False}}
 
