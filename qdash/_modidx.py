@@ -1507,6 +1507,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'qdash.model.trend': { 'qdash.model.trend._aligned': ('model/trend.html#_aligned', 'qdash/model/trend.py'),
                                    'qdash.model.trend._blocks': ('model/trend.html#_blocks', 'qdash/model/trend.py'),
                                    'qdash.model.trend._history': ('model/trend.html#_history', 'qdash/model/trend.py'),
+                                   'qdash.model.trend._nanmean': ('model/trend.html#_nanmean', 'qdash/model/trend.py'),
+                                   'qdash.model.trend._nanmedian': ('model/trend.html#_nanmedian', 'qdash/model/trend.py'),
                                    'qdash.model.trend._path': ('model/trend.html#_path', 'qdash/model/trend.py'),
                                    'qdash.model.trend._score_path': ('model/trend.html#_score_path', 'qdash/model/trend.py'),
                                    'qdash.model.trend.combine': ('model/trend.html#combine', 'qdash/model/trend.py'),

@@ -13,6 +13,17 @@ __all__ = ['MAX_BLOCKS', 'REACH', 'T_LOW', 'T_FULL', 'DAY_MARGIN', 'DAY_FULL', '
            'trend_message', 'forecast_trend', 'combine', 'trend_payload']
 
 # %% ../../nbs/model/06a_trend.ipynb #6c535d11
+def _nanmedian(a:np.ndarray, axis:int=-1, keepdims:bool=False) -> np.ndarray:
+    "`np.nanmedian`, NaN for an all-NaN slice and no warning (warning filters are process-wide: not for threads)."
+    empty = np.isnan(a).all(axis, keepdims=True)
+    r = np.nanmedian(np.where(empty, 0.0, a), axis, keepdims=keepdims)
+    return np.where(empty if keepdims else empty.squeeze(axis), np.nan, r)
+
+def _nanmean(a:np.ndarray, axis:int=-1) -> np.ndarray:
+    "`np.nanmean`, NaN for an all-NaN slice and no warning."
+    n = (~np.isnan(a)).sum(axis)
+    with np.errstate(all="ignore"): return np.where(n > 0, np.nansum(a, axis) / np.maximum(n, 1), np.nan)
+
 def theil_sen(y:np.ndarray, # values (..., n); NaN is a missing point
               x:np.ndarray, # positions (n,), increasing
              ) -> np.ndarray:
@@ -20,9 +31,7 @@ def theil_sen(y:np.ndarray, # values (..., n); NaN is a missing point
     i, j = np.triu_indices(y.shape[-1], 1)
     s = (y[..., j] - y[..., i]) / (x[j] - x[i])
     if np.isfinite(s).all(): return np.median(s, -1)
-    with np.errstate(all="ignore"), np.testing.suppress_warnings() as w:
-        w.filter(RuntimeWarning)
-        return np.nanmedian(s, -1)
+    return _nanmedian(s, -1)
 
 # %% ../../nbs/model/06a_trend.ipynb #2001b849
 MAX_BLOCKS = 36
@@ -30,9 +39,7 @@ MAX_BLOCKS = 36
 def _blocks(y:np.ndarray, n_max:int=MAX_BLOCKS):
     "Means of consecutive blocks (at most `n_max`), and each block's centre in steps before the newest point."
     L = y.shape[-1]; b = max(1, L // n_max); L2 = (L // b) * b
-    with np.errstate(all="ignore"), np.testing.suppress_warnings() as w:
-        w.filter(RuntimeWarning)
-        yb = np.nanmean(y[..., L - L2:].reshape(*y.shape[:-1], L2 // b, b), -1)
+    yb = _nanmean(y[..., L - L2:].reshape(*y.shape[:-1], L2 // b, b), -1)
     return yb, (np.arange(L2 // b) * b + (b - 1) / 2) - (L2 - 1)
 
 def fit_window(Y:np.ndarray, # (rows, steps) newest last; NaN where missing
@@ -43,11 +50,10 @@ def fit_window(Y:np.ndarray, # (rows, steps) newest last; NaN where missing
     yb, x = _blocks(y)
     ok = np.isfinite(y).sum(-1) >= max(3, 0.75 * W)
     slope = theil_sen(yb, x)
-    with np.errstate(all="ignore"), np.testing.suppress_warnings() as w:
-        w.filter(RuntimeWarning)
-        level = np.nanmedian(yb - slope[:, None] * x, -1)
+    with np.errstate(all="ignore"):
+        level = _nanmedian(yb - slope[:, None] * x, -1)
         r = yb - level[:, None] - slope[:, None] * x
-        sigma = np.maximum(1.4826 * np.nanmedian(np.abs(r - np.nanmedian(r, -1, keepdims=True)), -1), 0.3)
+        sigma = np.maximum(1.4826 * _nanmedian(np.abs(r - _nanmedian(r, -1, keepdims=True)), -1), 0.3)
         n, h = yb.shape[-1], yb.shape[-1] // 2
         if h >= 2:
             s1, s2 = theil_sen(yb[:, :h], x[:h]), theil_sen(yb[:, n - h:], x[n - h:])
@@ -56,7 +62,7 @@ def fit_window(Y:np.ndarray, # (rows, steps) newest last; NaN where missing
         fin = np.isfinite(yb)
         sxx = np.array([((x[f] - x[f].mean()) ** 2).sum() if f.sum() > 1 else np.nan for f in fin]) if not fin.all() \
               else np.full(len(y), ((x - x.mean()) ** 2).sum())
-        last = np.nanmean(y[:, -3:], -1)
+        last = _nanmean(y[:, -3:], -1)
         holds = np.abs(last - (level - slope)) <= 3 * sigma + 2
     ok &= np.isfinite(slope) & np.isfinite(level)
     return {"level": level, "slope": slope, "sigma": sigma, "slope_se": np.sqrt(sigma ** 2 / sxx + split ** 2),
@@ -117,9 +123,7 @@ def trend_scores(Y:np.ndarray, # (rows, steps): each row's recent values at `ste
     hist, day = _history(Y), int(round(86400 / step))
     yday = np.full(N, np.nan)
     if Y.shape[-1] > day + 6:
-        with np.errstate(all="ignore"), np.testing.suppress_warnings() as w:
-            w.filter(RuntimeWarning)
-            yday = np.nanmean(Y[:, -1 - day:-1 - day + 6], -1)
+        yday = _nanmean(Y[:, -1 - day:-1 - day + 6], -1)
     w = horizon_weights(H, step)
     bounds = (0.0, 100.0) if target.endswith("_pct") else (-np.inf, np.inf)
     best = {"risk": np.full(N, -1.0), "p": np.zeros((N, H)), "q": np.full((N, H, len(QUANTILES)), np.nan),
