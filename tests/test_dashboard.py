@@ -513,10 +513,17 @@ def test_cascade_graph_draws_the_leader_of_a_fed_cascade(page, hub):
             recs = [{"server": name(r.server), "time": t.isoformat(), **{f: float(getattr(r, f)) for f in fields}} for r in batch.itertuples()]
             assert c.post("/feed/data", json=recs).status_code == 200
         ev = c.get("/cascade/status").json()["recent_events"][0]
-    assert ev["leader"] == name(inc.servers[0])
-    tab(page, "Overview")
-    expect(page.locator(".qd-cascade-graph")).to_have_attribute("data-leader", ev["leader"], timeout=30000)
-    drawn = page.evaluate("""() => { for (const d of Bokeh.documents) { const m = d.get_model_by_name("cascade-graph-nodes");
-        if (m && m.data.name.length) return [m.data.name, m.data.role]; } return null; }""")
+        assert ev["leader"] == name(inc.servers[0])
+        tab(page, "Overview")
+        expect(page.locator(".qd-cascade-graph")).to_have_attribute("data-leader", ev["leader"], timeout=30000)
+        # the page polls the hub: the event it drew may be a poll older than the one read here, so compare until both agree
+        deadline = time.monotonic() + 30
+        while True:
+            ev = c.get("/cascade/status").json()["recent_events"][0]
+            drawn = page.evaluate("""() => { for (const d of Bokeh.documents) { const m = d.get_model_by_name("cascade-graph-nodes");
+                if (m && m.data.name.length) return [m.data.name, m.data.role]; } return null; }""")
+            same = drawn and set(drawn[0][1:]) == set(ev["affected_servers"]) - {ev["leader"]}
+            if same or time.monotonic() > deadline: break
+            time.sleep(1)
     assert drawn[0][0] == ev["leader"] and drawn[1][0] == "leader"
     assert set(drawn[0][1:]) == set(ev["affected_servers"]) - {ev["leader"]} and set(drawn[1][1:]) == {"follower"}
