@@ -419,6 +419,15 @@ def test_docs_and_dashboard_need_no_internet(browser, dash, hub):
     assert outside + more == [], outside + more                                 # no script, style or font from outside
 
 
+# every Bokeh chart title, measured with the font it is drawn in, against the width of the chart's frame it sits over
+TITLES = """() => { const ctx = document.createElement("canvas").getContext("2d"), out = [];
+  for (const d of Bokeh.documents) for (const m of (d._all_models ? d._all_models.values() : d.all_models)) {
+    const t = m.title; if (!t || typeof t !== "object" || !t.text || !(m.inner_width > 0)) continue;
+    ctx.font = `${t.text_font_style} ${t.text_font_size} ${t.text_font}`;
+    out.push([t.text, Math.round(ctx.measureText(t.text).width), m.inner_width]); }
+  return out; }"""
+
+
 def test_overview_and_server_pages_fit_a_phone(browser, dash):
     ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, device_scale_factor=2)
     pg = ctx.new_page()
@@ -435,6 +444,9 @@ def test_overview_and_server_pages_fit_a_phone(browser, dash):
     pg.wait_for_timeout(1000)
     inner, scroll, over = pg.evaluate(wide)
     assert inner == 390 and scroll <= 390 and over == [], (inner, scroll, over)
+    titles = pg.evaluate(TITLES)                          # the overview's charts and the server page's, all drawn now
+    assert len(titles) >= 8, titles
+    assert [t for t in titles if t[1] > t[2]] == [], titles   # no title is cut off at the chart's edge
     ctx.close()
 
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import html, math
 import pandas as pd, panel as pn
-from bokeh.models import ColumnDataSource, CustomJSTickFormatter, DataRange1d
+from bokeh.models import ColumnDataSource, CustomJSTickFormatter, DataRange1d, NoOverlap
 from bokeh.plotting import figure
 
 # %% auto #0
@@ -148,6 +148,7 @@ def time_figure(title:str, height:int=230, y_range=None,
     p.xgrid.grid_line_alpha, p.ygrid.grid_line_alpha = 0.15, 0.15
     p.title.text_font_size = "13px"
     p.xaxis.axis_label = None
+    p.xaxis.major_label_policy = NoOverlap()      # a phone's narrow chart drops tick labels rather than overlap them
     return p
 
 def lines(p, src:ColumnDataSource, cols:dict, y_range_name:str="default", width:float=2):

@@ -146,7 +146,7 @@ class CascadeGraph(pn.viewable.Viewer):
         g = cascade_graph(None)
         self.nodes = ColumnDataSource(g["nodes"], name="cascade-graph-nodes")
         self.edges = ColumnDataSource(g["edges"], name="cascade-graph-edges")
-        p = figure(title="Who moves with whom: the newest cascade (lag in samples)", height=300, sizing_mode="stretch_width",
+        p = figure(title="Who moves with whom (lag in samples)", height=300, sizing_mode="stretch_width",
                    x_range=Range1d(-1.7, 1.7), y_range=Range1d(-1.4, 1.45), tools="", toolbar_location=None)
         p.segment("x0", "y0", "x1", "y1", source=self.edges, line_color="#9ca3af", line_width=2)
         p.add_layout(LabelSet(x="lx", y="ly", text="lag", source=self.edges, text_font_size="11px", text_color="#9ca3af"))
@@ -248,7 +248,7 @@ class OverviewPage(pn.viewable.Viewer):
         self.prov.y_range.start, self.prov.xgrid.grid_line_alpha, self.prov.ygrid.grid_line_alpha = 0, 0, 0.15
         self.prov.title.text_font_size = d.title.text_font_size = "13px"
         self.sys_src = ColumnDataSource(dict(t=[], mem=[], cpu=[]), name="overview-resources")
-        s = time_figure("Hub resources: memory (MB, left) · CPU (%, right)")
+        s = time_figure("Hub memory and CPU")
         s.extra_y_ranges = {"cpu": Range1d(0, 100)}
         s.add_layout(LinearAxis(y_range_name="cpu", axis_label="CPU %"), "right")
         s.yaxis[0].axis_label = "MB"
@@ -335,7 +335,7 @@ class ServerPage(pn.viewable.Viewer):
         self.charts = pn.FlexBox(*[tile(pn.pane.Bokeh(p, sizing_mode="stretch_width"), "560px") for p in (cpu, mem, disk, net)],
                                  sizing_mode="stretch_width")
         self.fc_src = ColumnDataSource({"t": [], **{f"{c}{x}": [] for c in FC_COLS for x in ("", "_lo", "_hi")}}, name="server-forecast")
-        fc = time_figure("History, then the forecast: cpu · memory % (dashed: median, band: P10–P90)", height=280, y_range=Range1d(0, 100))
+        fc = time_figure("History, then the forecast (%)", height=280, y_range=Range1d(0, 100))
         for c, (label, color) in {"cpu": ("cpu", "#f97316"), "mem": ("memory", "#ec4899")}.items():
             fc.varea("t", f"{c}_lo", f"{c}_hi", source=self.fc_src, fill_color=color, fill_alpha=0.2, legend_label=f"{label} P10–P90")
             fc.line("t", c, source=self.fc_src, color=color, line_width=2, line_dash="dashed", legend_label=f"{label} forecast")
@@ -419,7 +419,7 @@ class ServerPage(pn.viewable.Viewer):
                                    + (f'{n} steps · risk {fmt_num(p.get("risk_score"), 1)} · {esc((p.get("alert") or {}).get("level") or "–")}'
                                       f'{" · " + esc(p.get("message")) if p.get("message") else ""}' if n else
                                       esc((p or {}).get("message") or (p or {}).get("status") or "no forecast for this server yet"))
-                                   + "</span></h3></div>")
+                                   + '</span></h3><div class="qd-muted">dashed: the median forecast; band: P10–P90</div></div>')
         alerts = [a for a in (self.feed.alerts_active or preds).get("alerts") or [] if a.get("server_name") == self.server]
         if alerts != sig.get("alerts"):
             sig["alerts"] = alerts
