@@ -539,3 +539,41 @@ def test_cascade_graph_draws_the_leader_of_a_fed_cascade(page, hub):
             time.sleep(1)
     assert drawn[0][0] == ev["leader"] and drawn[1][0] == "leader"
     assert set(drawn[0][1:]) == set(ev["affected_servers"]) - {ev["leader"]} and set(drawn[1][1:]) == {"follower"}
+
+
+# the controls not clicked above: the server picker, the time range, the export range
+
+SPAN = """() => { for (const d of Bokeh.documents) { const m = d.get_model_by_name("server-points");
+    if (m && m.data.t.length) return [m.data.t[0], m.data.t[m.data.t.length - 1], m.data.t.length]; } return null; }"""
+
+
+def test_server_picker_and_time_range_change_what_the_server_page_shows(page, hub):
+    expect = playwright.expect
+    tab(page, "Server")
+    shown = page.locator(".qd-health .qd-server")
+    expect(shown).not_to_have_text("", timeout=30000)
+    other = sorted(set(api(hub, "/predictions/current")["predictions"]) - {shown.inner_text()})[0]
+    box = page.locator("input[placeholder='type to search servers…']")
+    box.fill("")
+    box.press_sequentially(other[:-1], delay=50)                          # typed in part, picked from the list
+    page.locator(".bk-menu div", has_text=other).first.click()
+    expect(shown).to_have_text(other, timeout=15000)
+    expect(page.locator(".qd-forecast h3")).to_contain_text("risk", timeout=30000)
+    page.locator(".bk-btn-group button", has_text="8 h").click()           # the hub backfilled two days: 8 h goes back 8 h
+    page.wait_for_function(f"() => {{ const s = ({SPAN})(); return s && s[1] - s[0] > 6 * 3600e3; }}", timeout=30000)
+    page.locator(".bk-btn-group button", has_text="live 15 min").click()  # and back to the last quarter of an hour
+    page.wait_for_function(f"() => {{ const s = ({SPAN})(); return s && s[1] - s[0] <= 15 * 60e3 + 5e3; }}", timeout=30000)
+
+
+def test_export_range_changes_what_is_downloaded(page, hub):
+    tab(page, "Overview")
+    rows = {}
+    for rng in ("30m", "1w"):
+        page.locator("select:has(option[value='1M'])").select_option(rng)
+        page.wait_for_timeout(500)                                        # the choice reaches the server side
+        with page.expect_download(timeout=30000) as dl:
+            page.locator("button", has_text="environment CSV").click()
+        assert f"-{rng}-" in dl.value.suggested_filename
+        rows[rng] = pd.read_csv(dl.value.path())
+        playwright.expect(page.locator(".qd-ok", has_text="environment export")).to_contain_text(f"{rng}: {len(rows[rng])} rows")
+    assert len(rows["1w"]) > len(rows["30m"]) > 0, {k: len(v) for k, v in rows.items()}
