@@ -12,7 +12,7 @@ from .store import open_store, StoreUnavailable
 from .jobs import JobRunner
 from .model.data import TARGETS, frame_to_fleet, load_fleet
 from .model.registry import ModelRegistry
-from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals
+from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals, level_of
 from .model.trend import forecast_trend, combine, trend_payload
 from .model.alerts import AlertEngine
 from .model.notify import Notifier
@@ -22,8 +22,8 @@ from .drift import DriftMonitor
 log = logging.getLogger("qdash.serving")
 
 # %% auto #0
-__all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'STORE_PROBE_S', 'Every', 'Forecasting', 'Explanations', 'FleetWatch',
-           'DriftWatch', 'backfill_simulated_past', 'Services']
+__all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'STORE_PROBE_S', 'Every', 'Forecasting', 'risk_reason', 'Explanations',
+           'FleetWatch', 'DriftWatch', 'backfill_simulated_past', 'Services']
 
 # %% ../nbs/10_serving.ipynb #6db3ed89
 class Every:
@@ -144,6 +144,20 @@ class Forecasting:
 # %% ../nbs/10_serving.ipynb #a97b2f8c
 BASELINE_DAYS = 7
 
+def _num(v, nd:int=2): return None if v is None else round(float(v), nd)
+
+def risk_reason(r:dict) -> dict|None:
+    "Where one forecast result's served risk comes from — a breach in progress, the trend, or the model — in the alert's words."
+    if r.get("status") != "ok" and not r.get("breach"): return None
+    risk = float(r.get("risk_score") or 0.0)
+    src = "breach" if r.get("breach") else r.get("source", "model")
+    out = {"source": src, "risk_score": round(risk, 1), "alert_level": level_of(risk), "target": r.get("target"),
+           "threshold": _num(r.get("threshold")), "time_to_issue_min": _num(r.get("time_to_issue_min"), 1),
+           "message": r.get("message") or ""}
+    if src == "trend" and r.get("trend"):
+        out["trend"] = {"slope_per_h": _num(r["trend"].get("slope_per_h"), 3), "window_h": _num(r["trend"]["window_s"] / 3600)}
+    return out
+
 class Explanations:
     "Why a server is at risk, for the forecasting service's latest cycle, cached per cycle."
     def __init__(self, forecasting:Forecasting, days:int=BASELINE_DAYS): # history before the cycle for the baseline
@@ -174,6 +188,11 @@ class Explanations:
         with f.lock: results, cycle, data = f.results, f.cycle, f.data
         fc, s = f.registry.loaded, f.settings
         r = results.get(server)
+        reason = None if r is None else risk_reason(r)
+        warns = reason is not None and reason["source"] != "model" and reason["alert_level"] != "healthy"
+        if warns and (fc is None or data is None or r.get("history") == "short" or r["status"] != "ok"):
+            # a breach or a trend is its own why: no model forecast is needed to say it
+            return {"server_name": server, "prediction": {**self._served(reason), "model": None}, "risk": reason}
         if r is None or fc is None or data is None:
             why = " (no model is serving; see GET /admin/models)" if fc is None else ""
             raise NotFound(f"no server named {server!r} in the latest forecast{why}", field="server_name")
@@ -188,12 +207,20 @@ class Explanations:
             return explain_server(fc, self.server_data(fc, server), server, thresholds=dict(s.model.thresholds),
                                   min_history=int(s.model.min_history))
         value, _ = self.cache.get((server, fc.name), cycle, build)
-        return value
+        if reason is None: return value
+        # the risk the hub serves (and alerts on) heads the answer; the attributions explain the model's own risk beside it
+        return {**value, "prediction": {**value["prediction"], **self._served(reason),
+                                        "model_risk_score": value["prediction"]["risk_score"]}, "risk": reason}
+
+    @staticmethod
+    def _served(reason:dict) -> dict:
+        return {k: reason[k] for k in ("risk_score", "alert_level", "source")}
 
     def top_drivers(self, server:str, k:int=3) -> list[dict]:
         "The top `k` drivers (feature, importance, stars) of a server's risk, for an alert; [] when it has none."
-        try: return [{n: f[n] for n in ("feature", "importance", "stars")} for f in self.explain(server)["shap"]["top_features"][:k]]
+        try: feats = (self.explain(server).get("shap") or {}).get("top_features") or []
         except (NotFound, InsufficientData, Unavailable): return []
+        return [{n: f[n] for n in ("feature", "importance", "stars")} for f in feats[:k]]
 
     def refresh_drivers(self):
         "The top three drivers of every server with an active alert, for `/alerts/active`."

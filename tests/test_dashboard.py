@@ -113,10 +113,13 @@ def test_server_forecast_and_why(page):
     tab(page, "Server")
     expect(page.locator(".qd-forecast")).not_to_have_attribute("data-points", "0", timeout=30000)
     page.wait_for_function(BAND, timeout=10000)                                 # the P10-P90 band has numbers
-    why = page.locator('.qd-why[data-state="explained"], .qd-why[data-state="none"]')
+    why = page.locator('.qd-why[data-state="explained"], .qd-why[data-state="reason"], .qd-why[data-state="none"]')
     expect(why).to_have_count(1, timeout=30000)
-    if why.get_attribute("data-state") == "explained":
-        assert why.locator("tr.qd-attr").count() > 0
+    state = why.get_attribute("data-state")
+    if state == "explained":
+        assert why.locator("tr.qd-attr").count() > 0 and why.locator(".qd-reason").count() == 1
+    elif state == "reason":                   # a breach or a trend warns and the model has nothing to attribute
+        assert why.locator(".qd-reason").get_attribute("data-source") in ("breach", "trend")
     else:
         assert "nothing to explain" in why.inner_text()
     expect(page.locator(".qd-server-alerts")).to_have_count(1)
@@ -224,7 +227,7 @@ CONTRAST = """() => {
   return out;
 }"""
 
-READY = {"Overview": ".qd-card .qd-val.ready", "Server": '.qd-why[data-state="explained"], .qd-why[data-state="none"]',
+READY = {"Overview": ".qd-card .qd-val.ready", "Server": '.qd-why[data-state="explained"], .qd-why[data-state="reason"], .qd-why[data-state="none"]',
          "Alerts": ".qd-alerts-table", "Jobs": "tr[data-job]", "Calibration": ".qd-card", "Collector": "table.qd td"}
 
 

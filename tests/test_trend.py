@@ -67,6 +67,10 @@ def test_fed_linear_leaks_are_warned_before_they_breach_and_a_flat_server_is_not
     al = {a["server_name"]: a for a in get(hub, "/alerts/active").json()["alerts"] if a["kind"] == "risk"}
     assert al["leak-26h"]["source"] == "trend" and al["leak-26h"]["time_to_issue_min"] >= 60, al["leak-26h"]
     assert "leak-4h" in al and "flat-26h" not in al
+    for s in ("leak-26h", "leak-4h"):         # the Why says what the alert says: the trend, whether or not the model forecasts
+        ex = get(hub, f"/explain/{s}").json()
+        assert ex["risk"]["source"] == "trend" and ex["prediction"]["alert_level"] in ("warning", "critical"), ex
+        assert ex["risk"]["message"].startswith("Memory exhaustion predicted in") and ex["risk"]["trend"]["slope_per_h"] > 1, ex
 
 
 def test_a_server_with_two_hours_of_history_is_forecast_and_flagged_short(hub):

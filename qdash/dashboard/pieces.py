@@ -11,10 +11,11 @@ from bokeh.plotting import figure
 
 # %% auto #0
 __all__ = ['LEVEL_COLORS', 'STATUS_COLORS', 'TEXT_COLORS', 'CONN', 'CSS', 'BUTTON_CSS', 'RATE_TICKS_JS', 'CARDS', 'SYSTEM_COLORS',
-           'RANGES', 'COLS', 'FC_COLS', 'esc', 'fmt_num', 'fmt_bytes', 'fmt_secs', 'epoch_ms', 'theme_css', 'sheets',
-           'html_pane', 'bar', 'load_color', 'tile', 'pill', 'time_figure', 'lines', 'rate_ticks', 'cards_html',
-           'ranked_html', 'cascade_html', 'drift_html', 'system_health_html', 'cascade_graph', 'bucket_s',
-           'history_columns', 'forecast_columns', 'server_alerts_html', 'why_html']
+           'RANGES', 'COLS', 'FC_COLS', 'REASON_WORDS', 'esc', 'fmt_num', 'fmt_bytes', 'fmt_secs', 'epoch_ms',
+           'theme_css', 'sheets', 'html_pane', 'bar', 'load_color', 'tile', 'pill', 'time_figure', 'lines',
+           'rate_ticks', 'cards_html', 'ranked_html', 'cascade_html', 'drift_html', 'system_health_html',
+           'cascade_graph', 'bucket_s', 'history_columns', 'forecast_columns', 'server_alerts_html', 'reason_html',
+           'why_html']
 
 # %% ../../nbs/dashboard/01a_pieces.ipynb #c005
 def esc(v) -> str:
@@ -319,6 +320,18 @@ def server_alerts_html(alerts:list[dict]) -> str:
                    + "</span></div>" for a in alerts)
     return f'<div class="qd-server-alerts" data-alerts="{len(alerts)}" style="display:grid;gap:4px">{rows}</div>'
 
+REASON_WORDS = {"breach": "Over its threshold now", "trend": "From the trend", "model": "From the model"}
+
+def reason_html(rs:dict|None) -> str:
+    "Where the served risk comes from (`/explain`'s `risk`): the breach, the trend (its slope and window) or the model."
+    if not rs: return ""
+    t = rs.get("trend") or {}
+    fit = (f' <span class="qd-muted">· fitted over the last {fmt_num(t.get("window_h"), 1)} h, '
+           f'{fmt_num(t.get("slope_per_h"), 2)} per hour</span>' if t else "")
+    text = rs.get("message") or f'risk {fmt_num(rs.get("risk_score"), 1)}'
+    return (f'<div class="qd-reason qd-wrap" data-source="{esc(rs.get("source"))}" style="margin:4px 0 8px">'
+            f'<b>{esc(REASON_WORDS.get(rs.get("source"), rs.get("source")))}:</b> {esc(text)}{fit}</div>')
+
 def why_html(got:dict|None) -> str:
     "The Why panel for one `LiveFeed.explanation`: attribution bars, attention, counterfactuals — or the hub's message."
     head = '<h3 class="qd">Why</h3>'
@@ -336,9 +349,14 @@ def why_html(got:dict|None) -> str:
     cf = "".join(f'<tr><td class="qd-wrap">{esc(c.get("scenario"))}</td><td class="qd-wrap">{esc(c.get("impact"))}</td>'
                  f'<td class="qd-wrap">{esc(c.get("recommendation"))}</td></tr>' for c in b.get("counterfactuals") or [])
     pred = b.get("prediction") or {}
-    return (f'<div class="qd-why" data-state="explained" data-features="{len(feats)}">{head}'
-            f'<div class="qd-muted">risk {fmt_num(pred.get("risk_score"), 1)} · {esc(pred.get("alert_level") or "–")}'
-            f' · model {esc(pred.get("model") or "–")}</div>'
+    risk = (f'<div class="qd-muted">risk {fmt_num(pred.get("risk_score"), 1)} · {esc(pred.get("alert_level") or "–")}'
+            + (f' · the model alone says {fmt_num(pred.get("model_risk_score"), 1)}' if pred.get("model_risk_score") is not None
+               and round(pred["model_risk_score"]) != round(pred.get("risk_score") or 0) else "")
+            + f' · model {esc(pred.get("model") or "–")}</div>') + reason_html(b.get("risk"))
+    if not feats and "shap" not in b:                     # a breach or a trend, and no model forecast to attribute
+        return (f'<div class="qd-why" data-state="reason" data-source="{esc((b.get("risk") or {}).get("source"))}">{head}{risk}'
+                '<div class="qd-ok qd-wrap">the model has no forecast of this server to attribute yet: the risk above is the whole why</div></div>')
+    return (f'<div class="qd-why" data-state="explained" data-features="{len(feats)}">{head}{risk}'
             f'<table class="qd"><tr><th>feature</th><th>attribution</th><th>importance</th><th>direction</th></tr>{bars}</table>'
             f'<div class="qd-box" style="margin:8px 0"><b>Attention</b> · focus: {esc(", ".join(map(str, att.get("focus_periods") or [])) or "–")}'
             f'<div class="qd-wrap">{esc(att.get("analysis") or "")}</div></div>'

@@ -16,10 +16,14 @@ EXPLAIN = _schema({"server_name": {"type": "string"}, "prediction": OBJ,
                    "shap": _schema({"top_features": ARR}, required=["top_features"]),
                    "attention": _schema({"focus_periods": {"type": "array", "items": {"type": "string"}}, "analysis": {"type": "string"}},
                                         required=["focus_periods", "analysis"]),
-                   "counterfactuals": ARR})
+                   "counterfactuals": ARR,
+                   "risk": _schema({"source": {"type": "string", "enum": ["breach", "trend", "model"]}, "risk_score": {"type": "number"},
+                                    "alert_level": {"type": "string"}, "message": {"type": "string"}}, required=["source", "risk_score"])},
+                  required=["server_name", "prediction", "risk"])    # shap, attention, counterfactuals: when the model explains
 
 @route("predict", "GET", "/explain/<server_name:path>", limit="explain")
-@doc("Why a server is at risk: top features, attention, counterfactuals", "predictions", EXPLAIN, errors=(404, 409, 503))
+@doc("Why a server is at risk: where its risk comes from (breach, trend or model), then the model's top features, attention, "
+     "counterfactuals", "predictions", EXPLAIN, errors=(404, 409, 503))
 async def explain(request, server_name:str):
     ex = part(request, "explanations", "forecaster")
     name = unquote(server_name)   # names are any text: clients percent-encode them
