@@ -204,7 +204,7 @@ def _up_now(x:np.ndarray, # (row, time)
             window:int, z_score:float, span:int, step_s:float,
             floor:float=0.0, # the least recent level that counts
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "`(up, level, onset)` per row: moved up beyond `z_score` σ for the last CONFIRM samples and now at `floor` or more; its recent level; where in the last samples its move began."
+    "`(up, level, onset)` per row: moved up beyond `z_score` σ (CONFIRM samples) to `floor` or more; its recent level; when the move began."
     h, m, sp = move_windows(step_s, window, span)
     n, R = sp + CONFIRM, x.shape[0]
     if x.shape[-1] < h + m + n + 2 or R == 0: return np.zeros(R, bool), np.full(R, np.nan), np.zeros(R, int)
