@@ -233,7 +233,7 @@ def host_contention(delay:np.ndarray|None, # (server, time): the VMs' vcpu_delay
             up, lvl, _ = _up_now(host_buf[k], window, z_score, span, step_s, min_pct if name == "steal_pct" else 0.0)
             hs[name] = {g: (bool(u), float(v)) for g, u, v in zip(host_names, up, lvl)}
     where, out = np.array(["" if h is None else str(h) for h in hosts], dtype=object), []
-    for g in sorted(set(where) - {""}):
+    for g in sorted(set(where[d_up | anomalous]) - {""}):     # only hosts with a delayed or anomalous VM can lead
         on = where == g
         delayed, (stolen, steal) = on & d_up, hs.get("steal_pct", {}).get(g, (False, np.nan))
         hit = delayed if delayed.sum() >= min_servers else on & (anomalous | d_up) if stolen else delayed
