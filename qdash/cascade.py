@@ -224,7 +224,9 @@ def host_contention(delay:np.ndarray|None, # (server, time): the VMs' vcpu_delay
                     min_pct:float=5.0, # `[fleet] contention_pct`
                    ) -> list[dict]:
     "One cascade per host whose VMs degrade together while their vCPU delay or the host's steal rises; the host leads it."
-    S = len(servers)
+    S, m = len(servers), move_windows(step_s, window, span)[1]
+    def waits(a): return a is not None and a.size > 0 and bool((np.nan_to_num(a[..., -m:], nan=-np.inf) >= min_pct).any())
+    if not (waits(delay) or (host_buf is not None and waits(host_buf[HOST_SIGNALS.index("steal_pct")]))): return []   # nobody waits
     d_up, d_lvl, d_on = (_up_now(delay, window, z_score, span, step_s, min_pct) if delay is not None
                          else (np.zeros(S, bool), np.full(S, np.nan), np.zeros(S, int)))
     hs = {}
