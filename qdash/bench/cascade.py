@@ -126,7 +126,8 @@ def _bench_speed(settings, n_servers:int=1000, repeat:int=20) -> dict:
     upd_h = (time.perf_counter() - t1) / repeat * 1000
     return {"servers": n_servers, "window_size": det.window, "metrics": len(SIM_FIELDS), "check_ms": round(ms, 2),
             "update_and_check_ms": round(upd, 2),
-            "update_and_check_with_hosts_ms": round(upd_h, 2), "hosts": len(hn), "baseline_level_z_ms": round(old, 2), "cascade_in_check": cur["cascade_detected"]}
+            "update_and_check_with_hosts_ms": round(upd_h, 2), "hosts": len(hn),
+            "baseline_level_z_ms": round(old, 2), "cascade_in_check": cur["cascade_detected"]}
 
 def bench_cascade(settings:Settings|None=None, # `[fleet]` parameters; default: the defaults
                   trials:int=12, # simulated cascades
