@@ -359,6 +359,9 @@ def _as_arrays(data, servers=None, times=None) -> tuple[dict, list, np.ndarray]:
 
 def _np_times(times, T):
     if times is None: return np.full(T, np.datetime64("NaT"), dtype="datetime64[ns]")
+    a = np.atleast_1d(np.asarray(times))
+    if np.issubdtype(a.dtype, np.integer) and len(a) == T:              # epoch seconds: no pandas per sample
+        return (a.astype(np.int64) * 1_000_000_000).astype("datetime64[ns]")
     ts = pd.to_datetime(np.atleast_1d(times), unit="s", utc=True) if np.issubdtype(np.asarray(times).dtype, np.number) \
          else pd.DatetimeIndex(pd.to_datetime(np.atleast_1d(times), utc=True))
     if len(ts) != T: raise ValidationError(f"times: {len(ts)} times for {T} samples", field="times")
