@@ -9,12 +9,13 @@ import numpy as np, pandas as pd
 from fastcore.basics import patch
 from .config import Settings, ValidationError, load_settings
 from .timeutil import iso, utc
-from .anomaly import move_windows, moves, noise_scale
+from .anomaly import move_windows, moves, nan_quantile, noise_scale
 
 # %% auto #0
-__all__ = ['METRIC_FAMILIES', 'KNOWN_METRICS', 'NOISE_FLOOR', 'CONFIRM', 'ORDER', 'SIM_FIELDS', 'check_metrics', 'pick_metrics',
-           'server_noise', 'anomaly_runs', 'lagged_corr', 'severity', 'health_score', 'health_status', 'cascade_risk',
-           'detect', 'CascadeDetector', 'fleet_health', 'replay']
+__all__ = ['METRIC_FAMILIES', 'KNOWN_METRICS', 'NOISE_FLOOR', 'CONFIRM', 'CONTENTION_SIGNALS', 'HOST_SIGNALS', 'ORDER',
+           'SIM_FIELDS', 'check_metrics', 'pick_metrics', 'server_noise', 'anomaly_runs', 'lagged_corr', 'severity',
+           'health_score', 'health_status', 'cascade_risk', 'detect', 'host_contention', 'name_hosts',
+           'CascadeDetector', 'fleet_health', 'replay']
 
 # %% ../nbs/08_cascade.ipynb #c005
 METRIC_FAMILIES = {
@@ -185,7 +186,8 @@ def detect(buf:np.ndarray, # (metric, server, time): a baseline, then the recent
             li = order[0]
             cascades.append({"metric": metrics[k], "affected_servers": [servers[cand[g[i]]] for i in order],
                              "severity": severity(len(g), S), "correlation_score": round(float(sub_r[~np.eye(len(g), dtype=bool)].mean()), 3),
-                             "leader": servers[cand[g[li]]], "lag_samples": {servers[cand[g[i]]]: int(sub_lead[li, i]) for i in order}})
+                             "leader": servers[cand[g[li]]], "leader_kind": "server", "cause": None,
+                             "lag_samples": {servers[cand[g[i]]]: int(sub_lead[li, i]) for i in order}})
     cascades.sort(key=lambda c: (-len(c["affected_servers"]), -c["correlation_score"]))
     any_anom = anomalous.any(0)
     corr_score = max([c["correlation_score"] for c in cascades] or [max(pair_scores or [0.0])])
@@ -193,6 +195,88 @@ def detect(buf:np.ndarray, # (metric, server, time): a baseline, then the recent
             "anomaly_rate": round(float(any_anom.mean()) if S else 0.0, 4),
             "correlation_score": round(max(0.0, corr_score), 3), "cascades": cascades,
             "anomalous": {metrics[k]: [servers[i] for i in np.flatnonzero(anomalous[k])] for k in range(M)}}
+
+# %% ../nbs/08_cascade.ipynb #hc02
+CONTENTION_SIGNALS = ("vcpu_delay_pct",)     # per VM: its vCPUs' wait for a CPU (libvirt vcpu.*.delay, differenced)
+HOST_SIGNALS = ("steal_pct", "iowait_pct")   # per host, as the host collector names them
+
+def _up_now(x:np.ndarray, # (row, time)
+            window:int, z_score:float, span:int, step_s:float,
+            floor:float=0.0, # the least recent level that counts
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "`(up, level, onset)` per row: moved up beyond `z_score` σ (CONFIRM samples) to `floor` or more; its recent level; when the move began."
+    h, m, sp = move_windows(step_s, window, span)
+    n, R = sp + CONFIRM, x.shape[0]
+    if x.shape[-1] < h + m + n + 2 or R == 0: return np.zeros(R, bool), np.full(R, np.nan), np.zeros(R, int)
+    sig, ok = server_noise(x, window, 2 * sp)
+    with np.errstate(all="ignore"): z = np.where(ok[..., None], np.nan_to_num(moves(x, n, h, m, sig)), 0.0)
+    up, run = anomaly_runs(z > z_score)
+    level = nan_quantile(x[..., -m:], 0.5)
+    return up & (np.nan_to_num(level, nan=-np.inf) >= floor), level, n - run
+
+def host_contention(delay:np.ndarray|None, # (server, time): the VMs' vcpu_delay_pct (NaN where unknown); None: not collected
+                    hosts:list, # each server's host (None where unknown)
+                    servers:list[str], # server names, in row order
+                    anomalous:np.ndarray, # (server,) bool: anomalous on some tracked metric now
+                    host_buf:np.ndarray|None=None, # (HOST_SIGNALS, host, time), or None
+                    host_names:list[str]=(), # the hosts of `host_buf`'s rows
+                    window:int=100, z_score:float=5.0, min_servers:int=3, span:int=12, step_s:float=15.0,
+                    min_pct:float=5.0, # `[fleet] contention_pct`
+                   ) -> list[dict]:
+    "One cascade per host whose VMs degrade together while their vCPU delay or the host's steal rises; the host leads it."
+    S, m = len(servers), move_windows(step_s, window, span)[1]
+    def waits(a): return a is not None and a.size > 0 and bool((np.nan_to_num(a[..., -m:], nan=-np.inf) >= min_pct).any())
+    if not (waits(delay) or (host_buf is not None and waits(host_buf[HOST_SIGNALS.index("steal_pct")]))): return []   # nobody waits
+    d_up, d_lvl, d_on = (_up_now(delay, window, z_score, span, step_s, min_pct) if delay is not None
+                         else (np.zeros(S, bool), np.full(S, np.nan), np.zeros(S, int)))
+    hs = {}
+    if host_buf is not None and len(host_names):
+        for k, name in enumerate(HOST_SIGNALS):
+            up, lvl, _ = _up_now(host_buf[k], window, z_score, span, step_s, min_pct if name == "steal_pct" else 0.0)
+            hs[name] = {g: (bool(u), float(v)) for g, u, v in zip(host_names, up, lvl)}
+    where, out = np.array(["" if h is None else str(h) for h in hosts], dtype=object), []
+    for g in sorted(set(where[d_up | anomalous]) - {""}):     # only hosts with a delayed or anomalous VM can lead
+        on = where == g
+        delayed, (stolen, steal) = on & d_up, hs.get("steal_pct", {}).get(g, (False, np.nan))
+        hit = delayed if delayed.sum() >= min_servers else on & (anomalous | d_up) if stolen else delayed
+        if hit.sum() < min_servers: continue
+        idx = np.flatnonzero(hit)
+        idx = idx[np.argsort(d_on[idx], kind="stable")]
+        corr = 0.0
+        if delay is not None and np.isfinite(delay[idx]).all(-1).sum() >= 2:
+            h, m, sp = move_windows(step_s, window, span)
+            Rn = min(3 * sp, delay.shape[-1] - h - m + 1)
+            sig, _ = server_noise(delay[idx], window, 2 * sp)
+            with np.errstate(all="ignore"): zc = np.nan_to_num(moves(delay[idx], Rn, h, m, sig))
+            r, _ = lagged_corr(zc, max_lag=min(sp, Rn // 3))
+            corr = float(r[~np.eye(len(idx), dtype=bool)].mean())
+        suspects = [servers[i] for i in np.flatnonzero(on & anomalous & ~hit)]
+        io_up, io = hs.get("iowait_pct", {}).get(g, (False, np.nan))
+        steal_high = stolen or steal >= max(min_pct, 1.0)         # steal is reported while high, moved or not
+        why = ([f"steal {steal:.0f} %"] if steal_high else []) + ([f"vCPU delay {np.nanmedian(d_lvl[delayed]):.0f} %"] if delayed.any() else []) \
+              + ([f"iowait {io:.0f} %"] if io_up else [])
+        out.append({"metric": "vcpu_delay_pct" if delayed.sum() >= min_servers else "steal_pct",
+                    "affected_servers": [servers[i] for i in idx], "severity": severity(len(idx), S),
+                    "correlation_score": round(max(0.0, corr), 3), "leader": g, "leader_kind": "host",
+                    "cause": (f"noisy neighbour on {g}" + (f" (likely {suspects[0]})" if len(suspects) == 1 else "")
+                              + f": {', '.join(why)}, {len(idx)} VMs degraded"),
+                    "lag_samples": {servers[i]: int(d_on[i] - d_on[idx[0]]) for i in idx}})
+    return out
+
+def name_hosts(cascades:list[dict], # `detect`'s cascades
+               contended:list[dict], # `host_contention`'s
+               host_of:dict, # {server: host}
+              ) -> list[dict]:
+    "Cascades led by a host: each of `detect`'s with most servers on a contended host takes it as leader (and keeps only those); `contended` added."
+    by = {c["leader"]: c for c in contended}
+    for c in cascades:
+        on = [host_of.get(s) for s in c["affected_servers"]]
+        g = max(set(on) - {None}, key=on.count, default=None)
+        if g in by and 2 * on.count(g) > len(on) and on.count(g) >= len(by[g]["affected_servers"]) // 2 + 1:
+            keep = [s for s, h in zip(c["affected_servers"], on) if h == g]
+            c.update(affected_servers=keep, leader=g, leader_kind="host", cause=by[g]["cause"],
+                     lag_samples={s: c["lag_samples"].get(s, 0) for s in keep})
+    return sorted(cascades + contended, key=lambda c: (-len(c["affected_servers"]), -c["correlation_score"]))
 
 # %% ../nbs/08_cascade.ipynb #c024
 class CascadeDetector:
@@ -213,10 +297,16 @@ class CascadeDetector:
             raise ValidationError(f"span={self.span}: expected at most window_size / 2 = {self.window // 2}", field="span")
         if not 0 < self.z_score < 100: raise ValidationError(f"anomaly_z_score={self.z_score}: expected a number from 0 to 100", field="anomaly_z_score")
         if not 0 <= self.corr <= 1: raise ValidationError(f"correlation={self.corr}: expected a number from 0 to 1", field="correlation")
+        self.contention_pct = float(p.get("contention_pct", 5.0))
+        if not 0 <= self.contention_pct <= 100:
+            raise ValidationError(f"contention_pct={self.contention_pct}: expected a number from 0 to 100", field="contention_pct")
         self.want = None if metrics is None else check_metrics(metrics)
         self.store, self.n_recent = store, recent_events
         self.metrics, self.servers, self.times = None, [], np.array([], dtype="datetime64[ns]")
         self.buf, self._index = None, {}
+        self.hosts, self.xbuf = {}, None          # each server's host; the CONTENTION_SIGNALS beside `buf`
+        self.host_names, self.hbuf, self._hindex = [], None, {}   # the hosts' own HOST_SIGNALS, on their own times
+        self.htimes, self._cause_n = np.array([], dtype="datetime64[ns]"), {}
         self.current, self.events, self._active, self._quiet = None, [], None, 0
         self.event_count = len(store.list_records("cascade")) if store is not None else 0
 
@@ -269,6 +359,9 @@ def _as_arrays(data, servers=None, times=None) -> tuple[dict, list, np.ndarray]:
 
 def _np_times(times, T):
     if times is None: return np.full(T, np.datetime64("NaT"), dtype="datetime64[ns]")
+    a = np.atleast_1d(np.asarray(times))
+    if np.issubdtype(a.dtype, np.integer) and len(a) == T:              # epoch seconds: no pandas per sample
+        return (a.astype(np.int64) * 1_000_000_000).astype("datetime64[ns]")
     ts = pd.to_datetime(np.atleast_1d(times), unit="s", utc=True) if np.issubdtype(np.asarray(times).dtype, np.number) \
          else pd.DatetimeIndex(pd.to_datetime(np.atleast_1d(times), utc=True))
     if len(ts) != T: raise ValidationError(f"times: {len(ts)} times for {T} samples", field="times")
@@ -279,9 +372,11 @@ def update(self:CascadeDetector, data, # long DataFrame, xarray Dataset (server,
            servers:list[str]|None=None, # dict input: the server of each row
            times=None, # dict input: the time of each column (timestamps or epoch seconds); default: none
            check:bool=True, # run a check afterwards and return it
+           hosts=None, # dict input: each server's hypervisor host (a list beside `servers`, or {server: host}); frames: their `host` column
           ) -> dict|None:
     "Append samples to the buffer; then (by default) `check()` and return its current status."
     arrs, srv, ts = _as_arrays(data, servers, times)
+    self._learn_hosts(data, srv, hosts)
     if self.metrics is None: self.metrics = pick_metrics(arrs, self.want)
     else:
         missing = [m for m in self.metrics if m not in arrs]
@@ -295,16 +390,60 @@ def update(self:CascadeDetector, data, # long DataFrame, xarray Dataset (server,
         rows = np.array([self._index[s] for s in srv])
         for k, m in enumerate(self.metrics): new[k, rows] = arrs[m]
         self.buf = np.concatenate([self.buf, new], axis=-1)[..., -self.capacity:]
+        newx = np.full((len(CONTENTION_SIGNALS), len(self.servers), len(ts)), np.nan)
+        for k, m in enumerate(CONTENTION_SIGNALS):
+            if m in arrs: newx[k, rows] = arrs[m]
+        self.xbuf = np.concatenate([self.xbuf, newx], axis=-1)[..., -self.capacity:]
         self.times = np.concatenate([self.times, ts])[-self.capacity:]
     return self.check() if check else None
 
 @patch
 def _grow(self:CascadeDetector, names:list[str]):
     "Add servers with an empty history."
-    if self.buf is None: self.buf = np.full((len(self.metrics), 0, 0), np.nan)
+    if self.buf is None: self.buf, self.xbuf = np.full((len(self.metrics), 0, 0), np.nan), np.full((len(CONTENTION_SIGNALS), 0, 0), np.nan)
     if not names: return
     self.buf = np.concatenate([self.buf, np.full((self.buf.shape[0], len(names), self.buf.shape[2]), np.nan)], axis=1)
+    self.xbuf = np.concatenate([self.xbuf, np.full((self.xbuf.shape[0], len(names), self.xbuf.shape[2]), np.nan)], axis=1)
     for s in names: self._index[s] = len(self.servers); self.servers.append(s)
+
+# %% ../nbs/08_cascade.ipynb #hc05
+@patch
+def _learn_hosts(self:CascadeDetector, data, srv:list[str], hosts=None):
+    "Remember each server's host: from `hosts` (a list beside `srv`, or a dict), or a frame's `host` column."
+    if hosts is None and isinstance(data, pd.DataFrame) and "host" in data.columns:
+        hosts = dict(zip(data["server"].astype(str), data["host"]))
+    if hosts is None: return
+    if not isinstance(hosts, dict):
+        hosts = list(hosts)
+        if len(hosts) != len(srv): raise ValidationError(f"hosts: {len(hosts)} hosts for {len(srv)} servers", field="hosts")
+        hosts = dict(zip(srv, hosts))
+    self.hosts.update({str(s): str(h) for s, h in hosts.items() if h is not None and not (isinstance(h, float) and np.isnan(h))})
+
+@patch
+def update_hosts(self:CascadeDetector, data, # host measurement: long frame (time, host, HOST_SIGNALS), or {signal: array (host, time)}
+                 hosts:list[str]|None=None, # dict input: the host of each row
+                 times=None, # dict input: the time of each column
+                ):
+    "Append the hosts' own samples (`steal_pct`, `iowait_pct`), kept on their own times; they are read at the next `check`."
+    if isinstance(data, pd.DataFrame):
+        if "host" not in data.columns: raise ValidationError("data: missing column 'host'", field="data")
+        data = data.drop(columns=[c for c in ("server",) if c in data.columns]).rename(columns={"host": "server"})
+    arrs, names, ts = _as_arrays(data, hosts, times)
+    if len(self.htimes) and len(ts) and not np.isnat(ts).all() and not np.isnat(self.htimes[-1]):
+        keep = ts > self.htimes[-1]
+        arrs, ts = {m: a[:, keep] for m, a in arrs.items()}, ts[keep]
+    if not len(ts): return
+    if self.hbuf is None: self.hbuf = np.full((len(HOST_SIGNALS), 0, 0), np.nan)
+    add = [h for h in names if h not in self._hindex]
+    if add:
+        self.hbuf = np.concatenate([self.hbuf, np.full((len(HOST_SIGNALS), len(add), self.hbuf.shape[2]), np.nan)], axis=1)
+        for h in add: self._hindex[h] = len(self.host_names); self.host_names.append(h)
+    new = np.full((len(HOST_SIGNALS), len(self.host_names), len(ts)), np.nan)
+    rows = np.array([self._hindex[h] for h in names])
+    for k, m in enumerate(HOST_SIGNALS):
+        if m in arrs: new[k, rows] = arrs[m]
+    self.hbuf = np.concatenate([self.hbuf, new], axis=-1)[..., -self.capacity:]
+    self.htimes = np.concatenate([self.htimes, ts])[-self.capacity:]
 
 # %% ../nbs/08_cascade.ipynb #c029
 _SEV = ["low", "medium", "high", "critical"]
@@ -318,6 +457,15 @@ def check(self:CascadeDetector, data=None, # optional samples to `update` with f
     res = (detect(self.buf, self.servers, self.metrics, self.window, self.z_score, self.min_servers, self.corr, self.span, self.step_s)
            if B > self.span else _quiet_result(len(self.servers)))
     self.anomalous = res.pop("anomalous")
+    if self.hosts and B > self.span:
+        bad = set().union(*self.anomalous.values()) if self.anomalous else set()
+        found = host_contention(self.xbuf[0] if np.isfinite(self.xbuf[0]).any() else None, [self.hosts.get(s) for s in self.servers],
+                                self.servers, np.array([s in bad for s in self.servers]), self.hbuf, self.host_names,
+                                self.window, self.z_score, self.min_servers, self.span, self.step_s, self.contention_pct)
+        if found:
+            res["cascades"] = name_hosts(res["cascades"], found, self.hosts)
+            res["cascade_detected"] = True
+            res["correlation_score"] = max(res["correlation_score"], max(c["correlation_score"] for c in found))
     cur = {"cascade_detected": res["cascade_detected"], "timestamp": (iso(self.times[-1]) if B else iso(utc())), **res}
     self.current = cur
     self._record(cur)
@@ -334,14 +482,21 @@ def _record(self:CascadeDetector, cur:dict):
     self._quiet, ev = 0, self._active
     if ev is None:
         ev = {"id": f"casc-{uuid.uuid4().hex[:12]}", "timestamp": cur["timestamp"], "cascades": [], "correlation_score": 0.0,
-              "affected_servers": [], "leader": None, "severity": "low", "last_seen": cur["timestamp"]}
+              "affected_servers": [], "leader": None, "leader_kind": None, "cause": None, "severity": "low", "last_seen": cur["timestamp"]}
         self._active = ev; self.event_count += 1
         self.events = (self.events + [ev])[-1000:]
     by_metric = {c["metric"]: c for c in ev["cascades"]}
     for c in cur["cascades"]:
         old = by_metric.get(c["metric"])
         if old is None: by_metric[c["metric"]] = {**c, "first_seen": cur["timestamp"]}; continue
-        new = [s for s in c["affected_servers"] if s not in old["affected_servers"]]
+        if c.get("leader_kind") == "host":
+            if old.get("leader_kind") != "host":             # contention seen later: the host leads, its VMs stay
+                old.update(leader=c["leader"], leader_kind="host", lag_samples=c["lag_samples"],
+                           affected_servers=[s for s in old["affected_servers"] if self.hosts.get(s) == c["leader"]])
+            if c["leader"] == old["leader"] and len(c["affected_servers"]) >= self._cause_n.get((ev["id"], c["metric"]), 0):
+                old["cause"] = c["cause"]; self._cause_n[(ev["id"], c["metric"])] = len(c["affected_servers"])   # the widest figures
+        new = [s for s in c["affected_servers"] if s not in old["affected_servers"]
+               and (old.get("leader_kind") != "host" or self.hosts.get(s) == old["leader"])]   # a host's cascade: its VMs only
         old["affected_servers"] = old["affected_servers"] + new       # the leader stays the one named first
         if c["leader"] == old["leader"]: old["lag_samples"] = {**c["lag_samples"], **old["lag_samples"]}
         old["correlation_score"] = max(old["correlation_score"], c["correlation_score"])
@@ -349,7 +504,9 @@ def _record(self:CascadeDetector, cur:dict):
     ev["cascades"] = sorted(by_metric.values(), key=lambda c: (c["first_seen"], -len(c["affected_servers"])))
     ev["affected_servers"] = sorted({s for c in ev["cascades"] for s in c["affected_servers"]})
     ev["correlation_score"] = max(ev["correlation_score"], cur["correlation_score"])
-    ev["leader"] = ev["cascades"][0]["leader"]
+    led = [c for c in ev["cascades"] if c.get("leader_kind") == "host"]     # a host leads: its delay cascade (the victims) speaks for it
+    lead = next((c for c in led if c["metric"] == CONTENTION_SIGNALS[0]), (led or ev["cascades"])[0])
+    ev["leader"], ev["leader_kind"], ev["cause"] = lead["leader"], lead.get("leader_kind", "server"), lead.get("cause")
     ev["severity"] = max((c["severity"] for c in ev["cascades"]), key=_SEV.index)
     ev["last_seen"] = cur["timestamp"]
     if self.store is not None: self.store.put_record("cascade", ev["id"], ev)
@@ -416,8 +573,16 @@ def replay(det:CascadeDetector, sim, # a FleetSimulator
            start, # epoch seconds of the first sample
            n:int, # samples
            step:int=15, # seconds between samples
+           hosts:bool=True, # also the VMs' hosts, their vCPU delay and the hosts' own steal and iowait
           ) -> list[dict]:
     "Feed `n` simulated samples to `det` one at a time (as the hub would); the status after each."
     t = int(start) + step * np.arange(n)
     v, names = sim.values(t), sim.servers.server.tolist()
-    return [det.update({m: v[m][:, j:j + 1] for m in SIM_FIELDS}, servers=names, times=t[j:j + 1]) for j in range(n)]
+    fields = SIM_FIELDS + (list(CONTENTION_SIGNALS) if hosts else [])
+    hn, hv = sim.host_values(t) if hosts else ([], {})
+    out = []
+    for j in range(n):
+        if hosts: det.update_hosts({m: hv[m][:, j:j + 1] for m in HOST_SIGNALS}, hosts=hn, times=t[j:j + 1])
+        out.append(det.update({m: v[m][:, j:j + 1] for m in fields}, servers=names, times=t[j:j + 1],
+                              hosts=sim.servers.host.tolist() if hosts else None))
+    return out

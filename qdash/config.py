@@ -239,6 +239,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     cascade_servers=S(_int_range(2, 100_000), "3", "servers anomalous on one metric, correlated, that make a cascade"),
     correlation=S(_float_range(0, 1), "0.7", "lag-aligned correlation of recent series above which servers move together"),
     span=S(_int_range(2, 10_000), "12", "most samples within which a cascade's anomalies start (3 minutes at the step; at most window_size / 2)"),
+    contention_pct=S(_float_range(0, 100), "5.0", "vCPU delay or host steal (percent) from which VMs degrading together make their host the cascade's leader"),
   ),
   "drift": dict(
     check_every=S(DURATION, "5min", "how often the hub measures model drift (from its inference cycle)"),

@@ -239,10 +239,13 @@ class FleetWatch:
         self.errors = 0
 
     def tap(self, measurement:str, frame:pd.DataFrame):
-        "Feed one batch (the collection calls this for everything it collects or is fed)."
-        if measurement not in SERVER_MEASUREMENTS or "server" not in frame.columns: return
+        "Feed one batch (the collection calls this for everything it collects or is fed); a host's own batch (steal, iowait) too."
+        host = measurement == "host" and "host" in frame.columns and "server" not in frame.columns
+        if not host and (measurement not in SERVER_MEASUREMENTS or "server" not in frame.columns): return
         try:
-            with self.lock: self.detector.update(frame)
+            with self.lock:
+                if host: self.detector.update_hosts(frame)
+                else: self.detector.update(frame)
         except Exception as e:   # a batch without any usable metric must not stop the tap
             self.errors += 1; log.debug("cascade update skipped: %s", e)
 

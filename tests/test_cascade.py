@@ -141,3 +141,31 @@ def test_bad_data():
         CascadeDetector(BASE, metrics=["mem_pct"]).update({"cpu_pct": np.zeros((2, 3))})
     with pytest.raises(ValidationError, match="expected a DataFrame"):
         det.update([1, 2, 3])
+
+
+def test_contention_names_its_host():
+    "A noisy neighbour on one hypervisor: its VMs degrade together, and the host, not a VM, leads the cascade."
+    sim = FleetSimulator(20, seed=7)
+    det = CascadeDetector(BASE)
+    onset = T0 + 200 * 15
+    inc = sim.inject_contention("hv-02", start=onset, duration="1h", seed=3)
+    hist = replay(det, sim, T0, 260)
+    assert not any(h["cascade_detected"] for h in hist[:200])
+    ev = det.status()["recent_events"][0]
+    assert (ev["leader"], ev["leader_kind"]) == ("hv-02", "host") and det.event_count == 1
+    assert ev["cause"].startswith("noisy neighbour on hv-02") and f"{len(inc.servers)} VMs degraded" in ev["cause"]
+    on_host = set(sim.servers[sim.servers.host == "hv-02"].server)
+    assert set(inc.servers) <= set(ev["affected_servers"]) <= on_host
+    delay = next(c for c in ev["cascades"] if c["metric"] == "vcpu_delay_pct")
+    assert set(delay["affected_servers"]) == set(inc.servers) and delay["leader"] == "hv-02"
+
+
+def test_quiet_fleet_with_hosts_raises_no_contention():
+    "The same hosts, their steal and the VMs' vCPU delay fed for two quiet hours: nothing is named; a VM cascade keeps its VM leader."
+    det = CascadeDetector(BASE)
+    hist = replay(det, FleetSimulator(20, seed=7), T0, 480)
+    assert len(det.hosts) == 20 and len(det.host_names) == 4 and np.isfinite(det.hbuf).all()
+    assert det.event_count == 0 and not any(h["cascade_detected"] for h in hist)
+    det, inc, _ = cascade_run()
+    ev = det.events[0]
+    assert (ev["leader"], ev["leader_kind"], ev["cause"]) == (inc.servers[0], "server", None)

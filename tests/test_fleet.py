@@ -42,3 +42,30 @@ def test_cascade_routes_need_a_key_and_are_rate_limited(tmp_path):
         assert httpx.get(h.url + "/cascade/health").status_code == 401
         codes = [httpx.get(h.url + "/cascade/health", headers={"X-API-Key": h.api_key}).status_code for _ in range(3)]
         assert codes == [200, 200, 429]
+
+
+def test_fed_contention_names_its_host(hub):
+    "VMs fed with their host and vCPU delay: a noisy neighbour's host leads the cascade /cascade/status serves, with its cause."
+    H = {"X-API-Key": hub.api_key}
+    sim = FleetSimulator(20, seed=8)
+    t0 = pd.Timestamp("2025-03-05 09:00", tz="UTC")
+    inc = sim.inject_contention("hv-03", start=t0 + pd.Timedelta(minutes=50), duration="1h", seed=2)
+    frames = sim.frame(t0, t0 + pd.Timedelta(minutes=56), step="15s")
+    fields = ["cpu_pct", "mem_pct", "iowait_pct", "load1", "swap_pct", "vcpu_delay_pct"]
+    with httpx.Client(base_url=hub.url, headers=H, timeout=30) as c:
+        before = c.get("/cascade/status").json()["event_count"]
+        for t, batch in frames.groupby("time"):
+            recs = [{"server": r.server, "host": r.host, "time": t.isoformat(), **{f: float(getattr(r, f)) for f in fields}}
+                    for r in batch.itertuples()]
+            r = c.post("/feed/data", json=recs)
+            assert r.status_code == 200, r.text
+        st = c.get("/cascade/status").json()
+    new = st["recent_events"][:st["event_count"] - before]      # the buffer's jump from the last test's day may open one first
+    at = lambda e: pd.Timestamp(e["timestamp"])
+    assert not [e for e in new if t0 + pd.Timedelta(minutes=30) <= at(e) < t0 + pd.Timedelta(minutes=50)]   # quiet before it
+    late = [e for e in new if at(e) >= t0 + pd.Timedelta(minutes=50)]
+    assert len(late) == 1, late
+    ev = late[0]
+    assert (ev["leader"], ev["leader_kind"]) == ("hv-03", "host"), ev
+    assert ev["cause"].startswith("noisy neighbour on hv-03") and "vCPU delay" in ev["cause"]
+    assert set(inc.servers) <= set(ev["affected_servers"]) <= set(sim.servers[sim.servers.host == "hv-03"].server)

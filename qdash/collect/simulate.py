@@ -10,7 +10,7 @@ import numpy as np, pandas as pd
 from ..config import ValidationError, parse_duration
 
 # %% auto #0
-__all__ = ['PROFILES', 'FIELDS', 'KINDS', 'Incident', 'FleetSimulator']
+__all__ = ['PROFILES', 'FIELDS', 'KINDS', 'CONTENTION', 'HOST_FIELDS', 'Incident', 'FleetSimulator', 'Contention']
 
 # %% ../../nbs/collect/02_simulate.ipynb #c005
 _M = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -192,6 +192,7 @@ def _apply(self:FleetSimulator, out:dict, t:np.ndarray):
     "Apply every incident to the fields, in place."
     idx = {s: i for i, s in enumerate(self.servers.server)}
     for inc in self.incidents:
+        if inc.kind == "host_contention": continue      # see `_contend`
         for s, a, b in zip(inc.servers, inc.starts, inc.ends):
             m = (t >= a) & (t < b)
             if not m.any(): continue
@@ -241,7 +242,70 @@ def values(self:FleetSimulator, t) -> dict[str, np.ndarray]:
     t = np.atleast_1d(np.asarray(t, dtype=np.int64))
     out = self._normal(t)
     self._apply(out, t)
+    self._contend(out, t)
     return out
+
+# %% ../../nbs/collect/02_simulate.ipynb #ct02
+CONTENTION = "host_contention"
+HOST_FIELDS = ["cpu_pct", "iowait_pct", "steal_pct"]
+
+@dataclass
+class Contention(Incident):
+    "A noisy neighbour: `servers` are the victims (all other VMs of `host`), `noisy` the VM that surges from `at`."
+    host: str = ""
+    noisy: str = ""
+    at: int = 0
+    steal_pct: float = 0.0
+
+@patch
+def inject_contention(self:FleetSimulator, host:str|None=None, # the hypervisor host (hv-03); default: one picked from `seed`
+                      start=None, # when the neighbour surges: timestamp, ISO string or epoch seconds; default: now
+                      duration="1h", # how long it lasts
+                      seed:int=0, # picks the host (when not given), the noisy VM, the steal level and each victim's onset
+                     ) -> Contention:
+    "A noisy neighbour on `host`: one VM surges, the host's steal rises, and every other VM there degrades."
+    hosts = sorted(self.servers.host.unique())
+    if host is None: host = hosts[int(_hash01(self.seed * 7 + 11, seed) * len(hosts))]
+    if host not in hosts:
+        raise ValidationError(f"host={host!r}: no such host in the simulated fleet; expected one of {', '.join(hosts)}", field="host")
+    on = self.servers[self.servers.host == host].server.tolist()
+    if len(on) < 2: raise ValidationError(f"host={host!r}: {len(on)} VM there; a noisy neighbour needs a neighbour", field="host")
+    a, dur = _epoch(pd.Timestamp.now(tz="UTC") if start is None else start), _secs(duration)
+    if dur <= 0: raise ValidationError(f"duration={duration!r}: expected a positive duration", field="duration")
+    noisy = on[int(_hash01(self.seed * 7 + 12, seed) * len(on))]
+    victims = [s for s in on if s != noisy]
+    starts = [int(a + 60 + 60 * _hash01(self.seed * 7 + 13 + k, seed)) for k in range(len(victims))]
+    inc = Contention(f"inc-{len(self.incidents) + 1:03d}", CONTENTION, victims, starts, [int(a + dur)] * len(victims),
+                     host=host, noisy=noisy, at=a, steal_pct=round(12 + 12 * float(_hash01(self.seed * 7 + 14, seed)), 1))
+    self.incidents.append(inc)
+    return inc
+
+@patch
+def _contend(self:FleetSimulator, out:dict, t:np.ndarray):
+    "Add `vcpu_delay_pct` to `out` and apply the contention incidents, in place (`_apply` leaves them alone)."
+    key = self._key[:, None]
+    out["vcpu_delay_pct"] = np.clip(0.5 + 0.2 * _smooth(key + 14, t, 3600) + 0.06 * _gauss(key + 15, t), 0, 100)
+    idx = {s: i for i, s in enumerate(self.servers.server)}
+    for inc in self.incidents:
+        if inc.kind != CONTENTION: continue
+        m = (t >= inc.at) & (t < inc.ends[0])
+        if m.any():                                   # the neighbour surges
+            i, tt = idx[inc.noisy], t[m]
+            r = _ramp(tt, inc.at, 120)
+            out["cpu_pct"][i, m] += (97 - out["cpu_pct"][i, m]) * r
+            out["disk_wr_bytes_per_s"][i, m] += 3e8 * r
+            out["iowait_pct"][i, m] += 8 * r
+            out["load1"][i, m] += out["vcpus"][i, m] * r
+        for s, a, b in zip(inc.servers, inc.starts, inc.ends):   # its neighbours wait
+            m = (t >= a) & (t < b)
+            if not m.any(): continue
+            i, tt = idx[s], t[m]
+            r, g = _ramp(tt, a, 180), _gauss(int(self._key[i]) + 16, tt)
+            out["vcpu_delay_pct"][i, m] += (inc.steal_pct + 2 * g) * r
+            out["cpu_pct"][i, m] *= 1 - 0.2 * r
+            out["iowait_pct"][i, m] += 6 * r
+            out["load1"][i, m] += 0.6 * out["vcpus"][i, m] * r
+    for k in ("cpu_pct", "iowait_pct", "vcpu_delay_pct"): np.clip(out[k], 0, 100, out=out[k])
 
 # %% ../../nbs/collect/02_simulate.ipynb #c019
 def _times(start, stop, step) -> np.ndarray:
@@ -264,7 +328,7 @@ def _frame(self:FleetSimulator, t:np.ndarray) -> pd.DataFrame:
     S, T = self.n, len(t)
     df = pd.DataFrame({"time": pd.to_datetime(np.tile(t, S), unit="s", utc=True)})
     for c in ("host", "server", "uuid", "profile"): df[c] = np.repeat(self.servers[c].to_numpy(), T)
-    for k in FIELDS: df[k] = v[k].reshape(-1)
+    for k in v: df[k] = v[k].reshape(-1)
     for k in ("state", "vcpus"): df[k] = df[k].astype(np.int64)
     return df
 
@@ -319,3 +383,32 @@ def leak_breaching_at(self:FleetSimulator, at, # when mem_pct first reaches `thr
         if abs(hit - goal) < 60: break
         start += goal - hit
     return self.inject("memory_leak", server, start=start, duration=dur)
+
+# %% ../../nbs/collect/02_simulate.ipynb #ct06
+@patch
+def host_values(self:FleetSimulator, t) -> tuple[list[str], dict[str, np.ndarray]]:
+    "`(hosts, {field: array (host, time)})`: each host's cpu, iowait and steal at epoch seconds `t` (HOST_FIELDS)."
+    t = np.atleast_1d(np.asarray(t, dtype=np.int64))
+    v = self.values(t)
+    hosts = sorted(self.servers.host.unique())
+    code = self.servers.host.map({h: j for j, h in enumerate(hosts)}).to_numpy()
+    w = np.zeros((len(hosts), self.n)); w[code, np.arange(self.n)] = self.servers.vcpus.to_numpy()
+    w /= w.sum(1, keepdims=True)
+    key = ((self.seed * 1_000_003 + 900_000 + np.arange(len(hosts))) * 16)[:, None]
+    steal = 0.3 + 0.1 * _smooth(key + 1, t, 3600) + 0.04 * _gauss(key + 2, t)
+    for inc in self.incidents:
+        if inc.kind != CONTENTION: continue
+        j, m = hosts.index(inc.host), (t >= inc.at) & (t < inc.ends[0])
+        steal[j, m] += (inc.steal_pct + 1.5 * _gauss(int(key[j, 0]) + 3, t[m])) * _ramp(t[m], inc.at, 120)
+    return hosts, {"cpu_pct": np.clip(3 + 0.7 * (w @ v["cpu_pct"]) + 0.5 * _gauss(key + 4, t), 0, 100),
+                   "iowait_pct": np.clip(0.5 * (w @ v["iowait_pct"]) + 0.2 * _gauss(key + 5, t), 0, 100),
+                   "steal_pct": np.clip(steal, 0, 100)}
+
+@patch
+def host_frame(self:FleetSimulator, start, stop, step="5min") -> pd.DataFrame:
+    "Measurement `host` between `start` and `stop`: columns time, host, then HOST_FIELDS (as the host collector writes them)."
+    t = _times(start, stop, step)
+    hosts, v = self.host_values(t)
+    df = pd.DataFrame({"time": pd.to_datetime(np.tile(t, len(hosts)), unit="s", utc=True), "host": np.repeat(hosts, len(t))})
+    for k in HOST_FIELDS: df[k] = v[k].reshape(-1)
+    return df

@@ -106,7 +106,7 @@ def devices_from_stats(st:dict) -> dict:
 VM_COUNTERS = ["cpu_time_ns", "cpu_user_ns", "cpu_system_ns", "swap_in_kib", "swap_out_kib", "major_fault", "minor_fault",
                "disk_rd_reqs", "disk_rd_bytes", "disk_wr_reqs", "disk_wr_bytes", "disk_errs",
                "net_rx_bytes", "net_rx_packets", "net_rx_errs", "net_rx_drop",
-               "net_tx_bytes", "net_tx_packets", "net_tx_errs", "net_tx_drop"]
+               "net_tx_bytes", "net_tx_packets", "net_tx_errs", "net_tx_drop", "vcpu_delay_ns"]
 DISK_COUNTERS = ["rd_reqs", "rd_bytes", "wr_reqs", "wr_bytes", "errs"]
 NIC_COUNTERS = ["rx_bytes", "rx_packets", "rx_errs", "rx_drop", "tx_bytes", "tx_packets", "tx_errs", "tx_drop"]
 _BALLOON = {"actual": "current", "available": "available", "usable": "usable", "unused": "unused", "rss": "rss",
@@ -151,6 +151,8 @@ def read_domain(dom, # a libvirt.virDomain
     else:
         c = (_call(dom, "getCPUStats", unsupported, True) or [{}])[0]
         vm.update(cpu_time_ns=info[4], cpu_user_ns=c.get("user_time"), cpu_system_ns=c.get("system_time"))
+    delays = [float(v) for k, v in st.items() if k.startswith("vcpu.") and k.endswith(".delay")]   # ns ready but not run
+    vm["vcpu_delay_ns"] = sum(delays) if delays else None
     if any(k.startswith("balloon.") for k in st): mem = {k: st.get(f"balloon.{v}") for k, v in _BALLOON.items()}
     else: mem = _call(dom, "memoryStats", unsupported) or {}
     for k in _BALLOON:
@@ -345,6 +347,7 @@ def _cycle(self:LibvirtCollector, ts:pd.Timestamp, mono:float):
     if len(vm_df):
         with np.errstate(invalid="ignore", divide="ignore"):
             vm_df["cpu_pct"] = vm_df["cpu_time_ns_per_s"] / 1e9 / vm_df["vcpus"].where(vm_df["vcpus"] > 0) * 100
+            vm_df["vcpu_delay_pct"] = vm_df["vcpu_delay_ns_per_s"] / 1e9 / vm_df["vcpus"].where(vm_df["vcpus"] > 0) * 100   # steal, seen from the host
             avail, usable = vm_df["mem_available_kib"], vm_df["mem_usable_kib"]
             vm_df["mem_pct"] = ((avail - usable) / avail * 100).where(avail > 0)
     out = [("vm", vm_df), ("vm_disk", _rated(disk_rows, DISK_COUNTERS, self._disk_rates, t, ts)),
@@ -368,7 +371,7 @@ def vms(self:LibvirtCollector) -> list[dict]:
 
 # %% ../../nbs/collect/01_sources.ipynb #c034
 HOST_COUNTERS = ["cpu_total_s", "cpu_idle_s", "cpu_iowait_s", "disk_rd_bytes", "disk_wr_bytes", "disk_rd_ops", "disk_wr_ops",
-                 "net_rx_bytes", "net_tx_bytes", "net_rx_packets", "net_tx_packets", "proc_cpu_s"]
+                 "net_rx_bytes", "net_tx_bytes", "net_rx_packets", "net_tx_packets", "proc_cpu_s", "cpu_steal_s"]
 
 class HostCollector:
     "Host and hub-process resource telemetry from psutil."
@@ -384,7 +387,8 @@ class HostCollector:
                 "disk_rd_bytes": d.read_bytes if d else np.nan, "disk_wr_bytes": d.write_bytes if d else np.nan,
                 "disk_rd_ops": d.read_count if d else np.nan, "disk_wr_ops": d.write_count if d else np.nan,
                 "net_rx_bytes": n.bytes_recv, "net_tx_bytes": n.bytes_sent, "net_rx_packets": n.packets_recv,
-                "net_tx_packets": n.packets_sent, "proc_cpu_s": p.user + p.system}
+                "net_tx_packets": n.packets_sent, "proc_cpu_s": p.user + p.system,
+                "cpu_steal_s": getattr(ct, "steal", 0.0)}
 
     def collect(self, now:pd.Timestamp|None=None # cycle time; default: now (UTC)
                ) -> list[tuple[str, pd.DataFrame]]:
@@ -401,6 +405,7 @@ class HostCollector:
                 host = {"time": ts, "host": self.host,
                         "cpu_pct": float(np.clip(busy / r["cpu_total_s"] * 100, 0, 100)) if r["cpu_total_s"] > 0 else np.nan,
                         "iowait_pct": float(r["cpu_iowait_s"] / r["cpu_total_s"] * 100) if r["cpu_total_s"] > 0 else np.nan,
+                        "steal_pct": float(r["cpu_steal_s"] / r["cpu_total_s"] * 100) if r["cpu_total_s"] > 0 else np.nan,
                         "mem_pct": float(vm.percent), "mem_used_mb": (vm.total - vm.available) / 2**20, "mem_total_mb": vm.total / 2**20,
                         "swap_pct": float(sw.percent), "load1": l1, "load5": l5, "load15": l15, "ncpu": psutil.cpu_count() or 1,
                         **{f"{k}_per_s": float(r[k]) for k in HOST_COUNTERS[3:11]}}

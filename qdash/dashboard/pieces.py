@@ -219,7 +219,8 @@ def cascade_html(st:dict|None, n:int=8) -> str:
     rows = "".join(
         f'<tr><td>{t(e.get("timestamp"))} → {t(e.get("last_seen"))}</td>'
         f'<td>{pill(e.get("severity", "?"), LEVEL_COLORS.get({"high": "critical", "medium": "warning"}.get(e.get("severity")), "#FFD700"))}</td>'
-        f'<td class="qd-leader" title="{esc(e.get("leader"))}"><b>{esc(e.get("leader"))}</b></td>'
+        f'<td class="qd-leader" title="{esc(e.get("cause") or e.get("leader"))}"><b>{esc(e.get("leader"))}</b>'
+        + (f' (host)<div class="qd-muted qd-cause">{esc(e.get("cause"))}</div>' if e.get("leader_kind") == "host" else "") + '</td>'
         f'<td class="qd-wrap">{len(e.get("affected_servers") or [])}: {esc(", ".join(map(str, e.get("affected_servers") or [])))}</td>'
         f'<td>{esc(", ".join(str(c.get("metric")) for c in e.get("cascades") or []))}</td></tr>' for e in evs)
     return (f'<div class="qd-cascade" data-events="{len(evs)}">{head}{now}<div class="qd-scroll"><table class="qd">'

@@ -14,9 +14,26 @@ __all__ = ['route', 'cascade_status', 'cascade_health']
 # %% ../../../nbs/hub/routes/02_cascade.ipynb #c008
 def _watch(request): return part(request, "fleet", "cascade detector")
 
+_SEVERITY = {"type": "string", "enum": ["low", "medium", "high", "critical"]}
+_LEADER = {"leader": {"type": "string", "nullable": True, "description": "the server whose move began first, or the host whose contention caused the cascade"},
+           "leader_kind": {"type": "string", "nullable": True, "enum": ["server", "host", None], "description": "what the leader is"},
+           "cause": {"type": "string", "nullable": True,
+                     "description": "why a host leads, e.g. 'noisy neighbour on hv-03: steal 18 %, vCPU delay 17 %, 4 VMs degraded'; null for a server"}}
+_CASCADE = _schema({"metric": {"type": "string"}, "affected_servers": {"type": "array", "items": {"type": "string"}},
+                    "severity": _SEVERITY, "correlation_score": {"type": "number"}, **_LEADER,
+                    "lag_samples": {"type": "object", "additionalProperties": {"type": "integer"}}},
+                   required=["metric", "affected_servers", "severity"])
+_EVENT = _schema({"id": {"type": "string"}, "timestamp": {"type": "string"}, "last_seen": {"type": "string"},
+                  "cascades": {"type": "array", "items": _CASCADE}, "correlation_score": {"type": "number"},
+                  "affected_servers": {"type": "array", "items": {"type": "string"}}, "severity": _SEVERITY, **_LEADER},
+                 required=["timestamp", "cascades", "correlation_score", "affected_servers"])
+_CURRENT = _schema({"cascade_detected": {"type": "boolean"}, "timestamp": {"type": "string"}, "total_servers": {"type": "integer"},
+                    "servers_with_anomalies": {"type": "integer"}, "anomaly_rate": {"type": "number"},
+                    "correlation_score": {"type": "number"}, "cascades": {"type": "array", "items": _CASCADE}})
+
 @route("fleet", "GET", "/cascade/status", limit="cascade_status")
-@doc("Cascade detection status, recent events and thresholds", "fleet",
-     _schema({"current_status": {"type": "object"}, "tracking": {"type": "object"}, "recent_events": {"type": "array"},
+@doc("Cascade detection status, recent events and thresholds; each cascade names its leader (a server, or a contended host) and cause", "fleet",
+     _schema({"current_status": _CURRENT, "tracking": {"type": "object"}, "recent_events": {"type": "array", "items": _EVENT},
               "event_count": {"type": "integer"}, "thresholds": {"type": "object"}}), errors=(503,))
 async def cascade_status(request):
     return reply(await asyncio.to_thread(_watch(request).status))
