@@ -18,7 +18,7 @@ from .model.alerts import AlertEngine
 from .model.notify import Notifier
 from .model.explain import explain_server, ExplanationCache, InsufficientData
 from .cascade import CascadeDetector, fleet_health
-from .drift import DriftMonitor
+from .drift import DriftMonitor, fleet_window
 log = logging.getLogger("qdash.serving")
 
 # %% auto #0
@@ -67,6 +67,7 @@ class Forecasting:
         if seed: self.seed_vitals()
         self.lock = threading.RLock()
         self.results = self.data = self.payload = None
+        self.data_step = None                  # the step of `data` (seconds): the drift watch reuses it when it is the model's
         self.cycle, self.updated_at, self.error, self.cycle_ms = 0, None, None, None
         self.drivers: dict[str, list] = {}   # server -> top drivers of its risk (set by `Explanations.refresh_drivers`)
         self.fleet: FleetWatch|None = None    # the cascade side of the fleet's one health (`Services` sets it)
@@ -127,6 +128,7 @@ class Forecasting:
         self.notifier.poke()                           # never waits: the notifier's thread sends
         with self.lock:
             self.results, self.data, self.payload = results, data, payload
+            self.data_step = float(fc.step if fc else m.step)
             self.cycle += 1
             self.updated_at, self.cycle_ms = now, round(1000 * (time.perf_counter() - t0), 1)
         return payload
@@ -250,7 +252,18 @@ class DriftWatch:
             fc = f.registry.loaded if cyc != self.seen and res else None
             if fc is not None: self.monitor.observe({s: r for s, r in res.items() if r.get("history") != "short"}, fc, now)   # the model's own forecasts
             self.seen = cyc
-        if self.monitor.due(now): self.monitor.check(now)
+        if self.monitor.due(now): self.monitor.check(now, recent=self.recent(now))
+
+    def recent(self, now=None) -> pd.DataFrame|None:
+        "The drift window's telemetry from the last forecasting cycle, if that cycle is under a step old and holds it at the monitor's step; else None."
+        f, t = self.forecasting, utc(now)
+        if f is None: return None
+        with f.lock: data, at, step = getattr(f, "data", None), getattr(f, "updated_at", None), getattr(f, "data_step", None)
+        if data is None or at is None or step != self.monitor.step or not data.sizes.get("server", 0): return None
+        if not pd.Timedelta(0) <= t - utc(at) <= pd.Timedelta(seconds=step): return None
+        start = t - pd.Timedelta(seconds=self.settings.drift.window)
+        if not data.sizes.get("time", 0) or pd.Timestamp(data.time.values[0]).tz_localize("UTC") > start: return None
+        return fleet_window(data, start, t)
 
     def training_params(self, params:dict) -> dict:
         "A `retrain` job's parameters, with the store's recent telemetry exported when no `data_path` is given."
