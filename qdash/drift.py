@@ -26,8 +26,10 @@ ANOMALY_Z = 4.0                                                        # |z| abo
 
 def season_slot(time) -> np.ndarray:
     "The place in the week of each time: hour of day (UTC), plus 24 on Saturdays and Sundays (0-47)."
-    ns = pd.DatetimeIndex(pd.to_datetime(time, utc=True)).as_unit("ns").asi8
-    hour, day = (ns // 3_600_000_000_000) % 24, ns // 86_400_000_000_000
+    dt = pd.api.types.is_datetime64_any_dtype(getattr(time, "dtype", None))      # naive times are UTC, as to_datetime(utc=True) takes them
+    t = pd.DatetimeIndex(time if dt else pd.to_datetime(time, utc=True))
+    s = t.asi8 // {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[t.unit]           # seconds since the epoch, UTC
+    hour, day = (s // 3600) % 24, s // 86400
     return (hour + 24 * ((day + 3) % 7 >= 5)).astype(np.int64)   # 1970-01-01 was a Thursday (weekday 3)
 
 # %% ../nbs/09_drift.ipynb #c007
@@ -98,10 +100,11 @@ class Reference:
             mu = np.where(ok, m[k], mu); sd = np.where(ok, s[k], sd)
         mu = np.where(np.isnan(mu), self._mean.to_numpy()[None, None], mu)
         sd = np.maximum(np.where(np.isnan(sd), self._std.to_numpy()[None, None], sd), self._floor[None, None])
-        row, slot = at[pair], season_slot(frame.time)
+        F = len(feats)
+        both = np.take(np.concatenate([mu, sd], axis=-1).reshape(-1, 2 * F), at[pair] * 48 + season_slot(frame.time), axis=0)
         x = np.column_stack([pd.to_numeric(frame[f], errors="coerce").to_numpy(float, na_value=np.nan) if f in frame else np.full(n, np.nan)
-                             for f in feats]) if n else np.empty((0, len(feats)))
-        return (x - mu[row, slot]) / sd[row, slot], codes, servers
+                             for f in feats]) if n else np.empty((0, F))
+        return (x - both[:, :F]) / both[:, F:], codes, servers
 
     def z(self, frame:pd.DataFrame) -> pd.DataFrame:
         "Readings standardized against the training data at the same server (or profile) and place in the week."
@@ -296,8 +299,11 @@ def fleet_window(ds, # a `(server, time)` Dataset at the model's step (naive UTC
     keep = np.flatnonzero((t + step > utc(start)) & (t < utc(stop)))
     S, T = ds.sizes["server"], len(keep)
     vals = np.stack([ds[x].transpose("server", "time").values[:, keep].astype(float) for x in f], axis=-1).reshape(S * T, len(f))
-    cols = {"time": np.tile(t[keep], S), "server": np.repeat(ds.server.values.astype(str), T)}
-    if "profile" in ds.coords: cols["profile"] = np.repeat(np.asarray(ds.profile.values).astype(str), T)
+    srv = pd.Categorical.from_codes(np.repeat(np.arange(S), T), pd.Index(ds.server.values.astype(str)))   # codes, not 288,000 strings
+    cols = {"time": pd.to_datetime(np.tile(t[keep].asi8, S), unit="ns", utc=True), "server": srv}
+    if "profile" in ds.coords:
+        pc, pu = pd.factorize(np.asarray(ds.profile.values).astype(str))
+        cols["profile"] = pd.Categorical.from_codes(np.repeat(pc, T), pu)
     df = pd.DataFrame({**cols, **{x: vals[:, j] for j, x in enumerate(f)}})
     return df[~np.isnan(vals).all(axis=1)].reset_index(drop=True)
 
