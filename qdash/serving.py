@@ -27,12 +27,13 @@ __all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'STORE_PROBE_S', 'Ever
 
 # %% ../nbs/10_serving.ipynb #6db3ed89
 class Every:
-    "Call `fn()` now and then every `interval` seconds on a daemon thread, until `stop()`; errors are logged."
-    def __init__(self, name:str, interval:float, fn):
-        self.name, self.interval, self.fn = name, float(interval), fn
+    "Call `fn()` now (or after one interval, `wait_first`) and then every `interval` seconds on a daemon thread, until `stop()`; errors are logged."
+    def __init__(self, name:str, interval:float, fn, wait_first:bool=False):
+        self.name, self.interval, self.fn, self.wait_first = name, float(interval), fn, wait_first
         self._halt, self._thread, self.runs, self.errors = threading.Event(), None, 0, 0
     def _run(self):
         streak = 0
+        if self.wait_first: self._halt.wait(self.interval)
         while not self._halt.is_set():
             try: self.fn(); streak = 0
             except Exception as e:
@@ -317,7 +318,8 @@ class Services:
         self._when_store_answers("catch-up", self._catch_up)
         self.loops = [Every("store-probe", STORE_PROBE_S, lambda: self.store.ping(STORE_PROBE_S)),
                       Every("forecasting", s.model.predict_every, self._forecast),
-                      Every("drift", min(1.0, s.drift.check_every), self.drift.step)]
+                      Every("drift", min(1.0, s.drift.check_every), self.drift.step),
+                      Every("retention", s.store.retain_every, self._retain, wait_first=True)]
         for loop in self.loops: loop.start()
         self.forecasting.notifier.start()
         self.collection.writer.start()                 # always: it replays a spool the last run left, and takes feeds
@@ -354,6 +356,11 @@ class Services:
             new = set(frame["server"].dropna().unique()) - self.known_servers
             if new:
                 with self._known_lock: self.known_servers |= {str(x) for x in new}
+
+    def _retain(self):
+        "Delete time series older than `[store] retention` (records are not time series: they keep their own limits)."
+        n = self.store.retain()
+        if n: log.info("retention: %d points older than %gs deleted", n, self.settings.store.retention)
 
     def _forecast(self):
         self.forecasting.run_cycle()
