@@ -62,10 +62,6 @@ class Batch:
     fields: dict       # name -> pandas Series: float64 (NaN = absent), int64/Int64, bool/boolean
     kinds: dict        # field name -> "float" | "int" | "bool"
     def __len__(self): return len(self.time)
-    def piece(self, i:int, j:int) -> Batch:
-        "Rows `i` to `j` (exclusive) as a batch of their own."
-        cut = lambda d: {k: s.iloc[i:j] for k, s in d.items()}
-        return Batch(self.measurement, self.time[i:j], cut(self.tags), cut(self.fields), self.kinds)
 
 def _is_text(s:pd.Series) -> bool:
     if isinstance(s.dtype, pd.CategoricalDtype): return _is_text(s.astype(object))

@@ -11,13 +11,12 @@ from pathlib import Path
 import duckdb, numpy as np, pandas as pd, pyarrow as pa, requests
 from fastcore.basics import patch
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 from .config import QdashError, ValidationError, Settings, load_settings, parse_duration
 from .lineproto import *
 
 # %% auto #0
-__all__ = ['AGGS', 'EVERY_MIN_S', 'EVERY_MAX_S', 'PIECE_LINES', 'StoreUnavailable', 'NoSuchField', 'StoreAuthError', 'Liveness',
-           'to_ns', 'every_ns', 'Plan', 'plan_query', 'Store', 'qi', 'DuckStore', 'open_store', 'InfluxStore']
+__all__ = ['AGGS', 'EVERY_MIN_S', 'EVERY_MAX_S', 'StoreUnavailable', 'NoSuchField', 'StoreAuthError', 'Liveness', 'to_ns',
+           'every_ns', 'Plan', 'plan_query', 'Store', 'qi', 'DuckStore', 'open_store', 'InfluxStore']
 
 # %% ../nbs/01_store.ipynb #c006
 class StoreUnavailable(QdashError):
@@ -464,7 +463,7 @@ class InfluxStore(Store):
         st = settings.store
         self.url, self.database, self.timeout = st.influx_url, st.influx_database, st.influx_timeout
         self.batch_lines, self.retry_max_s = st.influx_batch_lines, min(30.0, settings.collect.retry_max_sec)
-        self.gzip, self._pool = bool(st.influx_gzip), None
+        self.gzip = bool(st.influx_gzip)
         self._headers, self._auth = {}, None
         if st.influx_token: self._headers["Authorization"] = f"Token {st.influx_token}"
         elif st.influx_username: self._auth = (st.influx_username, st.influx_password or "")
@@ -473,9 +472,6 @@ class InfluxStore(Store):
     def close(self):
         "Close the records file and this thread's HTTP session."
         Store.close(self)
-        if self._pool is not None:   # the sender's session is its thread's: closed there
-            self._pool.submit(lambda: self._local.s.close() if hasattr(self._local, "s") else None)
-            self._pool.shutdown(wait=True); self._pool = None
         if hasattr(self._local, "s"): self._local.s.close()
     def _session(self):
         if not hasattr(self._local, "s"):
@@ -545,15 +541,6 @@ def _kinds(self:InfluxStore, m:str, refresh=False) -> dict:
         self._fields[m] = {k: _IKIND.get(t, t) for k, t in (fser[0]["values"] if fser else [])}   # fields finds them
     return self._fields[m]
 
-PIECE_LINES = 1000   # a batch longer than two of these goes in pieces, encoding overlapping the server's work
-
-@patch
-def _sender(self:InfluxStore) -> ThreadPoolExecutor:
-    "The one thread that sends a batch's pieces (its own kept-alive HTTP session)."
-    with self._lock:
-        if self._pool is None: self._pool = ThreadPoolExecutor(1, thread_name_prefix="qdash-influx-send")
-        return self._pool
-
 @patch
 def _send(self:InfluxStore, lines:pa.Array): # Arrow lines (`line_array`)
     body, headers = lines_body(lines), {"Content-Type": "text/plain; charset=utf-8"}
@@ -572,16 +559,8 @@ def _write(self:InfluxStore, b:Batch, replace=None):
     have = self._kinds(b.measurement, refresh=any(f not in self._fields.get(b.measurement, {}) for f in b.kinds))
     for f, k in b.kinds.items():
         if f in have and have[f] != k: raise ValidationError(f"'{f}' of '{b.measurement}' holds {have[f]} values; this batch has {k} values", field=f)
-    n = len(b)
-    step = min(self.batch_lines, max(PIECE_LINES, -(-n // 4)))
-    if n <= step: self._send(line_array(b))
-    else:   # the next piece is encoded while InfluxDB takes the last: one request in flight, as before, but no idle wait
-        sent = None
-        for i in range(0, n, step):
-            lines = line_array(b.piece(i, i + step))
-            if sent is not None: sent.result()
-            sent = self._sender().submit(self._send, lines)
-        sent.result()
+    lines = line_array(b)
+    for i in range(0, len(lines), self.batch_lines): self._send(lines.slice(i, self.batch_lines))
     self._tags[b.measurement] = self._tags[b.measurement] | set(b.tags)              # new objects: other threads may be reading
     self._fields[b.measurement] = {**self._fields[b.measurement], **b.kinds}
 

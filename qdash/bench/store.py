@@ -101,11 +101,17 @@ def bench_store(n_batches:int=100, # DuckDB ingest batches of 5,000 rows × 10 f
                 yield {"influx_query_ms": round(ms, 1), "influx_query_values": servers * influx_seconds * 10, "every": "1min"}
                 ist.close()
         st = open_store(base.updated({"store": {"path": f"{tmp}/q.duckdb"}}))
-        for f in _fleet_columns(servers, seconds, 10): st.write("fleet", f)
+        smooth, counts = 50 + 20 * np.sin(np.arange(seconds) / 86400 * 2 * np.pi), {}
+        for f in _fleet_columns(servers, seconds, 10):
+            st.write("fleet", f)
+            for k in range(10):   # what the values hold beyond the smooth curve: their noise, at their 0.1 resolution
+                u, c = np.unique(np.round((f[f"f{k}"].to_numpy() - smooth) * 10), return_counts=True)
+                for a, b in zip(u, c): counts[a] = counts.get(a, 0) + b
         st.db.execute("CHECKPOINT")
         st.query("fleet", every="1min", limit=1)
         ms = min(_timed(lambda: st.query("fleet", every="1min")) for _ in range(3)) * 1000
         n = servers * seconds * 10
         st.close()
         yield {"duckdb_query_ms": round(ms, 1), "query_values": n, "every": "1min", "servers": servers,
-               "duckdb_bytes_per_value": round(os.path.getsize(f"{tmp}/q.duckdb") / n, 3)}
+               "duckdb_bytes_per_value": round(os.path.getsize(f"{tmp}/q.duckdb") / n, 3),
+               "entropy_bytes_per_value": round(float(-(pr := np.array(list(counts.values())) / n) @ np.log2(pr)) / 8, 3)}
