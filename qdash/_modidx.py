@@ -1283,6 +1283,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'qdash.lineproto._float_text': ('lineproto.html#_float_text', 'qdash/lineproto.py'),
                                  'qdash.lineproto._is_text': ('lineproto.html#_is_text', 'qdash/lineproto.py'),
                                  'qdash.lineproto._kind': ('lineproto.html#_kind', 'qdash/lineproto.py'),
+                                 'qdash.lineproto._missing': ('lineproto.html#_missing', 'qdash/lineproto.py'),
                                  'qdash.lineproto._parse_line': ('lineproto.html#_parse_line', 'qdash/lineproto.py'),
                                  'qdash.lineproto._scan': ('lineproto.html#_scan', 'qdash/lineproto.py'),
                                  'qdash.lineproto._time_ns': ('lineproto.html#_time_ns', 'qdash/lineproto.py'),

@@ -163,7 +163,7 @@ def _escape_arr(a:pa.Array) -> pa.Array:
 
 def _float_text(s, comma:bool=False) -> pa.Array: # comma: each text ends with a comma (the next field's separator)
     "The shortest text of each float that parses back to the same double (orjson's, from the whole column at once); null where NaN."
-    x = np.ascontiguousarray(pd.Series(s).to_numpy(dtype="float64", na_value=np.nan))
+    x = np.ascontiguousarray(s.to_numpy(dtype="float64", na_value=np.nan) if isinstance(s, pd.Series) else np.asarray(s, dtype="float64"))
     if not len(x) or np.isinf(x).any():
         t = pc.cast(pa.array(x, pa.float64(), from_pandas=True), pa.string())
         return pc.binary_join_element_wise(t, pa.scalar(","), "") if comma else t
@@ -174,10 +174,15 @@ def _float_text(s, comma:bool=False) -> pa.Array: # comma: each text ends with a
     if not comma: txt = pc.utf8_slice_codeunits(txt, 0, -1)                   # Arrow strings over orjson's bytes
     return pc.if_else(pa.array(nan), pa.scalar(None, pa.string()), txt) if nan.any() else txt
 
+def _missing(s:pd.Series) -> bool:
+    "Whether a prepared field column lacks a value anywhere (a float's is NaN; an int's or bool's, a nullable dtype's NA)."
+    if s.dtype.kind == "f": return bool(np.isnan(s.to_numpy()).any())
+    return bool(s.isna().any()) if pd.api.types.is_extension_array_dtype(s.dtype) else False
+
 def line_array(b:Batch) -> pa.Array:
     "The line protocol of a prepared batch as an Arrow string array, one line per row, built column by column."
     cat, sc = pc.binary_join_element_wise, pa.scalar
-    full = not any(s.isna().any() for s in b.fields.values())   # every field in every row: the whole line in one join
+    full = not any(_missing(s) for s in b.fields.values())   # every field in every row: the whole line in one join
     last = list(b.fields)[-1] if b.fields else None
     texts = {name: _float_text(s, comma=full and name != last) if k == "float" else pc.cast(pa.array(s, _PA[k], from_pandas=True), pa.string())
              for name, s in b.fields.items() for k in [b.kinds[name]]}
