@@ -195,8 +195,10 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     influx_password=S(STR, None, "InfluxDB password", secret=True, env_alias="QDASH_INFLUX_PASSWORD"),
     influx_token=S(STR, None, "InfluxDB token (Authorization: Token ...)", secret=True, env_alias="QDASH_INFLUX_TOKEN"),
     influx_batch_lines=S(_int_range(1, 5000), "5000", "line-protocol lines per write request"),
+    influx_gzip=S(BOOL, "false", "gzip write requests: for links slower than ~100 Mbit/s; on a LAN or loopback it costs more CPU than it saves"),
     influx_timeout=S(DURATION, "10s", "InfluxDB request timeout"),
     retention=S(DURATION, "30d", "raw data older than this is deleted by retain()"),
+    retain_every=S(DURATION, "1h", "how often the hub applies retention (Store.retain); the first time one interval after it starts"),
     max_future=S(DURATION, "1h", "points stamped more than this ahead of now are refused (clock skew allowed; times stay within 1970..2262)"),
   ),
   "collect": dict(

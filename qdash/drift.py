@@ -14,7 +14,8 @@ from .timeutil import utc, iso
 
 # %% auto #0
 __all__ = ['FEATURES', 'METRICS', 'LEVELS', 'MIN_SLOT', 'ANOMALY_Z', 'PER_STEPS', 'KEEP_PREDICTIONS', 'MIN_BASELINE',
-           'season_slot', 'Reference', 'psi', 'ks_distance', 'DriftMonitor', 'check_retrain_params', 'retrain']
+           'season_slot', 'Reference', 'psi', 'ks_distance', 'DriftMonitor', 'fleet_window', 'check_retrain_params',
+           'retrain']
 
 # %% ../nbs/09_drift.ipynb #c005
 FEATURES = ("cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "load1")   # inputs watched, where the data has them
@@ -25,14 +26,25 @@ ANOMALY_Z = 4.0                                                        # |z| abo
 
 def season_slot(time) -> np.ndarray:
     "The place in the week of each time: hour of day (UTC), plus 24 on Saturdays and Sundays (0-47)."
-    t = pd.DatetimeIndex(pd.to_datetime(time, utc=True))
-    return np.asarray(t.hour + 24 * (t.dayofweek >= 5), dtype=np.int64)
+    dt = pd.api.types.is_datetime64_any_dtype(getattr(time, "dtype", None))      # naive times are UTC, as to_datetime(utc=True) takes them
+    t = pd.DatetimeIndex(time if dt else pd.to_datetime(time, utc=True))
+    s = t.asi8 // {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[t.unit]           # seconds since the epoch, UTC
+    hour, day = (s // 3600) % 24, s // 86400
+    return (hour + 24 * ((day + 3) % 7 >= 5)).astype(np.int64)   # 1970-01-01 was a Thursday (weekday 3)
 
 # %% ../nbs/09_drift.ipynb #c007
-def _lookup(stats:pd.DataFrame, keys:list, df:pd.DataFrame) -> np.ndarray:
-    "Rows of `stats` (indexed by `keys`) aligned with the rows of `df`; NaN where missing."
-    idx = pd.MultiIndex.from_frame(df[keys]) if len(keys) > 1 else pd.Index(df[keys[0]])
-    return stats.reindex(idx).to_numpy(float)
+def _codes(values, names:pd.Index|None=None) -> tuple[np.ndarray, pd.Index]:
+    "Integer codes of `values` (taken as text) and the names they index; with `names`, codes into those (-1: not there)."
+    c, u = pd.factorize(pd.Series(values), use_na_sentinel=False)
+    c2, u2 = pd.factorize(pd.Index(u).astype(str))          # two values with one text (1 and "1") are one name, as astype(str) makes them
+    c = c2[c] if len(c) else c.astype(np.int64)
+    if names is None: return c, pd.Index(u2, dtype=str)
+    return (names.get_indexer(u2)[c] if len(c) else c), names
+
+def _grid(stats:pd.DataFrame, names:pd.Index|None, feats:list) -> np.ndarray:
+    "Per-slot statistics as a dense `[name, slot, feature]` array (one name when `names` is None); NaN where missing."
+    full = pd.RangeIndex(48) if names is None else pd.MultiIndex.from_product([names, range(48)])
+    return stats.reindex(full)[feats].to_numpy(float).reshape(1 if names is None else len(names), 48, len(feats))
 
 class Reference:
     "The training data's seasonal profile and the distribution of standardized training readings."
@@ -46,10 +58,12 @@ class Reference:
         self.features, self.source, self.rows = feats, source, int(len(frame))
         self.start, self.end = iso(frame.time.min()), iso(frame.time.max())
         df = self._prep(frame)
-        self._levels = []
-        for keys in (["server", "slot"], ["profile", "slot"], ["slot"]):
-            g = df.groupby(keys)[feats]
-            self._levels.append((keys, g.mean(), g.std(), g.count()))
+        self.names = {k: pd.Index(sorted(df[k].unique()), dtype=str) for k in ("server", "profile")}
+        self._levels = []   # (key or None, [name, slot, feature] arrays of mean, std and count), finest first
+        for key in ("server", "profile", None):
+            g = df.groupby([key, "slot"] if key else ["slot"])[feats]
+            names = self.names[key] if key else None
+            self._levels.append((key, *(_grid(s, names, feats) for s in (g.mean(), g.std(), g.count()))))
         self._mean, self._std = df[feats].mean(), df[feats].std()
         self._floor = (0.1 * self._std).fillna(0).to_numpy() + 1e-6
         z = self.z(frame)
@@ -65,17 +79,36 @@ class Reference:
         df = frame.assign(slot=season_slot(frame.time), server=frame.server.astype(str))
         return df.assign(profile=df.profile.astype(str)) if "profile" in df else df.assign(profile="unknown")
 
+    def _z(self, frame:pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.Index]:
+        "Standardized readings `[row, feature]`, each row's server code, and the servers the codes index."
+        feats, n = self.features, len(frame)
+        codes, servers = _codes(frame.server)
+        S, P = len(self.names["server"]), len(self.names["profile"])
+        sk = self.names["server"].get_indexer(servers)[codes]                           # -1: a server the reference lacks
+        pk = (_codes(frame.profile, self.names["profile"])[0] if "profile" in frame
+              else np.full(n, self.names["profile"].get_indexer(["unknown"])[0]))
+        pair = np.where(sk < 0, S, sk) * (P + 1) + np.where(pk < 0, P, pk)             # each row's (server, profile)
+        seen = np.zeros((S + 1) * (P + 1), dtype=bool); seen[pair] = True
+        pairs = np.flatnonzero(seen)
+        at = np.zeros(len(seen), dtype=np.int64); at[pairs] = np.arange(len(pairs))
+        # mean and spread at each (server, profile) pair present and place in the week: the finest level with MIN_SLOT points
+        mu = np.full((len(pairs), 48, len(feats)), np.nan); sd = mu.copy()
+        for (_, m, s, c), k in zip(self._levels, (pairs // (P + 1), pairs % (P + 1), np.zeros(len(pairs), dtype=np.int64))):
+            known = (k < len(m))[:, None, None]
+            k = np.minimum(k, len(m) - 1)
+            ok = known & (c[k] >= MIN_SLOT) & np.isnan(mu)
+            mu = np.where(ok, m[k], mu); sd = np.where(ok, s[k], sd)
+        mu = np.where(np.isnan(mu), self._mean.to_numpy()[None, None], mu)
+        sd = np.maximum(np.where(np.isnan(sd), self._std.to_numpy()[None, None], sd), self._floor[None, None])
+        F = len(feats)
+        both = np.take(np.concatenate([mu, sd], axis=-1).reshape(-1, 2 * F), at[pair] * 48 + season_slot(frame.time), axis=0)
+        x = np.column_stack([pd.to_numeric(frame[f], errors="coerce").to_numpy(float, na_value=np.nan) if f in frame else np.full(n, np.nan)
+                             for f in feats]) if n else np.empty((0, F))
+        return (x - both[:, :F]) / both[:, F:], codes, servers
+
     def z(self, frame:pd.DataFrame) -> pd.DataFrame:
         "Readings standardized against the training data at the same server (or profile) and place in the week."
-        df, feats = self._prep(frame), self.features
-        mu = np.full((len(df), len(feats)), np.nan); sd = mu.copy()
-        for keys, m, s, n in self._levels:
-            ok = (_lookup(n, keys, df) >= MIN_SLOT) & np.isnan(mu)
-            mu = np.where(ok, _lookup(m, keys, df), mu); sd = np.where(ok, _lookup(s, keys, df), sd)
-        mu = np.where(np.isnan(mu), self._mean.to_numpy()[None], mu)
-        sd = np.maximum(np.where(np.isnan(sd), self._std.to_numpy()[None], sd), self._floor[None])
-        x = np.column_stack([pd.to_numeric(df[f], errors="coerce").to_numpy(float) if f in df else np.full(len(df), np.nan) for f in feats])
-        return pd.DataFrame((x - mu) / sd, columns=feats, index=frame.index)
+        return pd.DataFrame(self._z(frame)[0], columns=self.features, index=frame.index)
 
 def _shares(x:np.ndarray, edges:np.ndarray) -> np.ndarray:
     "Share of `x` in each bin cut at `edges` (open at both ends)."
@@ -88,34 +121,44 @@ def psi(cur:np.ndarray, ref:np.ndarray, eps:float=1e-4) -> float:
     c, r = np.clip(cur, eps, None), np.clip(ref, eps, None)
     return float(np.sum((c - r) * np.log(c / r)))
 
-def ks_distance(x:np.ndarray, q:np.ndarray, levels:np.ndarray=LEVELS) -> float:
-    "Kolmogorov-Smirnov distance of sample `x` from the distribution with quantiles `q` at `levels`."
-    x = np.sort(x[np.isfinite(x)])
+def _ks_sorted(x:np.ndarray, q:np.ndarray, levels:np.ndarray=LEVELS) -> float:
     if not len(x): return float("nan")
     F, n = np.interp(x, q, levels), len(x)
     i = np.arange(1, n + 1)
     return float(max(np.max(i / n - F), np.max(F - (i - 1) / n)))
 
+def ks_distance(x:np.ndarray, q:np.ndarray, levels:np.ndarray=LEVELS) -> float:
+    "Kolmogorov-Smirnov distance of sample `x` from the distribution with quantiles `q` at `levels`."
+    return _ks_sorted(np.sort(x[np.isfinite(x)]), q, levels)
+
+def _shares_sorted(x:np.ndarray, edges:np.ndarray) -> np.ndarray:
+    "`_shares` of an already sorted `x`: ten binary searches instead of one per reading."
+    below = np.searchsorted(x, edges, side="left")                  # readings below each edge
+    c = np.diff(np.concatenate([[0], below, [len(x)]]))
+    return c / max(1, c.sum())
+
 @patch
 def compare(self:Reference, frame:pd.DataFrame) -> dict:
     "DSS, FDS, anomaly rate and per-feature KS and PSI of recent readings against the reference."
-    z = self.z(frame)
-    feats, out, outside, cells = {}, {}, 0, 0
-    per_server = pd.Series(0.0, index=pd.Index(frame.server.astype(str).unique()))
-    for f in self.features:
-        v = z[f].to_numpy()
+    Z, codes, servers = self._z(frame)
+    feats, outside, cells = {}, 0, 0
+    rows = np.bincount(codes, minlength=len(servers))
+    per_server = np.zeros(len(servers))               # share of each server's rows anomalous, summed over the features
+    for j, f in enumerate(self.features):
+        v = Z[:, j]
         ok = np.isfinite(v)
         if not ok.any(): continue
         bad = ok & (np.abs(v) > ANOMALY_Z)
         outside, cells = outside + int(bad.sum()), cells + int(ok.sum())
-        per_server = per_server.add(pd.Series(bad, index=frame.server.astype(str).to_numpy()).groupby(level=0).mean(), fill_value=0)
-        k, p = ks_distance(v[ok], self.q[f]), psi(_shares(v[ok], self.edges[f]), self.shares[f])
+        per_server = per_server + np.bincount(codes, weights=bad, minlength=len(servers)) / rows
+        xs = np.sort(v[ok])                          # sorted once, for both measures
+        k, p = _ks_sorted(xs, self.q[f]), psi(_shares_sorted(xs, self.edges[f]), self.shares[f])
         feats[f] = {"drift": round(max(0.0, k - self.noise[f]["ks"]), 4), "shift": round(max(0.0, p - self.noise[f]["psi"]), 4),
                     "ks": round(k, 4), "psi": round(p, 4), "n": int(ok.sum())}
     if not feats: return {"dss": None, "fds": None, "anomaly_rate": None, "features": {}, "rows": int(len(frame)), "anomalous_servers": []}
     out = {"dss": round(float(np.mean([v["shift"] for v in feats.values()])), 4), "fds": round(max(v["drift"] for v in feats.values()), 4),
            "anomaly_rate": round(outside / cells, 4), "features": feats, "rows": int(len(frame))}
-    top = (per_server / len(feats)).sort_values(ascending=False)
+    top = (pd.Series(per_server, index=servers).sort_index() / len(feats)).sort_values(ascending=False)
     out["anomalous_servers"] = [{"server": s, "anomaly_rate": round(float(v), 3)} for s, v in top.head(5).items() if v > 0.05]
     return out
 
@@ -245,6 +288,25 @@ def _read(self:DriftMonitor, start, stop, fields=FEATURES) -> pd.DataFrame:
     if not f: return pd.DataFrame(columns=["time", "server", *fields])
     return self.store.query(self.measurement, f, start=start, stop=stop, every=f"{int(self.step)}s")
 
+def fleet_window(ds, # a `(server, time)` Dataset at the model's step (naive UTC times, a `profile` coordinate), as `load_fleet` gives
+                 start, stop, # the window: buckets holding any time from `start` to before `stop`
+                 features=FEATURES) -> pd.DataFrame:
+    "The window's readings as the long frame `_read` gives (time, server, profile, features), server by server; rows without any feature left out."
+    f = [x for x in features if x in ds.data_vars]
+    t = pd.DatetimeIndex(ds.time.values)
+    t = (t.tz_localize("UTC") if t.tz is None else t).as_unit("ns")
+    step = pd.Timedelta(np.median(np.diff(t.asi8))) if len(t) > 1 else pd.Timedelta(0)
+    keep = np.flatnonzero((t + step > utc(start)) & (t < utc(stop)))
+    S, T = ds.sizes["server"], len(keep)
+    vals = np.stack([ds[x].transpose("server", "time").values[:, keep].astype(float) for x in f], axis=-1).reshape(S * T, len(f))
+    srv = pd.Categorical.from_codes(np.repeat(np.arange(S), T), pd.Index(ds.server.values.astype(str)))   # codes, not 288,000 strings
+    cols = {"time": pd.to_datetime(np.tile(t[keep].asi8, S), unit="ns", utc=True), "server": srv}
+    if "profile" in ds.coords:
+        pc, pu = pd.factorize(np.asarray(ds.profile.values).astype(str))
+        cols["profile"] = pd.Categorical.from_codes(np.repeat(pc, T), pu)
+    df = pd.DataFrame({**cols, **{x: vals[:, j] for j, x in enumerate(f)}})
+    return df[~np.isnan(vals).all(axis=1)].reset_index(drop=True)
+
 @patch
 def _active_card(self:DriftMonitor) -> dict|None:
     if self.registry is not None:
@@ -285,13 +347,16 @@ def _reference(self:DriftMonitor, now) -> Reference|None:
 
 # %% ../nbs/09_drift.ipynb #c023
 @patch
-def check(self:DriftMonitor, now=None) -> dict:
+def check(self:DriftMonitor, now=None,
+          recent:pd.DataFrame|None=None, # the window's telemetry at the model's step, if the caller has it; None: read from the store
+         ) -> dict:
     "Measure drift now, update the consecutive-drift count, retrain if it persists; the status."
     t, d = utc(now), self.settings.drift
     with self.lock:
         per = self.prediction_error(t)
         ref = self._reference(t)
-        cmp = ref.compare(self._read(t - pd.Timedelta(seconds=d.window), t)) if ref is not None else None
+        if ref is not None and recent is None: recent = self._read(t - pd.Timedelta(seconds=d.window), t)
+        cmp = ref.compare(recent) if ref is not None else None
         cmp = cmp if cmp and cmp.get("dss") is not None else None
         why_not = getattr(ref, "not_judged", None)
         if why_not: cmp = None

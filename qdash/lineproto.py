@@ -6,12 +6,12 @@
 from __future__ import annotations
 import re, time as _time
 from dataclasses import dataclass
-import numpy as np, pandas as pd, pyarrow as pa, pyarrow.compute as pc
+import numpy as np, orjson, pandas as pd, pyarrow as pa, pyarrow.compute as pc
 from .config import ValidationError
 
 # %% auto #0
-__all__ = ['TIME_MIN', 'TIME_MAX', 'TIME_RANGE', 'check_name', 'check_times', 'Batch', 'prepare', 'batch_lines',
-           'to_line_protocol', 'parse_line_protocol', 'frames_from_points']
+__all__ = ['TIME_MIN', 'TIME_MAX', 'TIME_RANGE', 'check_name', 'check_times', 'Batch', 'prepare', 'line_array', 'batch_lines',
+           'lines_body', 'to_line_protocol', 'parse_line_protocol', 'frames_from_points']
 
 # %% ../nbs/00a_lineproto.ipynb #c005
 _re_ctrl = re.compile(r"[\x00-\x1f\x7f]")
@@ -161,20 +161,58 @@ def _escape_arr(a:pa.Array) -> pa.Array:
     for c in ",= ": a = pc.replace_substring(a, c, "\\" + c)
     return a
 
-def batch_lines(b:Batch) -> list[str]:
-    "The line protocol of a prepared batch, one line per row, built column by column in Arrow."
-    n, cat = len(b), pc.binary_join_element_wise
-    parts = [pa.array([b.measurement.translate(_ESC_M)] * n, pa.string())]
+def _float_text(s, comma:bool=False) -> pa.Array: # comma: each text ends with a comma (the next field's separator)
+    "The shortest text of each float that parses back to the same double (orjson's, from the whole column at once); null where NaN."
+    x = np.ascontiguousarray(s.to_numpy(dtype="float64", na_value=np.nan) if isinstance(s, pd.Series) else np.asarray(s, dtype="float64"))
+    if not len(x) or np.isinf(x).any():
+        t = pc.cast(pa.array(x, pa.float64(), from_pandas=True), pa.string())
+        return pc.binary_join_element_wise(t, pa.scalar(","), "") if comma else t
+    nan = np.isnan(x)
+    body = orjson.dumps(x, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1] + b","    # "v0,v1,...,vn," (NaN is null)
+    ends = np.flatnonzero(np.frombuffer(body, np.uint8) == ord(",")) + 1       # each value's end, its comma included
+    txt = pa.StringArray.from_buffers(len(x), pa.py_buffer(np.concatenate([[0], ends]).astype(np.int32)), pa.py_buffer(body))
+    if not comma: txt = pc.utf8_slice_codeunits(txt, 0, -1)                   # Arrow strings over orjson's bytes
+    return pc.if_else(pa.array(nan), pa.scalar(None, pa.string()), txt) if nan.any() else txt
+
+def _missing(s:pd.Series) -> bool:
+    "Whether a prepared field column lacks a value anywhere (a float's is NaN; an int's or bool's, a nullable dtype's NA)."
+    if s.dtype.kind == "f": return bool(np.isnan(s.to_numpy()).any())
+    return bool(s.isna().any()) if pd.api.types.is_extension_array_dtype(s.dtype) else False
+
+def line_array(b:Batch) -> pa.Array:
+    "The line protocol of a prepared batch as an Arrow string array, one line per row, built column by column."
+    cat, sc = pc.binary_join_element_wise, pa.scalar
+    full = not any(_missing(s) for s in b.fields.values())   # every field in every row: the whole line in one join
+    last = list(b.fields)[-1] if b.fields else None
+    texts = {name: _float_text(s, comma=full and name != last) if k == "float" else pc.cast(pa.array(s, _PA[k], from_pandas=True), pa.string())
+             for name, s in b.fields.items() for k in [b.kinds[name]]}
+    key = [sc(b.measurement.translate(_ESC_M))]
     for name in sorted(b.tags):   # InfluxDB sorts tags itself; sorted input saves it the work
-        v = _escape_arr(pa.array(b.tags[name], pa.string(), from_pandas=True))
-        parts.append(cat(pa.scalar(f",{name.translate(_ESC_K)}="), v, ""))   # null (no tag) where the value is null
-    key = cat(*parts, "", null_handling="skip")
-    fields = []
-    for name, s in b.fields.items():
-        txt = pc.cast(pa.array(s, _PA[b.kinds[name]], from_pandas=True), pa.string())
-        fields.append(cat(pa.scalar(name.translate(_ESC_K) + "="), txt, pa.scalar("i" if b.kinds[name] == "int" else ""), ""))
+        v, pre = _escape_arr(pa.array(b.tags[name], pa.string(), from_pandas=True)), sc(f",{name.translate(_ESC_K)}=")
+        key += [cat(pre, v, "")] if v.null_count else [pre, v]                 # null (no tag) where the value is null
+    time = pc.cast(pa.array(b.time, pa.int64()), pa.string())
+    if full:
+        parts, sep = [*key], " "
+        for name, t in texts.items():   # a float's text brings the comma after it; others get one put in
+            parts += [sc(sep + name.translate(_ESC_K) + "="), t, *([sc("i")] if b.kinds[name] == "int" else [])]
+            sep = "" if b.kinds[name] == "float" and name != last else ","
+        return cat(*parts, sc(" "), time, "", null_handling="replace", null_replacement="")
+    fields = [cat(sc(name.translate(_ESC_K) + "="), t, sc("i" if b.kinds[name] == "int" else ""), "") for name, t in texts.items()]
     fld = cat(*fields, ",", null_handling="skip")
-    return cat(key, fld, pc.cast(pa.array(b.time, pa.int64()), pa.string()), " ").to_pylist()
+    k = cat(*key, sc(""), "", null_handling="replace", null_replacement="") if len(key) > 1 else pa.array([key[0].as_py()] * len(b), pa.string())
+    return cat(k, fld, time, " ")
+
+def batch_lines(b:Batch) -> list[str]:
+    "The line protocol of a prepared batch, one line per row."
+    return line_array(b).to_pylist()
+
+def lines_body(lines:pa.Array) -> bytes:
+    "A request body of Arrow lines, each ended by a newline: their bytes straight from Arrow's buffer, not one Python string each."
+    a = pc.binary_join_element_wise(lines, pa.scalar(""), "\n")
+    if isinstance(a, pa.ChunkedArray): a = a.combine_chunks()   # Arrow-backed tag columns come chunked
+    if not len(a): return b""
+    off = np.frombuffer(a.buffers()[1], dtype=np.int32)[a.offset:a.offset + len(a) + 1]
+    return bytes(memoryview(a.buffers()[2])[int(off[0]):int(off[-1])])
 
 def to_line_protocol(measurement:str, # the measurement
                      frame, # a batch, as for `Store.write`

@@ -18,7 +18,7 @@ from .model.alerts import AlertEngine
 from .model.notify import Notifier
 from .model.explain import explain_server, ExplanationCache, InsufficientData
 from .cascade import CascadeDetector, fleet_health
-from .drift import DriftMonitor
+from .drift import DriftMonitor, fleet_window
 log = logging.getLogger("qdash.serving")
 
 # %% auto #0
@@ -27,12 +27,13 @@ __all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'STORE_PROBE_S', 'Ever
 
 # %% ../nbs/10_serving.ipynb #6db3ed89
 class Every:
-    "Call `fn()` now and then every `interval` seconds on a daemon thread, until `stop()`; errors are logged."
-    def __init__(self, name:str, interval:float, fn):
-        self.name, self.interval, self.fn = name, float(interval), fn
+    "Call `fn()` now (or after one interval, `wait_first`) and then every `interval` seconds on a daemon thread, until `stop()`; errors are logged."
+    def __init__(self, name:str, interval:float, fn, wait_first:bool=False):
+        self.name, self.interval, self.fn, self.wait_first = name, float(interval), fn, wait_first
         self._halt, self._thread, self.runs, self.errors = threading.Event(), None, 0, 0
     def _run(self):
         streak = 0
+        if self.wait_first: self._halt.wait(self.interval)
         while not self._halt.is_set():
             try: self.fn(); streak = 0
             except Exception as e:
@@ -67,6 +68,7 @@ class Forecasting:
         if seed: self.seed_vitals()
         self.lock = threading.RLock()
         self.results = self.data = self.payload = None
+        self.data_step = None                  # the step of `data` (seconds): the drift watch reuses it when it is the model's
         self.cycle, self.updated_at, self.error, self.cycle_ms = 0, None, None, None
         self.drivers: dict[str, list] = {}   # server -> top drivers of its risk (set by `Explanations.refresh_drivers`)
         self.fleet: FleetWatch|None = None    # the cascade side of the fleet's one health (`Services` sets it)
@@ -127,6 +129,7 @@ class Forecasting:
         self.notifier.poke()                           # never waits: the notifier's thread sends
         with self.lock:
             self.results, self.data, self.payload = results, data, payload
+            self.data_step = float(fc.step if fc else m.step)
             self.cycle += 1
             self.updated_at, self.cycle_ms = now, round(1000 * (time.perf_counter() - t0), 1)
         return payload
@@ -280,7 +283,18 @@ class DriftWatch:
             fc = f.registry.loaded if cyc != self.seen and res else None
             if fc is not None: self.monitor.observe({s: r for s, r in res.items() if r.get("history") != "short"}, fc, now)   # the model's own forecasts
             self.seen = cyc
-        if self.monitor.due(now): self.monitor.check(now)
+        if self.monitor.due(now): self.monitor.check(now, recent=self.recent(now))
+
+    def recent(self, now=None) -> pd.DataFrame|None:
+        "The drift window's telemetry from the last forecasting cycle, if that cycle is under a step old and holds it at the monitor's step; else None."
+        f, t = self.forecasting, utc(now)
+        if f is None: return None
+        with f.lock: data, at, step = getattr(f, "data", None), getattr(f, "updated_at", None), getattr(f, "data_step", None)
+        if data is None or at is None or step != self.monitor.step or not data.sizes.get("server", 0): return None
+        if not pd.Timedelta(0) <= t - utc(at) <= pd.Timedelta(seconds=step): return None
+        start = t - pd.Timedelta(seconds=self.settings.drift.window)
+        if not data.sizes.get("time", 0) or pd.Timestamp(data.time.values[0]).tz_localize("UTC") > start: return None
+        return fleet_window(data, start, t)
 
     def training_params(self, params:dict) -> dict:
         "A `retrain` job's parameters, with the store's recent telemetry exported when no `data_path` is given."
@@ -334,7 +348,8 @@ class Services:
         self._when_store_answers("catch-up", self._catch_up)
         self.loops = [Every("store-probe", STORE_PROBE_S, lambda: self.store.ping(STORE_PROBE_S)),
                       Every("forecasting", s.model.predict_every, self._forecast),
-                      Every("drift", min(1.0, s.drift.check_every), self.drift.step)]
+                      Every("drift", min(1.0, s.drift.check_every), self.drift.step),
+                      Every("retention", s.store.retain_every, self._retain, wait_first=True)]
         for loop in self.loops: loop.start()
         self.forecasting.notifier.start()
         self.collection.writer.start()                 # always: it replays a spool the last run left, and takes feeds
@@ -371,6 +386,11 @@ class Services:
             new = set(frame["server"].dropna().unique()) - self.known_servers
             if new:
                 with self._known_lock: self.known_servers |= {str(x) for x in new}
+
+    def _retain(self):
+        "Delete time series older than `[store] retention` (records are not time series: they keep their own limits)."
+        n = self.store.retain()
+        if n: log.info("retention: %d points older than %gs deleted", n, self.settings.store.retention)
 
     def _forecast(self):
         self.forecasting.run_cycle()

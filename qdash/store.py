@@ -463,6 +463,7 @@ class InfluxStore(Store):
         st = settings.store
         self.url, self.database, self.timeout = st.influx_url, st.influx_database, st.influx_timeout
         self.batch_lines, self.retry_max_s = st.influx_batch_lines, min(30.0, settings.collect.retry_max_sec)
+        self.gzip = bool(st.influx_gzip)
         self._headers, self._auth = {}, None
         if st.influx_token: self._headers["Authorization"] = f"Token {st.influx_token}"
         elif st.influx_username: self._auth = (st.influx_username, st.influx_password or "")
@@ -541,25 +542,25 @@ def _kinds(self:InfluxStore, m:str, refresh=False) -> dict:
     return self._fields[m]
 
 @patch
-def _send(self:InfluxStore, lines:list[str]):
-    body = gzip.compress("\n".join(lines).encode("utf-8"), 1)
-    r = self._request("/write", {"db": self.database, "precision": "ns"}, body,
-                      {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}, what="write")
+def _send(self:InfluxStore, lines:pa.Array): # Arrow lines (`line_array`)
+    body, headers = lines_body(lines), {"Content-Type": "text/plain; charset=utf-8"}
+    if self.gzip: body, headers["Content-Encoding"] = gzip.compress(body, 1), "gzip"
+    r = self._request("/write", {"db": self.database, "precision": "ns"}, body, headers, what="write")
     if r.status_code == 404:   # database not found: a fresh server
         self._request("/query", None, {"q": f"CREATE DATABASE {_iql_ident(self.database)}"}, what="database creation")
         return self._send(lines)
     if r.status_code == 413:
         if len(lines) == 1: raise ValidationError("InfluxDB refused a single line as too large")
         h = len(lines) // 2
-        self._send(lines[:h]); self._send(lines[h:])
+        self._send(lines.slice(0, h)); self._send(lines.slice(h))
 
 @patch
 def _write(self:InfluxStore, b:Batch, replace=None):
     have = self._kinds(b.measurement, refresh=any(f not in self._fields.get(b.measurement, {}) for f in b.kinds))
     for f, k in b.kinds.items():
         if f in have and have[f] != k: raise ValidationError(f"'{f}' of '{b.measurement}' holds {have[f]} values; this batch has {k} values", field=f)
-    lines = batch_lines(b)
-    for i in range(0, len(lines), self.batch_lines): self._send(lines[i:i + self.batch_lines])
+    lines = line_array(b)
+    for i in range(0, len(lines), self.batch_lines): self._send(lines.slice(i, self.batch_lines))
     self._tags[b.measurement] = self._tags[b.measurement] | set(b.tags)              # new objects: other threads may be reading
     self._fields[b.measurement] = {**self._fields[b.measurement], **b.kinds}
 

@@ -15,7 +15,7 @@ from ..store import _ts
 from ..testing import InfluxServer
 
 # %% auto #0
-__all__ = ['bench_store']
+__all__ = ['duckdb_bytes_per_value', 'bench_store']
 
 # %% ../../nbs/bench/01_store.ipynb #c062
 def _bench_frames(n_batches, rows=5000, n_fields=10, seed=0, t0=1_735_689_600_000_000_000):
@@ -38,6 +38,37 @@ def _fleet_columns(n_servers, seconds, n_fields, seed=0, t0=1_735_689_600_000_00
         d = {"time": _ts(tt), "server": pd.array([f"srv-{s:02d}"] * seconds, dtype="str")}
         for k in range(n_fields): d[f"f{k}"] = (50 + 20 * base + rng.normal(0, 2, seconds)).round(1)
         yield pd.DataFrame(d)
+
+# %% ../../nbs/bench/01_store.ipynb #c062b
+def _influx_ingest(srv, batches:int=20, seed:int=1):
+    "InfluxDB ingest through the backend against a plain POST of the same line protocol (made beforehand), batch by batch in turn."
+    ifr = list(_bench_frames(batches, seed=seed))
+    pre = ["\n".join(batch_lines(prepare("plain", f))).encode() for f in ifr]
+    wp, sess = {"db": srv.database, "precision": "ns"}, requests.Session()
+    out = {}
+    for gz in (False, True):
+        ist = open_store(srv.settings().updated({"store": {"influx_gzip": gz}}))
+        ist.write(f"warm{gz:d}", ifr[0].head(1)); sess.post(srv.url + "/write", params=wp, data=b"warm x=1 1").raise_for_status()
+        ours = ref = 0.0
+        for i, (f, body) in enumerate(zip(ifr, pre)):   # in turn, each first half the time: the machine's load falls on both alike
+            def a(f=f, m=f"m{gz:d}", ist=ist): return _timed(lambda: ist.write(m, f))
+            def b(body=body): return _timed(lambda: sess.post(srv.url + "/write", params=wp, data=body).raise_for_status())
+            if i % 2: ours += a(); ref += b()
+            else: ref += b(); ours += a()
+        ist.close()
+        out[gz] = (ours, ref)
+    n = batches * 5000 * 10
+    (ours, ref), (gzo, gzr) = out[False], out[True]
+    yield {"influx_values_per_s": round(n / ours), "influx_plain_post_values_per_s": round(n / ref),
+           "influx_ingest_ratio_to_plain_post": round(ref / ours, 3), "influx_gzip_ratio_to_plain_post": round(gzr / gzo, 3)}
+
+def duckdb_bytes_per_value(servers:int=50, seconds:int=86400) -> float:
+    "Bytes on disk per field value of a day of 1 s telemetry in a DuckDB store (the figure `qdash bench hub`'s headline quotes)."
+    with tempfile.TemporaryDirectory() as tmp:
+        st = open_store(load_settings(environ={}).updated({"store": {"path": f"{tmp}/q.duckdb"}}))
+        for f in _fleet_columns(servers, seconds, 10): st.write("fleet", f)
+        st.db.execute("CHECKPOINT"); st.close()
+        return round(os.path.getsize(f"{tmp}/q.duckdb") / (servers * seconds * 10), 3)
 
 # %% ../../nbs/bench/01_store.ipynb #c063
 def bench_store(n_batches:int=100, # DuckDB ingest batches of 5,000 rows × 10 fields
@@ -63,26 +94,24 @@ def bench_store(n_batches:int=100, # DuckDB ingest batches of 5,000 rows × 10 f
         st.close(); plain.close()
         if Path("/usr/bin/influxd").exists():
             with InfluxServer() as srv:
+                yield from _influx_ingest(srv, influx_batches)
                 ist = open_store(srv.settings())
-                ifr = list(_bench_frames(influx_batches, seed=1))
-                pre = [batch_lines(prepare("plain", f)) for f in ifr]
-                sess = requests.Session()
-                wp = {"db": srv.database, "precision": "ns"}
-                post = lambda: [sess.post(srv.url + "/write", params=wp, data="\n".join(ls).encode()).raise_for_status() for ls in pre]
-                ours = _timed(lambda: [ist.write("m", f) for f in ifr]); ref = _timed(post)
-                n = influx_batches * 5000 * 10
-                yield {"influx_values_per_s": round(n / ours), "influx_plain_post_values_per_s": round(n / ref),
-                       "influx_ratio_to_plain_post": round(ref / ours, 3)}
                 for f in _fleet_columns(servers, influx_seconds, 10): ist.write("fleet", f)
                 ms = _timed(lambda: ist.query("fleet", every="1min")) * 1000
                 yield {"influx_query_ms": round(ms, 1), "influx_query_values": servers * influx_seconds * 10, "every": "1min"}
                 ist.close()
         st = open_store(base.updated({"store": {"path": f"{tmp}/q.duckdb"}}))
-        for f in _fleet_columns(servers, seconds, 10): st.write("fleet", f)
+        smooth, counts = 50 + 20 * np.sin(np.arange(seconds) / 86400 * 2 * np.pi), {}
+        for f in _fleet_columns(servers, seconds, 10):
+            st.write("fleet", f)
+            for k in range(10):   # what the values hold beyond the smooth curve: their noise, at their 0.1 resolution
+                u, c = np.unique(np.round((f[f"f{k}"].to_numpy() - smooth) * 10), return_counts=True)
+                for a, b in zip(u, c): counts[a] = counts.get(a, 0) + b
         st.db.execute("CHECKPOINT")
         st.query("fleet", every="1min", limit=1)
         ms = min(_timed(lambda: st.query("fleet", every="1min")) for _ in range(3)) * 1000
         n = servers * seconds * 10
         st.close()
         yield {"duckdb_query_ms": round(ms, 1), "query_values": n, "every": "1min", "servers": servers,
-               "bytes_per_value": round(os.path.getsize(f"{tmp}/q.duckdb") / n, 3)}
+               "duckdb_bytes_per_value": round(os.path.getsize(f"{tmp}/q.duckdb") / n, 3),
+               "entropy_bytes_per_value": round(float(-(pr := np.array(list(counts.values())) / n) @ np.log2(pr)) / 8, 3)}
