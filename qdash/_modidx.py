@@ -392,6 +392,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                           'qdash/collect/simulate.py'),
                                         'qdash.collect.simulate.FleetSimulator.leak_breaching_at': ( 'collect/simulate.html#fleetsimulator.leak_breaching_at',
                                                                                                      'qdash/collect/simulate.py'),
+                                        'qdash.collect.simulate.FleetSimulator.prefixed': ( 'collect/simulate.html#fleetsimulator.prefixed',
+                                                                                            'qdash/collect/simulate.py'),
                                         'qdash.collect.simulate.FleetSimulator.values': ( 'collect/simulate.html#fleetsimulator.values',
                                                                                           'qdash/collect/simulate.py'),
                                         'qdash.collect.simulate.FleetSimulator.vms': ( 'collect/simulate.html#fleetsimulator.vms',
