@@ -94,7 +94,8 @@ class Forecasting:
         v = self.vitals
         margin = pd.Timedelta(seconds=max(30.0, 10 * v.stale_after))   # late batches: points re-read are skipped by the vitals
         start = now - margin if self._vitals_read is None else min(self._vitals_read, now) - margin
-        fields = [f for f in v.thresholds if f in self.store.field_kinds("vm")]
+        kinds = self.store.field_kinds("vm")
+        fields = [f for f in (*v.thresholds, "state") if f in kinds]   # state: a VM shut off is seen too, without metrics
         df = self.store.query("vm", fields or None, start=start, stop=now + pd.Timedelta(seconds=1))
         if not len(df) or "server" not in df: return 0
         df = df[df["server"].astype(str).isin(servers)]

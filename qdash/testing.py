@@ -69,6 +69,7 @@ class HubProcess:
 
     def start(self, timeout:float=30.0):
         "Start the hub and wait until `/health` answers."
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.dir/"hub.log", "ab")
         mod, fn = self.target.split(":")
         code = (f"import sys; from qdash.cli import main; sys.exit(main({list(self.argv)!r}))" if self.argv is not None
