@@ -168,6 +168,8 @@ def _or_empty(kind:Kind) -> Kind:
     return Kind(kind.expected, lambda s: None if not s.strip() else kind.parse(s))
 
 _SOURCES = _enum("simulator", "host", "libvirt")
+_NAME_PART = Kind("letters, digits, '.', '_' or '-' (at most 40; empty: none)",
+                  lambda s: _check(s.strip(), lambda v: re.fullmatch(r"[A-Za-z0-9._-]{0,40}", v) is not None))
 SCHEMA: dict[str, dict[str, Setting]] = {
   "server": dict(
     host=S(STR, "127.0.0.1", "address the hub listens on"),
@@ -216,6 +218,8 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     simulator_seed=S(INT, "42", "seed of the simulated fleet"),
     simulator_leak=S(DURATION, "3h", "a simulated server's slow memory leak crosses 95 % this long after start (0s: none), so the demo shows an early warning"),
     host_name=S(STR, "", "host tag for this machine (empty: the hostname)"),
+    simulator_prefix=S(_NAME_PART, "", "prefix of the simulated servers' names and host tags (east: east-web-01 on east-hv-01; empty: none), "
+                       "so simulated fleets of several agents writing into one store do not collide"),
   ),
   "jobs": dict(
     workers=S(_int_range(1, 256), "2", "processes in the local job pool"),

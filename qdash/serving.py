@@ -23,7 +23,7 @@ log = logging.getLogger("qdash.serving")
 
 # %% auto #0
 __all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'STORE_PROBE_S', 'Every', 'Forecasting', 'risk_reason', 'Explanations',
-           'FleetWatch', 'DriftWatch', 'backfill_simulated_past', 'Services']
+           'FleetWatch', 'DriftWatch', 'Services']
 
 # %% ../nbs/10_serving.ipynb #6db3ed89
 class Every:
@@ -71,11 +71,16 @@ class Forecasting:
         self.data_step = None                  # the step of `data` (seconds): the drift watch reuses it when it is the model's
         self.cycle, self.updated_at, self.error, self.cycle_ms = 0, None, None, None
         self.drivers: dict[str, list] = {}   # server -> top drivers of its risk (set by `Explanations.refresh_drivers`)
+        self.tapped: set[str] = set()         # servers whose telemetry passes through this hub (`tap`)
+        self.remote: set[str] = set()         # servers of the last cycle's telemetry that only the store brings (agents')
+        self._vitals_read = None              # newest point read from the store for the vitals (`read_vitals`)
         self.fleet: FleetWatch|None = None    # the cascade side of the fleet's one health (`Services` sets it)
 
     def tap(self, measurement:str, frame:pd.DataFrame):
         "Hand server telemetry to the vitals (the collection calls this with every batch collected or fed)."
-        if measurement == "vm": self.vitals.update(frame)
+        if measurement == "vm":
+            self.vitals.update(frame)
+            if "server" in frame: self.tapped.update(map(str, frame["server"].dropna().unique()))
 
     def seed_vitals(self):
         "The vitals from the store: the last minutes' samples, then each server's newest point."
@@ -84,6 +89,30 @@ class Forecasting:
         fields = [f for f in v.thresholds if f in self.store.field_kinds("vm")]
         v.update(self.store.query("vm", fields or None, start=now - pd.Timedelta(seconds=max(self.settings.model.step, 10 * v.stale_after))))
         v.update(self.store.latest("vm"))
+
+    def read_vitals(self, servers:set[str], now:pd.Timestamp) -> int:
+        "Hand the vitals the store's newest points of `servers` (written by agents, not tapped here) since the last read; points read."
+        if not servers: return 0
+        v = self.vitals
+        margin = pd.Timedelta(seconds=max(30.0, 10 * v.stale_after))   # late batches: points re-read are skipped by the vitals
+        start = now - margin if self._vitals_read is None else min(self._vitals_read, now) - margin
+        kinds = self.store.field_kinds("vm")
+        fields = [f for f in (*v.thresholds, "state") if f in kinds]   # state: a VM shut off is seen too, without metrics
+        df = self.store.query("vm", fields or None, start=start, stop=now + pd.Timedelta(seconds=1))
+        if not len(df) or "server" not in df: return 0
+        df = df[df["server"].astype(str).isin(servers)]
+        if len(df): self._vitals_read = max(self._vitals_read or df["time"].max(), df["time"].max())
+        v.update(df)
+        return len(df)
+
+    def check_vitals(self, now:pd.Timestamp) -> dict:
+        "`Vitals.check` at `now`; a server only the store brings is stale one write path later (`[collect] interval` + `batch_max_sec`)."
+        out = self.vitals.check(now)
+        if self.remote:
+            c = self.settings.collect
+            late = self.vitals.check(now - pd.Timedelta(seconds=c.interval + c.batch_max_sec))
+            out.update({s: late[s] for s in self.remote if s in late})
+        return out
 
     @property
     def forecaster(self):
@@ -113,12 +142,15 @@ class Forecasting:
         targets = fc.targets if fc else list(TARGETS)
         if "vm" in self.store.measurements():
             data = self.telemetry(fc, now)
+            if data is not None:                         # agents' servers: their newest points from the store
+                self.remote = {str(x) for x in data.server.values} - self.tapped
+                self.read_vitals(self.remote, now)
             if data is not None and data.sizes.get("server", 0):
                 if fc is not None:
                     results = score_forecasts(fc.predict(data, min_history=int(m.min_history)), fc.targets, m.thresholds, fc.step)
                 step, horizon = (fc.step, fc.horizon) if fc else (m.step, m.horizon)
                 results = combine(results, forecast_trend(data, m.thresholds, step, horizon), targets, m.min_history * step)
-        results = apply_vitals(results, self.vitals.check(now))
+        results = apply_vitals(results, self.check_vitals(now))
         payload = trend_payload(predictions_payload(results, targets, data, now), results)
         payload["model"] = {"name": fc.name if fc else None, "error": None if fc else self.error}
         payload = self.alerts.observe(payload, now)
@@ -303,19 +335,6 @@ class DriftWatch:
         if p.get("data_path") is None: p["data_path"] = str(self.monitor.export_training_data())
         return p
 
-# %% ../nbs/10_serving.ipynb #b3747ad5
-def backfill_simulated_past(settings:Settings, store, collection) -> int:
-    "Two days of history for a simulated fleet whose store lacks a day of it (so the demo forecasts at once); points written."
-    if collection is None or "simulator" not in settings.collect.sources: return 0
-    sim = next((src for src in collection.sources if hasattr(src, "backfill")), None)
-    if sim is None: return 0
-    now = pd.Timestamp.now(tz="UTC")
-    if "vm" in store.measurements() and len(store.query("vm", fields=["cpu_pct"], start=now - pd.Timedelta(days=2),
-                                                        stop=now - pd.Timedelta(hours=20), limit=1)): return 0
-    n = sim.backfill(store, days=2, step=f"{int(settings.model.step)}s")
-    log.info("backfilled %d points of simulated history", n)
-    return n
-
 # %% ../nbs/10_serving.ipynb #5802b2f4
 STORE_PROBE_S = 2.0   # how often the hub pings the store, and how long it waits for the answer
 
@@ -358,7 +377,8 @@ class Services:
 
     def _catch_up(self):
         "What start-up reads from the store: a simulated past, the vitals' seed, the servers it has telemetry of."
-        backfill_simulated_past(self.settings, self.store, self.collection)
+        from qdash.collect.service import backfill_simulated_past
+        backfill_simulated_past(self.settings, self.store, self.collection.sources if self.collection is not None else [])
         self.forecasting.seed_vitals()
         names = set()
         for m in self.store.measurements():
@@ -394,6 +414,9 @@ class Services:
 
     def _forecast(self):
         self.forecasting.run_cycle()
+        data = self.forecasting.data                   # servers agents write reach `/status` through the cycle's telemetry
+        if data is not None and data.sizes.get("server", 0):
+            with self._known_lock: self.known_servers |= {str(x) for x in data.server.values}
         self.explanations.refresh_drivers()
 
     def stop(self, timeout:float|None=None): # seconds for all of it; default [server] graceful_shutdown_timeout

@@ -13,7 +13,7 @@ from .store import StoreUnavailable, _iql_ident
 
 # %% auto #0
 __all__ = ['PARTS', 'CHROMIUM_ARGS', 'MissingPart', 'need', 'free_port', 'HubProcess', 'self_signed_cert', 'SilentServer',
-           'InfluxServer', 'launch_chromium', 'DashboardProcess', 'HookReceiver', 'AlertmanagerServer']
+           'InfluxServer', 'AgentProcess', 'launch_chromium', 'DashboardProcess', 'HookReceiver', 'AlertmanagerServer']
 
 # %% ../nbs/14_testing.ipynb #c003b
 class MissingPart(QdashError):
@@ -69,6 +69,7 @@ class HubProcess:
 
     def start(self, timeout:float=30.0):
         "Start the hub and wait until `/health` answers."
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.dir/"hub.log", "ab")
         mod, fn = self.target.split(":")
         code = (f"import sys; from qdash.cli import main; sys.exit(main({list(self.argv)!r}))" if self.argv is not None
@@ -235,6 +236,44 @@ def settings(self:InfluxServer, base:Settings|None=None, path:str=":memory:") ->
 
 InfluxServer.__enter__ = lambda self: self.start()
 InfluxServer.__exit__ = lambda self, *exc: self.close()
+
+# %% ../nbs/14_testing.ipynb #d1a0e002
+class AgentProcess:
+    "`qdash collect` in a child process: one host's agent, writing into the store its settings name."
+    def __init__(self, env:dict|None=None, # QDASH__* variables: sources, host_name, simulator_prefix, the store...
+                 data_dir=None, # spool, records and its log go here; default: a new temporary directory
+                 name:str="agent"): # names its log file
+        self.dir, self.name, self.proc = Path(data_dir or tempfile.mkdtemp(prefix="qdash-agent-")), name, None
+        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("QDASH")},
+                    "QDASH__STORE__PATH": str(self.dir/f"{name}.duckdb"), "QDASH__COLLECT__SPOOL_DIR": str(self.dir/f"spool-{name}"),
+                    "QDASH__SERVER__LOG_LEVEL": "warning", **(env or {})}
+    def __repr__(self): return f"AgentProcess({self.name}, running={self.proc is not None and self.proc.poll() is None})"
+    @property
+    def output(self) -> str: return (self.dir/f"{self.name}.log").read_text(errors="replace")
+
+    def start(self, timeout:float=60.0) -> AgentProcess:
+        "Start the agent and wait until it collects (its simulated past written first)."
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.dir/f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; from qdash.cli import main; sys.exit(main(['collect']))"],
+                                     env=self.env, cwd=self.dir, stdout=self.log, stderr=subprocess.STDOUT)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if "collecting " in self.output: return self
+            if self.proc.poll() is not None: raise RuntimeError(f"agent {self.name} exited with {self.proc.returncode}: {self.output[-500:]}")
+            time.sleep(0.1)
+        self.stop(); raise RuntimeError(f"agent {self.name} did not start collecting within {timeout}s: {self.output[-500:]}")
+
+    def stop(self, timeout:float=20.0):
+        "Ctrl-C (the queue is flushed), then kill if it takes longer than `timeout`."
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try: self.proc.wait(timeout)
+            except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+        self.proc = None
+        if getattr(self, "log", None): self.log.close()
+    def __enter__(self): return self.start()
+    def __exit__(self, *exc): self.stop()
 
 # %% ../nbs/14_testing.ipynb #038b9800
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

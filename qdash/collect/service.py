@@ -7,7 +7,7 @@ from __future__ import annotations
 import concurrent.futures as cf, logging, signal, sys, threading, time
 import pandas as pd
 from ..config import Settings, load_settings
-from ..store import open_store
+from ..store import open_store, StoreUnavailable
 from .sources import LibvirtCollector, HostCollector, RateTracker, fleet_xml, domain_xml, nullable  # noqa: F401
 from .simulate import FleetSimulator, Incident, KINDS  # noqa: F401
 from .writer import Writer, Spool  # noqa: F401
@@ -15,7 +15,7 @@ from ..timeutil import utc
 log = logging.getLogger("qdash.collect.service")
 
 # %% auto #0
-__all__ = ['log', 'make_sources', 'Collection', 'status_line', 'run_collect']
+__all__ = ['log', 'make_sources', 'backfill_simulated_past', 'Collection', 'status_line', 'run_collect']
 
 # %% ../../nbs/collect/05_service.ipynb #c005
 def make_sources(settings:Settings) -> list:
@@ -25,11 +25,25 @@ def make_sources(settings:Settings) -> list:
         if name == "simulator":
             sim = FleetSimulator(c.simulator_servers, c.simulator_seed)
             if c.simulator_leak > 0: sim.leak_breaching_at(pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=c.simulator_leak))   # the demo's early warning
-            out.append(sim)
+            out.append(sim.prefixed(c.simulator_prefix))   # after the leak: it moves to the prefixed name
         elif name == "host": out.append(HostCollector(c.host_name or None))
         elif name == "libvirt": out.append(LibvirtCollector(c.libvirt_uri, host=c.host_name or None, device_cache_ttl=c.device_cache_ttl,
                                                             retry_max_sec=c.retry_max_sec, timeout=c.libvirt_timeout))
     return out
+
+# %% ../../nbs/collect/05_service.ipynb #c006c
+def backfill_simulated_past(settings:Settings, # [model] step is the history's resolution
+                            store, sources:list, # the sources; the simulators among them are backfilled
+                            days:float=2) -> int:
+    "`days` of history for each simulated fleet among `sources` whose store lacks a day of it; points written."
+    now, n = pd.Timestamp.now(tz="UTC"), 0
+    for sim in (src for src in sources if hasattr(src, "backfill")):
+        first = str(sim.servers.server.iloc[0])
+        if "vm" in store.measurements() and len(store.query("vm", fields=["cpu_pct"], start=now - pd.Timedelta(days=days),
+                                                            stop=now - pd.Timedelta(hours=20), where={"server": first}, limit=1)): continue
+        n += sim.backfill(store, days=days, step=f"{int(settings.model.step)}s")
+    if n: log.info("backfilled %d points of simulated history", n)
+    return n
 
 # %% ../../nbs/collect/05_service.ipynb #c008
 class Collection:
@@ -238,6 +252,9 @@ def run_collect(settings:Settings|None=None, # default: load_settings()
     old = signal.signal(signal.SIGTERM, _term) if threading.current_thread() is threading.main_thread() else None
     t0 = time.monotonic()
     try:
+        try: n = backfill_simulated_past(settings, store, col.sources)
+        except StoreUnavailable as e: n = 0; print(f"no simulated past: the store is unavailable ({e})", file=out, flush=True)
+        if n: print(f"backfilled {n} points of simulated history", file=out, flush=True)
         col.start()
         print(f"collecting {', '.join(s.name for s in col.sources)} every {settings.collect.interval:g}s into {store!r}; Ctrl-C stops",
               file=out, flush=True)

@@ -384,6 +384,21 @@ def leak_breaching_at(self:FleetSimulator, at, # when mem_pct first reaches `thr
         start += goal - hit
     return self.inject("memory_leak", server, start=start, duration=dur)
 
+# %% ../../nbs/collect/02_simulate.ipynb #c017f
+import re
+
+@patch
+def prefixed(self:FleetSimulator, prefix:str # such as "east": east-web-01 on host east-hv-01; "" leaves the names as they are
+            ) -> FleetSimulator:
+    "The fleet with `prefix-` before every server name and host tag, its incidents too, so several fleets share a store; itself."
+    if not prefix: return self
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", prefix):
+        raise ValidationError(f"prefix={prefix!r}: expected letters, digits, '.', '_' or '-' (at most 40)", field="prefix")
+    self.servers["server"] = prefix + "-" + self.servers.server
+    self.servers["host"] = prefix + "-" + self.servers.host
+    for inc in self.incidents: inc.servers = [f"{prefix}-{s}" for s in inc.servers]
+    return self
+
 # %% ../../nbs/collect/02_simulate.ipynb #ct06
 @patch
 def host_values(self:FleetSimulator, t) -> tuple[list[str], dict[str, np.ndarray]]:
