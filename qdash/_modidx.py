@@ -71,6 +71,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'qdash.bench.forecast._scores': ('bench/forecast.html#_scores', 'qdash/bench/forecast.py'),
                                       'qdash.bench.forecast.bench_forecast': ( 'bench/forecast.html#bench_forecast',
                                                                                'qdash/bench/forecast.py'),
+                                      'qdash.bench.forecast.bench_trend_targets': ( 'bench/forecast.html#bench_trend_targets',
+                                                                                    'qdash/bench/forecast.py'),
                                       'qdash.bench.forecast.nab_dataset': ('bench/forecast.html#nab_dataset', 'qdash/bench/forecast.py')},
             'qdash.bench.registry': { 'qdash.bench.registry.Benchmark': ('bench/registry.html#benchmark', 'qdash/bench/registry.py'),
                                       'qdash.bench.registry.Benchmark.available': ( 'bench/registry.html#benchmark.available',
