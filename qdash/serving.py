@@ -10,7 +10,7 @@ from .config import QdashError, NotFound, Unavailable, Settings, load_settings
 from .timeutil import iso, utc, naive_utc
 from .store import open_store, StoreUnavailable
 from .jobs import JobRunner
-from .model.data import TARGETS, frame_to_fleet, load_fleet
+from .model.data import TARGETS, EXTRA_TARGETS, frame_to_fleet, load_fleet
 from .model.registry import ModelRegistry
 from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals, level_of
 from .model.trend import forecast_trend, combine, trend_payload
@@ -22,8 +22,8 @@ from .drift import DriftMonitor, fleet_window
 log = logging.getLogger("qdash.serving")
 
 # %% auto #0
-__all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'STORE_PROBE_S', 'Every', 'Forecasting', 'risk_reason', 'Explanations',
-           'FleetWatch', 'DriftWatch', 'Services']
+__all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'STORE_PROBE_S', 'Every', 'trend_targets', 'Forecasting', 'risk_reason',
+           'Explanations', 'FleetWatch', 'DriftWatch', 'Services']
 
 # %% ../nbs/10_serving.ipynb #6db3ed89
 class Every:
@@ -53,6 +53,15 @@ class Every:
         if self._thread is not None: self._thread.join(timeout)
     @property
     def running(self) -> bool: return self._thread is not None and self._thread.is_alive()
+
+# %% ../nbs/10_serving.ipynb #e17a0002
+def trend_targets(data:xr.Dataset, # the cycle's telemetry
+                  targets:list[str], # what the model forecasts
+                  thresholds:dict, # `[model] thresholds`
+                 ) -> list[str]:
+    "The targets in `data` the trend forecasts beside the model: those with a level, and the extra targets, the model's left out."
+    want = [*thresholds, *(k for k in EXTRA_TARGETS if k not in thresholds)]
+    return [k for k in want if k in data.data_vars and k not in targets]
 
 # %% ../nbs/10_serving.ipynb #cea5fabf
 class Forecasting:
@@ -149,7 +158,10 @@ class Forecasting:
                 if fc is not None:
                     results = score_forecasts(fc.predict(data, min_history=int(m.min_history)), fc.targets, m.thresholds, fc.step)
                 step, horizon = (fc.step, fc.horizon) if fc else (m.step, m.horizon)
-                results = combine(results, forecast_trend(data, m.thresholds, step, horizon), targets, m.min_history * step)
+                extra = trend_targets(data, targets, m.thresholds)
+                trend = forecast_trend(data, m.thresholds, step, horizon, also=[k for k in extra if k not in m.thresholds])
+                results = combine(results, trend, targets, m.min_history * step, extra=extra)
+                targets = [*targets, *extra]
         results = apply_vitals(results, self.check_vitals(now))
         payload = trend_payload(predictions_payload(results, targets, data, now), results)
         payload["model"] = {"name": fc.name if fc else None, "error": None if fc else self.error}

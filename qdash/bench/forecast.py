@@ -16,7 +16,7 @@ from ..model.train import fit_tft, reference_fleet, train_reference_model
 
 
 # %% auto #0
-__all__ = ['NAB_DIR', 'nab_dataset', 'bench_forecast']
+__all__ = ['NAB_DIR', 'nab_dataset', 'bench_trend_targets', 'bench_forecast']
 
 # %% ../../nbs/bench/05_forecast.ipynb #c053
 from ..config import shared_data
@@ -88,6 +88,37 @@ def _figures(name, ev):
             "coverage_p10_p90_tft": m["coverage_p10_p90"],
             "mase_by_target": {t: v["mase"] for t, v in ev["model"].items() if t != "all"}}
 
+# %% ../../nbs/bench/05_forecast.ipynb #e17b0002
+def bench_trend_targets(data:xr.Dataset, # fleet telemetry (server, time) at `step`, from load_fleet
+                        start, # first forecast origin (the held-out span's start)
+                        thresholds:dict, # `[model] thresholds`
+                        targets=("swap_pct", "iowait_pct", "load1"), # the fields measured
+                        step:float=300, horizon:int=96, every:int=24, # origins every `every` steps
+                       ) -> dict:
+    "The trend's forecast of `targets` against seasonal-naive on the same windows: MAE, their ratio, P10-P90 coverage."
+    from qdash.model.trend import forecast_trend
+    day, tg = int(86400 // step), [k for k in targets if k in data.data_vars]
+    t = pd.DatetimeIndex(data.time.values)
+    first = int(np.searchsorted(t.values, pd.Timestamp(start).tz_convert("UTC").tz_localize(None).to_datetime64()))
+    Y = {k: np.asarray(data[k].transpose("server", "time").values, float) for k in tg}
+    err = {k: [[], [], []] for k in tg}
+    for o in range(max(first, day + 150), len(t) - horizon + 1, every):
+        tr = forecast_trend(data.isel(time=slice(o - day - 144, o)), thresholds, step, horizon, also=[k for k in tg if k not in thresholds])
+        for i, s in enumerate(map(str, data.server.values)):
+            r = tr.get(s)
+            for k in tg:
+                y, sn = Y[k][i, o:o + horizon], Y[k][i, o - day:o - day + horizon]
+                if r is None or k not in r["targets"] or not (np.isfinite(y).all() and np.isfinite(sn).all()): continue
+                q = r["quantiles"][:, r["targets"].index(k)]
+                err[k][0].append(np.abs(q[:, 3] - y).mean()); err[k][1].append(np.abs(sn - y).mean())
+                err[k][2].append(((y >= q[:, 1]) & (y <= q[:, 5])).mean())
+    out = {}
+    for k, (a, b, c) in err.items():
+        if not a: continue
+        out[k] = {"windows": len(a), "mae_trend": round(float(np.mean(a)), 4), "mae_seasonal_naive": round(float(np.mean(b)), 4),
+                  "mae_ratio_to_seasonal_naive": round(float(np.mean(a) / max(np.mean(b), 1e-9)), 3), "coverage_p10_p90_trend": round(float(np.mean(c)), 3)}
+    return out
+
 # %% ../../nbs/bench/05_forecast.ipynb #c055
 def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model) and thresholds
                    nab:bool=True, # include the NAB part (trains a small model, ~2-4 min on 2 cores)
@@ -115,6 +146,8 @@ def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model
            "training_s": fc.card.get("training", {}).get("seconds"), "eval_s": round(time.perf_counter() - t0, 1)}
     yield {"dataset": "simulated_fleet_held_out_week", "false_alert_origins_every_min": every * fc.step / 60,
            **_incidents(fc, frame, sim, test_start, th, _scores(fc, win, th))}
+    yield {"dataset": "simulated_fleet_held_out_week", "forecast_source": "trend", "origins_every_min": every * fc.step / 60,
+           "model_targets": list(fc.targets), "by_target": bench_trend_targets(data, test_start, th, step=fc.step, horizon=fc.horizon, every=every)}
     for n in (45, 1000):
         big = FleetSimulator(n, seed=7)
         f = big.frame(test_start - pd.Timedelta(seconds=fc.step * (fc.encoder_length + 1)), test_start, f"{int(fc.step)}s")

@@ -110,7 +110,7 @@ def _view(self:AlertEngine, a:dict, t=None) -> dict:
     on = a["status"] == "active"
     return {"id": a["id"], "kind": a.get("kind", "risk"), "server_name": a["server_name"], "level": a["level"], "risk_score": a["risk_score"],
             "profile": a.get("profile"), "message": a["message"], "time_to_issue": a.get("time_to_issue"),
-            "time_to_issue_min": a.get("time_to_issue_min"), "source": a.get("source"),
+            "time_to_issue_min": a.get("time_to_issue_min"), "target": a.get("target"), "source": a.get("source"),
             "color": dict((n, c) for n, _, c, _ in LEVELS)[a["level"]] if on else alert_badge(0)["color"],
             "status": a["status"], "acked": a["acked"], "acked_by": a.get("acked_by"), "silenced": self.silenced(a["server_name"], t, a.get("kind", "risk")),
             "opened_at": a["opened_at"], "resolved_at": a.get("resolved_at")}

@@ -244,11 +244,12 @@ def predictions_payload(results:dict, # scored results (score_forecasts)
              "display_metrics": display_metrics(data, s) if data is not None else {}}
         if r["status"] == "ok":
             q = r["quantiles"]
+            tk = [(k, t) for k, t in enumerate(targets) if np.isfinite(q[:, k, 3]).all()]    # a target with no forecast is left out
             p["alert"] = alert_badge(r["risk_score"])
-            p["forecast"] = {t: np.round(q[:, k, 3], 2).tolist() for k, t in enumerate(targets)}
+            p["forecast"] = {t: np.round(q[:, k, 3], 2).tolist() for k, t in tk}
             p["forecast"]["timestamps"] = [iso(t) for t in r["timestamps"]]
-            p["forecast"]["p10"] = {t: np.round(q[:, k, 1], 2).tolist() for k, t in enumerate(targets)}
-            p["forecast"]["p90"] = {t: np.round(q[:, k, 5], 2).tolist() for k, t in enumerate(targets)}
+            p["forecast"]["p10"] = {t: np.round(q[:, k, 1], 2).tolist() for k, t in tk}
+            p["forecast"]["p90"] = {t: np.round(q[:, k, 5], 2).tolist() for k, t in tk}
         else:
             p.update(alert=alert_badge(r["risk_score"]) if r.get("risk_score") is not None else None,
                      points=r.get("points"), required=r.get("required"))

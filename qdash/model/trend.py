@@ -192,21 +192,23 @@ def forecast_trend(data:xr.Dataset, # fleet telemetry (server, time) at `step`, 
                    thresholds:dict, # {target: level}; the targets in `data` with a level are read
                    step:float, # seconds per step
                    horizon:int, # steps ahead
+                   also:list[str]=(), # targets forecast without a level (no risk from them), e.g. load1
                   ) -> dict[str, dict]:
     "Per server with at least MIN_HISTORY_S of data: the trend's forecast and risk, shaped like a scored TFT result."
-    targets = [k for k in thresholds if k in data.data_vars]
-    if not targets or data.sizes.get("server", 0) == 0 or data.sizes.get("time", 0) == 0: return {}
+    scored = [k for k in thresholds if k in data.data_vars]
+    targets = scored + [k for k in also if k in data.data_vars and k not in thresholds]
+    if not scored or data.sizes.get("server", 0) == 0 or data.sizes.get("time", 0) == 0: return {}
     servers = [str(s) for s in data.server.values]
     per, last = {}, None
     for k in targets:
         Y, lastk = _aligned(data, k, step)
-        per[k] = (trend_scores(Y, k, thresholds[k], step, horizon), _history(Y))
+        per[k] = (trend_scores(Y, k, thresholds.get(k, np.inf), step, horizon), _history(Y))
         last = lastk if last is None else np.maximum(last, lastk)
     out = {}
     for i, s in enumerate(servers):
         got = [k for k in targets if per[k][1][i] * step >= MIN_HISTORY_S and np.isfinite(per[k][0]["q"][i]).all()]
-        if not got: continue
-        k = max(got, key=lambda k: per[k][0]["risk"][i])
+        if not any(k in thresholds for k in got): continue
+        k = max([k for k in got if k in thresholds], key=lambda k: per[k][0]["risk"][i])
         b = per[k][0]
         r = {"status": "ok", "history_min": round(max(per[k][1][i] for k in got) * step / 60, 1), **_score_path(b["p"][i], step),
              "target": k, "threshold": float(thresholds[k]), "window_s": float(b["window_s"][i]),
@@ -224,13 +226,20 @@ def combine(results:dict, # scored TFT results (score_forecasts), changed in pla
             trend:dict, # from forecast_trend
             targets:list[str], # the model's targets: the order of `quantiles`
             min_history_s:float|None=None, # the history the model needs (`[model] min_history` × step); None: no model
+            extra:list[str]=(), # targets the model does not forecast: the trend's, after `targets` in `quantiles`
            ) -> dict:
     "Each server's risk from the TFT or its trend, whichever is higher; `source`, `history`, `trend` set. `results`."
+    nan = lambda r: np.full((r["quantiles"].shape[0], len(extra), r["quantiles"].shape[2]), np.nan)
     for s, tr in trend.items():
         r = results.get(s)
         summary = {k: tr[k] for k in (*_SCORED, "window_s", "slope_per_h")}
         if r is not None and r.get("status") == "ok":
-            r.update(history="full", trend=summary, trend_forecast=tr)
+            if extra:                                  # the trend's forecast of what the model does not forecast
+                q = nan(r)
+                for j, k in enumerate(extra):
+                    if k in tr["targets"]: q[:, j] = tr["quantiles"][:, tr["targets"].index(k)]
+                r["quantiles"] = np.concatenate([r["quantiles"], q], 1)
+            r.update(history="full", trend=summary, trend_forecast=tr, trend_targets=[k for k in extra if k in tr["targets"]])
             if tr["risk_score"] > r.get("risk_score", 0): r.update({k: tr[k] for k in _SCORED}, source="trend")
             else: r["source"] = "model"
             continue
@@ -239,10 +248,12 @@ def combine(results:dict, # scored TFT results (score_forecasts), changed in pla
         results[s] = {"profile": old.get("profile", "unknown"), **{k: old[k] for k in ("points", "required") if k in old},
                       "status": "ok", "source": "trend",
                       "history": "full" if min_history_s is not None and tr["history_min"] * 60 >= min_history_s else "short",
-                      "quantiles": np.stack([q[:, tr["targets"].index(k)] if k in tr["targets"] else none for k in targets], 1),
+                      "quantiles": np.stack([q[:, tr["targets"].index(k)] if k in tr["targets"] else none for k in (*targets, *extra)], 1),
                       "timestamps": tr["timestamps"], **{k: tr[k] for k in _SCORED}, "trend": summary, "trend_forecast": tr}
     for r in results.values():
-        if r.get("status") == "ok": r.setdefault("source", "model"); r.setdefault("history", "full")
+        if r.get("status") != "ok": continue
+        r.setdefault("source", "model"); r.setdefault("history", "full")
+        if r["quantiles"].shape[1] == len(targets) and extra: r["quantiles"] = np.concatenate([r["quantiles"], nan(r)], 1)
     return results
 
 # %% ../../nbs/model/06a_trend.ipynb #0d0787e7
@@ -269,6 +280,6 @@ def trend_payload(payload:dict, # from predictions_payload (and apply_vitals bef
         for k in tr["targets"]:
             if short or (r.get("source") == "trend" and r.get("target") == k):
                 fcst[k], fcst.setdefault("p10", {})[k], fcst.setdefault("p90", {})[k] = _path(tr, k, 3), _path(tr, k, 1), _path(tr, k, 5)
-        p["forecast_source"] = {k: ("trend" if short or (r.get("source") == "trend" and r.get("target") == k) else "model")
+        p["forecast_source"] = {k: ("trend" if short or k in r.get("trend_targets", ()) or (r.get("source") == "trend" and r.get("target") == k) else "model")
                                 for k in fcst if k not in ("timestamps", "p10", "p90")}
     return payload
