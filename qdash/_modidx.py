@@ -399,6 +399,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'qdash.collect.simulate.Incident': ('collect/simulate.html#incident', 'qdash/collect/simulate.py'),
                                         'qdash.collect.simulate.Incident.rows': ( 'collect/simulate.html#incident.rows',
                                                                                   'qdash/collect/simulate.py'),
+                                        'qdash.collect.simulate._columns': ('collect/simulate.html#_columns', 'qdash/collect/simulate.py'),
                                         'qdash.collect.simulate._demand': ('collect/simulate.html#_demand', 'qdash/collect/simulate.py'),
                                         'qdash.collect.simulate._epoch': ('collect/simulate.html#_epoch', 'qdash/collect/simulate.py'),
                                         'qdash.collect.simulate._gauss': ('collect/simulate.html#_gauss', 'qdash/collect/simulate.py'),
