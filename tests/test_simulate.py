@@ -1,7 +1,7 @@
 "The vectorised simulator gives the numbers the per-server one gave: sums and distributions recorded from it, incidents included."
 import json
 from pathlib import Path
-import numpy as np, pandas as pd, pytest
+import numpy as np, pandas as pd
 from qdash.collect.simulate import FleetSimulator, FIELDS
 
 GOLDEN = Path(__file__).parent / "fixtures" / "simulate_seed7.json"   # recorded with the per-server loop (before vectorising)
