@@ -1005,7 +1005,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'qdash.hub.http._long_request_line': ('hub/http.html#_long_request_line', 'qdash/hub/http.py'),
                                 'qdash.hub.http._opt': ('hub/http.html#_opt', 'qdash/hub/http.py'),
                                 'qdash.hub.http._param_schema': ('hub/http.html#_param_schema', 'qdash/hub/http.py'),
-                                'qdash.hub.http._rebuild': ('hub/http.html#_rebuild', 'qdash/hub/http.py'),
                                 'qdash.hub.http._routes_to': ('hub/http.html#_routes_to', 'qdash/hub/http.py'),
                                 'qdash.hub.http._schema': ('hub/http.html#_schema', 'qdash/hub/http.py'),
                                 'qdash.hub.http._when': ('hub/http.html#_when', 'qdash/hub/http.py'),

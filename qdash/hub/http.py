@@ -17,10 +17,10 @@ from .guard import ROLES, Identity, acting_user
 log = logging.getLogger("qdash.hub.http")
 
 # %% auto #0
-__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'TEXT_Q', 'FLAG_Q', 'READ_METHODS', 'FORBIDDEN', 'STALE_INTERVALS',
-           'TIME_Q', 'EVERY_Q', 'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error', 'doc',
-           'Forbidden', 'needed_role', 'caller', 'by_whom', 'mark_admin', 'Routes', 'json_object', 'part', 'off_loop',
-           'cached', 'per_version']
+__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'TEXT_Q', 'FLAG_Q', 'READ_METHODS', 'FORBIDDEN', 'TIME_Q', 'EVERY_Q',
+           'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error', 'doc', 'Forbidden',
+           'needed_role', 'caller', 'by_whom', 'mark_admin', 'Routes', 'json_object', 'part', 'off_loop', 'cached',
+           'per_version']
 
 # %% ../../nbs/hub/00_http.ipynb #4b73b205
 class Unauthorized(QdashError):
@@ -252,27 +252,13 @@ async def off_loop(app, fn, *args, timeout:float|None=None, # seconds; default [
     except asyncio.TimeoutError:
         raise Unavailable(f"the store did not answer within {timeout:g}s ([server] store_wait); try again later") from None
 
-STALE_INTERVALS = 10   # `cached`: an answer up to this many update intervals old is served at once while it is rebuilt
-
-async def _rebuild(app, name:str, build, lock:asyncio.Lock):
-    "Rebuild `name` in the background (lock held); an error other than a slow store drops the entry, so the next request sees it."
-    async with lock:
-        try: app.ctx.cache[name] = (dumps(await off_loop(app, build, app)), time.monotonic())
-        except Unavailable: pass                                 # the store is slow: keep serving the last build
-        except Exception as e:
-            app.ctx.cache.pop(name, None); log.warning("rebuilding %s failed: %s", name, e)
-
 async def cached(app, name:str, build) -> bytes:
-    "`build(app)` serialized, rebuilt at most once per update interval however many clients ask; a recent build is answered at once while it is rebuilt."
+    "`build(app)` serialized, rebuilt at most once per update interval however many clients ask; the last build while a rebuild waits."
     c = app.ctx
-    entry, every = c.cache.get(name), c.settings.server.update_interval
-    if entry is None or time.monotonic() - entry[1] > every:
+    entry = c.cache.get(name)
+    if entry is None or time.monotonic() - entry[1] > c.settings.server.update_interval:
         lock = c.cache_locks.setdefault(name, asyncio.Lock())
-        if entry is not None and (lock.locked() or time.monotonic() - entry[1] <= STALE_INTERVALS * every):
-            if not lock.locked():                              # no request waits for the store: the rebuild runs behind it
-                task = asyncio.ensure_future(_rebuild(app, name, build, lock))
-                c.__dict__.setdefault("rebuilds", set()).add(task); task.add_done_callback(c.rebuilds.discard)
-            return entry[0]
+        if lock.locked() and entry is not None: return entry[0]    # someone is rebuilding: the last answer now
         async with lock:
             entry = c.cache.get(name)
             if entry is None or time.monotonic() - entry[1] > c.settings.server.update_interval:
