@@ -4,7 +4,7 @@
 
 # %% ../../nbs/bench/03_api.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
 from __future__ import annotations
-import asyncio, base64, os, socket, statistics, time
+import asyncio, base64, importlib, os, socket, statistics, time
 import orjson, psutil
 from ..testing import *
 from ..config import Settings, load_settings
@@ -95,9 +95,10 @@ def ws_fanout(hub:HubProcess, n:int=500, seconds:float=6.0, slow:bool=False,
     import multiprocessing as mp, numpy as np
     procs = procs or max(2, -(-n // 250))
     ctx, pipes, ps = mp.get_context("spawn"), [], []
+    target = importlib.import_module("qdash.bench.api")._client_proc   # a spawned process imports it by name: the module's, also from this notebook
     for k in range(procs):
         a, b = ctx.Pipe()
-        pr = ctx.Process(target=_client_proc, args=(f"ws://127.0.0.1:{hub.port}/ws", hub.api_key, n // procs + (k < n % procs), b),
+        pr = ctx.Process(target=target, args=(f"ws://127.0.0.1:{hub.port}/ws", hub.api_key, n // procs + (k < n % procs), b),
                          daemon=True)
         pr.start(); b.close(); pipes.append(a); ps.append(pr)
     try:
