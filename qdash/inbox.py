@@ -9,7 +9,6 @@ import pandas as pd
 from .config import ValidationError
 from .timeutil import utc, iso_ms
 from .jobs import Job, Conflict, JOB_TYPES, STATUSES, FINISHED, write_metrics
-from .calibrate import check_point
 from .model.risk import LEVELS
 
 # %% auto #0
@@ -118,6 +117,7 @@ def _history_time(t:pd.Timestamp) -> str: return t.isoformat().replace("+00:00",
 
 def report_calibration(store, body:dict) -> dict:
     "Record a calibration point another system measured (and, with `job_id`, that job's result); what was recorded."
+    from qdash.calibrate import check_point    # here, not at the top: qdash.calibrate imports torch (~200 MB), which a hub needs only when it calibrates
     b = _known(body, CALIBRATION_FIELDS)
     for k in ("psi", "rho", "omega"): _required(b, k, "a number from 0 to 1")
     point = check_point(b["psi"], b["rho"], b["omega"], _required(b, "algorithm", "VQE or QAOA"), b.get("mode"))

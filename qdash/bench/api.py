@@ -4,11 +4,9 @@
 
 # %% ../../nbs/bench/03_api.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
 from __future__ import annotations
-import asyncio, base64, os, socket, statistics, time
+import asyncio, base64, importlib, os, socket, statistics, time
 import orjson, psutil
 from ..testing import *
-from ..hub.app import create_app
-from ..hub.http import reply
 from ..config import Settings, load_settings
 
 
@@ -57,36 +55,79 @@ def _raw_ws(port, path, key):
 
 def _pct(xs, q): return round(statistics.quantiles(xs, n=100)[q - 1], 2) if len(xs) > 1 else None
 
-async def _fanout(hub, n, seconds, slow):
+async def _clients(url, key, n, conn):
+    "`n` /ws clients in this process: connect them, say so on `conn`, get the window (epoch s) back, read through it; latencies (ms)."
     from websockets.asyncio.client import connect
     from datetime import datetime
-    lat, url = [], f"ws://127.0.0.1:{hub.port}/ws"
-    clients = []
+    lat, clients = [], []
     for i in range(0, n, 50):
-        clients += await asyncio.gather(*[connect(url, additional_headers={"X-API-Key": hub.api_key}, max_queue=None)
+        clients += await asyncio.gather(*[connect(url, additional_headers={"X-API-Key": key}, max_queue=None, open_timeout=120)
                                           for _ in range(i, min(n, i + 50))])
-    slow_sock = _raw_ws(hub.port, "/ws", hub.api_key) if slow else None
-    stop = time.monotonic() + seconds
+    conn.send(("ready", None))
+    start, stop = await asyncio.to_thread(conn.recv)
     async def read(ws):
-        first = True     # the first snapshot a client gets is the cached one, sent as it subscribes: not a delivery
-        while time.monotonic() < stop:
-            try: msg = await asyncio.wait_for(ws.recv(), max(0.01, stop - time.monotonic()))
+        while (left := stop - time.time()) > 0:
+            try: msg = await asyncio.wait_for(ws.recv(), left)
             except asyncio.TimeoutError: return
             t = time.time()
-            if not first: lat.append(1000 * (t - datetime.fromisoformat(orjson.loads(msg)["timestamp"]).timestamp()))
-            first = False
-    proc = psutil.Process(hub.proc.pid); proc.cpu_percent(None)
+            sent = datetime.fromisoformat(orjson.loads(msg)["timestamp"]).timestamp()
+            if sent >= start: lat.append(1000 * (t - sent))   # snapshots built in the window (not the cached one sent on subscribing)
     await asyncio.gather(*[read(ws) for ws in clients])
-    cpu = proc.cpu_percent(None)
-    await asyncio.gather(*[ws.close() for ws in clients])
-    if slow_sock: slow_sock.close()
-    return lat, cpu
+    await asyncio.gather(*[ws.close() for ws in clients], return_exceptions=True)
+    return lat
 
-def ws_fanout(hub:HubProcess, n:int=500, seconds:float=6.0, slow:bool=False) -> dict:
-    "p50/p99 delivery latency (ms) of `/ws` snapshots to `n` clients, and the hub's CPU."
-    lat, cpu = _run(_fanout(hub, n, seconds, slow))
-    return {"ws_clients": n, "slow_client": slow, "messages": len(lat), "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99),
-            "hub_cpu_pct": round(cpu, 1)}
+def _client_proc(url, key, n, conn):
+    "A load-generator process: `_clients` on its own loop; the latencies go back through `conn` as float32 bytes (or the error)."
+    import numpy as np
+    try: conn.send(("ok", np.asarray(asyncio.run(_clients(url, key, n, conn)), np.float32).tobytes()))
+    except BaseException as e: conn.send(("error", repr(e))); raise
+    finally: conn.close()
+
+def _expect(conn, what:str, timeout:float):
+    if not conn.poll(timeout): raise RuntimeError(f"a WebSocket load-generator process did not report {what} within {timeout:g}s")
+    got, body = conn.recv()
+    if got != what: raise RuntimeError(f"a WebSocket load-generator process failed: {body}")
+    return body
+
+def ws_fanout(hub:HubProcess, n:int=500, seconds:float=6.0, slow:bool=False,
+              procs:int|None=None) -> dict: # load-generator processes; default: one per 250 clients, at least 2
+    "p50/p99 delivery latency (ms) of `/ws` snapshots to `n` clients spread over `procs` processes, and the hub's CPU."
+    import multiprocessing as mp, numpy as np
+    procs = procs or max(2, -(-n // 250))
+    ctx, pipes, ps = mp.get_context("spawn"), [], []
+    target = importlib.import_module("qdash.bench.api")._client_proc   # a spawned process imports it by name: the module's, also from this notebook
+    for k in range(procs):
+        a, b = ctx.Pipe()
+        pr = ctx.Process(target=target, args=(f"ws://127.0.0.1:{hub.port}/ws", hub.api_key, n // procs + (k < n % procs), b),
+                         daemon=True)
+        pr.start(); b.close(); pipes.append(a); ps.append(pr)
+    try:
+        for a in pipes: _expect(a, "ready", 60 + n / 10)            # every client connected before the window opens
+        slow_sock = _raw_ws(hub.port, "/ws", hub.api_key) if slow else None
+        start = time.time() + 0.5; stop = start + seconds
+        for a in pipes: a.send((start, stop))
+        hubp = psutil.Process(hub.proc.pid)
+        time.sleep(max(0.0, start - time.time()))
+        cpu0, t0 = _cpu_s(hubp), time.monotonic()
+        time.sleep(max(0.0, stop - time.time()))
+        cpu = (_cpu_s(hubp) - cpu0) / (time.monotonic() - t0)
+        lat = [x for a in pipes for x in np.frombuffer(_expect(a, "ok", 120), np.float32).tolist()]
+        if slow_sock: slow_sock.close()
+    finally:
+        for pr in ps:
+            pr.join(10)
+            if pr.is_alive(): pr.kill()
+    return {"ws_clients": n, "client_procs": procs, "slow_client": slow, "messages": len(lat),
+            "messages_per_client_s": round(len(lat) / n / seconds, 2), "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99),
+            "hub_cpu_share_of_core": round(cpu, 3)}
+
+def _cpu_s(p:psutil.Process) -> float:
+    "CPU seconds of `p` and its children so far."
+    t = 0.0
+    for q in [p, *p.children(recursive=True)]:
+        try: c = q.cpu_times(); t += c.user + c.system
+        except psutil.Error: pass
+    return t
 
 # %% ../../nbs/bench/03_api.ipynb #c012
 def run_bench(seconds:float=3.0, n_ws:int=500, ws_seconds:float=6.0, conns:int=8):
@@ -111,6 +152,8 @@ def run_bench(seconds:float=3.0, n_ws:int=500, ws_seconds:float=6.0, conns:int=8
 # %% ../../nbs/bench/03_api.ipynb #c035
 def serve_bench(settings:Settings|None=None):
     "Run the hub with an extra bare JSON route, for `bench_api`."
+    from qdash.hub.app import create_app      # here: the load-generator processes import this module, and need no hub
+    from qdash.hub.http import reply
     settings = settings or load_settings()
     app = create_app(settings)
     async def bare(request): return reply({"status": "ok"})

@@ -112,32 +112,46 @@ class FleetSimulator:
 # %% ../../nbs/collect/02_simulate.ipynb #c014
 from fastcore.basics import patch
 
+def _columns(sim) -> dict:
+    "Each server's profile parameters, keys and host as columns shaped (server, 1), built once per fleet."
+    c = sim.__dict__.get("_cols")
+    if c is not None and c["servers"] is sim.servers: return c
+    sv = sim.servers
+    prof = sv.profile.to_numpy()
+    col = lambda f: np.array([f(PROFILES[p]) for p in prof], dtype=float)[:, None]
+    c = {"servers": sv, "groups": {p: np.flatnonzero(prof == p) for p in PROFILES if (prof == p).any()},
+         "key": np.asarray(sim._key, dtype=np.int64)[:, None], "lvl": [sim._lvl[:, [j]] for j in range(4)],
+         "host": sv.host.astype("category").cat.codes.to_numpy().astype(np.int64)[:, None],
+         "vcpus": sv.vcpus.to_numpy(dtype=float)[:, None], "mem_max_kib": sv.mem_max_kib.to_numpy(dtype=float)[:, None],
+         "tx": np.where(prof != "web", 0.4, 2.5)[:, None], "iowait": col(lambda p: p["iowait"]),
+         **{f"{k}{j}": col(lambda p, k=k, j=j: p[k][j]) for k in ("cpu", "mem", "io", "net") for j in (0, 1)}}
+    sim._cols = c
+    return c
+
 @patch
 def _normal(self:FleetSimulator, t:np.ndarray) -> dict[str, np.ndarray]:
-    "Fields without incidents, shaped (server, time)."
+    "Fields without incidents, shaped (server, time): numpy over every server at once."
     S, T = self.n, len(t)
-    out = {k: np.empty((S, T)) for k in FIELDS}
+    c = _columns(self)
+    key, lvl = c["key"], c["lvl"]
     fleet = _smooth(self.seed * 31 + 1, t, 2 * 3600)
-    hosts = self.servers.host.astype("category").cat.codes.to_numpy()
-    for i, row in enumerate(self.servers.itertuples()):
-        pr, key, lvl = PROFILES[row.profile], int(self._key[i]), self._lvl[i]
-        d = _demand(row.profile, key, t)
-        load = np.clip(d + 0.12 * fleet + 0.08 * _smooth(self.seed * 97 + int(hosts[i]), t, 3600)
-                       + 0.08 * _smooth(key + 1, t, 1800), 0, 1.1)
-        cpu = pr["cpu"][0] * (1 + 0.2 * lvl[0]) + pr["cpu"][1] * load + 2.0 * _gauss(key + 2, t)
-        out["cpu_pct"][i] = np.clip(cpu, 0.5, 100)
-        out["mem_pct"][i] = np.clip(pr["mem"][0] * (1 + 0.1 * lvl[1]) + pr["mem"][1] * d + 3 * _smooth(key + 3, t, 6 * 3600)
-                                    + 0.5 * _gauss(key + 4, t), 2, 85)
-        out["swap_pct"][i] = np.clip(1.5 + lvl[2] + 0.8 * _smooth(key + 5, t, 12 * 3600) + 0.1 * _gauss(key + 6, t), 0, 100)
-        io = np.clip(pr["io"][0] + pr["io"][1] * load * (1 + 0.3 * _gauss(key + 7, t)), 0, None)
-        out["disk_rd_bytes_per_s"][i] = io * 0.6
-        out["disk_wr_bytes_per_s"][i] = io * 0.4 * (1 + 0.2 * _hash01(key + 8, t.astype(np.int64)))
-        net = np.clip(pr["net"][0] * (1 + 0.1 * lvl[3]) + pr["net"][1] * load * (1 + 0.2 * _gauss(key + 9, t)), 0, None)
-        out["net_rx_bytes_per_s"][i], out["net_tx_bytes_per_s"][i] = net, net * (0.4 if row.profile != "web" else 2.5)
-        out["iowait_pct"][i] = np.clip(pr["iowait"] * (0.5 + load) + 0.3 * _gauss(key + 10, t), 0, 100)
-        out["load1"][i] = np.clip(cpu / 100 * row.vcpus * (1 + 0.1 * _gauss(key + 11, t)), 0, None)
-        out["vcpus"][i], out["mem_max_kib"][i], out["state"][i] = row.vcpus, row.mem_max_kib, 1
-    return out
+    d = np.empty((S, T))
+    for p, rows in c["groups"].items(): d[rows] = _demand(p, key[rows], t)    # one call per profile, not per server
+    load = np.clip(d + 0.12 * fleet + 0.08 * _smooth(self.seed * 97 + c["host"], t, 3600)
+                   + 0.08 * _smooth(key + 1, t, 1800), 0, 1.1)
+    cpu = c["cpu0"] * (1 + 0.2 * lvl[0]) + c["cpu1"] * load + 2.0 * _gauss(key + 2, t)
+    io = np.clip(c["io0"] + c["io1"] * load * (1 + 0.3 * _gauss(key + 7, t)), 0, None)
+    net = np.clip(c["net0"] * (1 + 0.1 * lvl[3]) + c["net1"] * load * (1 + 0.2 * _gauss(key + 9, t)), 0, None)
+    full = lambda v: np.broadcast_to(v, (S, T)).astype(float)
+    return {"state": full(1.0), "vcpus": full(c["vcpus"]), "mem_max_kib": full(c["mem_max_kib"]),
+            "cpu_pct": np.clip(cpu, 0.5, 100),
+            "mem_pct": np.clip(c["mem0"] * (1 + 0.1 * lvl[1]) + c["mem1"] * d + 3 * _smooth(key + 3, t, 6 * 3600)
+                               + 0.5 * _gauss(key + 4, t), 2, 85),
+            "swap_pct": np.clip(1.5 + lvl[2] + 0.8 * _smooth(key + 5, t, 12 * 3600) + 0.1 * _gauss(key + 6, t), 0, 100),
+            "iowait_pct": np.clip(c["iowait"] * (0.5 + load) + 0.3 * _gauss(key + 10, t), 0, 100),
+            "load1": np.clip(cpu / 100 * c["vcpus"] * (1 + 0.1 * _gauss(key + 11, t)), 0, None),
+            "disk_rd_bytes_per_s": io * 0.6, "disk_wr_bytes_per_s": io * 0.4 * (1 + 0.2 * _hash01(key + 8, t.astype(np.int64))),
+            "net_rx_bytes_per_s": net, "net_tx_bytes_per_s": net * c["tx"]}
 
 # %% ../../nbs/collect/02_simulate.ipynb #c016
 def _epoch(t) -> int:
