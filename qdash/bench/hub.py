@@ -181,15 +181,11 @@ def ws_figures(counts=(500, 2000), # client counts
 # %% ../../nbs/bench/12_hub.ipynb #h020
 def _drift_check_ms_1000() -> float:
     "The drift benchmark's check time for 1,000 servers (ms)."
-    m = importlib.import_module("qdash.bench.drift")
-    if hasattr(m, "drift_check_ms_1000"): return m.drift_check_ms_1000()
-    return next(f["compare_ms"] for f in m.bench_drift(cost_servers=(1000,)) if f["figure"] == "check_cost")
+    return importlib.import_module("qdash.bench.drift").drift_check_ms_1000()
 
 def _duckdb_bytes_per_value() -> float:
     "The store benchmark's DuckDB bytes per value of 1 s telemetry."
-    m = importlib.import_module("qdash.bench.store")
-    if hasattr(m, "duckdb_bytes_per_value"): return m.duckdb_bytes_per_value()
-    return next(f["bytes_per_value"] for f in m.bench_store(n_batches=1, influx_batches=1, influx_seconds=60) if "bytes_per_value" in f)
+    return importlib.import_module("qdash.bench.store").duckdb_bytes_per_value()
 
 HEADLINE = ("cycles_per_s_1000", "cpu_share_of_core_1000", "rss_mb_1000", "cycles_per_s_5000", "status_p99_ms_1000",
             "demo_rss_mb", "ws_p99_ms_500", "ws_p99_ms_2000", "drift_check_ms_1000", "duckdb_bytes_per_value")
