@@ -183,6 +183,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     cors_origins=S(_list_of(), "", "origins allowed to call the API from a browser (CORS), such as https://ops.example.com; * for any; empty: off"),
     graceful_shutdown_timeout=S(DURATION, "15s", "time allowed to flush queues on shutdown"),
     store_wait=S(DURATION, "5s", "longest a request waits for the store before it answers 503"),
+    feed_workers=S(_int_range(0, 64), "1", "processes that decode and check large POST /feed/data bodies away from the hub's GIL (0: in a thread of the hub)"),
     request_deadline=S(DURATION, "20s", "longest a request, headers and body, may take to arrive from its first byte (or from connecting); then 408, closed"),
     log_level=S(_enum("debug", "info", "warning", "error"), "info", "log verbosity"),
   ),
