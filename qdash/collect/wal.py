@@ -4,11 +4,11 @@
 
 # %% ../../nbs/collect/02a_wal.ipynb #w002
 from __future__ import annotations
-import json, logging, os, struct, threading, time, zlib
+import io, json, logging, os, pickle, struct, threading, time, zlib
 from collections import deque
 from pathlib import Path
 from typing import Iterator
-import pandas as pd, pyarrow as pa
+import numpy as np, pandas as pd, pyarrow as pa
 from fastcore.basics import patch
 
 log = logging.getLogger("qdash.collect.wal")
@@ -21,23 +21,58 @@ _HEAD = struct.Struct("<4sBQII")      # magic, kind, seq, payload bytes, payload
 _HCRC = struct.Struct("<I")
 MAGIC, BATCH, DONE = b"QWAL", 1, 2
 
+_SAFE = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+         ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"), ("builtins", "slice"),
+         ("datetime", "timedelta"), ("datetime", "timezone"), ("pyarrow.lib", "_restore_array"), ("pyarrow.lib", "py_buffer"),
+         ("pyarrow.lib", "type_for_alias"), ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
+         ("pandas._libs.internals", "_unpickle_block"), ("pandas.core.internals.managers", "BlockManager"),
+         ("pandas.core.indexes.base", "_new_Index"), ("pandas", "NA")}
+_KINDS = (pd.DataFrame, pd.Index, pd.api.extensions.ExtensionDtype, pd.api.extensions.ExtensionArray)
+
+class _Frames(pickle.Unpickler):
+    "Unpickles a frame of the kinds a writer takes — arrays, dtypes, indexes — and refuses anything else, so a planted file cannot run code."
+    def find_class(self, module, name):
+        if (module, name) in _SAFE: return super().find_class(module, name)
+        if module in ("pandas", "pandas.arrays"):
+            obj = getattr(pd if module == "pandas" else pd.arrays, name, None)
+            if isinstance(obj, type) and issubclass(obj, _KINDS): return obj
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a telemetry frame")
+
+def _frame_from(data:bytes) -> pd.DataFrame:
+    df = _Frames(io.BytesIO(data)).load()
+    if not isinstance(df, pd.DataFrame): raise pickle.UnpicklingError("not a DataFrame")
+    return df
+
+_EXT = (pd.StringDtype, pd.Float64Dtype, pd.Float32Dtype, pd.Int64Dtype, pd.Int32Dtype, pd.BooleanDtype)
+
+def _known(dt) -> bool:
+    "Whether a column of this dtype pickles with only `_SAFE` names (numbers, booleans, UTC or naive times, pandas' own text and nullable numbers)."
+    if isinstance(dt, pd.DatetimeTZDtype): return str(dt.tz) == "UTC"
+    return isinstance(dt, _EXT) or (isinstance(dt, np.dtype) and dt.kind in "fiubM")
+
 def encode_batch(measurement:str, # such as "vm"
                  frame:pd.DataFrame, # the points
                  tags:list[str]|None=None, # tag columns (None: the string columns)
                 ) -> tuple[bytes, int, int]:
     "A batch's payload, its CRC-32 and its rows: what `Wal.append` takes."
-    tbl = pa.Table.from_pandas(frame, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, tbl.schema) as w: w.write_table(tbl)
-    head = json.dumps({"measurement": measurement, "tags": tags}).encode()
-    body = struct.pack("<I", len(head)) + head + sink.getvalue().to_pybytes()
+    data, codec = pickle.dumps(frame, protocol=5), "pickle"
+    try:
+        if not all(map(_known, frame.dtypes)): _frame_from(data)   # must read back; a frame holding other objects goes as Arrow
+    except (pickle.UnpicklingError, AttributeError, TypeError, ValueError):
+        tbl = pa.Table.from_pandas(frame, preserve_index=False)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, tbl.schema) as w: w.write_table(tbl)
+        data, codec = sink.getvalue().to_pybytes(), "arrow"
+    head = json.dumps({"measurement": measurement, "tags": tags, "codec": codec}).encode()
+    body = struct.pack("<I", len(head)) + head + data
     return body, zlib.crc32(body), len(frame)
 
 def decode_batch(body:bytes) -> tuple[str, pd.DataFrame, list|None]:
     "`(measurement, frame, tags)` of a batch's payload."
     (n,) = struct.unpack_from("<I", body)
-    meta = json.loads(body[4:4 + n])
-    return meta["measurement"], pa.ipc.open_stream(pa.py_buffer(body[4 + n:])).read_all().to_pandas(), meta["tags"]
+    meta, data = json.loads(body[4:4 + n]), body[4 + n:]
+    df = _frame_from(data) if meta["codec"] == "pickle" else pa.ipc.open_stream(pa.py_buffer(data)).read_all().to_pandas()
+    return meta["measurement"], df, meta["tags"]
 
 def _record(kind:int, seq:int, body:bytes, crc:int) -> bytes:
     head = _HEAD.pack(MAGIC, kind, seq, len(body), crc)
