@@ -283,7 +283,7 @@ class FeedParser:
                  workers:int|None=None): # processes; default [server] feed_workers (0: none)
         self.settings, self.store = settings, store
         self.workers = settings.server.feed_workers if workers is None else workers
-        self.pool, self._lock, self.seen = None, threading.Lock(), ["vm"]   # seen: the measurements of the last feed
+        self.pool, self._lock, self.seen, self._warm = None, threading.Lock(), ["vm"], []   # seen: the measurements of the last feed
         self.counts = dict(in_thread=0, in_worker=0, broken=0)
 
     def start(self) -> FeedParser:
@@ -293,7 +293,7 @@ class FeedParser:
             hold()                                            # the forkserver goes with this process, and the workers with it
             ctx.set_forkserver_preload(["__main__", "qdash.lifeline"])
             self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=tie, initargs=(os.getpid(),))
-            for _ in range(self.workers): self.pool.submit(check_body, b"[]")   # an empty batch: refused, but the module is loaded
+            self._warm = [self.pool.submit(check_body, b"[]") for _ in range(self.workers)]   # an empty batch: refused, but the module is loaded
         return self
 
     def stop(self):
@@ -305,7 +305,7 @@ class FeedParser:
              ) -> list[tuple[str, pd.DataFrame]]:
         "`[(measurement, frame), ...]` of a fully valid body; `BadFeed` or `FeedRejected` as `parse_feed` raises them."
         max_future = self.settings.store.max_future
-        if self.pool is None or len(raw) < POOL_MIN_BYTES:
+        if self.pool is None or len(raw) < POOL_MIN_BYTES or not all(f.done() for f in self._warm):   # (workers still starting)
             self.counts["in_thread"] += 1
             return parse_feed(decode_body(raw, text), self.store.field_kinds, max_future)
         kinds = {} if text else {m: self.store.field_kinds(m) for m in self.seen}

@@ -95,6 +95,7 @@ def feed_stall(records:int=10_000, # records per feed (about 1 MB of JSON)
                "QDASH__LIMITS__DEFAULT": "1000000/minute", "QDASH__LIMITS__FEED_DATA": "1000000/minute"}
         with HubProcess(env) as hub, httpx.Client(timeout=60, headers={"X-API-Key": hub.api_key, "Content-Type": "application/json"}) as c:
             c.post(hub.url + "/feed/data", content=body).raise_for_status()     # the first: the store learns vm's fields
+            time.sleep(5)                                      # the feed workers have started (until then feeds are checked in a thread)
             probe = Probe(hub, "/health", every=0.01); probe.start()
             t = time.monotonic()
             for _ in range(feeds):
@@ -447,8 +448,10 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
                "within_budget": shutdown_s <= budget_s, "spool_files_left": spooled, "points_lost_before_sigint": servers * tail}
         second = live_times(srv, t2)
         kill_s, kill_cycles = tail_lost(second, phase2, t_kill)
-        kill_pts = holes(second, servers) + servers * kill_cycles
+        kill_holes = holes(second, servers)
+        kill_pts = kill_holes + servers * kill_cycles
         yield {"figure": "kill9_store_paused", "paused_s_before_kill": kill_after_s, "kill9_seconds_lost": kill_s, "kill9_points_lost": kill_pts,
+               "kill9_points_lost_at_the_end": servers * kill_cycles, "kill9_points_missing_before": kill_holes,
                "bound_s": 1.0, "note": "bound: one [collect] interval (1s): every put is in the write-ahead file; "
                                        "only a cycle being collected at the kill is lost"}
         roles = roles_figure(); yield roles         # who may act: a viewer key against every admin operation
