@@ -136,7 +136,7 @@ def test_kill9_during_an_outage_loses_at_most_a_batch_interval(srv, tmp_path):
     the spool and the write-ahead file: every cycle collected before the kill is stored, so less than one interval is lost."""
     env = hub_env(srv)
     t0 = time.time_ns()
-    hub = HubProcess(env, data_dir=tmp_path).start()
+    hub = HubProcess(env, data_dir=tmp_path).start(90)              # a busy CI machine: imports alone can take 20 s
     try:
         assert wait_for(lambda: points_since(srv, t0) >= 3 * SERVERS)
         os.kill(srv.proc.pid, signal.SIGSTOP)
@@ -150,9 +150,12 @@ def test_kill9_during_an_outage_loses_at_most_a_batch_interval(srv, tmp_path):
         os.kill(srv.proc.pid, signal.SIGCONT)
         hub.stop()
     env["QDASH__COLLECT__SOURCES"] = ""
-    with HubProcess(env, data_dir=tmp_path) as again:
+    again = HubProcess(env, data_dir=tmp_path).start(90)
+    try:
         assert wait_for(lambda: get(again, "/api/telemetry/status", key=True).json()["spool_points"] == 0, 60)
         recovered = get(again, "/api/telemetry/status", key=True).json()["writer"].get("recovered", 0)
+    finally:
+        again.stop()
     times = [(t, n) for t, n in live_vm_times(srv, t0) if t % (300 * 10**9)]   # live points, not the backfilled 5-minute grid
     assert all(n == SERVERS for _, n in times)
     gaps = [(b - a) / 1e9 for (a, _), (b, _) in zip(times, times[1:])]
