@@ -284,20 +284,29 @@ class FeedParser:
         self.settings, self.store = settings, store
         self.workers = settings.server.feed_workers if workers is None else workers
         self.pool, self._lock, self.seen, self._warm = None, threading.Lock(), ["vm"], []   # seen: the measurements of the last feed
-        self.counts = dict(in_thread=0, in_worker=0, broken=0)
+        self.counts, self.running = dict(in_thread=0, in_worker=0, broken=0), False
 
     def start(self) -> FeedParser:
-        "Start the worker processes (they import what checking needs now, not at the first feed)."
-        if self.workers and self.pool is None:
-            ctx = mp.get_context("forkserver")
-            hold()                                            # the forkserver goes with this process, and the workers with it
-            ctx.set_forkserver_preload(["__main__", "qdash.lifeline"])
-            self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=tie, initargs=(os.getpid(),))
-            self._warm = [self.pool.submit(check_body, b"[]") for _ in range(self.workers)]   # an empty batch: refused, but the module is loaded
+        "Take feeds; the worker processes start with the first large one (so a hub that gets none pays nothing, also at start)."
+        self.running = True
         return self
 
+    def _ready(self) -> bool:
+        "Whether the workers can take a feed now; starts them if they are not there yet."
+        with self._lock:
+            if self.pool is None and self.running and self.workers: self._spawn()
+            return self.pool is not None and all(f.done() for f in self._warm)
+
+    def _spawn(self):
+        "Start the pool (lock held): processes tied to this one, each loading the checking code at once."
+        ctx = mp.get_context("forkserver")
+        hold()                                                # the forkserver goes with this process, and the workers with it
+        ctx.set_forkserver_preload(["__main__", "qdash.lifeline"])
+        self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=tie, initargs=(os.getpid(),))
+        self._warm = [self.pool.submit(check_body, b"[]") for _ in range(self.workers)]   # an empty batch: refused, but the module is loaded
+
     def stop(self):
-        with self._lock: pool, self.pool = self.pool, None
+        with self._lock: pool, self.pool, self.running = self.pool, None, False
         if pool is not None: pool.shutdown(wait=False, cancel_futures=True)
 
     def parse(self, raw:bytes, # the request body
@@ -305,13 +314,13 @@ class FeedParser:
              ) -> list[tuple[str, pd.DataFrame]]:
         "`[(measurement, frame), ...]` of a fully valid body; `BadFeed` or `FeedRejected` as `parse_feed` raises them."
         max_future = self.settings.store.max_future
-        if self.pool is None or len(raw) < POOL_MIN_BYTES or not all(f.done() for f in self._warm):   # (workers still starting)
+        if len(raw) < POOL_MIN_BYTES or not self._ready():    # small, or the workers are (still) starting
             self.counts["in_thread"] += 1
             return parse_feed(decode_body(raw, text), self.store.field_kinds, max_future)
-        kinds = {} if text else {m: self.store.field_kinds(m) for m in self.seen}
+        kinds, pool = {} if text else {m: self.store.field_kinds(m) for m in self.seen}, self.pool
         while True:
-            try: batch, missing = self.pool.submit(check_body, raw, text, kinds, max_future).result()
-            except cf.process.BrokenProcessPool:
+            try: batch, missing = pool.submit(check_body, raw, text, kinds, max_future).result()
+            except (cf.process.BrokenProcessPool, RuntimeError):   # a worker died; or the pool was shut down meanwhile
                 self._replace_pool()
                 self.counts["in_thread"] += 1
                 return parse_feed(decode_body(raw, text), self.store.field_kinds, max_future)
@@ -325,8 +334,7 @@ class FeedParser:
         log.warning("a feed worker process died; starting another (this feed is checked in the hub's thread)")
         self.counts["broken"] += 1
         with self._lock: old, self.pool = self.pool, None
-        if old is not None: old.shutdown(wait=False, cancel_futures=True)
-        self.start()
+        if old is not None: old.shutdown(wait=False, cancel_futures=True)   # the next large feed starts a new one
 
 # %% ../nbs/10_serving.ipynb #5802b2f4
 STORE_PROBE_S = 2.0   # how often the hub pings the store, and how long it waits for the answer
