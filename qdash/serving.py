@@ -4,12 +4,14 @@
 
 # %% ../nbs/10_serving.ipynb #9be447c0
 from __future__ import annotations
-import logging, threading, time
+import concurrent.futures as cf, logging, multiprocessing as mp, os, threading, time
 import pandas as pd, xarray as xr
 from .config import QdashError, NotFound, Unavailable, Settings, load_settings
 from .timeutil import iso, utc, naive_utc
 from .store import open_store, StoreUnavailable
 from .jobs import JobRunner
+from .lifeline import hold, tie
+from .collect.feed import check_body, decode_body, parse_feed
 from .model.data import TARGETS, EXTRA_TARGETS, frame_to_fleet, load_fleet
 from .model.registry import ModelRegistry
 from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals, level_of
@@ -22,8 +24,8 @@ from .drift import DriftMonitor, fleet_window
 log = logging.getLogger("qdash.serving")
 
 # %% auto #0
-__all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'STORE_PROBE_S', 'Every', 'trend_targets', 'Forecasting', 'risk_reason',
-           'Explanations', 'FleetWatch', 'DriftWatch', 'Services']
+__all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'POOL_MIN_BYTES', 'STORE_PROBE_S', 'Every', 'trend_targets',
+           'Forecasting', 'risk_reason', 'Explanations', 'FleetWatch', 'DriftWatch', 'FeedParser', 'Services']
 
 # %% ../nbs/10_serving.ipynb #6db3ed89
 class Every:
@@ -347,6 +349,68 @@ class DriftWatch:
         if p.get("data_path") is None: p["data_path"] = str(self.monitor.export_training_data())
         return p
 
+# %% ../nbs/10_serving.ipynb #fp002
+POOL_MIN_BYTES = 64 << 10   # bodies this large or larger are checked in a worker process
+
+class FeedParser:
+    "Decode and check `POST /feed/data` bodies: large ones in worker processes (off the hub's GIL), small ones in the caller's thread."
+    def __init__(self, settings:Settings, store, # the store whose field kinds a feed must agree with
+                 workers:int|None=None): # processes; default [server] feed_workers (0: none)
+        self.settings, self.store = settings, store
+        self.workers = settings.server.feed_workers if workers is None else workers
+        self.pool, self._lock, self.seen, self._warm = None, threading.Lock(), ["vm"], []   # seen: the measurements of the last feed
+        self.counts, self.running = dict(in_thread=0, in_worker=0, broken=0), False
+
+    def start(self) -> FeedParser:
+        "Take feeds; the worker processes start with the first large one (so a hub that gets none pays nothing, also at start)."
+        self.running = True
+        return self
+
+    def _ready(self) -> bool:
+        "Whether the workers can take a feed now; starts them if they are not there yet."
+        with self._lock:
+            if self.pool is None and self.running and self.workers: self._spawn()
+            return self.pool is not None and all(f.done() for f in self._warm)
+
+    def _spawn(self):
+        "Start the pool (lock held): processes tied to this one, each loading the checking code at once."
+        ctx = mp.get_context("forkserver")
+        hold()                                                # the forkserver goes with this process, and the workers with it
+        ctx.set_forkserver_preload(["__main__", "qdash.lifeline"])
+        self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=tie, initargs=(os.getpid(),))
+        self._warm = [self.pool.submit(check_body, b"[]") for _ in range(self.workers)]   # an empty batch: refused, but the module is loaded
+
+    def stop(self):
+        with self._lock: pool, self.pool, self.running = self.pool, None, False
+        if pool is not None: pool.shutdown(wait=False, cancel_futures=True)
+
+    def parse(self, raw:bytes, # the request body
+              text:bool=False, # line protocol, else JSON
+             ) -> list[tuple[str, pd.DataFrame]]:
+        "`[(measurement, frame), ...]` of a fully valid body; `BadFeed` or `FeedRejected` as `parse_feed` raises them."
+        max_future = self.settings.store.max_future
+        if len(raw) < POOL_MIN_BYTES or not self._ready():    # small, or the workers are (still) starting
+            self.counts["in_thread"] += 1
+            return parse_feed(decode_body(raw, text), self.store.field_kinds, max_future)
+        kinds, pool = {} if text else {m: self.store.field_kinds(m) for m in self.seen}, self.pool
+        while True:
+            try: batch, missing = pool.submit(check_body, raw, text, kinds, max_future).result()
+            except (cf.process.BrokenProcessPool, RuntimeError):   # a worker died; or the pool was shut down meanwhile
+                self._replace_pool()
+                self.counts["in_thread"] += 1
+                return parse_feed(decode_body(raw, text), self.store.field_kinds, max_future)
+            if not missing: break
+            kinds.update({m: self.store.field_kinds(m) for m in missing})
+        self.counts["in_worker"] += 1
+        if not text: self.seen = sorted({m for m, _ in batch})[:8]
+        return batch
+
+    def _replace_pool(self):
+        log.warning("a feed worker process died; starting another (this feed is checked in the hub's thread)")
+        self.counts["broken"] += 1
+        with self._lock: old, self.pool = self.pool, None
+        if old is not None: old.shutdown(wait=False, cancel_futures=True)   # the next large feed starts a new one
+
 # %% ../nbs/10_serving.ipynb #5802b2f4
 STORE_PROBE_S = 2.0   # how often the hub pings the store, and how long it waits for the answer
 
@@ -354,7 +418,7 @@ class Services:
     "The hub's services, built in dependency order, started and stopped together."
     def __init__(self, settings:Settings|None=None):
         self.settings = settings or load_settings()
-        self.store = self.runner = self.collection = None
+        self.store = self.runner = self.collection = self.feeds = None
         self.forecasting = self.explanations = self.fleet = self.drift = None
         self.loops: list[Every] = []
         self.started_at = None
@@ -369,6 +433,7 @@ class Services:
         self.store.ping(STORE_PROBE_S)                 # what the store says now; the hub starts either way
         self.collection = Collection(s, self.store)
         self.runner = JobRunner(self.store, s, feed=lambda b: self.collection.feed(b, wait=0)).start()   # worker heartbeats: like any telemetry, never waiting
+        self.feeds = FeedParser(s, self.store).start()
         self.forecasting = Forecasting(s, self.store, seed=False)
         self.fleet = FleetWatch(s, self.store, self.forecasting)
         self.forecasting.fleet = self.fleet
@@ -442,8 +507,14 @@ class Services:
         for loop in reversed(self.loops): loop.stop(max(0.0, loops_end - time.monotonic()))
         if self.forecasting is not None: self.forecasting.notifier.stop(min(left(), 2.0))
         if self.runner is not None: self.runner.stop(min(left(), timeout / 4))
+        if self.feeds is not None: self.feeds.stop()
         if self.collection is not None: self.collection.stop(max(0.5, left() - 0.5))
         if self.store is not None: self.store.close()
+
+    def parse_feed(self, raw:bytes, text:bool=False) -> list:
+        "A `POST /feed/data` body decoded and checked, large ones in a worker process (see `FeedParser`)."
+        if self.feeds is None: raise Unavailable("the hub's services are not running")
+        return self.feeds.parse(raw, text)
 
     def feed(self, batch:list, wait:float=5.0) -> dict:
         "Checked (measurement, frame) pairs from outside, through the writer and every listener (see `Collection.feed`)."

@@ -60,7 +60,7 @@ def test_seed_variables_are_deprecated_aliases(tmp_path):
 @pytest.mark.parametrize("env,expect", [
     ({"QDASH__SERVER__PORT": "abc"}, "QDASH__SERVER__PORT='abc' (from env:QDASH__SERVER__PORT): expected an integer from 1 to 65535"),
     ({"QDASH_SETTINGS": "/nonexistent/qdash.ini"}, "QDASH_SETTINGS names /nonexistent/qdash.ini, which does not exist"),
-    ({"QDASH__SERVER__PROT": "1"}, "unknown key 'prot' in [server]; known keys: cors_origins, graceful_shutdown_timeout, host"),
+    ({"QDASH__SERVER__PROT": "1"}, "unknown key 'prot' in [server]; known keys: cors_origins, feed_workers, graceful_shutdown_timeout, host"),
     ({"QDASH__NOPE__X": "1"}, "unknown section 'nope'; known sections: alerts, auth, collect, dashboard"),
 ])
 def test_bad_input_is_one_line_and_nonzero(env, expect, tmp_path):

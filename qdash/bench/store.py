@@ -15,7 +15,7 @@ from ..store import _ts
 from ..testing import InfluxServer
 
 # %% auto #0
-__all__ = ['duckdb_bytes_per_value', 'bench_store']
+__all__ = ['duckdb_bytes_per_value', 'bench_writer', 'bench_store']
 
 # %% ../../nbs/bench/01_store.ipynb #c062
 def _bench_frames(n_batches, rows=5000, n_fields=10, seed=0, t0=1_735_689_600_000_000_000):
@@ -70,6 +70,33 @@ def duckdb_bytes_per_value(servers:int=50, seconds:int=86400) -> float:
         st.db.execute("CHECKPOINT"); st.close()
         return round(os.path.getsize(f"{tmp}/q.duckdb") / (servers * seconds * 10), 3)
 
+# %% ../../nbs/bench/01_store.ipynb #bw002
+def bench_writer(points:int=100_000, # put in all, per variant
+                 per_put:int=50, # rows per put (a cycle of a 50-server fleet)
+                ) -> dict:
+    "Writer throughput into DuckDB: no write-ahead file, with one (synced every second), and synced in every put."
+    from qdash.collect.writer import Writer
+    base = load_settings(environ={})
+    frames = [f.iloc[:per_put] for f in _bench_frames(points // per_put, rows=per_put)]
+    n = len(frames) * per_put
+    out = {"figure": "writer", "points": n, "per_put": per_put}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, wal, fsync in (("", False, 1.0), ("wal_", True, 1.0), ("wal_fsync_every_put_", True, 0.0)):
+            st = open_store(base.updated({"store": {"path": f"{tmp}/{key}w.duckdb"}}))
+            w = Writer(st, base, spool_dir=f"{tmp}/{key}spool", wal=wal, wal_fsync=fsync).start()
+            t = _time.perf_counter()
+            for f in frames: w.put("m", f)
+            put_s = _time.perf_counter() - t
+            assert w.flush(600)
+            total = _time.perf_counter() - t
+            stats = w.stop(10)
+            assert stats["accepted"] == n, stats
+            out.update({f"{key}points_per_s": round(n / total), f"{key}put_us": round(put_s / len(frames) * 1e6, 1)})
+            st.close()
+    out["wal_ratio_to_plain"] = round(out["wal_points_per_s"] / out["points_per_s"], 3)
+    out["wal_put_us_extra"] = round(out["wal_put_us"] - out["put_us"], 1)
+    return out
+
 # %% ../../nbs/bench/01_store.ipynb #c063
 def bench_store(n_batches:int=100, # DuckDB ingest batches of 5,000 rows × 10 fields
                 influx_batches:int=20, # InfluxDB ingest batches (each way)
@@ -115,3 +142,5 @@ def bench_store(n_batches:int=100, # DuckDB ingest batches of 5,000 rows × 10 f
         yield {"duckdb_query_ms": round(ms, 1), "query_values": n, "every": "1min", "servers": servers,
                "duckdb_bytes_per_value": round(os.path.getsize(f"{tmp}/q.duckdb") / n, 3),
                "entropy_bytes_per_value": round(float(-(pr := np.array(list(counts.values())) / n) @ np.log2(pr)) / 8, 3)}
+    yield bench_writer()
+

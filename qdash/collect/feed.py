@@ -5,13 +5,13 @@
 # %% ../../nbs/collect/04_feed.ipynb #c002
 from __future__ import annotations
 import math, re, time
-import pandas as pd
+import orjson, pandas as pd
 from ..config import ValidationError
 from ..store import parse_line_protocol, check_name, check_times, TIME_RANGE, TIME_MAX
 
 # %% auto #0
 __all__ = ['DEFAULT_MEASUREMENT', 'ALIASES', 'RESERVED', 'MAX_TEXT', 'YIELD_EVERY', 'FeedRejected', 'BadFeed', 'check_record',
-           'parse_feed']
+           'parse_feed', 'decode_body', 'check_body']
 
 # %% ../../nbs/collect/04_feed.ipynb #c005
 class FeedRejected(ValidationError):
@@ -140,3 +140,30 @@ def parse_feed(body, # decoded JSON (list of records or one record), or line-pro
         groups.setdefault((meas, tuple(sorted(row))), []).append(row)
     if errors: raise FeedRejected(errors)
     return [(meas, pd.DataFrame(rows)) for (meas, _), rows in groups.items()]
+
+# %% ../../nbs/collect/04_feed.ipynb #fb002
+def decode_body(raw:bytes, # the request body
+                text:bool=False, # line protocol (Content-Type text/plain), else JSON
+               ):
+    "What `parse_feed` takes, from a request's bytes: line-protocol text or decoded JSON; `BadFeed` if it is neither."
+    if text:
+        try: return raw.decode("utf-8")
+        except UnicodeDecodeError: raise BadFeed("line protocol must be UTF-8 text") from None
+    try: return orjson.loads(raw)
+    except orjson.JSONDecodeError as e: raise BadFeed(f"the body is not JSON: {e}") from None
+
+def check_body(raw:bytes, # the request body
+               text:bool=False, # line protocol, else JSON
+               kinds:dict|None=None, # {measurement: {field: kind}} the store holds, for the measurements known to matter
+               max_future:float|None=None, # seconds a time may be ahead of now ([store] max_future)
+              ) -> tuple[list, list]:
+    "`(batch, [])` for a valid body; `([], measurements)` when it names measurements `kinds` lacks (ask the store, call again)."
+    kinds, missing = kinds or {}, []
+    def held(m):
+        if m in kinds: return kinds[m]
+        missing.append(m); return {}
+    try: batch = parse_feed(decode_body(raw, text), held, max_future)
+    except FeedRejected:
+        if missing: return [], sorted(set(missing))      # judged without the kinds of some measurement: not final
+        raise
+    return ([], sorted(set(missing))) if missing else (batch, [])

@@ -11,6 +11,7 @@ import pandas as pd, pyarrow as pa, pyarrow.parquet as pq
 from fastcore.basics import patch
 from ..config import QdashError, ValidationError, Settings, load_settings
 from ..store import StoreUnavailable, StoreAuthError
+from .wal import Wal, encode_batch
 
 log = logging.getLogger("qdash.collect.writer")
 
@@ -91,6 +92,8 @@ class Writer:
                  retry_base_sec:float=0.1, # first retry delay
                  spool_after:int=1, # failed attempts of a batch before it goes to the spool (1: at its first failure)
                  stall_sec:float|None=None, # unanswered this long, a write goes to the spool while it waits; default max(1 s, batch_max_sec)
+                 wal:bool|None=None, # each put on disk (a write-ahead file in the spool dir) before it returns; default [collect] wal
+                 wal_fsync:float|None=None, # longest between two fsyncs of that file (0: every put); default [collect] wal_fsync
                 ):
         s = (settings or load_settings(environ={})).collect
         self.store, self.settings = store, settings
@@ -99,18 +102,68 @@ class Writer:
         self.retry_max_sec, self.retry_base_sec = s.retry_max_sec if retry_max_sec is None else retry_max_sec, retry_base_sec
         self.spool_after, self.stall_sec = spool_after, max(1.0, self.batch_max_sec) if stall_sec is None else max(0.05, stall_sec)
         self.spool_dir = Path(spool_dir or s.spool_dir) if spool else None
-        self.spool = Spool(self.spool_dir) if spool else None
-        self._q = deque()           # [measurement, frame, tags, enqueued_at], oldest first
-        self._pending = deque()     # (measurement, frame, tags): taken from the queue, being written or retried
+        self.wal_on = bool(spool and (s.wal if wal is None else wal))
+        self.wal_fsync = s.wal_fsync if wal_fsync is None else wal_fsync
+        self._q = deque()           # [measurement, frame, tags, enqueued_at, wal seq, first row of the wal batch], oldest first
+        self._pending = deque()     # (measurement, frame, tags, wal spans): taken from the queue, being written or retried
         self._cond = threading.Condition()
         self._qn = self._pn = 0     # points in the queue, in pending
         self._inflight = 0          # points of the pending batch being written right now (never dropped)
-        self.counts = dict(put=0, accepted=0, rejected=0, retried=0, spooled=0, replayed=0, dropped=0, batches=0)
+        self.counts = dict(put=0, accepted=0, rejected=0, retried=0, spooled=0, replayed=0, dropped=0, batches=0, recovered=0)
         self._fails, self._next_try, self._flush, self._stopping = 0, 0.0, 0, False
         self._thread, self.last_error, self.store_up, self._warned, self._stop_deadline = None, None, True, 0.0, 0.0
         self._ahead, self._failed_at = None, 0.0   # an attempt that outlived stall_sec, its batch already in the spool
+        self.spool = self.wal = None; self._wal_warned = 0.0
+        if spool: self._open_disk()
 
     def __repr__(self): return f"Writer(queue={self._qn + self._pn}, spool={len(self.spool) if self.spool else None})"
+
+# %% ../../nbs/collect/03_writer.ipynb #wal002
+def _cut_spans(spans:list, k:int) -> tuple[list, list]:
+    "The write-ahead spans of a batch's first `k` rows, and of the rest."
+    cut, rest = [], []
+    for seq, lo, hi in spans:
+        n = min(k, hi - lo)
+        if n: cut.append((seq, lo, lo + n))
+        if lo + n < hi: rest.append((seq, lo + n, hi))
+        k -= n
+    return cut, rest
+
+@patch
+def _open_disk(self:Writer):
+    "Open the spool and the write-ahead file; move what a crash left in the latter to the end of the spool."
+    self.spool = Spool(self.spool_dir)
+    if not self.wal_on: return
+    self.wal = Wal(self.spool_dir, self.wal_fsync)
+    for seq, lo, hi, m, df, tags in self.wal.leftover:
+        self.spool.append(m, df, tags)
+        self.wal.done([(seq, lo, hi)])
+        self.counts["recovered"] += len(df)
+    self.wal.leftover = []
+
+@patch
+def _wal_error(self:Writer, e:Exception):
+    self.wal.counts["errors"] += 1; self.last_error = f"write-ahead file: {type(e).__name__}: {e}"
+    now = time.monotonic()
+    if now - self._wal_warned > 10:
+        self._wal_warned = now
+        log.error("cannot write the write-ahead file in %s: %s; batches stay in memory only until it works again", self.spool_dir, e)
+
+@patch
+def _wal_encode(self:Writer, m, frame, tags):
+    try: return encode_batch(m, frame, tags)
+    except Exception as e: self._wal_error(e); return None
+
+@patch
+def _wal_append(self:Writer, rec) -> int|None:
+    try: return self.wal.append(*rec)
+    except OSError as e: self._wal_error(e); return None
+
+@patch
+def _wal_done(self:Writer, spans:list):
+    if self.wal is None or not spans: return
+    try: self.wal.done(spans)
+    except OSError as e: self._wal_error(e)
 
 # %% ../../nbs/collect/03_writer.ipynb #c011
 @patch
@@ -122,8 +175,11 @@ def put(self:Writer, measurement:str, # such as "vm"
     if isinstance(frame, dict): frame = pd.DataFrame([{k: v for k, v in frame.items() if v is not None}])
     n = len(frame)
     if not n: return 0
+    tags = None if tags is None else list(tags)
+    rec = self._wal_encode(measurement, frame, tags) if self.wal is not None else None   # outside the lock
     with self._cond:
-        self._q.append([measurement, frame, None if tags is None else list(tags), time.monotonic()])
+        seq = self._wal_append(rec) if rec is not None else None
+        self._q.append([measurement, frame, tags, time.monotonic(), seq, 0])
         self._qn += n; self.counts["put"] += n
         if self._qn + self._pn > self.queue_max: self._overflow()
         if self._qn >= self.batch_max_lines: self._cond.notify()
@@ -132,20 +188,24 @@ def put(self:Writer, measurement:str, # such as "vm"
 @patch
 def _overflow(self:Writer):
     "Drop the oldest points until the queue fits (lock held)."
-    excess, dropped = self._qn + self._pn - self.queue_max, 0
+    excess, dropped, gone = self._qn + self._pn - self.queue_max, 0, []
     for src, is_pending in ((self._pending, True), (self._q, False)):
         i = 1 if is_pending and self._inflight else 0          # the batch being written stays
         while excess > 0 and len(src) > i:
             item = src[i]
             k = min(excess, len(item[1]))
             if k == len(item[1]): del src[i]
+            if is_pending:
+                cut, rest = _cut_spans(item[3], k); gone += cut
+                if k < len(item[1]): src[i] = (item[0], item[1].iloc[k:], item[2], rest)
             else:
-                rest = item[1].iloc[k:]
-                src[i] = (item[0], rest, item[2]) if is_pending else [item[0], rest, item[2], item[3]]
+                gone.append((item[4], item[5], item[5] + k))
+                if k < len(item[1]): item[1], item[5] = item[1].iloc[k:], item[5] + k
             excess -= k; dropped += k
             if is_pending: self._pn -= k
             else: self._qn -= k
     self.counts["dropped"] += dropped
+    self._wal_done(gone)                                   # dropped and counted: not for replay
     now = time.monotonic()
     if dropped and now - self._warned > 10:
         self._warned = now
@@ -157,16 +217,18 @@ def _take(self:Writer):
     "Move the next batch from the queue to pending (lock held)."
     budget, groups = self.batch_max_lines, {}
     while self._q and budget > 0:
-        m, df, tags, _ = self._q[0]
+        item = self._q[0]
+        m, df, tags, _, seq, lo = item
         if len(df) > budget:
-            part, self._q[0][1] = df.iloc[:budget], df.iloc[budget:]
+            part, item[1], item[5] = df.iloc[:budget], df.iloc[budget:], lo + budget
         else:
             part = df; self._q.popleft()
         key = (m, tuple(tags) if tags is not None else None, tuple(df.columns))
-        groups.setdefault(key, []).append(part)
+        groups.setdefault(key, []).append((part, (seq, lo, lo + len(part))))
         self._qn -= len(part); self._pn += len(part); budget -= len(part)
     for (m, tags, _), parts in groups.items():
-        self._pending.append((m, parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True), None if tags is None else list(tags)))
+        df = parts[0][0] if len(parts) == 1 else pd.concat([p for p, _ in parts], ignore_index=True)
+        self._pending.append((m, df, None if tags is None else list(tags), [s for _, s in parts]))
     if groups: self.counts["batches"] += 1
 
 @patch
@@ -270,7 +332,7 @@ def _to_spool(self:Writer) -> bool:
     while True:
         with self._cond:
             if not self._pending: return True
-            m, df, tags = self._pending[0]
+            m, df, tags, spans = self._pending[0]
         try: self.spool.append(m, df, tags)
         except Exception as e:
             self.last_error = f"spool: {type(e).__name__}: {e}"
@@ -279,6 +341,7 @@ def _to_spool(self:Writer) -> bool:
         with self._cond:
             if self._pending and self._pending[0][1] is df:
                 self._pending.popleft(); self._pn -= len(df); self.counts["spooled"] += len(df)
+                self._wal_done(spans)
             else: self.spool.files.pop()[0].unlink(missing_ok=True)   # dropped by an overflow meanwhile
 
 @patch
@@ -304,7 +367,7 @@ def _step(self:Writer) -> bool:
 def _write_pending(self:Writer) -> bool:
     with self._cond:
         if not self._pending or not self._may_try(): return False
-        m, df, tags = self._pending[0]
+        m, df, tags, spans = self._pending[0]
         self._inflight = len(df)
     try: r = self._attempt(m, df, tags, spooled=False)
     finally:
@@ -316,6 +379,7 @@ def _write_pending(self:Writer) -> bool:
     with self._cond:
         self._pending.popleft(); self._pn -= len(df)
         if r: self.counts["accepted"] += len(df)
+        self._wal_done(spans)
     return True
 
 # %% ../../nbs/collect/03_writer.ipynb #c017
@@ -333,10 +397,14 @@ def _run(self:Writer):
                     lost = self._pn
                     log.warning("writer stopped with the store down and no spool: %d points dropped", lost)
                     self.counts["dropped"] += lost
+                    self._wal_done([s for p in self._pending for s in p[3]])
                     self._pending.clear(); self._pn = 0
                     self._cond.notify_all()
                     return
             elif not self._pending and self._due(now): self._take()
+        if self.wal is not None:
+            try: self.wal.sync()                      # at most every wal_fsync
+            except OSError as e: self._wal_error(e)
         try: did = self._to_spool() if spill else self._step()
         except Exception as e:      # never let the thread die
             log.exception("writer step failed: %s", e); self.last_error, did = str(e), False
@@ -355,7 +423,7 @@ def _run(self:Writer):
 def start(self:Writer) -> Writer:
     "Start the background thread (again, after a stop)."
     if self._thread is None or not self._thread.is_alive():
-        if self.spool is not None and self.spool.closed: self.spool = Spool(self.spool_dir)
+        if self.spool is not None and self.spool.closed: self._open_disk()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="qdash-writer", daemon=True)
         self._thread.start()
@@ -386,16 +454,20 @@ def stop(self:Writer, timeout:float|None=None # seconds for the final flush; def
     self._stop_deadline = time.monotonic() + timeout
     with self._cond: self._stopping = True; self._cond.notify_all()
     if self._thread is not None: self._thread.join(timeout + 5)   # the thread never waits on the store longer than stall_sec
-    if self.spool is not None and not (self._thread and self._thread.is_alive()): self.spool.close()
+    if self.spool is not None and not (self._thread and self._thread.is_alive()):
+        if self.wal is not None: self.wal.close()   # what is still outstanding (a failing disk) stays for the next writer
+        self.spool.close()
     return self.stats
 
 @patch(as_prop=True)
 def stats(self:Writer) -> dict:
     """Counters in points (`retried` in attempts): put, accepted, rejected, retried, spooled, replayed, dropped, batches;
-    queue_depth (points in memory), spool_points, spool_batches, spool_bytes; store_up, last_error, running."""
+    queue_depth (points in memory), spool_points, spool_batches, spool_bytes; recovered (points a crash left in the
+    write-ahead file, moved to the spool at start), wal_points (points on disk there now); store_up, last_error, running."""
     with self._cond:
         sp = self.spool
-        return {**{k: self.counts[k] for k in ("put", "accepted", "rejected", "retried", "spooled", "replayed", "dropped", "batches")},
+        return {**{k: self.counts[k] for k in ("put", "accepted", "rejected", "retried", "spooled", "replayed", "dropped", "batches", "recovered")},
+                "wal_points": self.wal.points if self.wal is not None else 0,
                 "queue_depth": self._qn + self._pn, "spool_points": sp.points if sp else 0, "spool_batches": len(sp) if sp else 0,
                 "spool_bytes": sp.bytes if sp else 0, "store_up": self.store_up, "last_error": self.last_error,
                 "running": self._thread is not None and self._thread.is_alive()}

@@ -5,9 +5,7 @@
 # %% ../../../nbs/hub/routes/00b_collection.ipynb #493fef3d
 from __future__ import annotations
 import asyncio
-import orjson
 from ...config import safe_dict
-from ...collect.feed import parse_feed, BadFeed
 from ..http import Routes, off_loop, doc, reply, part, _schema, ARR
 route = Routes()
 
@@ -65,19 +63,13 @@ FEED_BODY = {"application/json": {"type": "array", "items": FEED_RECORD, "minIte
              "text/plain": {"type": "string", "description": "line protocol, one point per line; the pattern is one simple form of it",
                             "pattern": "^vm,server=[a-z][a-z0-9-]{0,30} (cpu|mem)_pct=[0-9]{1,2}(\\.[0-9]{1,3})?$"}}
 
-def _feed_body(request):
-    if (request.content_type or "").startswith("text/plain"):
-        try: return request.body.decode("utf-8")
-        except UnicodeDecodeError: raise BadFeed("line protocol must be UTF-8 text") from None
-    try: return orjson.loads(request.body)
-    except orjson.JSONDecodeError as e: raise BadFeed(f"the body is not JSON: {e}") from None
-
 @route("feed", "POST", "/feed/data", limit="feed_data")
 @doc("Ingest metrics: JSON records or line protocol", "feed",
      _schema({"accepted": {"type": "integer"}, "written": {"type": "integer"}, "pending": {"type": "integer"}}),
      body=FEED_BODY, errors=(413, 422, 503))
 async def feed_data(request):
     services = part(request, "collection", "collection") and request.app.ctx.services
-    batch = await off_loop(request.app, lambda: parse_feed(_feed_body(request), services.store.field_kinds, request.app.ctx.settings.store.max_future))
+    text = (request.content_type or "").startswith("text/plain")
+    batch = await off_loop(request.app, services.parse_feed, request.body, text)   # a large body: in a worker process, off this GIL
     out = await off_loop(request.app, services.feed, batch, timeout=15.0)   # feed waits up to 5 s for the writer itself
     return reply({**out, "measurements": sorted({m for m, _ in batch})})
