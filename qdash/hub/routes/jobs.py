@@ -81,7 +81,7 @@ TASK_BODY = {"application/json": {"oneOf": [route.component(f"task_{n}", _task_b
                                                     "mapping": {n: f"#/components/schemas/task_{n}" for n in sorted(TASKS)}}}}
 
 @route("tasks", "POST", "/api/tasks")
-@doc("Submit a task", "tasks", JOB, errors=(422, 429, 503), body=TASK_BODY, status=201)
+@doc("Submit a task", "tasks", JOB, errors=(404, 422, 429, 503), body=TASK_BODY, status=201)   # 404: a retrain data_path that is not there
 async def tasks_submit(request):
     b = json_object(request)
     unknown = sorted(set(b) - {"task", "params", "name"})
