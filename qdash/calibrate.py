@@ -12,11 +12,12 @@ from .config import QdashError, ValidationError
 # %% auto #0
 __all__ = ['CDT', 'I2', 'X', 'Y', 'Z', 'H', 'CNOT', 'CZ_DIAG', 'H2_BOND_ANGSTROM', 'H2_NUCLEAR_REPULSION', 'H2_ONE_BODY',
            'H2_TWO_BODY', 'H2_FCI_ENERGY', 'CHEMICAL_ACCURACY', 'BOHR_ANGSTROM', 'VQE_ANSATZE', 'OPTIMIZERS', 'GRAPHS',
-           'ALGORITHMS', 'MODES', 'SETTINGS', 'RUN_KEYS', 'SCORES', 'zero_state', 'basis_state', 'apply', 'apply_diag',
-           'probabilities', 'rx', 'ry', 'rz_diag', 'rzz_diag', 'single_excitation', 'double_excitation', 'PauliSum',
-           'two_body_tensor', 'h2_integrals', 'pauli_decompose', 'molecular_hamiltonian', 'h2_hamiltonian',
-           'vqe_n_params', 'vqe_state', 'Problem', 'vqe_problem', 'minimize', 'cut_sizes', 'qaoa_state', 'qaoa_problem',
-           'check_calibration', 'CalibrationCancelled', 'run_calibration', 'check_run_params', 'check_point']
+           'ALGORITHMS', 'MODES', 'NODES', 'MAX_EDGES', 'SETTINGS', 'RUN_KEYS', 'RUN_PARAMS', 'SCORES', 'zero_state',
+           'basis_state', 'apply', 'apply_diag', 'probabilities', 'rx', 'ry', 'rz_diag', 'rzz_diag',
+           'single_excitation', 'double_excitation', 'PauliSum', 'two_body_tensor', 'h2_integrals', 'pauli_decompose',
+           'molecular_hamiltonian', 'h2_hamiltonian', 'vqe_n_params', 'vqe_state', 'Problem', 'vqe_problem', 'minimize',
+           'cut_sizes', 'qaoa_state', 'qaoa_problem', 'check_calibration', 'CalibrationCancelled', 'run_calibration',
+           'check_run_params', 'check_point']
 
 # %% ../nbs/04_calibrate.ipynb #c005
 CDT = torch.complex128
@@ -397,30 +398,41 @@ ALGORITHMS, MODES = ("VQE", "QAOA"), ("Explore", "Exploit")
 _BAD = object()   # what a check returns for a value it refuses
 
 class _Setting:
-    "One tunable setting: a parser/validator with an `expected` phrase, a default, and an Explore sampler."
-    def __init__(self, expected, check, default, sample=None):
-        self.expected, self.check, self.default, self.sample = expected, check, default, sample
+    "One tunable setting: a parser/validator with an `expected` phrase, a default, an Explore sampler, and its JSON schema."
+    def __init__(self, expected, check, default, sample=None, schema=None):
+        self.expected, self.check, self.default, self.sample, self.schema = expected, check, default, sample, schema or {}
 
 def _choice(*xs, default, sample=None):
-    return _Setting("one of " + ", ".join(xs), lambda v: v if isinstance(v, str) and v in xs else _BAD, default, sample or (lambda r, s: r.choice(xs)))
+    return _Setting("one of " + ", ".join(xs), lambda v: v if isinstance(v, str) and v in xs else _BAD, default, sample or (lambda r, s: r.choice(xs)),
+                    {"type": "string", "enum": list(xs)})
 
 def _int(lo, hi, default, sample=None):
-    return _Setting(f"an integer from {lo} to {hi}", lambda v: v if type(v) is int and lo <= v <= hi else _BAD, default, sample)
+    return _Setting(f"an integer from {lo} to {hi}", lambda v: v if type(v) is int and lo <= v <= hi else _BAD, default, sample,
+                    {"type": "integer", "minimum": lo, "maximum": hi})
 
 def _num(lo, hi, default, sample=None):
     ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
-    return _Setting(f"a number from {lo} to {hi}", lambda v: float(v) if ok(v) else _BAD, default, sample)
+    return _Setting(f"a number from {lo} to {hi}", lambda v: float(v) if ok(v) else _BAD, default, sample,
+                    {"type": "number", "minimum": lo, "maximum": hi})
 
 def _shots():
     return _Setting("null (exact) or an integer from 1 to 1000000",
-                    lambda v: v if v is None or (type(v) is int and 1 <= v <= 1_000_000) else _BAD, None)
+                    lambda v: v if v is None or (type(v) is int and 1 <= v <= 1_000_000) else _BAD, None,
+                    schema={"type": "integer", "minimum": 1, "maximum": 1_000_000, "nullable": True})
+
+NODES, MAX_EDGES = 16, 64   # a graph given as edges: nodes 0..15, at most 64 edges
 
 def _edges(v):
     if isinstance(v, str): return v if v in GRAPHS else _BAD
-    try: e = [(int(a), int(b)) for a, b in v]
-    except (TypeError, ValueError): return _BAD
-    ok = e and all(0 <= a < 16 and 0 <= b < 16 and a != b for a, b in e) and len(e) <= 64
+    pair = lambda x: isinstance(x, (list, tuple)) and len(x) == 2 and all(type(i) is int for i in x)   # integers, as the schema says
+    if not (isinstance(v, (list, tuple)) and all(pair(x) for x in v)): return _BAD
+    e = [tuple(x) for x in v]
+    ok = e and all(0 <= a < NODES and 0 <= b < NODES and a != b for a, b in e) and len(e) <= MAX_EDGES
     return [list(x) for x in e] if ok else _BAD
+
+_EDGE = {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer", "minimum": 0, "maximum": NODES - 1},
+         "enum": [[a, b] for a in range(NODES) for b in range(NODES) if a != b]}   # a != b, spelt out: JSON Schema cannot compare
+                                                                                  # two items (and schemathesis cannot negate an array enum)
 
 def _loguniform(lo, hi): return lambda r, s: math.exp(r.uniform(math.log(lo), math.log(hi)))
 def _optimizer_sample(r, s): return "spsa" if s.get("shots") else r.choice(["adam", "gd"])
@@ -435,7 +447,8 @@ SETTINGS = {
                 depth=_int(1, 8, 1, lambda r, s: r.randint(1, 3)),
                 lr=_num(1e-4, 10, 0.2, _loguniform(0.02, 0.5)), **_COMMON),
     "QAOA": dict(graph=_Setting("a graph name (" + ", ".join(GRAPHS) + ") or a list of [i, j] edges on at most 16 nodes",
-                                _edges, "prism6"),
+                                _edges, "prism6", schema={"oneOf": [{"type": "string", "enum": list(GRAPHS)},
+                                                                    {"type": "array", "minItems": 1, "maxItems": MAX_EDGES, "items": _EDGE}]}),
                  p=_int(1, 8, 2, lambda r, s: r.randint(1, 3)),
                  lr=_num(1e-4, 10, 0.05, _loguniform(0.01, 0.2)), **_COMMON),
 }
@@ -557,6 +570,22 @@ def check_run_params(body:dict|None) -> dict:
     if seed is not None and (type(seed) is not int or seed < 0):
         raise ValidationError(f"seed={seed!r}: expected a non-negative integer or null", field="seed")
     return {"algorithm": algorithm, "mode": mode, "params": params, "trials": trials, "seed": seed}
+
+def _settings_schema(algorithm:str) -> dict:
+    "The JSON schema of `params` for `algorithm`: its settings, and shots only with spsa (as `check_calibration`)."
+    return {"type": "object", "nullable": True, "additionalProperties": False,
+            "properties": {k: s.schema for k, s in SETTINGS[algorithm].items()},
+            "anyOf": [{"properties": {"optimizer": {"enum": ["spsa"]}}},                             # spsa, or left out
+                      {"not": {"required": ["shots"], "properties": {"shots": {"type": "integer"}}}}]}   # or no shots
+
+RUN_PARAMS = {   # the OpenAPI (3.0.3) schema of what check_run_params accepts: a calibration job's parameters
+    "type": "object", "additionalProperties": False,
+    "properties": {"algorithm": {"type": "string", "enum": list(ALGORITHMS)}, "mode": {"type": "string", "enum": list(MODES)},
+                   "params": {"type": "object", "nullable": True}, "trials": {"type": "integer", "minimum": 2, "maximum": 64},
+                   "seed": {"type": "integer", "minimum": 0, "nullable": True}},
+    "oneOf": [{"properties": {"algorithm": {"enum": ["VQE"]}, "params": _settings_schema("VQE")}},   # VQE, also when left out
+              {"required": ["algorithm"], "properties": {"algorithm": {"enum": ["QAOA"]}, "params": _settings_schema("QAOA")}}],
+    "description": "params holds the settings of the algorithm: VQE's (the default) or QAOA's."}
 
 # %% ../nbs/04_calibrate.ipynb #c063
 SCORES = {"psi": "ψ, quality", "rho": "ρ, stability", "omega": "ω, efficiency"}

@@ -11,10 +11,10 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 # %% auto #0
-__all__ = ['INT', 'BOOL', 'STR', 'PORT', 'DURATION', 'RATE', 'THRESHOLDS', 'S', 'SCHEMA', 'ENV_PREFIX', 'SEED_ENV', 'MASK',
-           'QdashError', 'ConfigError', 'ValidationError', 'NotFound', 'Unavailable', 'Kind', 'parse_duration',
-           'Setting', 'env_name', 'deprecated_env', 'Section', 'Settings', 'load_settings', 'safe_dict', 'updated',
-           'settings_template', 'shared_data']
+__all__ = ['CONTROL_CHARS', 'TEXT_PATTERN', 'INT', 'BOOL', 'STR', 'PORT', 'DURATION', 'RATE', 'THRESHOLDS', 'S', 'SCHEMA',
+           'ENV_PREFIX', 'SEED_ENV', 'MASK', 'QdashError', 'ConfigError', 'ValidationError', 'NotFound', 'Unavailable',
+           'has_control', 'check_text', 'Kind', 'parse_duration', 'Setting', 'env_name', 'deprecated_env', 'Section',
+           'Settings', 'load_settings', 'safe_dict', 'updated', 'settings_template', 'shared_data']
 
 # %% ../nbs/00_config.ipynb #c005
 class QdashError(Exception):
@@ -48,6 +48,30 @@ class NotFound(QdashError):
 class Unavailable(QdashError):
     "A part of the hub is not running, or has nothing to answer with yet."
     status_code, code = 503, "unavailable"
+
+# %% ../nbs/00_config.ipynb #t002
+CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"       # Unicode's control characters (Cc): C0, DEL, C1, as a character-class body
+TEXT_PATTERN = f"^[^{CONTROL_CHARS}]*$"      # the same rule as an OpenAPI (ECMA-262) pattern
+_re_control = re.compile(f"[{CONTROL_CHARS}]")
+
+def has_control(s:str) -> bool:
+    "Whether `s` holds a control character (`CONTROL_CHARS`)."
+    return _re_control.search(s) is not None
+
+def check_text(v, # the value to check
+               key:str, # what it is, for the message (the field, parameter or tag name)
+               most:int=200, # longest allowed
+               least:int=1, # shortest allowed
+              ) -> str:
+    "`v` if it is text of `least` to `most` characters with no control character; else a `ValidationError` naming `key`."
+    if not isinstance(v, str): raise ValidationError(f"{key}: expected text, got {type(v).__name__}", field=key)
+    if not least <= len(v) <= most:
+        raise ValidationError(f"{key}={v[:60]!r}: expected {least} to {most} characters, got {len(v)}", field=key)
+    if has_control(v):
+        c = _re_control.search(v).group()
+        raise ValidationError(f"{key}={v[:60]!r}: control character U+{ord(c):04X} at {v.index(c)}; "
+                              "expected text without control characters (tab, line breaks, escape, ...)", field=key)
+    return v
 
 # %% ../nbs/00_config.ipynb #c008
 @dataclass(frozen=True)

@@ -8,14 +8,14 @@ import tempfile, threading, time, uuid
 from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import patch
-from .config import ConfigError, ValidationError, QdashError, Settings, load_settings
+from .config import ConfigError, ValidationError, NotFound, QdashError, Settings, load_settings
 from .jobs import FINISHED
 from .timeutil import utc, iso
 
 # %% auto #0
 __all__ = ['FEATURES', 'METRICS', 'LEVELS', 'MIN_SLOT', 'ANOMALY_Z', 'PER_STEPS', 'KEEP_PREDICTIONS', 'MIN_BASELINE',
-           'season_slot', 'Reference', 'psi', 'ks_distance', 'DriftMonitor', 'fleet_window', 'check_retrain_params',
-           'retrain']
+           'RETRAIN_PARAMS', 'season_slot', 'Reference', 'psi', 'ks_distance', 'DriftMonitor', 'fleet_window',
+           'check_retrain_params', 'retrain']
 
 # %% ../nbs/09_drift.ipynb #c005
 FEATURES = ("cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "load1")   # inputs watched, where the data has them
@@ -395,9 +395,19 @@ def check_retrain_params(params:dict) -> dict:
     if out["name"] is not None and not isinstance(out["name"], str): raise ValidationError("name must be text", field="name")
     if out["data_path"] is None:
         raise ValidationError("data_path: expected a Parquet file of telemetry (a hub exports its store's when none is given)", field="data_path")
-    if not isinstance(out["data_path"], str) or not Path(out["data_path"]).is_file():
-        raise ValidationError(f"data_path={out['data_path']!r}: expected an existing Parquet file", field="data_path")
+    if not isinstance(out["data_path"], str): raise ValidationError(f"data_path={out['data_path']!r}: expected a file's path", field="data_path")
+    if not Path(out["data_path"]).is_file():   # well formed, names nothing there: 404, as the schema cannot know the disk
+        raise NotFound(f"data_path={out['data_path'][:200]!r}: expected an existing Parquet file", field="data_path")
     return out
+
+_EPOCHS = {"type": "integer", "minimum": 1, "maximum": 1000}
+RETRAIN_PARAMS = {   # the OpenAPI (3.0.3) schema of a retrain job's params through the hub (which exports data_path when null)
+    "type": "object", "additionalProperties": False,
+    "properties": {"data_path": {"type": "string", "nullable": True}, "epochs": _EPOCHS, "max_epochs": _EPOCHS,
+                   "name": {"type": "string", "nullable": True}, "limit_train_batches": _EPOCHS, "incremental": {"type": "boolean"}},
+    "not": {"required": ["epochs", "max_epochs"]},
+    "description": "data_path: a Parquet file of telemetry on the hub's disk (null or left out: the hub exports its recent "
+                   "telemetry); epochs is another name for max_epochs (give one)."}
 
 def _serving_recipe(s:Settings) -> tuple[Settings, dict]:
     "Settings and fit_tft arguments reproducing the active model's shape (for incremental training)."

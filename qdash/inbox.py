@@ -4,17 +4,17 @@
 
 # %% ../nbs/09b_inbox.ipynb #c002
 from __future__ import annotations
-import uuid
+import re, uuid
 import pandas as pd
-from .config import ValidationError
+from .config import ValidationError, check_text
 from .timeutil import utc, iso_ms
 from .jobs import Job, Conflict, JOB_TYPES, STATUSES, FINISHED, write_metrics
 from .model.risk import LEVELS
 
 # %% auto #0
-__all__ = ['JOB_FIELDS', 'TIME_ALIASES', 'CALIBRATION_FIELDS', 'COUNTERS', 'HEALTH', 'ALERT_LEVELS', 'ALERTS_KEPT', 'check_id',
-           'external_record', 'check_job', 'put_job', 'report_calibration', 'put_counters', 'add_alert', 'set_health',
-           'reports', 'merge_reports']
+__all__ = ['TIME_PATTERN', 'JOB_FIELDS', 'TIME_ALIASES', 'CALIBRATION_FIELDS', 'COUNTERS', 'HEALTH', 'ALERT_LEVELS',
+           'ALERTS_KEPT', 'check_id', 'external_record', 'check_job', 'put_job', 'report_calibration', 'put_counters',
+           'add_alert', 'set_health', 'reports', 'merge_reports']
 
 # %% ../nbs/09b_inbox.ipynb #c005
 def _known(body, keys) -> dict:
@@ -24,10 +24,7 @@ def _known(body, keys) -> dict:
         if k not in keys: raise ValidationError(f"{str(k)[:40]}: unknown field; allowed: {', '.join(keys)}", field=str(k))
     return body
 
-def _text(v, key:str, most:int=200) -> str:
-    if not (isinstance(v, str) and 1 <= len(v) <= most and v.isprintable()):
-        raise ValidationError(f"{key}={str(v)[:60]!r}: expected 1 to {most} printable characters", field=key)
-    return v
+def _text(v, key:str, most:int=200) -> str: return check_text(v, key, most)   # qdash.config's one text rule: no control characters
 
 def _choice(v, allowed, key:str) -> str:
     if not (isinstance(v, str) and v.lower() in allowed):
@@ -39,9 +36,13 @@ def _number(v, key:str, lo:float, hi:float) -> float:
         raise ValidationError(f"{key}={v!r}: expected a number from {lo:g} to {hi:g}", field=key)
     return float(v)
 
+TIME_PATTERN = (r"^(197[1-9]|19[89][0-9]|2[01][0-9]{2}|22[0-5][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"   # RFC 3339, 1971..2259
+                r"[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+_re_time = re.compile(TIME_PATTERN[1:-1])
+
 def _time(v, key:str) -> str:
     try:
-        if not isinstance(v, str): raise ValueError(v)
+        if not (isinstance(v, str) and _re_time.fullmatch(v)): raise ValueError(v)   # the schema's pattern, read as ECMA does
         return iso_ms(utc(v))
     except (ValueError, TypeError, OverflowError):
         raise ValidationError(f"{key}={str(v)[:60]!r}: expected an ISO 8601 time such as 2025-01-15T10:30:00Z", field=key) from None
@@ -56,7 +57,7 @@ JOB_FIELDS = ("id", "name", "status", "progress", "provider", "vm_name", "job_ty
 TIME_ALIASES = {"start_time": "started_at", "end_time": "completed_at"}   # seed 001's JobInfo names
 
 def check_id(v, key:str="id") -> str:
-    "A job id: 1 to 128 printable characters without `/`."
+    "A job id: 1 to 128 characters, no control character (`check_text`), no `/`."
     v = _text(v, key, 128)
     if "/" in v: raise ValidationError(f"{key}={v[:60]!r}: expected no '/' in a job id", field=key)
     return v
@@ -81,7 +82,8 @@ def check_job(job_id:str, body:dict, old:dict|None=None) -> Job:
     for alias, name in TIME_ALIASES.items():
         if alias in b and name in b: raise ValidationError(f"{alias}: given together with {name}; send one of them", field=alias)
     if "id" in b and b["id"] != job_id:
-        raise ValidationError(f"id={str(b['id'])[:60]!r}: differs from the job id in the path ({job_id!r})", field="id")
+        raise Conflict(f"id={str(b['id'])[:60]!r}: differs from the job id in the path ({job_id!r}); "   # RFC 9110 9.3.4: a PUT
+                       "send the same id or leave it out", field="id")                              # inconsistent with its target
     job = Job.from_dict(old) if old else Job(id=job_id, task="external", job_type="task", name=job_id, provider="external",
                                              origin="external")
     job.status = _choice(_required(b, "status", "one of " + ", ".join(STATUSES)), STATUSES, "status")

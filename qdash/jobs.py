@@ -9,14 +9,15 @@ from dataclasses import dataclass, field, asdict
 from typing import Callable
 import numpy as np, pandas as pd, psutil
 from fastcore.basics import patch
-from .config import QdashError, ValidationError, NotFound, Settings, load_settings
+from .config import QdashError, ValidationError, NotFound, Settings, load_settings, has_control
 from .timeutil import iso_ms
 from .lifeline import hold, tie
 
 # %% auto #0
-__all__ = ['JOB_TYPES', 'STATUSES', 'FINISHED', 'TASKS', 'Conflict', 'TooBusy', 'Job', 'Task', 'register_task', 'resolve',
-           'check_task', 'worker_benchmark', 'MPChannel', 'DaskChannel', 'worker_id', 'execute_job', 'run_job',
-           'warm_worker', 'JobRunner', 'write_metrics', 'metric_history', 'calibration_status']
+__all__ = ['JOB_TYPES', 'STATUSES', 'FINISHED', 'TASKS', 'BENCHMARK', 'BENCHMARK_PARAMS', 'Conflict', 'TooBusy', 'Job', 'Task',
+           'register_task', 'params_schema', 'resolve', 'check_task', 'worker_benchmark', 'MPChannel', 'DaskChannel',
+           'worker_id', 'execute_job', 'run_job', 'warm_worker', 'JobRunner', 'write_metrics', 'metric_history',
+           'calibration_status']
 
 # %% ../nbs/03_jobs.ipynb #c005
 class Conflict(QdashError):
@@ -76,6 +77,7 @@ class Task:
     job_type: str = "task"
     validate: str|Callable|None = None
     help: str = ""
+    params: str|dict|None = None   # the OpenAPI schema of the params `validate` accepts (or "module:NAME" of it)
 
 TASKS: dict[str, Task] = {}
 
@@ -84,11 +86,20 @@ def register_task(name:str, # name used by the API, e.g. "calibration"
                   job_type:str="task", # one of JOB_TYPES
                   validate:str|Callable|None=None, # params -> params (normalised), raising ValidationError
                   help:str="", # one line for the task list
+                  params:str|dict|None=None, # OpenAPI schema of the params `validate` accepts, or "module:NAME" of one
                  ) -> Task:
     "Add (or replace) a task in the registry."
     if job_type not in JOB_TYPES: raise ValidationError(f"job_type must be one of {', '.join(JOB_TYPES)}", field="job_type")
-    TASKS[name] = t = Task(name, target, job_type, validate, help)
+    TASKS[name] = t = Task(name, target, job_type, validate, help, params)
     return t
+
+def params_schema(name:str) -> dict:
+    "The schema of task `name`'s params, as its validator checks them (any object when the task states none)."
+    p = TASKS[name].params
+    if isinstance(p, str):
+        mod, _, attr = p.partition(":")
+        p = getattr(importlib.import_module(mod), attr)
+    return p or {"type": "object"}
 
 def resolve(ref:str|Callable) -> Callable:
     "The function a `module:function` reference names (functions are returned as they are)."
@@ -105,12 +116,16 @@ def check_task(name:str, params:dict|None) -> tuple[Task, dict]:
     return t, (resolve(t.validate)(params) if t.validate else params)
 
 # %% ../nbs/03_jobs.ipynb #c012
+BENCHMARK = {"size": (512, 8192), "repeats": (5, 100_000)}   # parameter: (default, most)
+BENCHMARK_PARAMS = {"type": "object", "additionalProperties": False,
+                    "properties": {k: {"type": "integer", "minimum": 1, "maximum": most} for k, (_, most) in BENCHMARK.items()}}
+
 def _check_benchmark(params:dict) -> dict:
-    out = {"size": 512, "repeats": 5}
+    out = {k: d for k, (d, _) in BENCHMARK.items()}
     for k, v in params.items():
         if k not in out: raise ValidationError(f"unknown parameter {k!r} for benchmark; known: size, repeats", field=k)
-        if not isinstance(v, int) or isinstance(v, bool) or not (1 <= v <= (8192 if k == "size" else 100_000)):
-            raise ValidationError(f"{k} must be an integer from 1 to {8192 if k == 'size' else 100_000}", field=k)
+        if not isinstance(v, int) or isinstance(v, bool) or not (1 <= v <= BENCHMARK[k][1]):
+            raise ValidationError(f"{k} must be an integer from 1 to {BENCHMARK[k][1]}", field=k)
         out[k] = v
     return out
 
@@ -133,13 +148,13 @@ def worker_benchmark(size:int=512, # matrix side: size×size float64
             "repeats_done": len(flops), "size": size}
 
 register_task("benchmark", "qdash.jobs:worker_benchmark", "benchmark", _check_benchmark,
-              "measure the worker's matmul GFLOP/s and memory copy GB/s")
+              "measure the worker's matmul GFLOP/s and memory copy GB/s", BENCHMARK_PARAMS)
 
 # %% ../nbs/03_jobs.ipynb #c014
 register_task("calibration", "qdash.calibrate:run_calibration", "calibration", "qdash.calibrate:check_run_params",
-              "a VQE or QAOA calibration run, scored by ψ, ρ and ω")
+              "a VQE or QAOA calibration run, scored by ψ, ρ and ω", "qdash.calibrate:RUN_PARAMS")
 register_task("retrain", "qdash.drift:retrain", "training", "qdash.drift:check_retrain_params",
-              "train and register a forecasting model on exported telemetry (data_path)")
+              "train and register a forecasting model on exported telemetry (data_path)", "qdash.drift:RETRAIN_PARAMS")
 
 # %% ../nbs/03_jobs.ipynb #c017
 class MPChannel:
@@ -377,7 +392,7 @@ def write_metrics(store, job_type:str, # the series: a job type such as "calibra
                  ) -> bool:
     "A job result as one point of the `job_type` series: finite numbers as fields, short text as tags; whether one was written."
     nums = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
-    labels = {k: v for k, v in metrics.items() if isinstance(v, str) and 0 < len(v) <= 64 and v.isprintable()
+    labels = {k: v for k, v in metrics.items() if isinstance(v, str) and 0 < len(v) <= 64 and not has_control(v)
               and k not in ("task", "job", "worker", "time")}
     if not nums: return False
     ids = {k: v for k, v in (("task", task), ("job", job), ("worker", worker)) if v is not None}

@@ -7,14 +7,14 @@ from __future__ import annotations
 import re, time as _time
 from dataclasses import dataclass
 import numpy as np, orjson, pandas as pd, pyarrow as pa, pyarrow.compute as pc
-from .config import ValidationError
+from .config import ValidationError, has_control
+
 
 # %% auto #0
 __all__ = ['TIME_MIN', 'TIME_MAX', 'TIME_RANGE', 'check_name', 'check_times', 'Batch', 'prepare', 'line_array', 'batch_lines',
            'lines_body', 'to_line_protocol', 'parse_line_protocol', 'frames_from_points']
 
 # %% ../nbs/00a_lineproto.ipynb #c005
-_re_ctrl = re.compile(r"[\x00-\x1f\x7f]")
 _re_bs = re.compile(r'\\(?=[,= "\\]|\Z)')
 
 def check_name(s, # a measurement, tag or field name, or a tag value
@@ -22,7 +22,8 @@ def check_name(s, # a measurement, tag or field name, or a tag value
               ) -> str:
     "`s` if line protocol can carry it exactly, else a `ValidationError` saying why."
     if not isinstance(s, str) or not s: raise ValidationError(f"{what} must be a non-empty string, got {s!r}", field=what)
-    if _re_ctrl.search(s): raise ValidationError(f"{what} {s!r} contains a newline or control character, which line protocol cannot carry", field=what)
+    if has_control(s):   # qdash refuses control characters in all text (check_text); line protocol cannot carry a newline
+        raise ValidationError(f"{what} {s!r} contains a newline or other control character, which qdash refuses in text", field=what)
     if _re_bs.search(s):
         raise ValidationError(f"{what} {s!r} has a backslash at its end or before a backslash, ',', '=', ' ' or '\"', "
                               "which line protocol cannot carry unambiguously", field=what)

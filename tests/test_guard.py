@@ -21,6 +21,7 @@ CONNS = 6               # [limits] connections_per_address
 WS_ADDR, WS_KEY = 2, 3  # [limits] ws_per_address, ws_per_key
 FAILS = 5               # [limits] auth_failures per minute
 SHORT_KEY = "short-key-123"   # 13 characters, in a key file others may read: the hub starts, with two warnings
+OTHER_KEY = "wall-viewer-key-0123456789"   # a second key ([auth] keys_file), for the per-key WebSocket cap
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,9 @@ def hub(tmp_path_factory):
     d = tmp_path_factory.mktemp("guard-hub")
     (d / "api_key").write_text(SHORT_KEY + "\n")
     os.chmod(d / "api_key", 0o644)
-    env = {"QDASH__COLLECT__SOURCES": "", "QDASH__SERVER__UPDATE_INTERVAL": "200ms", "QDASH__MODEL__DIR": "no-model",
+    (d / "keys").write_text(f"# name role key\nwall viewer {OTHER_KEY}\n")
+    os.chmod(d / "keys", 0o600)
+    env = {"QDASH__COLLECT__SOURCES": "", "QDASH__AUTH__KEYS_FILE": str(d / "keys"), "QDASH__SERVER__UPDATE_INTERVAL": "200ms", "QDASH__MODEL__DIR": "no-model",
            "QDASH__SERVER__REQUEST_DEADLINE": f"{DEADLINE_S}s", "QDASH__SERVER__MAX_WS_CLIENTS": "20",
            "QDASH__LIMITS__CONNECTIONS_PER_ADDRESS": str(CONNS), "QDASH__LIMITS__WS_PER_ADDRESS": str(WS_ADDR),
            "QDASH__LIMITS__WS_PER_KEY": str(WS_KEY), "QDASH__LIMITS__AUTH_FAILURES": f"{FAILS}/minute",
@@ -141,8 +144,9 @@ def test_connections_per_address_are_capped_others_still_served(hub):
     assert again.get(hub.url + "/health").status_code == 200                # slots come back when connections close
 
 
-def ws(hub, path="/ws", source="127.0.0.1"):
-    return connect(f"ws://127.0.0.1:{hub.port}{path}", additional_headers={"X-API-Key": hub.api_key}, local_addr=(source, 0))
+def ws(hub, path="/ws", source="127.0.0.1", key=None):
+    "A WebSocket client from the loopback address `source` (its socket bound there), with `key` (default the hub's)."
+    return connect(f"ws://127.0.0.1:{hub.port}{path}", additional_headers={"X-API-Key": key or hub.api_key}, local_addr=(source, 0))
 
 
 async def refused(c, timeout=5.0) -> tuple[int|None, str|None]:
@@ -183,17 +187,30 @@ def test_ws_per_address_cap_leaves_room_for_another_client(hub):
     asyncio.run(go())
 
 
-def test_ws_per_key_cap(hub):
+def test_ws_per_key_cap_holds_across_addresses_and_leaves_room_for_another_key(hub):
+    "Item 12: one key spread over several addresses is capped per key (not only per address); another key still gets in."
+    assert WS_KEY > WS_ADDR     # so that only distinct addresses let one key reach its own cap
     no_ws_clients(hub)
 
     async def go():
-        mine = [await ws(hub, source=f"127.0.0.{7 + i}") for i in range(WS_KEY)]   # one key, one address each
+        addrs = [f"127.0.0.{7 + i}" for i in range(WS_KEY)]
+        mine = [await ws(hub, source=a) for a in addrs]                    # one key, one address each
+        others = []
         try:
-            for c in mine: await asyncio.wait_for(c.recv(), 5)
-            code, reason = await refused(await ws(hub, source="127.0.0.20"))
-            assert code == 1013 and "ws_per_key" in reason and hub.api_key not in reason
+            for c in mine: assert await asyncio.wait_for(c.recv(), 5)    # all served: the guard counts each address apart
+            for src in ("127.0.0.20", addrs[0]):                           # a fresh address, and one the key already uses
+                code, reason = await refused(await ws(hub, source=src))
+                assert code == 1013 and "ws_per_key" in reason and hub.api_key not in reason, (src, code, reason)
+            others.append(await ws(hub, source="127.0.0.21", key=OTHER_KEY))   # another key, from a new address: served
+            others.append(await ws(hub, source=addrs[0], key=OTHER_KEY))       # and from an address the first key holds once
+            for c in others: assert await asyncio.wait_for(c.recv(), 5)
+            code, reason = await refused(await ws(hub, source=addrs[0], key=OTHER_KEY))   # that address's third: its own cap
+            assert code == 1013 and "ws_per_address" in reason and addrs[0] in reason, (code, reason)
         finally:
-            for c in mine: await c.close()
+            for c in mine + others: await c.close()
+        await asyncio.sleep(0.3)
+        async with ws(hub, source="127.0.0.20") as back:                   # the key's slots come back when its clients leave
+            assert await asyncio.wait_for(back.recv(), 5)
     asyncio.run(go())
 
 

@@ -150,10 +150,17 @@ def test_host_jobs_listed_beside_the_runners(client):
 
 @pytest.mark.parametrize("body,field", [({"status": "exploded"}, "status"), ({"status": "running", "progress": 150}, "progress"),
                                         ({"status": "running", "colour": "red"}, "colour"), ({"name": "no status"}, "status"),
-                                        ({"status": "running", "id": "other"}, "id"), ({"status": "running", "start_time": "soon"}, "start_time")])
+                                        ({"status": "running", "start_time": "soon"}, "start_time"),
+                                        ({"status": "running", "start_time": "2025-01-15"}, "start_time")])   # RFC 3339: a time too
 def test_bad_host_jobs_are_422(hub, body, field):
     r = httpx.put(hub.url + "/api/jobs/job-bad", json=body, headers=H(hub))
     assert r.status_code == 422 and names(r, field), r.text
+
+
+def test_host_job_whose_id_is_not_the_paths_is_409(hub):
+    "RFC 9110 9.3.4: a PUT whose body contradicts its target is a conflict (the body is well formed; a schema cannot see the path)."
+    r = httpx.put(hub.url + "/api/jobs/job-bad", json={"status": "running", "id": "other"}, headers=H(hub))
+    assert r.status_code == 409 and r.json()["detail"].startswith("id='other': differs from the job id in the path"), r.text
 
 
 def test_host_counters_add_to_the_runners_and_are_replaced(hub, client):

@@ -82,6 +82,8 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
     app.register_listener(_close, "after_server_stop")
     for t in sorted(set().union(*(m.route.tags for m in ROUTE_MODULES))): app.ext.openapi.tag(t)   # a stable order
     app.blueprint(Blueprint.group(*status.route.blueprints(*(m.route for m in ROUTE_MODULES[1:]))))
+    for m in ROUTE_MODULES:   # schemas the routes refer to by name (`Routes.component`)
+        for name, schema in m.route.components.items(): app.ext.openapi.add_component("schemas", name, schema)
     for r in app.router.routes:   # Sanic wraps WebSocket handlers; the wrapper is what sanic-ext documents
         if r.extra.websocket: openapi.exclude()(r.handler)
     return app

@@ -12,15 +12,15 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse
 from sanic_ext import openapi
 from sanic_ext.extensions.openapi.types import Integer, Schema
-from ..config import QdashError, ValidationError, Unavailable
+from ..config import QdashError, ValidationError, Unavailable, TEXT_PATTERN
 from .guard import ROLES, Identity, acting_user
 log = logging.getLogger("qdash.hub.http")
 
 # %% auto #0
 __all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'TEXT_Q', 'FLAG_Q', 'READ_METHODS', 'FORBIDDEN', 'TIME_Q', 'EVERY_Q',
-           'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error', 'doc', 'Forbidden',
-           'needed_role', 'caller', 'by_whom', 'mark_admin', 'Routes', 'json_object', 'part', 'off_loop', 'cached',
-           'per_version']
+           'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error', 'text_schema', 'doc',
+           'Forbidden', 'needed_role', 'caller', 'by_whom', 'mark_admin', 'Routes', 'json_object', 'part', 'off_loop',
+           'cached', 'per_version']
 
 # %% ../../nbs/hub/00_http.ipynb #4b73b205
 class Unauthorized(QdashError):
@@ -101,6 +101,12 @@ OBJ, ARR = {"type": "object"}, {"type": "array", "items": {"type": "object"}}
 TEXT_Q = {"type": "string", "minLength": 1}            # a query value; an empty one is refused (leave it out instead)
 FLAG_Q = {"type": "string", "enum": ["true", "false"]}  # a query flag (`_flag`)
 
+def text_schema(most:int=200, # longest allowed, as `check_text`'s `most`
+                least:int=1,  # shortest allowed
+                **kw):        # more of the schema (nullable, description, ...)
+    "The schema of text that `qdash.config.check_text` accepts: its lengths, and its no-control-character rule as `pattern`."
+    return {"type": "string", "minLength": least, "maxLength": most, "pattern": TEXT_PATTERN, **kw}
+
 def _param_schema(typ): # "string", "integer" (1..1,000,000, as `_limit`) or a JSON schema
     return Schema(**typ) if isinstance(typ, dict) else Integer(minimum=1, maximum=1_000_000) if typ == "integer" else Schema(**TEXT_Q)
 
@@ -168,7 +174,7 @@ def mark_admin(f):
 # %% ../../nbs/hub/00_http.ipynb #8d6b893d
 class Routes:
     "One route module's handlers: `@route(group, method, uri, **ctx)` records one; `blueprints()` builds them."
-    def __init__(self): self.table: list[tuple] = []
+    def __init__(self): self.table, self.components = [], {}   # routes; schemas the document names (`component`)
     def __call__(self, group:str, # blueprint the route belongs to
                  method:str, # GET, POST, DELETE, or WS for a WebSocket
                  uri:str, name:str|None=None, **ctx):
@@ -188,6 +194,11 @@ class Routes:
             if method == "WS": bp.add_websocket_route(f, uri, name=name, **kw)
             else: bp.add_route(f, uri, methods=[method], name=name, **kw)
         return list(bps.values())
+    def component(self, name:str, # the schema's name in the document's components/schemas
+                  schema:dict) -> dict:
+        "Record `schema` under `name` for the OpenAPI document (e.g. for a `oneOf` with a discriminator); a `$ref` to it."
+        self.components[name] = schema
+        return {"$ref": f"#/components/schemas/{name}"}
     @property
     def tags(self) -> set[str]: return {getattr(r[3], "doc_tag", None) for r in self.table} - {None}
 

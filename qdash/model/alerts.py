@@ -11,7 +11,7 @@ from .risk import LEVELS, level_of, alert_badge, fmt_minutes, fmt_span
 from ..timeutil import utc, iso
 
 # %% auto #0
-__all__ = ['KINDS', 'STALE_LEVEL', 'AlertEngine']
+__all__ = ['KINDS', 'SILENCE_KINDS', 'STALE_LEVEL', 'AlertEngine']
 
 # %% ../../nbs/model/07_alerts.ipynb #c005
 _RANK = {name: i for i, (name, *_) in enumerate(reversed(LEVELS))}   # healthy 0 ... critical 3
@@ -147,6 +147,7 @@ def ack(self:AlertEngine, alert_id:str, # the alert's id
         return self._view(a, t)
 
 KINDS = ("risk", "stale")   # what an alert is about: a risk score, or a server gone quiet
+SILENCE_KINDS = (*KINDS, "*")   # what a silence may cover: one kind, or both ("*"; None means the same)
 
 @patch
 def silence(self:AlertEngine, server:str|None=None, # the server to silence; None (or "*") silences all
@@ -154,8 +155,9 @@ def silence(self:AlertEngine, server:str|None=None, # the server to silence; Non
             reason:str="", by:str|None=None, now=None,
             kind:str|None=None) -> dict: # only alerts of this kind (risk or stale); None (or "*") silences both
     "Silence the alerts matching `server` and `kind` for a while; the silence record."
-    kind = kind or "*"
-    if kind not in ("*", *KINDS): raise ValidationError(f"kind={kind!r}: expected one of {', '.join(KINDS)} (or * for both)", field="kind")
+    kind = "*" if kind is None else kind           # the one check of a silence's kind (the hub's route and schema defer to it)
+    if not (isinstance(kind, str) and kind in SILENCE_KINDS):
+        raise ValidationError(f"kind={str(kind)[:40]!r}: expected one of {', '.join(KINDS)}, or * (or none) for both", field="kind")
     try: secs = parse_duration(duration)
     except ValueError: raise ValidationError(f"duration={duration!r}: expected a duration such as 30min or 2h", field="duration") from None
     if secs <= 0: raise ValidationError(f"duration={duration!r}: expected a positive duration", field="duration")

@@ -91,12 +91,12 @@ def _path(self:ModelRegistry, name:str) -> Path:
     if not isinstance(name, str) or not name or "\x00" in name:
         raise ValidationError("model_path: expected a model name in the registry", field="model_path")
     p = Path(name)
-    if p.is_absolute() or ".." in p.parts or name.startswith("~"):
-        raise ValidationError(f"model_path {name!r}: expected a model name in the registry (such as 'tft-fleet45' or "
+    if p.is_absolute() or ".." in p.parts or name.startswith("~"):   # not a model of the registry: 404, as any unknown name
+        raise NotFound(f"model_path {name!r}: expected a model name in the registry (such as 'tft-fleet45' or "
                               f"'{self.dir.name}/tft-fleet45'); absolute paths and '..' are refused", field="model_path")
     here = Path(os.path.normpath(Path.cwd() / p.parent))       # `models/tft-x` names the model `tft-x` of a registry `models`
     if len(p.parts) > 1 and here != Path(os.path.normpath(self.dir.absolute())):
-        raise ValidationError(f"model_path {name!r}: expected a model name in the registry (such as 'tft-fleet45' or "
+        raise NotFound(f"model_path {name!r}: expected a model name in the registry (such as 'tft-fleet45' or "
                               f"'{self.dir.name}/tft-fleet45'); paths outside it are refused", field="model_path")
     q = self.dir / p.name
     try: inside = q.resolve(strict=True).parent == self.dir.resolve(strict=True)   # a symlink out of the registry is not in it

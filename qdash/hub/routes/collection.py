@@ -6,7 +6,8 @@
 from __future__ import annotations
 import asyncio
 from ...config import safe_dict
-from ..http import Routes, off_loop, doc, reply, part, _schema, ARR
+from ...collect.feed import MAX_TEXT, TIME_MAX
+from ..http import Routes, off_loop, doc, reply, part, text_schema, _schema, ARR
 route = Routes()
 
 # %% auto #0
@@ -53,10 +54,22 @@ async def collect_config(request):
     return reply({"collect": d["collect"], "store": d["store"]})
 
 # %% ../../../nbs/hub/routes/00b_collection.ipynb #0c5b9d34
+_FEED_TEXT = text_schema(MAX_TEXT)                                   # a tag value (qdash.lineproto.check_name adds backslash rules)
+_FEED_TIME = {"description": "ISO 8601 text or epoch seconds, from 1970 up to 2262 and at most [store] max_future (default 1h) "
+                             "ahead of the hub's clock: the one bound a static document cannot state, since it moves with now",
+              "anyOf": [{"type": "string", "minLength": 1},
+                        {"type": "number", "minimum": 0, "maximum": TIME_MAX.timestamp(), "exclusiveMaximum": True}]}
 FEED_RECORD = {"type": "object", "description": (
     "One reading: `server` (or seed 004's `server_name`) names the server; `time` (or `timestamp`) is ISO 8601 or epoch "
     "seconds, default now; `measurement` defaults to vm; text fields such as `profile` are tags; every other field is a "
-    "number (cpu_pct, mem_pct, swap_pct, iowait_pct, load1, disk_*_bytes_per_s, net_*_bytes_per_s, ...)."),
+    "number (cpu_pct, mem_pct, swap_pct, iowait_pct, load1, disk_*_bytes_per_s, net_*_bytes_per_s, ...). What this "
+    "schema cannot state (OpenAPI 3.0.3 has no propertyNames, and two rules depend on the hub's state): field names are "
+    "identifiers (letters, digits, _; not starting with a digit); a field keeps the kind the store already holds; "
+    "a record has at least one numeric or boolean field; a time is at most [store] max_future ahead of now."),
+    "properties": {"server": _FEED_TEXT, "server_name": _FEED_TEXT, "time": _FEED_TIME, "timestamp": _FEED_TIME,
+                   "measurement": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}},
+    "additionalProperties": {"anyOf": [{"type": "number"}, {"type": "boolean"}, _FEED_TEXT]},
+    "anyOf": [{"required": ["server"]}, {"required": ["server_name"]}],
     "example": {"server_name": "web-07", "timestamp": "2026-01-15T10:00:00Z", "profile": "web", "cpu_pct": 71.5, "mem_pct": 88.2}}
 FEED_BODY = {"application/json": {"type": "array", "items": FEED_RECORD, "minItems": 1,
                                   "example": [FEED_RECORD["example"], {"server": "db-01", "time": 1768471200, "mem_pct": 64.0}]},

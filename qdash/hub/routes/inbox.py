@@ -5,14 +5,16 @@
 # %% ../../../nbs/hub/routes/07_inbox.ipynb #c002
 from __future__ import annotations
 import asyncio
-from ...inbox import put_job, report_calibration, put_counters, add_alert, set_health, COUNTERS, HEALTH, ALERT_LEVELS
+from ...inbox import put_job, report_calibration, put_counters, add_alert, set_health, COUNTERS, HEALTH, ALERT_LEVELS, TIME_ALIASES, TIME_PATTERN
 from ...jobs import JOB_TYPES, STATUSES
-from ..http import Routes, doc, reply, json_object, part, _schema, OBJ
+from ...config import CONTROL_CHARS
+from ..http import Routes, doc, reply, json_object, part, text_schema, _schema
 route = Routes()
 
 # %% auto #0
-__all__ = ['route', 'TEXT', 'NUM', 'INT', 'TIME', 'JOB_BODY', 'JOB', 'SCORE', 'CALIBRATION_BODY', 'COUNTERS_BODY', 'ALERT_BODY',
-           'HEALTH_BODY', 'put_external_job', 'calibration_telemetry', 'put_job_counters', 'post_alert', 'put_health']
+__all__ = ['route', 'ID', 'TEXT', 'NUM', 'INT', 'TIME', 'METRICS', 'JOB_BODY', 'JOB', 'SCORE', 'CALIBRATION_BODY',
+           'COUNTERS_BODY', 'ALERT_BODY', 'HEALTH_BODY', 'put_external_job', 'calibration_telemetry',
+           'put_job_counters', 'post_alert', 'put_health']
 
 # %% ../../../nbs/hub/routes/07_inbox.ipynb #c006
 async def _report(request, fn, *args):
@@ -22,22 +24,32 @@ async def _report(request, fn, *args):
     for name in ("status", "metrics"): request.app.ctx.cache.pop(name, None)
     return out
 
-def _txt(most:int=200, **kw): return {"type": "string", "minLength": 1, "maxLength": most, **kw}   # as qdash.inbox's _text
-def _closed(s:dict) -> dict: return {**s, "additionalProperties": False}                          # qdash.inbox refuses unknown fields
+_txt = text_schema                                                                                 # as qdash.inbox's _text
+ID = _txt(128, pattern=f"^[^/{CONTROL_CHARS}]*$")                                                  # as qdash.inbox's check_id
+def _closed(s:dict, **kw) -> dict: return {**s, "additionalProperties": False, **kw}             # qdash.inbox refuses unknown fields
 TEXT, NUM, INT = {"type": "string"}, {"type": "number"}, {"type": "integer", "minimum": 0}
-TIME = {"type": "string", "format": "date-time", "nullable": True}
+TIME = {"type": "string", "format": "date-time", "pattern": TIME_PATTERN, "nullable": True}   # as qdash.inbox's _time
+METRICS = {"type": "object", "maxProperties": 100,                                                # as qdash.inbox's _metrics
+           "additionalProperties": {"anyOf": [{"type": "number", "nullable": True}, {"type": "string"}, {"type": "boolean"}]}}
 JOB_BODY = _closed(_schema({"name": _txt(), "status": {"type": "string", "enum": list(STATUSES)},
                     "progress": {"type": "number", "minimum": 0, "maximum": 100}, "provider": _txt(64),
                     "vm_name": _txt(nullable=True), "job_type": {"type": "string", "enum": list(JOB_TYPES)},
-                    "started_at": TIME, "completed_at": TIME, "start_time": TIME, "end_time": TIME, "metrics": OBJ,
-                    "error": _txt(2000, nullable=True), "id": _txt(128, pattern="^[^/]*$")}, required=["status"]))
+                    "started_at": TIME, "completed_at": TIME, "start_time": TIME, "end_time": TIME, "metrics": METRICS,
+                    "error": _txt(2000, nullable=True), "id": ID}, required=["status"]),
+                   # seed 001's names are aliases: one of each pair (qdash.inbox.TIME_ALIASES)
+                   allOf=[{"not": {"required": [alias, name]}} for alias, name in TIME_ALIASES.items()],
+                   description="start_time and end_time are seed 001's names for started_at and completed_at: send one of each pair. "
+                               "An id, if given, is the path's (else 409).")
 JOB = _schema({"id": TEXT, "origin": {"type": "string", "enum": ["hub", "external"]}, "status": TEXT, "vm_name": {"type": "string", "nullable": True}},
               required=["id", "origin", "status"])
 SCORE = {"type": "number", "minimum": 0, "maximum": 1}
 CALIBRATION_BODY = _closed(_schema({"psi": SCORE, "rho": SCORE, "omega": SCORE, "algorithm": {"type": "string", "enum": ["VQE", "QAOA"]},
                             "mode": {"type": "string", "enum": ["Explore", "Exploit", None], "nullable": True},   # OpenAPI 3.0: null listed too
-                            "job_id": _txt(128, pattern="^[^/]*$", nullable=True),
-                            "status": {"type": "string", "enum": list(STATUSES)}}, required=["psi", "rho", "omega", "algorithm"]))
+                            "job_id": {**ID, "nullable": True},
+                            "status": {"type": "string", "enum": list(STATUSES)}}, required=["psi", "rho", "omega", "algorithm"]),
+                           # status is that job's: with a job_id (a string, not null), or not at all
+                           anyOf=[{"not": {"required": ["status"]}}, {"required": ["job_id"], "properties": {"job_id": {"type": "string"}}}],
+                           description="`status` is the status of the job `job_id`: give it only together with a `job_id`.")
 COUNTERS_BODY = _closed(_schema({k: {**INT, "maximum": 10**15} for k in COUNTERS}))
 ALERT_BODY = _closed(_schema({"level": {"type": "string", "enum": list(ALERT_LEVELS)}, "message": _txt(1000), "source": _txt(64)},
                              required=["level", "message"]))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import unquote
 from ...config import ValidationError, Unavailable
-from ...jobs import JOB_TYPES, STATUSES, TASKS, metric_history
+from ...jobs import JOB_TYPES, STATUSES, TASKS, metric_history, params_schema
+from ...calibrate import RUN_PARAMS
 from ..http import Routes, off_loop, doc, reply, records, json_object, part, by_whom, OBJ, ARR, _schema, _opt, _known_args, _limit
 route = Routes()
 
@@ -50,10 +51,7 @@ async def jobs_one(request, job_id:str):
     return reply(await _call(request, "get", job_id))
 
 # %% ../../../nbs/hub/routes/01_jobs.ipynb #c010
-CALIBRATION_BODY = {"application/json": {**_schema({"algorithm": {"type": "string", "enum": ["VQE", "QAOA"]},
-                                                 "mode": {"type": "string", "enum": ["Explore", "Exploit"]},
-                                                 "params": {"type": "object", "nullable": True}, "trials": {"type": "integer", "minimum": 2, "maximum": 64},
-                                                 "seed": {"type": "integer", "minimum": 0, "nullable": True}}, required=[]), "additionalProperties": False}}
+CALIBRATION_BODY = {"application/json": RUN_PARAMS}   # qdash.calibrate's statement of what check_run_params accepts
 
 @route("jobs", "POST", "/api/control/start_calibration")
 @doc("Start a calibration run", "calibration", _schema({"job_id": {"type": "string"}, "message": {"type": "string"}}),
@@ -72,11 +70,18 @@ async def calibration_history(request):
     return reply(await off_loop(request.app, metric_history, part(request, "store", "store"), "calibration", limit))
 
 # %% ../../../nbs/hub/routes/01_jobs.ipynb #c012
-TASK_BODY = {"application/json": {**_schema({"task": {"type": "string", "enum": sorted(TASKS)}, "params": OBJ,
-                                             "name": {"type": "string"}}, required=["task"]), "additionalProperties": False}}
+def _task_body(name:str) -> dict:
+    "The body that submits task `name`: its params as the task's validator checks them (`qdash.jobs.params_schema`)."
+    p = {k: v for k, v in params_schema(name).items() if k != "nullable"}   # params, when given, is an object (null is refused)
+    return {**_schema({"task": {"type": "string", "enum": [name]}, "params": p, "name": {"type": "string"}}, required=["task"]),
+            "additionalProperties": False}
+
+TASK_BODY = {"application/json": {"oneOf": [route.component(f"task_{n}", _task_body(n)) for n in sorted(TASKS)],
+                                  "discriminator": {"propertyName": "task",
+                                                    "mapping": {n: f"#/components/schemas/task_{n}" for n in sorted(TASKS)}}}}
 
 @route("tasks", "POST", "/api/tasks")
-@doc("Submit a task", "tasks", JOB, errors=(422, 429, 503), body=TASK_BODY, status=201)
+@doc("Submit a task", "tasks", JOB, errors=(404, 422, 429, 503), body=TASK_BODY, status=201)   # 404: a retrain data_path that is not there
 async def tasks_submit(request):
     b = json_object(request)
     unknown = sorted(set(b) - {"task", "params", "name"})

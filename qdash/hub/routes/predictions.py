@@ -5,10 +5,11 @@
 # %% ../../../nbs/hub/routes/03_predictions.ipynb #c002
 from __future__ import annotations
 import asyncio
-from ...config import ValidationError
+from ...config import ValidationError, check_text
 from ...jobs import Conflict, FINISHED
+from ...model.alerts import SILENCE_KINDS
 from ..http import (Routes, off_loop, doc, reply, json_object, part, by_whom, per_version, _schema, _opt, _known_args, _flag, _limit,
-                            OBJ, ARR, FLAG_Q, EVERY_Q, _every)
+                            text_schema, OBJ, ARR, FLAG_Q, EVERY_Q, _every)
 route = Routes()
 
 # %% auto #0
@@ -52,7 +53,7 @@ async def alerts_ack(request, alert_id:str):
     return reply(await asyncio.to_thread(_forecasting(request).alerts.ack, alert_id, by))
 
 _NTEXT = {"type": "string", "nullable": True}   # null: as if left out
-SILENCE_BODY = {"application/json": {**_schema({"server": _NTEXT, "kind": {"type": "string", "enum": ["risk", "stale", None], "nullable": True},
+SILENCE_BODY = {"application/json": {**_schema({"server": _NTEXT, "kind": {"type": "string", "enum": [*SILENCE_KINDS, None], "nullable": True},
                                                 "duration": {**EVERY_Q, "nullable": True}, "reason": _NTEXT, "by": _NTEXT},
                                                required=[]), "additionalProperties": False}}
 
@@ -66,11 +67,8 @@ async def alerts_silence(request):
     if duration is None: duration = "1h"                  # left out or null: an hour
     try: _every(duration)                          # as the schema says: a whole number of s, min, h or d
     except ValueError: raise ValidationError(f"duration={duration[:40]!r}: expected a duration such as 30min or 2h", field="duration") from None
-    kind = _text(b, "kind")
-    if kind is not None and kind not in ("risk", "stale"):   # as the schema says (left out or null: both kinds)
-        raise ValidationError(f"kind={kind[:40]!r}: expected risk or stale (leave it out for both)", field="kind")
-    args = dict(server=_text(b, "server"), kind=kind, duration=duration, reason=_text(b, "reason") or "",
-                by=by_whom(request, _text(b, "by")))
+    args = dict(server=_text(b, "server"), kind=b.get("kind"), duration=duration,   # kind: the engine checks it
+                reason=_text(b, "reason") or "", by=by_whom(request, _text(b, "by")))
     return reply(await asyncio.to_thread(_forecasting(request).alerts.silence, **args))
 
 # %% ../../../nbs/hub/routes/03_predictions.ipynb #c014b
@@ -118,15 +116,13 @@ async def admin_models(request):
 
 @route("admin", "POST", "/admin/reload-model")
 @doc("Load a model and make it the serving one", "admin", OBJ,
-     params=[("model_path", "string", "a model in the registry: its name, or the registry's relative path to it such as "
+     params=[("model_path", text_schema(1024), "a model in the registry: its name, or the registry's relative path to it such as "
               "models/tft-fleet45 (default: the active model); paths outside [model] dir are refused", False)],
      errors=(404, 422, 503))
 async def admin_reload(request):
     _known_args(request, ("model_path",))
     f, path = _forecasting(request), _opt(request, "model_path")
-    if path is not None and (len(path) > 1024 or not path.isprintable()):
-        raise ValidationError("model_path: expected a model name in the registry (printable, at most 1024 characters)",
-                              field="model_path")
+    if path is not None: check_text(path, "model_path", 1024)
     try: card = await asyncio.to_thread(f.registry.reload, path)
     except OSError: raise ValidationError(f"model_path {path!r}: the model cannot be read", field="model_path") from None
     return reply({"success": True, "message": f"model {card['name']} is serving", "model": card})
