@@ -536,6 +536,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'qdash.collect.wal.Wal._write': ('collect/wal.html#wal._write', 'qdash/collect/wal.py'),
                                    'qdash.collect.wal.Wal.append': ('collect/wal.html#wal.append', 'qdash/collect/wal.py'),
                                    'qdash.collect.wal.Wal.close': ('collect/wal.html#wal.close', 'qdash/collect/wal.py'),
+                                   'qdash.collect.wal.Wal.closed': ('collect/wal.html#wal.closed', 'qdash/collect/wal.py'),
                                    'qdash.collect.wal.Wal.done': ('collect/wal.html#wal.done', 'qdash/collect/wal.py'),
                                    'qdash.collect.wal.Wal.points': ('collect/wal.html#wal.points', 'qdash/collect/wal.py'),
                                    'qdash.collect.wal.Wal.sync': ('collect/wal.html#wal.sync', 'qdash/collect/wal.py'),

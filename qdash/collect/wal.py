@@ -143,6 +143,8 @@ class Wal:
     @property
     def points(self) -> int: return sum(self._open.values())
     def __repr__(self): return f"Wal({self.path}, batches={len(self)}, files={len(self._segs)})"
+    @property
+    def closed(self) -> bool: return self._fd is None
 
 # %% ../../nbs/collect/02a_wal.ipynb #w010
 @patch

@@ -156,6 +156,7 @@ def _wal_encode(self:Writer, m, frame, tags):
 
 @patch
 def _wal_append(self:Writer, rec) -> int|None:
+    if self.wal.closed: return None          # put after `stop`: the batch waits in memory; `start` opens the file again
     try: return self.wal.append(*rec)
     except OSError as e: self._wal_error(e); return None
 
