@@ -991,6 +991,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'qdash.drift._shares_sorted': ('drift.html#_shares_sorted', 'qdash/drift.py'),
                              'qdash.drift._status_of': ('drift.html#_status_of', 'qdash/drift.py'),
                              'qdash.drift.check_retrain_params': ('drift.html#check_retrain_params', 'qdash/drift.py'),
+                             'qdash.drift.exported': ('drift.html#exported', 'qdash/drift.py'),
                              'qdash.drift.fleet_window': ('drift.html#fleet_window', 'qdash/drift.py'),
                              'qdash.drift.ks_distance': ('drift.html#ks_distance', 'qdash/drift.py'),
                              'qdash.drift.psi': ('drift.html#psi', 'qdash/drift.py'),

@@ -15,7 +15,7 @@ from .timeutil import utc, iso
 # %% auto #0
 __all__ = ['FEATURES', 'METRICS', 'LEVELS', 'MIN_SLOT', 'ANOMALY_Z', 'PER_STEPS', 'KEEP_PREDICTIONS', 'MIN_BASELINE',
            'RETRAIN_PARAMS', 'season_slot', 'Reference', 'psi', 'ks_distance', 'DriftMonitor', 'fleet_window',
-           'check_retrain_params', 'retrain']
+           'check_retrain_params', 'exported', 'retrain']
 
 # %% ../nbs/09_drift.ipynb #c005
 FEATURES = ("cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "load1")   # inputs watched, where the data has them
@@ -420,6 +420,11 @@ def _serving_recipe(s:Settings) -> tuple[Settings, dict]:
     kw = {k: hp[k] for k in ("hidden_size", "attention_head_size", "dropout", "learning_rate", "batch_size") if k in hp}
     return s, {**kw, "targets": cs.get("targets")}
 
+def exported(path:str|Path) -> bool:
+    "Whether `path` is a file `export_training_data` wrote (a training job deletes only those, never a file an API caller named)."
+    p = Path(path)
+    return p.name.startswith("retrain-") and p.suffix == ".parquet" and p.parent.name in ("drift", "qdash-drift")
+
 def retrain(data_path:str, # Parquet: time, server, profile and the fields
             max_epochs:int=5, name:str|None=None, limit_train_batches:int=32,
             incremental:bool=False, # keep the serving model's step, lengths, targets and sizes
@@ -437,7 +442,8 @@ def retrain(data_path:str, # Parquet: time, server, profile and the fields
         card = fit_tft(frame_to_fleet(df, fields), s, max_epochs=max_epochs, name=name, limit_train_batches=limit_train_batches,
                        progress=(lambda pct, msg: (progress and progress(pct), log and log(msg))), should_stop=should_stop,
                        command="qdash.drift.retrain (a training job of the hub)", **kw)
-    finally: Path(data_path).unlink(missing_ok=True)
+    finally:
+        if exported(data_path): Path(data_path).unlink(missing_ok=True)
     return {"model": card["name"], "path": card.get("path"), "val_loss": card["training"]["val_loss"],
             "mase": card["validation"].get("all", {}).get("mase")}
 
