@@ -8,16 +8,15 @@ import itertools, math, random, time
 from typing import Callable
 import torch
 from .config import QdashError, ValidationError
+from .calibration_params import ALGORITHMS, GRAPHS, MODES, SETTINGS, _canon, check_calibration
 
 # %% auto #0
 __all__ = ['CDT', 'I2', 'X', 'Y', 'Z', 'H', 'CNOT', 'CZ_DIAG', 'H2_BOND_ANGSTROM', 'H2_NUCLEAR_REPULSION', 'H2_ONE_BODY',
-           'H2_TWO_BODY', 'H2_FCI_ENERGY', 'CHEMICAL_ACCURACY', 'BOHR_ANGSTROM', 'VQE_ANSATZE', 'OPTIMIZERS', 'GRAPHS',
-           'ALGORITHMS', 'MODES', 'NODES', 'MAX_EDGES', 'SETTINGS', 'RUN_KEYS', 'RUN_PARAMS', 'SCORES', 'zero_state',
-           'basis_state', 'apply', 'apply_diag', 'probabilities', 'rx', 'ry', 'rz_diag', 'rzz_diag',
-           'single_excitation', 'double_excitation', 'PauliSum', 'two_body_tensor', 'h2_integrals', 'pauli_decompose',
+           'H2_TWO_BODY', 'H2_FCI_ENERGY', 'CHEMICAL_ACCURACY', 'BOHR_ANGSTROM', 'SCORES', 'zero_state', 'basis_state',
+           'apply', 'apply_diag', 'probabilities', 'rx', 'ry', 'rz_diag', 'rzz_diag', 'single_excitation',
+           'double_excitation', 'PauliSum', 'two_body_tensor', 'h2_integrals', 'pauli_decompose',
            'molecular_hamiltonian', 'h2_hamiltonian', 'vqe_n_params', 'vqe_state', 'Problem', 'vqe_problem', 'minimize',
-           'cut_sizes', 'qaoa_state', 'qaoa_problem', 'check_calibration', 'CalibrationCancelled', 'run_calibration',
-           'check_run_params', 'check_point']
+           'cut_sizes', 'qaoa_state', 'qaoa_problem', 'CalibrationCancelled', 'run_calibration', 'check_point']
 
 # %% ../nbs/04_calibrate.ipynb #c005
 CDT = torch.complex128
@@ -255,9 +254,6 @@ def h2_hamiltonian(bond_angstrom:float|None=None # None: the published 0.735 Å 
     return molecular_hamiltonian(h, g, e)
 
 # %% ../nbs/04_calibrate.ipynb #c031
-VQE_ANSATZE = ("uccd", "uccsd", "hea")
-OPTIMIZERS = ("adam", "gd", "spsa")
-
 def vqe_n_params(ansatz:str, depth:int=2, n:int=4) -> int:
     "Number of angles the ansatz takes."
     return {"uccd": 1, "uccsd": 3}.get(ansatz, (depth + 1) * n)
@@ -353,13 +349,6 @@ def minimize(problem:Problem, # what to minimize
     return {"energies": energies, "theta": theta, "iterations": k, "state": problem.state(theta).detach()}
 
 # %% ../nbs/04_calibrate.ipynb #c045
-GRAPHS = {
-    "ring6": [(i, (i + 1) % 6) for i in range(6)],
-    "prism6": [(0, 1), (1, 2), (2, 0), (3, 4), (4, 5), (5, 3), (0, 3), (1, 4), (2, 5)],   # 3-regular
-    "k4": [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)],
-    "petersen10": [(i, (i + 1) % 5) for i in range(5)] + [(i, i + 5) for i in range(5)] + [(5 + i, 5 + (i + 2) % 5) for i in range(5)],
-}
-
 def cut_sizes(edges:list, # [(i, j), ...] node pairs, nodes numbered from 0
               n:int) -> torch.Tensor:
     "Cut size of every one of the 2ⁿ bit strings (wire 0 = most significant bit)."
@@ -391,96 +380,6 @@ def qaoa_problem(edges:list|str="prism6", # edge list or a name in GRAPHS
     return Problem(2 * p, lambda t: qaoa_state(t, edges, n), lambda psi: -(probabilities(psi) * C).sum(), sampled, -best,
                    quality=lambda psi: float(probabilities(psi)[C == best].sum()),
                    accuracy=lambda e: -e / best, tolerance=0.01 * best)
-
-# %% ../nbs/04_calibrate.ipynb #c049
-ALGORITHMS, MODES = ("VQE", "QAOA"), ("Explore", "Exploit")
-
-_BAD = object()   # what a check returns for a value it refuses
-
-class _Setting:
-    "One tunable setting: a parser/validator with an `expected` phrase, a default, an Explore sampler, and its JSON schema."
-    def __init__(self, expected, check, default, sample=None, schema=None):
-        self.expected, self.check, self.default, self.sample, self.schema = expected, check, default, sample, schema or {}
-
-def _choice(*xs, default, sample=None):
-    return _Setting("one of " + ", ".join(xs), lambda v: v if isinstance(v, str) and v in xs else _BAD, default, sample or (lambda r, s: r.choice(xs)),
-                    {"type": "string", "enum": list(xs)})
-
-def _int(lo, hi, default, sample=None):
-    return _Setting(f"an integer from {lo} to {hi}", lambda v: v if type(v) is int and lo <= v <= hi else _BAD, default, sample,
-                    {"type": "integer", "minimum": lo, "maximum": hi})
-
-def _num(lo, hi, default, sample=None):
-    ok = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
-    return _Setting(f"a number from {lo} to {hi}", lambda v: float(v) if ok(v) else _BAD, default, sample,
-                    {"type": "number", "minimum": lo, "maximum": hi})
-
-def _shots():
-    return _Setting("null (exact) or an integer from 1 to 1000000",
-                    lambda v: v if v is None or (type(v) is int and 1 <= v <= 1_000_000) else _BAD, None,
-                    schema={"type": "integer", "minimum": 1, "maximum": 1_000_000, "nullable": True})
-
-NODES, MAX_EDGES = 16, 64   # a graph given as edges: nodes 0..15, at most 64 edges
-
-def _edges(v):
-    if isinstance(v, str): return v if v in GRAPHS else _BAD
-    pair = lambda x: isinstance(x, (list, tuple)) and len(x) == 2 and all(type(i) is int for i in x)   # integers, as the schema says
-    if not (isinstance(v, (list, tuple)) and all(pair(x) for x in v)): return _BAD
-    e = [tuple(x) for x in v]
-    ok = e and all(0 <= a < NODES and 0 <= b < NODES and a != b for a, b in e) and len(e) <= MAX_EDGES
-    return [list(x) for x in e] if ok else _BAD
-
-_EDGE = {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer", "minimum": 0, "maximum": NODES - 1},
-         "enum": [[a, b] for a in range(NODES) for b in range(NODES) if a != b]}   # a != b, spelt out: JSON Schema cannot compare
-                                                                                  # two items (and schemathesis cannot negate an array enum)
-
-def _loguniform(lo, hi): return lambda r, s: math.exp(r.uniform(math.log(lo), math.log(hi)))
-def _optimizer_sample(r, s): return "spsa" if s.get("shots") else r.choice(["adam", "gd"])
-
-_COMMON = dict(
-    optimizer=_choice(*OPTIMIZERS, default="adam", sample=_optimizer_sample),
-    init_scale=_num(0, 3.2, 0.1, lambda r, s: r.uniform(0.05, 0.5)),
-    shots=_shots(),
-    max_iter=_int(1, 10_000, 100))
-SETTINGS = {
-    "VQE": dict(ansatz=_choice(*VQE_ANSATZE, default="uccsd"),
-                depth=_int(1, 8, 1, lambda r, s: r.randint(1, 3)),
-                lr=_num(1e-4, 10, 0.2, _loguniform(0.02, 0.5)), **_COMMON),
-    "QAOA": dict(graph=_Setting("a graph name (" + ", ".join(GRAPHS) + ") or a list of [i, j] edges on at most 16 nodes",
-                                _edges, "prism6", schema={"oneOf": [{"type": "string", "enum": list(GRAPHS)},
-                                                                    {"type": "array", "minItems": 1, "maxItems": MAX_EDGES, "items": _EDGE}]}),
-                 p=_int(1, 8, 2, lambda r, s: r.randint(1, 3)),
-                 lr=_num(1e-4, 10, 0.05, _loguniform(0.01, 0.2)), **_COMMON),
-}
-
-def _canon(value, allowed, field):
-    for a in allowed:
-        if isinstance(value, str) and value.lower() == a.lower(): return a
-    raise ValidationError(f"{field}={value!r}: expected one of {', '.join(allowed)}", field=field)
-
-def check_calibration(algorithm:str="VQE", # "VQE" or "QAOA" (any case)
-                      mode:str="Explore", # "Explore" or "Exploit" (any case)
-                      params:dict|None=None, # settings to fix (Explore) or to start from (Exploit)
-                      trials:int=3, # optimizations per run, at least 2 (ρ needs a spread)
-                     ) -> tuple[str, str, dict, int]:
-    "Validated `(algorithm, mode, params, trials)` with names made canonical; `ValidationError` names the bad field."
-    algorithm, mode = _canon(algorithm, ALGORITHMS, "algorithm"), _canon(mode, MODES, "mode")
-    if type(trials) is not int or not 2 <= trials <= 64:
-        raise ValidationError(f"trials={trials!r}: expected an integer from 2 to 64", field="trials")
-    if params is None: params = {}
-    if not isinstance(params, dict): raise ValidationError(f"params={params!r}: expected an object of settings", field="params")
-    space, out = SETTINGS[algorithm], {}
-    for k, v in params.items():
-        if k not in space:
-            raise ValidationError(f"params.{k}: unknown setting for {algorithm}; allowed: {', '.join(space)}", field=f"params.{k}")
-        checked = space[k].check(v)
-        if checked is _BAD:
-            raise ValidationError(f"params.{k}={v!r}: expected {space[k].expected}", field=f"params.{k}")
-        out[k] = checked
-    if out.get("shots") and out.get("optimizer", "spsa") != "spsa":
-        raise ValidationError(f"params.optimizer={out['optimizer']!r}: with shots the optimizer must be spsa "
-                              "(adam and gd use exact gradients)", field="params.optimizer")
-    return algorithm, mode, out, trials
 
 # %% ../nbs/04_calibrate.ipynb #c052
 class CalibrationCancelled(QdashError):
@@ -555,37 +454,6 @@ def run_calibration(algorithm:str="VQE", # "VQE" (H₂) or "QAOA" (MaxCut)
            "curve": r["energies"]}
     if progress is not None: progress(100.0, {k: out[k] for k in _METRICS})
     return out
-
-# %% ../nbs/04_calibrate.ipynb #c060
-RUN_KEYS = ("algorithm", "mode", "params", "trials", "seed")
-
-def check_run_params(body:dict|None) -> dict:
-    "A calibration job's parameters, validated and completed; `ValidationError` names the bad field."
-    body = dict(body or {})
-    unknown = sorted(set(body) - set(RUN_KEYS))
-    if unknown: raise ValidationError(f"{unknown[0]}: unknown field; allowed: {', '.join(RUN_KEYS)}", field=unknown[0])
-    algorithm, mode, params, trials = check_calibration(body.get("algorithm", "VQE"), body.get("mode", "Explore"),
-                                                        body.get("params"), body.get("trials", 3))
-    seed = body.get("seed")
-    if seed is not None and (type(seed) is not int or seed < 0):
-        raise ValidationError(f"seed={seed!r}: expected a non-negative integer or null", field="seed")
-    return {"algorithm": algorithm, "mode": mode, "params": params, "trials": trials, "seed": seed}
-
-def _settings_schema(algorithm:str) -> dict:
-    "The JSON schema of `params` for `algorithm`: its settings, and shots only with spsa (as `check_calibration`)."
-    return {"type": "object", "nullable": True, "additionalProperties": False,
-            "properties": {k: s.schema for k, s in SETTINGS[algorithm].items()},
-            "anyOf": [{"properties": {"optimizer": {"enum": ["spsa"]}}},                             # spsa, or left out
-                      {"not": {"required": ["shots"], "properties": {"shots": {"type": "integer"}}}}]}   # or no shots
-
-RUN_PARAMS = {   # the OpenAPI (3.0.3) schema of what check_run_params accepts: a calibration job's parameters
-    "type": "object", "additionalProperties": False,
-    "properties": {"algorithm": {"type": "string", "enum": list(ALGORITHMS)}, "mode": {"type": "string", "enum": list(MODES)},
-                   "params": {"type": "object", "nullable": True}, "trials": {"type": "integer", "minimum": 2, "maximum": 64},
-                   "seed": {"type": "integer", "minimum": 0, "nullable": True}},
-    "oneOf": [{"properties": {"algorithm": {"enum": ["VQE"]}, "params": _settings_schema("VQE")}},   # VQE, also when left out
-              {"required": ["algorithm"], "properties": {"algorithm": {"enum": ["QAOA"]}, "params": _settings_schema("QAOA")}}],
-    "description": "params holds the settings of the algorithm: VQE's (the default) or QAOA's."}
 
 # %% ../nbs/04_calibrate.ipynb #c063
 SCORES = {"psi": "ψ, quality", "rho": "ρ, stability", "omega": "ω, efficiency"}

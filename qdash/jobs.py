@@ -151,8 +151,8 @@ register_task("benchmark", "qdash.jobs:worker_benchmark", "benchmark", _check_be
               "measure the worker's matmul GFLOP/s and memory copy GB/s", BENCHMARK_PARAMS)
 
 # %% ../nbs/03_jobs.ipynb #c014
-register_task("calibration", "qdash.calibrate:run_calibration", "calibration", "qdash.calibrate:check_run_params",
-              "a VQE or QAOA calibration run, scored by ψ, ρ and ω", "qdash.calibrate:RUN_PARAMS")
+register_task("calibration", "qdash.calibrate:run_calibration", "calibration", "qdash.calibration_params:check_run_params",
+              "a VQE or QAOA calibration run, scored by ψ, ρ and ω", "qdash.calibration_params:RUN_PARAMS")
 register_task("retrain", "qdash.drift:retrain", "training", "qdash.drift:check_retrain_params",
               "train and register a forecasting model on exported telemetry (data_path)", "qdash.drift:RETRAIN_PARAMS")
 

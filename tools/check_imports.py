@@ -20,7 +20,7 @@ LAYERS = [
     ("base", ["qdash", "qdash.config", "qdash.errors", "qdash.timeutil", "qdash.lineproto"]),
     ("data", ["qdash.store"]),
     ("sources", ["qdash.collect", "qdash.collect.*"]),
-    ("work", ["qdash.jobs", "qdash.lifeline", "qdash.calibrate"]),
+    ("work", ["qdash.jobs", "qdash.lifeline", "qdash.calibration_params", "qdash.calibrate"]),
     ("model", ["qdash.model", "qdash.model.*"]),
     ("fleet", ["qdash.anomaly", "qdash.cascade", "qdash.drift", "qdash.history", "qdash.inbox"]),
     ("services", ["qdash.serving"]),

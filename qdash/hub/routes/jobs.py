@@ -8,7 +8,7 @@ import asyncio
 from urllib.parse import unquote
 from ...config import ValidationError, Unavailable
 from ...jobs import JOB_TYPES, STATUSES, TASKS, metric_history, params_schema
-from ...calibrate import RUN_PARAMS
+from ...calibration_params import RUN_PARAMS
 from ..http import Routes, off_loop, doc, reply, records, json_object, part, by_whom, OBJ, ARR, _schema, _opt, _known_args, _limit
 route = Routes()
 
