@@ -24,3 +24,15 @@ def fed_hub_env(model_dir: Path) -> dict:
     "Settings of a hub that only hears fed data, serves a copy of the shipped model and forecasts every second."
     shutil.copytree(SHIPPED, model_dir / SHIPPED.name)
     return {"QDASH__MODEL__DIR": str(model_dir), "QDASH__COLLECT__SOURCES": "", "QDASH__MODEL__PREDICT_EVERY": "1s", **NO_LIMITS}
+
+
+def next_cycle(hub, after, until=lambda body: True, timeout=90.0) -> dict:
+    "The first /predictions/current payload of a cycle started after `after` (a UTC Timestamp) for which `until` holds."
+    import time
+    import pandas as pd
+    end, body = time.monotonic() + timeout, {}
+    while time.monotonic() < end:
+        body = get(hub, "/predictions/current").json()
+        if pd.Timestamp(body["timestamp"]) > after and until(body): return body
+        time.sleep(0.3)
+    raise AssertionError(f"no such cycle after {after} within {timeout}s; last payload: {body.get('predictions')}")

@@ -1,6 +1,5 @@
 """Issue #17, seed 004's five targets through a real hub over HTTP: swap, I/O wait and load are forecast beside CPU and
 memory; a swap fill and an I/O-wait rise are warned of on their own target; a disk saturation in progress is a breach of iowait_pct."""
-import time
 
 import numpy as np
 import pandas as pd
@@ -8,7 +7,7 @@ import pytest
 
 from qdash.testing import HubProcess
 import hubhttp
-from hubhttp import fed_hub_env, get
+from hubhttp import fed_hub_env, get, next_cycle
 
 NEW = ("swap_pct", "iowait_pct", "load1")
 
@@ -30,14 +29,6 @@ def records(server, end, step=300, **fields):
     return [{"server_name": server, "timestamp": (end - pd.Timedelta(seconds=step * (n - 1 - i))).isoformat(), "profile": "database",
              **{k: round(float(v[i]), 3) for k, v in cols.items()}} for i in range(n)]
 
-
-def next_cycle(hub, after, until, timeout=90.0) -> dict:
-    end, body = time.monotonic() + timeout, {}
-    while time.monotonic() < end:
-        body = get(hub, "/predictions/current").json()
-        if pd.Timestamp(body["timestamp"]) > after and until(body): return body
-        time.sleep(0.3)
-    raise AssertionError(f"no such cycle after {after} within {timeout}s; last payload: {body.get('predictions')}")
 
 
 def test_swap_and_iowait_incidents_are_forecast_and_alerted_on_their_target(hub):

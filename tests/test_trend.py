@@ -1,5 +1,4 @@
 "Issue #14 item 2 through a real hub over HTTP: a fed ramp is warned of before it breaches, a flat server is not, a young server is forecast from its trend."
-import time
 
 import numpy as np
 import pandas as pd
@@ -7,7 +6,7 @@ import pytest
 
 from qdash.testing import HubProcess
 import hubhttp
-from hubhttp import fed_hub_env, get
+from hubhttp import fed_hub_env, get, next_cycle
 
 
 
@@ -32,15 +31,6 @@ def series(server, end, mem, step, cpu=25.0, profile="web"):
     return [{"server_name": server, "timestamp": (end - pd.Timedelta(seconds=step * (n - 1 - i))).isoformat(), "profile": profile,
              "mem_pct": round(float(m), 3), "cpu_pct": cpu} for i, m in enumerate(mem)]
 
-
-def next_cycle(hub, after: pd.Timestamp, until=lambda body: True, timeout=90.0) -> dict:
-    "The first /predictions/current payload of a cycle started after `after` for which `until` holds."
-    end, body = time.monotonic() + timeout, {}
-    while time.monotonic() < end:
-        body = get(hub, "/predictions/current").json()
-        if pd.Timestamp(body["timestamp"]) > after and until(body): return body
-        time.sleep(0.3)
-    raise AssertionError(f"no such cycle after {after} within {timeout}s; last payload: {body.get('predictions')}")
 
 
 def test_fed_linear_leaks_are_warned_before_they_breach_and_a_flat_server_is_not(hub):
