@@ -450,6 +450,23 @@ def test_overview_and_server_pages_fit_a_phone(browser, dash):
     titles = pg.evaluate(TITLES)                          # the overview's charts and the server page's, all drawn now
     assert len(titles) >= 8, titles
     assert [t for t in titles if t[1] > t[2]] == [], titles   # no title is cut off at the chart's edge
+    # six tabs are wider than a phone: the tab bar scrolls sideways (and only it), so each tab can be brought into
+    # view and opened by touch; the one a thumb opens is then wholly on screen, and it is the page shown
+    for name in ("Collector", "Calibration", "Overview"):
+        t = pg.locator(".bk-tab", has_text=name)
+        t.tap()
+        playwright.expect(t).to_have_class(re.compile(r"\bbk-active\b"), timeout=10000)
+        box = t.bounding_box()
+        assert 0 <= box["x"] and box["x"] + box["width"] <= 390, (name, box)
+    last = pg.locator(".bk-tab", has_text="Collector")
+    assert last.bounding_box()["x"] > 390                  # back at the first tab, the last is off screen to the right
+    bar = pg.locator(".bk-tab", has_text="Overview").bounding_box()
+    pg.mouse.move(bar["x"] + 20, bar["y"] + bar["height"] / 2)
+    pg.mouse.wheel(600, 0)                                  # a sideways swipe over the tab bar, as a user would
+    pg.wait_for_timeout(500)
+    box = last.bounding_box()
+    assert box["x"] + box["width"] <= 390, box              # reaches it: the bar scrolls (programmatic scrolling
+    assert pg.evaluate("document.documentElement.scrollWidth") <= 390   # would reach a clipped one too); the page not
     ctx.close()
 
 
