@@ -12,9 +12,9 @@ from .timeutil import iso, utc
 from .anomaly import move_windows, moves, nan_quantile, noise_scale
 
 # %% auto #0
-__all__ = ['METRIC_FAMILIES', 'KNOWN_METRICS', 'NOISE_FLOOR', 'CONFIRM', 'CONTENTION_SIGNALS', 'HOST_SIGNALS', 'ORDER',
+__all__ = ['METRIC_FAMILIES', 'KNOWN_METRICS', 'NOISE_FLOOR', 'CONFIRM', 'CALM_S', 'CONTENTION_SIGNALS', 'HOST_SIGNALS', 'ORDER',
            'SIM_FIELDS', 'check_metrics', 'pick_metrics', 'server_noise', 'anomaly_runs', 'lagged_corr', 'severity',
-           'health_score', 'health_status', 'cascade_risk', 'detect', 'host_contention', 'name_hosts',
+           'health_score', 'health_status', 'cascade_risk', 'early_members', 'detect', 'host_contention', 'name_hosts',
            'CascadeDetector', 'fleet_health', 'replay']
 
 # %% ../nbs/08_cascade.ipynb #c005
@@ -143,9 +143,37 @@ def cascade_risk(correlation_score:float) -> str:
     return "low" if correlation_score < 0.5 else "medium" if correlation_score <= 0.7 else "high"
 
 # %% ../nbs/08_cascade.ipynb #c020
+CALM_S = 2 * 86400   # no anomaly on a metric for this long: the series is calm, and may start an early cascade
+
 def _quiet_result(S:int) -> dict:
     return {"cascade_detected": False, "total_servers": S, "servers_with_anomalies": 0, "anomaly_rate": 0.0,
-            "correlation_score": 0.0, "cascades": [], "anomalous": {}}
+            "correlation_score": 0.0, "cascades": [], "anomalous": {}, "moves": None}
+
+def early_members(g:np.ndarray, # a correlated group: indices of the candidates
+                  start:np.ndarray, # per candidate: where in the scored samples its move began
+                  sign:np.ndarray, # per candidate: +1 up, -1 down
+                  confirmed:np.ndarray, # per candidate: held its move `CONFIRM` samples
+                  calm:np.ndarray, # per candidate: no anomaly on this metric in the past `CALM_S`
+                  host:np.ndarray, # per candidate: its host ("" unknown)
+                  n:int=2, # `early_servers`
+                 ) -> np.ndarray:
+    "Members of `g` raising an early cascade: on the host most share, moving as the first mover did; if `n` were calm, one confirmed."
+    hs = host[g]
+    if (hs != "").sum() < n: return g[:0]
+    top, cnt = np.unique(hs[hs != ""], return_counts=True)
+    g = g[hs == top[cnt.argmax()]]
+    g = g[sign[g] == sign[g[np.argmin(start[g])]]]
+    return g if len(g) >= n and confirmed[g].any() and calm[g].sum() >= n else g[:0]
+
+def _cascade(metric:str, g:np.ndarray, r:np.ndarray, lead:np.ndarray, start:np.ndarray, names:list[str], S:int) -> dict:
+    "The cascade of group `g` (indices of `r`): members by onset (ties: who leads the others most), the first its leader."
+    sub_r, sub_lead = r[np.ix_(g, g)], lead[np.ix_(g, g)]
+    order = np.lexsort((-sub_lead.sum(1), start[g]))
+    li = order[0]
+    return {"metric": metric, "affected_servers": [names[g[i]] for i in order], "severity": severity(len(g), S),
+            "correlation_score": round(float(sub_r[~np.eye(len(g), dtype=bool)].mean()), 3),
+            "leader": names[g[li]], "leader_kind": "server", "cause": None,
+            "lag_samples": {names[g[i]]: int(sub_lead[li, i]) for i in order}}
 
 def detect(buf:np.ndarray, # (metric, server, time): a baseline, then the recent samples
            servers:list[str], # server names, in buffer order
@@ -156,45 +184,54 @@ def detect(buf:np.ndarray, # (metric, server, time): a baseline, then the recent
            corr:float=0.7, # correlation above which two servers move together
            span:int=12, # the most samples a cascade's onsets may spread over
            step_s:float=15.0, # seconds between samples
+           early_servers:int|None=None, # fewer servers of one host that raise a cascade early (see above); None: never
+           hosts:list|None=None, # each server's hypervisor host (None where unknown); None: no early cascade
+           calm:np.ndarray|None=None, # (metric, server) bool: no anomaly in the past `CALM_S`; None: unknown, no early cascade
           ) -> dict:
-    "Anomalous servers, correlation and cascades of one buffer (see `CascadeDetector.check` for the result)."
+    "Anomalous servers, correlation and cascades of one buffer (see `CascadeDetector.check` for the result; `moves` is the scored z)."
     M, S, B = buf.shape
     h, m, sp = move_windows(step_s, window, span)
     n = sp + CONFIRM
     if B < h + m + n + 2: return _quiet_result(S)
     sig, ok = server_noise(buf, window, 2 * sp)
     with np.errstate(all="ignore"): z = np.where(ok[..., None], np.nan_to_num(moves(buf, n, h, m, sig)), 0.0)
-    a_up, r_up = anomaly_runs(z > z_score); a_dn, r_dn = anomaly_runs(z < -z_score)
-    anomalous, run = a_up | a_dn, np.where(a_up, r_up, r_dn)                       # (M, S)
-    onset = n - run                                                                # where in the last n samples the move began
-    fresh = anomalous & (run < n)                                                  # began within them: a new anomaly
+    up, r_up = anomaly_runs(z > z_score, 1); down, r_dn = anomaly_runs(z < -z_score, 1)
+    run = np.where(up, r_up, r_dn)                                 # (M, S): trailing samples beyond the threshold, one way
+    anomalous, onset = run >= CONFIRM, n - run                     # held CONFIRM samples; where in the last n samples it began
+    fresh = anomalous & (run < n)                                  # began within them: a new anomaly
+    early = bool(early_servers) and early_servers < min_servers and hosts is not None and calm is not None
+    if early:
+        joining, sign = (run >= 1) & (run < n), np.where(up, 1, -1)   # one sample beyond: may join an early cascade
+        host = np.array(["" if x is None else str(x) for x in hosts], dtype=object)
     cascades, pair_scores = [], []
     R = min(3 * sp, B - h - m + 1)
     for k in range(M):
-        cand = np.flatnonzero(fresh[k])
-        if len(cand) < 2: continue
+        cand = np.flatnonzero(joining[k] if early else fresh[k])
+        conf = fresh[k, cand]
+        if len(cand) < 2 or not conf.any(): continue
         with np.errstate(all="ignore"): zc = np.nan_to_num(moves(buf[k, cand], R, h, m, sig[k, cand]))
         r, lead = lagged_corr(zc, max_lag=min(sp, R // 3))
-        off = ~np.eye(len(cand), dtype=bool)
-        pair_scores.append(float(r[off].mean()))
-        if len(cand) < min_servers: continue
-        for g in _groups(r > corr):
-            g = _tighten(r, g, corr)
-            if len(g) < min_servers: continue
-            sub_r, sub_lead = r[np.ix_(g, g)], lead[np.ix_(g, g)]
-            order = np.lexsort((-sub_lead.sum(1), onset[k, cand[g]]))
-            li = order[0]
-            cascades.append({"metric": metrics[k], "affected_servers": [servers[cand[g[i]]] for i in order],
-                             "severity": severity(len(g), S), "correlation_score": round(float(sub_r[~np.eye(len(g), dtype=bool)].mean()), 3),
-                             "leader": servers[cand[g[li]]], "leader_kind": "server", "cause": None,
-                             "lag_samples": {servers[cand[g[i]]]: int(sub_lead[li, i]) for i in order}})
+        names, start, fi = [servers[i] for i in cand], onset[k, cand], np.flatnonzero(conf)
+        if len(fi) >= 2: pair_scores.append(float(r[np.ix_(fi, fi)][~np.eye(len(fi), dtype=bool)].mean()))
+        taken = np.zeros(len(cand), dtype=bool)
+        if len(fi) >= min_servers:                                   # confirmed servers only: the ordinary cascade
+            for g in _groups(r[np.ix_(fi, fi)] > corr):
+                g = _tighten(r, fi[g], corr)
+                if len(g) < min_servers: continue
+                cascades.append(_cascade(metrics[k], g, r, lead, start, names, S)); taken[g] = True
+        if not early: continue
+        for g in _groups(r > corr):                                  # groups not yet a cascade: their early part
+            if taken[g].any(): continue
+            g = early_members(_tighten(r, g, corr), start, sign[k, cand], conf, calm[k, cand], host[cand], early_servers)
+            if len(g): cascades.append(_cascade(metrics[k], g, r, lead, start, names, S))
     cascades.sort(key=lambda c: (-len(c["affected_servers"]), -c["correlation_score"]))
     any_anom = anomalous.any(0)
     corr_score = max([c["correlation_score"] for c in cascades] or [max(pair_scores or [0.0])])
     return {"cascade_detected": bool(cascades), "total_servers": S, "servers_with_anomalies": int(any_anom.sum()),
             "anomaly_rate": round(float(any_anom.mean()) if S else 0.0, 4),
             "correlation_score": round(max(0.0, corr_score), 3), "cascades": cascades,
-            "anomalous": {metrics[k]: [servers[i] for i in np.flatnonzero(anomalous[k])] for k in range(M)}}
+            "anomalous": {metrics[k]: [servers[i] for i in np.flatnonzero(anomalous[k])] for k in range(M)}, "moves": z}
+
 
 # %% ../nbs/08_cascade.ipynb #hc02
 CONTENTION_SIGNALS = ("vcpu_delay_pct",)     # per VM: its vCPUs' wait for a CPU (libvirt vcpu.*.delay, differenced)
@@ -285,7 +322,7 @@ class CascadeDetector:
                  store=None, # a qdash Store: events are kept as `cascade` records; None: in memory only
                  metrics:list[str]|None=None, # metrics to track; default: each family's first name in the data
                  recent_events:int=10, # events `status()` lists
-                 **params): # window_size, anomaly_z_score, cascade_servers, correlation, span: override settings
+                 **params): # window_size, anomaly_z_score, cascade_servers, early_servers, correlation, span: override settings
         fleet = dict((settings or load_settings()).fleet)
         unknown = set(params) - set(fleet)
         if unknown: raise ValidationError(f"{sorted(unknown)[0]}: not a cascade parameter; expected one of {', '.join(fleet)}",
@@ -293,6 +330,9 @@ class CascadeDetector:
         p = {**fleet, **{k: v for k, v in params.items() if v is not None}}
         self.window, self.z_score = _pos_int(p, "window_size", 10), float(p["anomaly_z_score"])
         self.min_servers, self.corr, self.span = _pos_int(p, "cascade_servers", 2), float(p["correlation"]), _pos_int(p, "span", 2)
+        self.early = _pos_int(p, "early_servers", 2)
+        if self.early > self.min_servers:
+            raise ValidationError(f"early_servers={self.early}: expected at most cascade_servers = {self.min_servers}", field="early_servers")
         if self.span > self.window // 2:
             raise ValidationError(f"span={self.span}: expected at most window_size / 2 = {self.window // 2}", field="span")
         if not 0 < self.z_score < 100: raise ValidationError(f"anomaly_z_score={self.z_score}: expected a number from 0 to 100", field="anomaly_z_score")
@@ -304,6 +344,7 @@ class CascadeDetector:
         self.store, self.n_recent = store, recent_events
         self.metrics, self.servers, self.times = None, [], np.array([], dtype="datetime64[ns]")
         self.buf, self._index = None, {}
+        self.clock_s, self.loud_at, self._unscored = 0.0, None, 0   # the samples' clock; (metric, server): `clock_s` when last anomalous
         self.hosts, self.xbuf = {}, None          # each server's host; the CONTENTION_SIGNALS beside `buf`
         self.host_names, self.hbuf, self._hindex = [], None, {}   # the hosts' own HOST_SIGNALS, on their own times
         self.htimes, self._cause_n = np.array([], dtype="datetime64[ns]"), {}
@@ -395,6 +436,9 @@ def update(self:CascadeDetector, data, # long DataFrame, xarray Dataset (server,
             if m in arrs: newx[k, rows] = arrs[m]
         self.xbuf = np.concatenate([self.xbuf, newx], axis=-1)[..., -self.capacity:]
         self.times = np.concatenate([self.times, ts])[-self.capacity:]
+        self._unscored += len(ts)                  # samples not yet noted by `_remember`
+        self.clock_s = (float(ts[-1].astype("datetime64[ns]").astype(np.int64)) / 1e9 if not np.isnat(ts[-1])
+                        else self.clock_s + len(ts) * self.step_s)
     return self.check() if check else None
 
 @patch
@@ -404,6 +448,8 @@ def _grow(self:CascadeDetector, names:list[str]):
     if not names: return
     self.buf = np.concatenate([self.buf, np.full((self.buf.shape[0], len(names), self.buf.shape[2]), np.nan)], axis=1)
     self.xbuf = np.concatenate([self.xbuf, np.full((self.xbuf.shape[0], len(names), self.xbuf.shape[2]), np.nan)], axis=1)
+    if self.loud_at is not None:
+        self.loud_at = np.concatenate([self.loud_at, np.full((self.loud_at.shape[0], len(names)), -np.inf)], axis=1)
     for s in names: self._index[s] = len(self.servers); self.servers.append(s)
 
 # %% ../nbs/08_cascade.ipynb #hc05
@@ -454,8 +500,13 @@ def check(self:CascadeDetector, data=None, # optional samples to `update` with f
     "Detect on the buffered samples; the current status (seed 004's `current_status`), events recorded."
     if data is not None: return self.update(data, **kw)
     B = 0 if self.buf is None else self.buf.shape[-1]
-    res = (detect(self.buf, self.servers, self.metrics, self.window, self.z_score, self.min_servers, self.corr, self.span, self.step_s)
+    if self.loud_at is None and self.metrics is not None: self.loud_at = np.full((len(self.metrics), len(self.servers)), -np.inf)
+    calm = None if self.loud_at is None else self.clock_s - self.loud_at > CALM_S
+    hosts = [self.hosts.get(s) for s in self.servers] if self.hosts else None
+    res = (detect(self.buf, self.servers, self.metrics, self.window, self.z_score, self.min_servers, self.corr, self.span, self.step_s,
+                  self.early, hosts, calm)
            if B > self.span else _quiet_result(len(self.servers)))
+    self._remember(res.pop("moves"))
     self.anomalous = res.pop("anomalous")
     if self.hosts and B > self.span:
         bad = set().union(*self.anomalous.values()) if self.anomalous else set()
@@ -470,6 +521,13 @@ def check(self:CascadeDetector, data=None, # optional samples to `update` with f
     self.current = cur
     self._record(cur)
     return cur
+
+@patch
+def _remember(self:CascadeDetector, z:np.ndarray|None, # `detect`'s moves (metric, server, scored samples), or None
+             ):
+    "Note the series anomalous at the oldest scored samples not noted yet (a sample is noted once, as it nears the window's start)."
+    k, self._unscored = min(self._unscored, 0 if z is None else z.shape[-1]), 0
+    if k: self.loud_at[(np.abs(z[..., :k]) > self.z_score).any(-1)] = self.clock_s
 
 @patch
 def _record(self:CascadeDetector, cur:dict):

@@ -271,6 +271,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     window_size=S(_int_range(10, 100_000), "100", "samples in each series' baseline, whose steps give its noise for cascade scores"),
     anomaly_z_score=S(_float_range(0.5, 100), "5.0", "a server whose metric moves more than this many noise σ is anomalous"),
     cascade_servers=S(_int_range(2, 100_000), "3", "servers anomalous on one metric, correlated, that make a cascade"),
+    early_servers=S(_int_range(2, 100_000), "2", "servers of one host, each calm for 2 days, raising a cascade before cascade_servers do (= it: off)"),
     correlation=S(_float_range(0, 1), "0.7", "lag-aligned correlation of recent series above which servers move together"),
     span=S(_int_range(2, 10_000), "12", "most samples within which a cascade's anomalies start (3 minutes at the step; at most window_size / 2)"),
     contention_pct=S(_float_range(0, 100), "5.0", "vCPU delay or host steal (percent) from which VMs degrading together make their host the cascade's leader"),

@@ -169,3 +169,43 @@ def test_quiet_fleet_with_hosts_raises_no_contention():
     det, inc, _ = cascade_run()
     ev = det.events[0]
     assert (ev["leader"], ev["leader_kind"], ev["cause"]) == (inc.servers[0], "server", None)
+
+
+def test_three_server_cascade_raised_before_its_third_server_moves():
+    "Three VMs of one host, a minute apart at 15 s steps: the pair that moved first is a cascade before the third starts, led by the first."
+    sim = FleetSimulator(20, seed=7)
+    host = sim.servers.host[0]
+    three = sim.servers[sim.servers.host == host].server.tolist()[:3]
+    det = CascadeDetector(BASE)
+    onset = T0 + 200 * 15
+    inc = sim.inject("cascade", server=three[0], servers=three, start=onset, duration="1h", lag="1min")
+    hist = replay(det, sim, T0, 260)
+    assert not any(h["cascade_detected"] for h in hist[:200])
+    first = next(j for j, h in enumerate(hist) if h["cascade_detected"])
+    assert onset + 60 < T0 + first * 15 <= inc.starts[2]                   # after the second server starts, by the third's start
+    at, i3 = np.array([T0 + first * 15]), sim.servers.server.tolist().index(three[2])
+    assert all(sim.values(at)[m][i3, 0] == FleetSimulator(20, seed=7).values(at)[m][i3, 0]
+               for m in ("cpu_pct", "iowait_pct", "load1"))                 # the third has not moved yet
+    c = hist[first]["cascades"][0]
+    assert c["leader"] == three[0] and set(c["affected_servers"]) == set(three[:2])
+    assert det.event_count == 1
+    ev = det.events[0]
+    assert ev["leader"] == three[0] and set(ev["affected_servers"]) == set(three)   # the third joins the same event
+
+
+def test_early_cascade_needs_one_host_and_calm_servers():
+    "The same cascade without hosts, or with its servers already anomalous on every metric in the past two days, waits for the third."
+    sim = FleetSimulator(20, seed=7)
+    three = sim.servers[sim.servers.host == sim.servers.host[0]].server.tolist()[:3]
+    onset = T0 + 200 * 15
+    inc = sim.inject("cascade", server=three[0], servers=three, start=onset, duration="1h", lag="1min")
+    det = CascadeDetector(BASE)
+    hist = replay(det, sim, T0, 260, hosts=False)
+    first = next(j for j, h in enumerate(hist) if h["cascade_detected"])
+    assert T0 + first * 15 > inc.starts[2] and det.events[0]["leader"] == three[0]
+    det = CascadeDetector(BASE)
+    replay(det, sim, T0, 190)
+    det.loud_at[:] = det.clock_s - 3600                                    # as if each had been anomalous an hour ago
+    hist = replay(det, sim, T0 + 190 * 15, 70)
+    first = next(j for j, h in enumerate(hist) if h["cascade_detected"])
+    assert T0 + (190 + first) * 15 > inc.starts[2]

@@ -69,3 +69,29 @@ def test_fed_contention_names_its_host(hub):
     assert (ev["leader"], ev["leader_kind"]) == ("hv-03", "host"), ev
     assert ev["cause"].startswith("noisy neighbour on hv-03") and "vCPU delay" in ev["cause"]
     assert set(inc.servers) <= set(ev["affected_servers"]) <= set(sim.servers[sim.servers.host == "hv-03"].server)
+
+
+def test_fed_with_hosts_a_cascade_is_raised_before_its_third_server_moves(hub):
+    "VMs fed with their host: two of one host moving together, each calm before, open the event; the rest join it."
+    H = {"X-API-Key": hub.api_key}
+    sim = FleetSimulator(20, seed=7)
+    t0 = pd.Timestamp("2025-03-09 09:00", tz="UTC")                        # days after the other tests' data: every server calm
+    inc = sim.inject("cascade", server=sim.servers.server[0], start=t0 + pd.Timedelta(minutes=50), duration="1h", lag="1min")
+    frames = sim.frame(t0, t0 + pd.Timedelta(minutes=56), step="15s")
+    fields = ["cpu_pct", "mem_pct", "iowait_pct", "load1", "swap_pct"]
+    with httpx.Client(base_url=hub.url, headers=H, timeout=30) as c:
+        before = c.get("/cascade/status").json()["event_count"]
+        for t, batch in frames.groupby("time"):
+            recs = [{"server": r.server, "host": r.host, "time": t.isoformat(), **{f: float(getattr(r, f)) for f in fields}}
+                    for r in batch.itertuples()]
+            r = c.post("/feed/data", json=recs)
+            assert r.status_code == 200, r.text
+        st = c.get("/cascade/status").json()
+    new = st["recent_events"][:st["event_count"] - before]
+    at = lambda e: pd.Timestamp(e["timestamp"])
+    late = [e for e in new if at(e) >= t0 + pd.Timedelta(minutes=30)]
+    assert len(late) == 1, late
+    ev = late[0]
+    assert at(ev) <= pd.Timestamp(inc.starts[2], unit="s", tz="UTC")       # opened by the time the third server starts
+    assert (ev["leader"], ev["leader_kind"]) == (inc.servers[0], "server")
+    assert set(inc.servers[:3]) <= set(ev["affected_servers"]) <= set(inc.servers)
