@@ -134,7 +134,7 @@ def _disk_errs(dom, dev:str, unsupported:set):
     return None
 
 def _disk_sizes(dom, dev:str|None, st:dict, p:str|None, unsupported:set) -> dict:
-    "A disk's capacity_bytes, allocation_bytes, physical_bytes and used_pct: from the `block` group (`p` its prefix), else `blockInfo(dev)`; {} when neither answers."
+    "A disk's capacity_bytes, allocation_bytes, physical_bytes and used_pct: the `block` group's (prefix `p`), else `blockInfo`'s; or {}."
     if p is not None and p + "capacity" in st and p + "allocation" in st:
         cap, alloc, phys = st[p + "capacity"], st[p + "allocation"], st.get(p + "physical")
     else:
