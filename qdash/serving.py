@@ -12,7 +12,7 @@ from .store import open_store, StoreUnavailable
 from .jobs import JobRunner
 from .lifeline import hold, tie
 from .collect.feed import check_body, decode_body, parse_feed
-from .model.data import TARGETS, EXTRA_TARGETS, frame_to_fleet, load_fleet
+from .model.data import TARGETS, EXTRA_TARGETS, DISPLAY_FIELDS, frame_to_fleet, load_fleet
 from .model.registry import ModelRegistry
 from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals, level_of
 from .model.trend import forecast_trend, combine, trend_payload
@@ -143,7 +143,8 @@ class Forecasting:
         span = pd.Timedelta(seconds=step * (steps + (fc.max_gap if fc else 6) + 2))
         have = set(self.store.query("vm", limit=1).columns)
         if (fc is not None and not set(fc.targets) <= have) or not have & set(m.thresholds): return None
-        return load_fleet(self.store, start=now - span, stop=now + pd.Timedelta(seconds=1), every=f"{int(step)}s")
+        fields = list(dict.fromkeys([*(fc.targets if fc else ()), *TARGETS, *EXTRA_TARGETS, *m.thresholds, *DISPLAY_FIELDS]))  # each level's field too
+        return load_fleet(self.store, fields, start=now - span, stop=now + pd.Timedelta(seconds=1), every=f"{int(step)}s")
 
     def run_cycle(self, now=None) -> dict:
         "Forecast the fleet once; the new payload."

@@ -12,7 +12,7 @@ from ..model.risk import Vitals, score_forecasts
 from ..model.trend import trend_scores
 
 # %% auto #0
-__all__ = ['STEP', 'SLOW', 'FAST', 'FORECASTABLE_S', 'GRIDS', 'bench_thresholds', 'incident_fleet', 'score_static',
+__all__ = ['STEP', 'SLOW', 'FAST', 'DISK', 'FORECASTABLE_S', 'GRIDS', 'bench_thresholds', 'incident_fleet', 'score_static',
            'score_predict_linear', 'score_seasonal_naive', 'score_trend', 'score_tft', 'evaluate', 'best_at',
            'vitals_delays', 'bench_alerts']
 
@@ -21,11 +21,12 @@ STEP = 300
 SLOW = [("memory_leak", h) for h in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 20, 24, 30, 36, 48)] + \
        [("cpu_creep", h) for h in (2, 4, 8, 16, 24)] + [("swap_growth", h) for h in (3, 8, 16, 30)]
 FAST = [("cpu_runaway", 3), ("cpu_runaway", 2), ("mem_step", 2), ("mem_step", 3), ("swap_storm", 3)]
+DISK = [("disk_fill", h) for h in (2, 6, 12, 24)]   # drawn after the others, so their servers and times stay as they were
 FORECASTABLE_S = 1800          # the ramp starts at least this long before the breach
 
 def bench_thresholds(settings:Settings|None=None) -> dict:
-    "`[model] thresholds` plus swap_pct:80 when it has no swap level."
-    return {"swap_pct": 80.0, **dict((settings or load_settings()).model.thresholds)}
+    "`[model] thresholds` plus swap_pct:80 and disk_used_pct:90 when it has no level for them."
+    return {"swap_pct": 80.0, "disk_used_pct": 90.0, **dict((settings or load_settings()).model.thresholds)}
 
 def incident_fleet(seed:int=2024, # a seed the shipped model was not trained on
                    n:int=45, # servers
@@ -38,7 +39,7 @@ def incident_fleet(seed:int=2024, # a seed the shipped model was not trained on
     d0 = int(pd.Timestamp(start, tz="UTC").timestamp())
     e0, e1 = d0 + 2 * 86400, d0 + 86400 * (2 + days)
     names = list(sim.servers.server); rng.shuffle(names)
-    for (kind, h), s in zip(SLOW + FAST, names):
+    for (kind, h), s in zip(SLOW + FAST + DISK, names):
         a = int(rng.uniform(e0 + 3600, e1 - (h + 3) * 3600) // 60 * 60)
         sim.inject(kind, s, start=a, duration=f"{int(h * 3600)}s")
     t = np.arange(d0, e1, 60, dtype=np.int64)

@@ -49,7 +49,7 @@ PROFILES = {
     "batch":    dict(prefix="batch", share=0.25, cpu=(8, 55),  mem=(30, 22), io=(3e6, 2e7),  net=(1e6, 3e6),  iowait=2.5, vcpus=8),
 }
 FIELDS = ["state", "vcpus", "mem_max_kib", "cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "load1",
-          "disk_rd_bytes_per_s", "disk_wr_bytes_per_s", "net_rx_bytes_per_s", "net_tx_bytes_per_s"]
+          "disk_rd_bytes_per_s", "disk_wr_bytes_per_s", "net_rx_bytes_per_s", "net_tx_bytes_per_s", "disk_used_pct"]
 
 def _demand(profile:str, key:int, t:np.ndarray) -> np.ndarray:
     "The profile's rhythm in [0, 1] at epoch seconds `t`."
@@ -63,7 +63,7 @@ def _demand(profile:str, key:int, t:np.ndarray) -> np.ndarray:
     return night
 
 # %% ../../nbs/collect/02_simulate.ipynb #c011
-KINDS = ("memory_leak", "cpu_runaway", "disk_saturation", "swap_storm", "cascade", "cpu_creep", "swap_growth", "mem_step")
+KINDS = ("memory_leak", "cpu_runaway", "disk_saturation", "swap_storm", "cascade", "cpu_creep", "swap_growth", "mem_step", "disk_fill")
 
 @dataclass
 class Incident:
@@ -151,7 +151,10 @@ def _normal(self:FleetSimulator, t:np.ndarray) -> dict[str, np.ndarray]:
             "iowait_pct": np.clip(c["iowait"] * (0.5 + load) + 0.3 * _gauss(key + 10, t), 0, 100),
             "load1": np.clip(cpu / 100 * c["vcpus"] * (1 + 0.1 * _gauss(key + 11, t)), 0, None),
             "disk_rd_bytes_per_s": io * 0.6, "disk_wr_bytes_per_s": io * 0.4 * (1 + 0.2 * _hash01(key + 8, t.astype(np.int64))),
-            "net_rx_bytes_per_s": net, "net_tx_bytes_per_s": net * c["tx"]}
+            "net_rx_bytes_per_s": net, "net_tx_bytes_per_s": net * c["tx"],
+            # the fullest disk: a level of its own (25-70 %) wandering a few points over days; keys no other field uses
+            "disk_used_pct": np.clip(25 + 45 * _hash01(key + 12, -1) + 6 * _smooth(key + 12, t, 2 * 86400)
+                                     + 0.05 * _gauss(key + 12, t), 1, 99)}
 
 # %% ../../nbs/collect/02_simulate.ipynb #c016
 def _epoch(t) -> int:
@@ -240,6 +243,9 @@ def _apply(self:FleetSimulator, out:dict, t:np.ndarray):
             elif inc.kind == "swap_growth":
                 p = np.clip((tt - a) / (b - a) + (300 / (b - a)), 0, 1)
                 f["swap_pct"] = f["swap_pct"] + (98 - f["swap_pct"]) * p
+            elif inc.kind == "disk_fill":
+                p = np.clip((tt - a) / (b - a) + (300 / (b - a)), 0, 1)
+                f["disk_used_pct"] = f["disk_used_pct"] + (100 - f["disk_used_pct"]) * p
             elif inc.kind == "mem_step":
                 f["mem_pct"] = f["mem_pct"] + (97 + 0.3 * _gauss(key, tt) - f["mem_pct"]) * _ramp(tt, a, 60)
             else:  # cascade
@@ -247,7 +253,7 @@ def _apply(self:FleetSimulator, out:dict, t:np.ndarray):
                 f["cpu_pct"] = np.clip(f["cpu_pct"] + (93 + 2 * _gauss(key, tt) - f["cpu_pct"]) * r, 0, 100)
                 f["iowait_pct"] = f["iowait_pct"] + 15 * r
                 f["load1"] = f["load1"] + vc * r
-            for k in ("cpu_pct", "mem_pct", "swap_pct", "iowait_pct"): f[k] = np.clip(f[k], 0, 100)
+            for k in ("cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "disk_used_pct"): f[k] = np.clip(f[k], 0, 100)
             for k, v in f.items(): out[k][i, m] = v
 
 @patch

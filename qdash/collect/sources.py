@@ -12,9 +12,9 @@ except ImportError: libvirt = None  # the `libvirt` extra; HostCollector and the
 log = logging.getLogger("qdash.collect.sources")
 
 # %% auto #0
-__all__ = ['log', 'VM_COUNTERS', 'DISK_COUNTERS', 'NIC_COUNTERS', 'STATE_NAMES', 'HOST_COUNTERS', 'RateTracker', 'domain_xml',
-           'fleet_xml', 'domain_devices', 'devices_from_stats', 'read_domain', 'is_link_error', 'LibvirtCollector',
-           'nullable', 'HostCollector']
+__all__ = ['log', 'VM_COUNTERS', 'DISK_COUNTERS', 'NIC_COUNTERS', 'STATE_NAMES', 'HOST_COUNTERS', 'IMAGE_FS', 'RateTracker',
+           'domain_xml', 'fleet_xml', 'domain_devices', 'devices_from_stats', 'read_domain', 'is_link_error',
+           'LibvirtCollector', 'nullable', 'mount_usage', 'HostCollector']
 
 # %% ../../nbs/collect/01_sources.ipynb #c005
 class RateTracker:
@@ -133,6 +133,17 @@ def _disk_errs(dom, dev:str, unsupported:set):
     if f or b: unsupported.add("errs")   # the driver answered without an error count: do not ask again
     return None
 
+def _disk_sizes(dom, dev:str|None, st:dict, p:str|None, unsupported:set) -> dict:
+    "A disk's capacity_bytes, allocation_bytes, physical_bytes and used_pct: the `block` group's (prefix `p`), else `blockInfo`'s; or {}."
+    if p is not None and p + "capacity" in st and p + "allocation" in st:
+        cap, alloc, phys = st[p + "capacity"], st[p + "allocation"], st.get(p + "physical")
+    else:
+        b = None if dom is None or dev is None else _call(dom, "blockInfo", unsupported, dev, 0)
+        if not b or len(b) < 3: return {}      # unsupported, or this disk failed: skipped for these fields, the cycle goes on
+        cap, alloc, phys = b[:3]
+    return {"capacity_bytes": float(cap), "allocation_bytes": float(alloc), "physical_bytes": None if phys is None else float(phys),
+            "used_pct": float(alloc) / float(cap) * 100 if cap else None}
+
 def read_domain(dom, # a libvirt.virDomain
                 st:dict, # its record from getAllDomainStats
                 devs:dict, # its devices, from `domain_devices`
@@ -164,12 +175,14 @@ def read_domain(dom, # a libvirt.virDomain
             p = f"block.{i}."
             disks.append({"device": st.get(p + "name"), "rd_reqs": st.get(p + "rd.reqs"), "rd_bytes": st.get(p + "rd.bytes"),
                           "wr_reqs": st.get(p + "wr.reqs"), "wr_bytes": st.get(p + "wr.bytes"),
-                          "errs": st[p + "errors"] if p + "errors" in st else _disk_errs(dom, st.get(p + "name"), unsupported)})
+                          "errs": st[p + "errors"] if p + "errors" in st else _disk_errs(dom, st.get(p + "name"), unsupported),
+                          **_disk_sizes(dom, st.get(p + "name"), st, p, unsupported)})
     else:
         for d in devs["disks"]:
             b = _call(dom, "blockStats", unsupported, d["dev"])
             if b: disks.append(dict(zip(["device"] + DISK_COUNTERS, [d["dev"], *b[:4], b[4] if len(b) > 4 and b[4] >= 0
-                                                                     else _disk_errs(dom, d["dev"], unsupported)])))
+                                                                     else _disk_errs(dom, d["dev"], unsupported)]))
+                               | _disk_sizes(dom, d["dev"], st, None, unsupported))
     if "net.count" in st:
         for i in range(st["net.count"]):
             p = f"net.{i}."
@@ -182,6 +195,8 @@ def read_domain(dom, # a libvirt.virDomain
         for c in counters:   # summed over the devices that report it; None when none does
             vals = [float(d[c]) for d in rows if d.get(c) is not None]
             vm[f"{pre}_{c}"] = sum(vals) if vals else None
+    used = [d["used_pct"] for d in disks if d.get("used_pct") is not None]
+    vm["disk_used_pct"] = max(used) if used else None        # the fullest disk: the one that fills first
     return vm, disks, nics
 
 # %% ../../nbs/collect/01_sources.ipynb #c019
@@ -350,7 +365,11 @@ def _cycle(self:LibvirtCollector, ts:pd.Timestamp, mono:float):
             vm_df["vcpu_delay_pct"] = vm_df["vcpu_delay_ns_per_s"] / 1e9 / vm_df["vcpus"].where(vm_df["vcpus"] > 0) * 100   # steal, seen from the host
             avail, usable = vm_df["mem_available_kib"], vm_df["mem_usable_kib"]
             vm_df["mem_pct"] = ((avail - usable) / avail * 100).where(avail > 0)
-    out = [("vm", vm_df), ("vm_disk", _rated(disk_rows, DISK_COUNTERS, self._disk_rates, t, ts)),
+    disk_df = _rated(disk_rows, DISK_COUNTERS, self._disk_rates, t, ts)
+    for df, cols in ((vm_df, ["disk_used_pct"]), (disk_df, ["capacity_bytes", "allocation_bytes", "physical_bytes", "used_pct"])):
+        for c in cols:                                # float, NaN where a disk did not answer (None would make a text column)
+            if len(df): df[c] = pd.to_numeric(df[c], errors="coerce").astype(float) if c in df else np.nan
+    out = [("vm", vm_df), ("vm_disk", disk_df),
            ("vm_net", _rated(nic_rows, NIC_COUNTERS, self._nic_rates, t, ts))]
     return [(m, nullable(df)) for m, df in out if len(df)], sum(v["state"] in _ACTIVE for _, v in vms)
 
@@ -373,6 +392,22 @@ def vms(self:LibvirtCollector) -> list[dict]:
 HOST_COUNTERS = ["cpu_total_s", "cpu_idle_s", "cpu_iowait_s", "disk_rd_bytes", "disk_wr_bytes", "disk_rd_ops", "disk_wr_ops",
                  "net_rx_bytes", "net_tx_bytes", "net_rx_packets", "net_tx_packets", "proc_cpu_s", "cpu_steal_s"]
 
+IMAGE_FS = frozenset({"squashfs", "iso9660", "udf", "erofs", "cramfs"})   # read-only images: always full, never filling
+
+def mount_usage(skip:frozenset=IMAGE_FS # filesystem types left out besides the pseudo ones
+               ) -> list[dict]:
+    "Per real local filesystem (one row per device): mount, device, fstype, used_bytes, total_bytes, used_pct."
+    rows, seen = [], set()
+    for p in psutil.disk_partitions(all=False):        # all=False: devices only (no proc, sysfs, tmpfs, cgroup, overlay...)
+        if p.fstype in skip or p.device in seen: continue
+        try: u = psutil.disk_usage(p.mountpoint)
+        except OSError: continue                        # gone, or not ours to read: that mount only
+        if u.total <= 0: continue
+        seen.add(p.device)                              # a bind mount of the same device is the same disk
+        rows.append({"mount": p.mountpoint, "device": p.device, "fstype": p.fstype, "used_bytes": float(u.used),
+                     "total_bytes": float(u.total), "used_pct": float(u.percent)})
+    return rows
+
 class HostCollector:
     "Host and hub-process resource telemetry from psutil."
     name = "host"
@@ -392,7 +427,7 @@ class HostCollector:
 
     def collect(self, now:pd.Timestamp|None=None # cycle time; default: now (UTC)
                ) -> list[tuple[str, pd.DataFrame]]:
-        "One cycle: `[('host', df), ('hub', df)]` with one row each; never raises."
+        "One cycle: `[('host', df), ('hub', df), ('host_disk', df)]`: one row each, one per mount; never raises."
         ts = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
         try:
             c = self._counters()
@@ -409,13 +444,17 @@ class HostCollector:
                         "mem_pct": float(vm.percent), "mem_used_mb": (vm.total - vm.available) / 2**20, "mem_total_mb": vm.total / 2**20,
                         "swap_pct": float(sw.percent), "load1": l1, "load5": l5, "load15": l15, "ncpu": psutil.cpu_count() or 1,
                         **{f"{k}_per_s": float(r[k]) for k in HOST_COUNTERS[3:11]}}
+            mounts = mount_usage()
+            host["disk_used_pct"] = max((m["used_pct"] for m in mounts), default=np.nan)   # the fullest filesystem
             p = self._proc
             with p.oneshot():
                 hub = {"time": ts, "host": self.host, "proc_cpu_pct": float(r["proc_cpu_s"] * 100),
                        "proc_mem_mb": p.memory_info().rss / 2**20, "proc_threads": p.num_threads(),
                        "proc_open_files": len(p.open_files()), "proc_fds": p.num_fds()}
             self.up = True
-            return [("host", nullable(pd.DataFrame([host]))), ("hub", nullable(pd.DataFrame([hub])))]
+            out = [("host", nullable(pd.DataFrame([host]))), ("hub", nullable(pd.DataFrame([hub])))]
+            if mounts: out.append(("host_disk", pd.DataFrame([{"time": ts, "host": self.host, **m} for m in mounts])))
+            return out
         except Exception as e:  # never let the loop die
             self.errors += 1; self.last_error, self.up = f"{type(e).__name__}: {e}", False
             return []

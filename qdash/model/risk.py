@@ -52,7 +52,7 @@ LEVELS = [  # (level, lowest score, colour, emoji) - seed 004's alert levels
     ("critical", 80, "#FF0000", "🔴"), ("warning", 60, "#FFA500", "🟠"),
     ("degraded", 50, "#FFD700", "🟡"), ("healthy", 0, "#00FF00", "🟢")]
 PHRASES = {"cpu_pct": "CPU saturation", "mem_pct": "Memory exhaustion", "swap_pct": "Swap exhaustion",
-           "iowait_pct": "I/O saturation", "load1": "Load overload"}
+           "iowait_pct": "I/O saturation", "load1": "Load overload", "disk_used_pct": "Disk full"}
 
 def level_of(score:float) -> str:
     "The alert level of a 0-100 risk score."
@@ -102,7 +102,7 @@ def score_forecasts(results:dict, # from Forecaster.predict
     return results
 
 # %% ../../nbs/model/06_risk.ipynb #c011b
-NAMES = {"cpu_pct": "CPU", "mem_pct": "Memory", "swap_pct": "Swap", "iowait_pct": "I/O wait", "load1": "Load"}
+NAMES = {"cpu_pct": "CPU", "mem_pct": "Memory", "swap_pct": "Swap", "iowait_pct": "I/O wait", "load1": "Load", "disk_used_pct": "Disk"}
 
 def fmt_span(seconds:float) -> str:
     "'40 s', '3 min', '2.5 hours'."

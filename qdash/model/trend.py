@@ -9,8 +9,8 @@ from .risk import QUANTILES, exceed_prob, horizon_weights, fmt_minutes, fmt_span
 
 # %% auto #0
 __all__ = ['MAX_BLOCKS', 'REACH', 'T_LOW', 'T_FULL', 'DAY_MARGIN', 'DAY_FULL', 'WINDOWS_S', 'RATES', 'RATE_WINDOW_S',
-           'MIN_HISTORY_S', 'theil_sen', 'fit_window', 'window_forecast', 'trend_credit', 'windows_for', 'trend_scores',
-           'trend_message', 'forecast_trend', 'combine', 'trend_payload']
+           'MIN_HISTORY_S', 'FULL', 'theil_sen', 'fit_window', 'window_forecast', 'trend_credit', 'windows_for',
+           'trend_scores', 'trend_message', 'forecast_trend', 'combine', 'trend_payload']
 
 # %% ../../nbs/model/06a_trend.ipynb #6c535d11
 def _nanmedian(a:np.ndarray, axis:int=-1, keepdims:bool=False) -> np.ndarray:
@@ -118,7 +118,7 @@ def trend_scores(Y:np.ndarray, # (rows, steps): each row's recent values at `ste
                  step:float, # seconds per step
                  horizon:int, # steps ahead
                 ) -> dict:
-    "Per row: risk (0-100), p (gated exceedance per step), quantiles, window_s and slope_per_h of the best window."
+    "Per row: risk (0-100), p (gated exceedance per step), quantiles, window_s, slope_per_h and level (now) of the best window."
     N, H = len(Y), int(horizon)
     hist, day = _history(Y), int(round(86400 / step))
     yday = np.full(N, np.nan)
@@ -127,7 +127,7 @@ def trend_scores(Y:np.ndarray, # (rows, steps): each row's recent values at `ste
     w = horizon_weights(H, step)
     bounds = (0.0, 100.0) if target.endswith("_pct") else (-np.inf, np.inf)
     best = {"risk": np.full(N, -1.0), "p": np.zeros((N, H)), "q": np.full((N, H, len(QUANTILES)), np.nan),
-            "window_s": np.full(N, np.nan), "slope_per_h": np.full(N, np.nan)}
+            "window_s": np.full(N, np.nan), "slope_per_h": np.full(N, np.nan), "level": np.full(N, np.nan)}
     full = windows_for(target, step)
     tasks = [(W, hist >= W) for W in full if W <= Y.shape[-1]]
     least = max(int(MIN_HISTORY_S // step), int(RATE_WINDOW_S // step) if target in RATES else 3)
@@ -143,13 +143,14 @@ def trend_scores(Y:np.ndarray, # (rows, steps): each row's recent values at `ste
         better = risk > best["risk"][idx]
         sel = idx[better]
         best["risk"][sel], best["p"][sel], best["q"][sel] = risk[better], p[better], q[better]
-        best["window_s"][sel], best["slope_per_h"][sel] = W * step, f["slope"][better] * 3600 / step
+        best["window_s"][sel], best["slope_per_h"][sel], best["level"][sel] = W * step, f["slope"][better] * 3600 / step, f["level"][better]
     flat = np.isnan(best["q"][:, 0, 0]) & (hist >= int(MIN_HISTORY_S // step))    # no window to read a trend from: level only
     for W in np.unique(np.minimum(hist[flat], int(3600 // step))):
         rows = np.nonzero(flat & (np.minimum(hist, int(3600 // step)) == W))[0]
         f = fit_window(Y[rows], int(W))
         f.update(slope=np.zeros(len(rows)), slope_se=np.zeros(len(rows)))
         best["q"][rows], best["window_s"][rows], best["slope_per_h"][rows] = window_forecast(f, H, bounds), W * step, 0.0
+        best["level"][rows] = f["level"]
     best["risk"] = np.maximum(best["risk"], 0.0)
     return best
 
@@ -182,9 +183,16 @@ def _score_path(p:np.ndarray, step:float) -> dict:
     return {"risk_score": round(float(100 * pw[h]), 1), "time_to_issue_min": round(t[hh] / 60, 1) if pw[h] > 0 else None,
             "prob_30m": round(float(cum[t <= 1800].max()) if (t <= 1800).any() else 0.0, 4), "prob_8h": round(float(cum[-1]), 4)}
 
-def trend_message(target:str, minutes:float, slope_per_h:float, window_s:float) -> str:
-    "'Memory exhaustion predicted in 2.5 hours (rising 4.2 %/h for 6 hours)'."
+FULL = {"disk_used_pct": "Disk full"}   # capacities that fill: said as "full in N h", from what level, how fast, against what
+
+def trend_message(target:str, minutes:float, slope_per_h:float, window_s:float,
+                  level:float|None=None, # the trend's level now (capacities say it)
+                  threshold:float|None=None) -> str:
+    "'Memory exhaustion predicted in 2.5 hours (rising 4.2 %/h for 6 hours)'; 'Disk full in 5.2 h (disk_used_pct 78 % rising 2.4 %/h, threshold 90 %)'."
     u = " %" if target.endswith("_pct") else ""
+    if target in FULL and level is not None and threshold is not None:
+        return (f"{FULL[target]} in {minutes / 60:.1f} h ({target} {level:.0f}{u} rising {slope_per_h:.1f}{u}/h, "
+                f"threshold {threshold:g}{u})")
     return (f"{PHRASES.get(target, target)} predicted in {fmt_minutes(minutes)} "
             f"(rising {slope_per_h:.1f}{u}/h for {fmt_span(window_s)})")
 
@@ -212,10 +220,11 @@ def forecast_trend(data:xr.Dataset, # fleet telemetry (server, time) at `step`, 
         b = per[k][0]
         r = {"status": "ok", "history_min": round(max(per[k][1][i] for k in got) * step / 60, 1), **_score_path(b["p"][i], step),
              "target": k, "threshold": float(thresholds[k]), "window_s": float(b["window_s"][i]),
-             "slope_per_h": round(float(b["slope_per_h"][i]), 3), "targets": got,
+             "slope_per_h": round(float(b["slope_per_h"][i]), 3), "level": round(float(b["level"][i]), 2), "targets": got,
              "quantiles": np.stack([per[t][0]["q"][i] for t in got], 1),
              "timestamps": list(pd.to_datetime((int(last[i]) + np.arange(1, horizon + 1)) * int(step), unit="s", utc=True))}
-        r["message"] = trend_message(k, r["time_to_issue_min"], r["slope_per_h"], r["window_s"]) if r["risk_score"] >= 50 else ""
+        r["message"] = (trend_message(k, r["time_to_issue_min"], r["slope_per_h"], r["window_s"], r["level"], r["threshold"])
+                        if r["risk_score"] >= 50 else "")
         out[s] = r
     return out
 
