@@ -67,7 +67,7 @@ class HubProcess:
     @property
     def api_key(self) -> str: return (self.dir/"api_key").read_text().strip()
 
-    def start(self, timeout:float=90.0): # seconds; a hub that exits is reported at once, so this only bounds a hang (a loaded CI machine starts a hub in 30 s or more)
+    def start(self, timeout:float=90.0): # seconds: bounds a hang only (an exit is reported at once); a loaded machine can take 30 s
         "Start the hub and wait until `/health` answers."
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.dir/"hub.log", "ab")
