@@ -15,8 +15,9 @@ from .config import QdashError, ValidationError, Settings, load_settings, parse_
 from .lineproto import *
 
 # %% auto #0
-__all__ = ['AGGS', 'EVERY_MIN_S', 'EVERY_MAX_S', 'TIERS', 'StoreUnavailable', 'NoSuchField', 'StoreAuthError', 'Liveness',
-           'to_ns', 'every_ns', 'Plan', 'plan_query', 'Store', 'qi', 'DuckStore', 'open_store', 'InfluxStore']
+__all__ = ['AGGS', 'EVERY_MIN_S', 'EVERY_MAX_S', 'DUCKDB_BLOCK_SIZE', 'TIERS', 'StoreUnavailable', 'NoSuchField',
+           'StoreAuthError', 'Liveness', 'to_ns', 'every_ns', 'Plan', 'plan_query', 'Store', 'qi', 'DuckStore',
+           'open_store', 'InfluxStore']
 
 # %% ../nbs/01_store.ipynb #c006
 class StoreUnavailable(QdashError):
@@ -105,6 +106,8 @@ def plan_query(measurement, fields=None, start=None, stop=None, where=None, ever
     return Plan(measurement, fields, to_ns(start, "start"), to_ns(stop, "stop"), w, every_ns(every), agg, None if limit is None else int(limit))
 
 # %% ../nbs/01_store.ipynb #c013
+DUCKDB_BLOCK_SIZE = 65536   # bytes per block of a new DuckDB file
+
 _RECORDS = """CREATE TABLE IF NOT EXISTS records (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, created BIGINT NOT NULL,
   updated BIGINT NOT NULL, doc VARCHAR NOT NULL, PRIMARY KEY (kind, id))"""
 
@@ -135,7 +138,7 @@ class Store:
         self._tslock, self.liveness = self._lock, Liveness()       # what time-series calls take; what they said about the backend
         path = str(settings.store.path)
         if path != ":memory:": Path(path).parent.mkdir(parents=True, exist_ok=True)
-        try: self.db = duckdb.connect(path)
+        try: self.db = duckdb.connect(path, config={"default_block_size": str(DUCKDB_BLOCK_SIZE)})
         except duckdb.Error as e: raise StoreUnavailable(f"cannot open the store file {path}: {str(e).splitlines()[0]}") from None
         self.db.execute(_RECORDS)
     def __enter__(self): return self
@@ -485,7 +488,7 @@ def _partials(fields:dict) -> str:
     for f, k in fields.items():
         q = qi(f)
         out.append(f"count({q}) AS {qi('n:' + f)}")
-        if k != "bool": out += [f"sum({q})::DOUBLE AS {qi('sum:' + f)}", f"min({q}) AS {qi('min:' + f)}", f"max({q}) AS {qi('max:' + f)}"]
+        if k != "bool": out += [f"fsum({q})::DOUBLE AS {qi('sum:' + f)}", f"min({q}) AS {qi('min:' + f)}", f"max({q}) AS {qi('max:' + f)}"]
         out.append(f"arg_max({q}, time) FILTER (WHERE {q} IS NOT NULL) AS {qi('last:' + f)}")
     return ", ".join(out)
 
@@ -495,7 +498,7 @@ def _combined(fields:dict, order:str="time") -> str:
     for f, k in fields.items():
         n, s, lo, hi, la = (qi(x + f) for x in ("n:", "sum:", "min:", "max:", "last:"))
         out.append(f"sum({n})::BIGINT AS {n}")
-        if k != "bool": out += [f"sum({s}) AS {s}", f"min({lo}) AS {lo}", f"max({hi}) AS {hi}"]
+        if k != "bool": out += [f"fsum({s}) AS {s}", f"min({lo}) AS {lo}", f"max({hi}) AS {hi}"]
         out.append(f"arg_max({la}, {order}) FILTER (WHERE {la} IS NOT NULL) AS {la}")
     return ", ".join(out)
 
@@ -562,6 +565,7 @@ def _roll_up(self:DuckStore, raw_cut:int, minute_cut:int) -> dict:
             for t in ("_qdash_1m", "_qdash_1h", "_qdash_merge"): db.execute(f"DROP TABLE IF EXISTS {t}")
         self._horizon[m] = (raw_from, minute_from)
         out[m] = n
+    db.execute("CHECKPOINT")   # the deleted row groups' blocks are free for the next hour's points; the tail row groups are compacted
     return out
 
 
@@ -620,10 +624,10 @@ def _tiered(self:DuckStore, p:Plan, cols:dict, kinds:dict, tags:list, segs:list)
     else:
         parts = ", ".join(f"count({qi(f)}) AS {qi('n:' + f)}, " + (f"NULL AS {qi('sum:' + f)}, NULL AS {qi('min:' + f)}, NULL AS {qi('max:' + f)}"
                           if self._cols[p.measurement][f] == "bool" else
-                          f"sum({qi(f)})::DOUBLE AS {qi('sum:' + f)}, min({qi(f)}) AS {qi('min:' + f)}, max({qi(f)}) AS {qi('max:' + f)}")
+                          f"fsum({qi(f)})::DOUBLE AS {qi('sum:' + f)}, min({qi(f)}) AS {qi('min:' + f)}, max({qi(f)}) AS {qi('max:' + f)}")
                           + f", arg_max({qi(f)}, time) FILTER (WHERE {qi(f)} IS NOT NULL) AS {qi('last:' + f)}" for f in kinds)
         sql.append(f"SELECT {_bucket('time', p.every)} AS _b{tsel}, max(time) AS _t, {parts} FROM ts.{m}{rcond} GROUP BY ALL")
-        fin = {"mean": "sum({s}) / nullif(sum({n}), 0)", "min": "min({lo})", "max": "max({hi})", "count": "sum({n})::BIGINT",
+        fin = {"mean": "fsum({s}) / nullif(sum({n}), 0)", "min": "min({lo})", "max": "max({hi})", "count": "sum({n})::BIGINT",
                "last": "arg_max({la}, _t) FILTER (WHERE {la} IS NOT NULL)"}[p.agg]
         aggs = ", ".join(fin.format(n=qi("n:" + f), s=qi("sum:" + f), lo=qi("min:" + f), hi=qi("max:" + f), la=qi("last:" + f)) + f" AS {qi(f)}"
                          for f in kinds)
