@@ -1287,6 +1287,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                        'qdash/hub/routes/telemetry.py'),
                                             'qdash.hub.routes.telemetry.latest_by': ( 'hub/routes/telemetry.html#latest_by',
                                                                                       'qdash/hub/routes/telemetry.py'),
+                                            'qdash.hub.routes.telemetry.resolution_header': ( 'hub/routes/telemetry.html#resolution_header',
+                                                                                              'qdash/hub/routes/telemetry.py'),
                                             'qdash.hub.routes.telemetry.telemetry': ( 'hub/routes/telemetry.html#telemetry',
                                                                                       'qdash/hub/routes/telemetry.py'),
                                             'qdash.hub.routes.telemetry.telemetry_one': ( 'hub/routes/telemetry.html#telemetry_one',

@@ -601,7 +601,7 @@ def _tiered(self:DuckStore, p:Plan, cols:dict, kinds:dict, tags:list, segs:list)
     m, sql, args, coarse = qi(p.measurement), [], [], []
     for schema, wd, s, e in segs:
         have = self._tcols[(schema, p.measurement)]
-        col = lambda c: qi(c) if c in have else "NULL"
+        col = lambda c, have=have: qi(c) if c in have else "NULL"
         conds = ["time >= ?", f"time + {wd} <= ?"] + [f"{col(k)} IN ({', '.join('?' * len(vs))})" for k, vs in p.where.items()]
         conds.append("(" + " OR ".join(f"coalesce({col('n:' + f)}, 0) > 0" for f in kinds) + ")")
         targs = [s, e] + [v for vs in p.where.values() for v in vs]

@@ -1,4 +1,5 @@
 "The hub applies `[store] retention` on a schedule (`[store] retain_every`): raw points older than it go, newer ones stay."
+import json
 import time
 
 import pandas as pd
@@ -119,3 +120,27 @@ def test_a_finer_bucket_over_rolled_up_time_comes_at_the_tiers_resolution_and_sa
         raw = st.query("vm", ["cpu_pct", "procs"], start=T0, stop=T0 + pd.Timedelta("1h"), where={"server": "a"})
         assert len(raw) == 60 and raw.attrs["resolution"][0]["every_s"] == 60.0     # raw points asked for: minutes given
         assert "resolution" not in st.query("vm", start=T0 + pd.Timedelta("2h"), every="10s").attrs
+
+
+def test_the_hub_names_a_coarser_resolution_over_rolled_up_time(tmp_path):
+    import httpx
+    from qdash.testing import HubProcess
+    now = pd.Timestamp.now(tz="UTC").floor("h")
+    with open_store(load_settings(environ={}).updated({"store": {"path": str(tmp_path / "qdash.duckdb")}})) as st:
+        st.write("vm", second_fleet(t0=now - pd.Timedelta("4h"), hours=4))
+    env = {"QDASH__COLLECT__SOURCES": "", "QDASH__STORE__RAW_RETENTION": "1h", "QDASH__STORE__RETAIN_EVERY": "1s",
+           "QDASH__MODEL__DIR": str(tmp_path / "models")}
+    with HubProcess(env, data_dir=tmp_path) as hub:
+        get = lambda start, stop, every: httpx.get(hub.url + "/api/history/metrics", timeout=30, headers={"X-API-Key": hub.api_key},
+                                                   params={"server": "a", "fields": "cpu_pct", "every": every,
+                                                           "start": start.isoformat(), "stop": stop.isoformat()})
+        old = (now - pd.Timedelta("3h"), now - pd.Timedelta("2h50min"))
+        end = time.monotonic() + 30
+        r = get(*old, "10s")
+        while time.monotonic() < end and "x-resolution" not in r.headers:
+            time.sleep(0.3); r = get(*old, "10s")
+        assert r.status_code == 200 and len(r.json()) == 10                         # ten minutes at 1 min: the tier's rows ...
+        assert json.loads(r.headers["x-resolution"]) == [{"start": old[0].isoformat().replace("+00:00", "Z"),
+                                                          "stop": old[1].isoformat().replace("+00:00", "Z"), "every_s": 60.0}]
+        recent = get(now - pd.Timedelta("10min"), now, "10s")                        # ... raw points where they are kept
+        assert len(recent.json()) == 60 and "x-resolution" not in recent.headers

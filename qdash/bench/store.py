@@ -84,7 +84,7 @@ def duckdb_storage(servers:int=50, seconds:int=86400, # 1 s telemetry of this ma
         roll_s, t = 0.0, _time.perf_counter()
         for f in _fleet_hours(servers, seconds, 10):
             st.write("fleet", f)
-            roll_s += _timed(lambda: st.roll_up(now=f.time.iloc[-1] + pd.Timedelta("1s")))
+            roll_s += _timed(lambda f=f: st.roll_up(now=f.time.iloc[-1] + pd.Timedelta("1s")))
         used = st.db.execute("SELECT used_blocks * block_size FROM pragma_database_size()").fetchone()[0]
         st.close()
         n = servers * seconds * 10
@@ -92,7 +92,7 @@ def duckdb_storage(servers:int=50, seconds:int=86400, # 1 s telemetry of this ma
                 "raw_retention_s": round(parse_duration(str(rr))), "write_s": round(_time.perf_counter() - t - roll_s, 3), "roll_up_s": round(roll_s, 3)}
 
 def duckdb_bytes_per_value(servers:int=50, seconds:int=86400) -> float:
-    "Bytes on disk per field value of a day of 1 s telemetry in a DuckDB store as the hub holds it: raw points for `[store] raw_retention`, then the 1 min and 1 h tiers (the figure `qdash bench hub`'s headline quotes)."
+    "Bytes on disk per value of a day of 1 s telemetry in DuckDB as the hub holds it (raw for `[store] raw_retention`, then tiers): the hub headline's figure."
     return duckdb_storage(servers, seconds)["bytes_per_value"]
 
 
