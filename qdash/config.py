@@ -225,6 +225,8 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     influx_gzip=S(BOOL, "false", "gzip write requests: for links slower than ~100 Mbit/s; on a LAN or loopback it costs more CPU than it saves"),
     influx_timeout=S(DURATION, "10s", "InfluxDB request timeout"),
     retention=S(DURATION, "30d", "raw data older than this is deleted by retain()"),
+    raw_retention=S(DURATION, "8h", "DuckDB: raw points older than this are rolled into the 1 min and 1 h tiers (count, sum, min, max, last) and deleted"),
+    minute_retention=S(DURATION, "7d", "DuckDB: the 1 min tier keeps this long; older time only at 1 h"),
     retain_every=S(DURATION, "1h", "how often the hub applies retention (Store.retain); the first time one interval after it starts"),
     max_future=S(DURATION, "1h", "points stamped more than this ahead of now are refused (clock skew allowed; times stay within 1970..2262)"),
   ),

@@ -103,7 +103,9 @@ def server_history(store, server_name:str, time_range:str|None="1d", now=None, m
     stats = {f: {"min": _r(df[f].min()), "mean": _r(df[f].mean()), "max": _r(df[f].max())} for f in fields}
     return {"success": True, "server_name": server_name, "time_range": time_range or "1d", "start": iso(a), "end": iso(b),
             "bucket_seconds": w, "points": int(len(df)), "timestamps": [iso(t) for t in df.time],
-            "metrics": {f: [_r(v) for v in df[f]] for f in fields}, "stats": stats, "alerts": alerts_in(store, a, b, server_name)}
+            "metrics": {f: [_r(v) for v in df[f]] for f in fields}, "stats": stats, "alerts": alerts_in(store, a, b, server_name),
+            **({"resolution": [{**r, "start": iso(r["start"]), "stop": iso(r["stop"])} for r in df.attrs["resolution"]]}
+               if df.attrs.get("resolution") else {})}   # where the store's tiers hold only coarser buckets than bucket_seconds
 
 def _r(v): return None if v is None or not np.isfinite(v) else round(float(v), 3)
 

@@ -486,7 +486,9 @@ class Services:
                 with self._known_lock: self.known_servers |= {str(x) for x in new}
 
     def _retain(self):
-        "Delete time series older than `[store] retention` (records are not time series: they keep their own limits)."
+        "Roll raw points older than `[store] raw_retention` into the tiers, then delete time series older than `[store] retention` (not records)."
+        rolled = sum(self.store.roll_up().values())
+        if rolled: log.info("retention: %d raw points older than %gs rolled into the 1 min and 1 h tiers", rolled, self.settings.store.raw_retention)
         n = self.store.retain()
         if n: log.info("retention: %d points older than %gs deleted", n, self.settings.store.retention)
 

@@ -15,8 +15,9 @@ from .config import QdashError, ValidationError, Settings, load_settings, parse_
 from .lineproto import *
 
 # %% auto #0
-__all__ = ['AGGS', 'EVERY_MIN_S', 'EVERY_MAX_S', 'StoreUnavailable', 'NoSuchField', 'StoreAuthError', 'Liveness', 'to_ns',
-           'every_ns', 'Plan', 'plan_query', 'Store', 'qi', 'DuckStore', 'open_store', 'InfluxStore']
+__all__ = ['AGGS', 'EVERY_MIN_S', 'EVERY_MAX_S', 'DUCKDB_BLOCK_SIZE', 'TIERS', 'StoreUnavailable', 'NoSuchField',
+           'StoreAuthError', 'Liveness', 'to_ns', 'every_ns', 'Plan', 'plan_query', 'Store', 'qi', 'DuckStore',
+           'open_store', 'InfluxStore']
 
 # %% ../nbs/01_store.ipynb #c006
 class StoreUnavailable(QdashError):
@@ -105,6 +106,8 @@ def plan_query(measurement, fields=None, start=None, stop=None, where=None, ever
     return Plan(measurement, fields, to_ns(start, "start"), to_ns(stop, "stop"), w, every_ns(every), agg, None if limit is None else int(limit))
 
 # %% ../nbs/01_store.ipynb #c013
+DUCKDB_BLOCK_SIZE = 65536   # bytes per block of a new DuckDB file
+
 _RECORDS = """CREATE TABLE IF NOT EXISTS records (kind VARCHAR NOT NULL, id VARCHAR NOT NULL, created BIGINT NOT NULL,
   updated BIGINT NOT NULL, doc VARCHAR NOT NULL, PRIMARY KEY (kind, id))"""
 
@@ -135,7 +138,7 @@ class Store:
         self._tslock, self.liveness = self._lock, Liveness()       # what time-series calls take; what they said about the backend
         path = str(settings.store.path)
         if path != ":memory:": Path(path).parent.mkdir(parents=True, exist_ok=True)
-        try: self.db = duckdb.connect(path)
+        try: self.db = duckdb.connect(path, config={"default_block_size": str(DUCKDB_BLOCK_SIZE)})
         except duckdb.Error as e: raise StoreUnavailable(f"cannot open the store file {path}: {str(e).splitlines()[0]}") from None
         self.db.execute(_RECORDS)
     def __enter__(self): return self
@@ -225,6 +228,18 @@ def retain(self:Store, older_than=None, # a duration ("30d", seconds) or a times
         except ValueError: cutoff = to_ns(older_than, "older_than")
     else: cutoff = to_ns(older_than, "older_than")
     with self._tslock: return self._retain(cutoff, measurement)
+
+def _hour_ago(duration, now_ns:int) -> int:
+    "`now_ns` less a duration, down to a whole hour (so the 1 h tier's buckets are whole)."
+    h = 3600 * 10**9
+    return (now_ns - int(parse_duration(str(duration)) * 1e9)) // h * h
+
+@patch
+def roll_up(self:Store, now=None, # default: the clock
+           ) -> dict:
+    "Roll raw points older than `[store] raw_retention` into the 1 min and 1 h tiers and delete them; `{measurement: raw points rolled}`."
+    st, t = self.settings.store, _time.time_ns() if now is None else to_ns(now, "now")
+    with self._tslock: return self._roll_up(_hour_ago(st.raw_retention, t), _hour_ago(st.minute_retention, t))
 
 @patch
 def downsample_into(self:Store, measurement:str, # the source, such as "vm"
@@ -327,6 +342,7 @@ class DuckStore(Store):
                                          "ORDER BY table_name, column_index").fetchall():
             d = self._cols.setdefault(t, {})
             if c != "time": d[c] = _KIND.get(typ, "float")
+        self._load_tiers()
     def _ping(self, timeout=None): self.liveness.ok(); return True
     def _measurements(self): return sorted(self._cols)
 
@@ -404,6 +420,8 @@ def _select(self:DuckStore, p:Plan) -> pd.DataFrame:
     tags = sorted(c for c, k in cols.items() if k == "tag")
     w = self._where(p, cols, list(kinds))
     if w is None or not kinds: return _result(pd.DataFrame({"time": []}), tags, kinds)
+    segs = self._tier_segments(p) if p.measurement in self._horizon else []
+    if segs: return self._tiered(p, cols, kinds, tags, segs)
     cond, args = w
     tsel = ", ".join(qi(t) for t in tags)
     order = "ORDER BY " + ", ".join(["time", *map(qi, tags)]) + (f" LIMIT {p.limit}" if p.limit else "")
@@ -435,13 +453,190 @@ def _field_kinds(self:DuckStore, measurement): return dict(self._cols.get(measur
 def _series(self:DuckStore, measurement):
     tags = sorted(c for c, k in self._cols.get(measurement, {}).items() if k == "tag")
     if not tags: return pd.DataFrame()
-    df = self.db.execute(f"SELECT DISTINCT {', '.join(map(qi, tags))} FROM ts.{qi(measurement)} ORDER BY ALL").df()
+    sel = [f"SELECT DISTINCT {', '.join(map(qi, tags))} FROM ts.{qi(measurement)}"]
+    for schema, _ in TIERS:
+        have = self._tcols.get((schema, measurement))
+        if have: sel.append(f"SELECT DISTINCT {', '.join((qi(t) if t in have else 'NULL') + ' AS ' + qi(t) for t in tags)} FROM {schema}.{qi(measurement)}")
+    df = self.db.execute(" UNION ".join(sel) + " ORDER BY ALL").df()
     return pd.DataFrame({t: pd.Series(df[t].to_numpy(dtype=object), dtype="str") for t in tags})
 
 @patch
 def _retain(self:DuckStore, cutoff, measurement=None):
     ms = [m for m in self._cols if measurement in (None, m)]
+    for (schema, m), _ in list(self._tcols.items()):
+        if m in ms: self.db.execute(f"DELETE FROM {schema}.{qi(m)} WHERE time + {dict(TIERS)[schema] * 10**9} <= ?", [cutoff])
     return sum(self.db.execute(f"DELETE FROM ts.{qi(m)} WHERE time < ? RETURNING 1", [cutoff]).df().shape[0] for m in ms)
+
+# %% ../nbs/01_store.ipynb #t0a2
+TIERS = (("tier_1m", 60), ("tier_1h", 3600))   # schema, bucket seconds: Netdata's tiers 1 and 2
+_HORIZON = """CREATE TABLE IF NOT EXISTS tier_horizon (measurement VARCHAR PRIMARY KEY, raw_from BIGINT NOT NULL,
+  minute_from BIGINT NOT NULL)"""
+
+def _tier_columns(cols:dict) -> list:
+    "`(column, SQL type)` of a tier table for a measurement's columns: tags, and per field n, sum, min, max, last."
+    out = []
+    for c, k in cols.items():
+        if k == "tag": out.append((c, "VARCHAR")); continue
+        out.append((f"n:{c}", "BIGINT"))
+        if k != "bool": out += [(f"sum:{c}", "DOUBLE"), (f"min:{c}", _SQL[k]), (f"max:{c}", _SQL[k])]
+        out.append((f"last:{c}", _SQL[k]))
+    return out
+
+def _partials(fields:dict) -> str:
+    "SQL aggregates turning raw rows into one tier row per bucket."
+    out = []
+    for f, k in fields.items():
+        q = qi(f)
+        out.append(f"count({q}) AS {qi('n:' + f)}")
+        if k != "bool": out += [f"fsum({q})::DOUBLE AS {qi('sum:' + f)}", f"min({q}) AS {qi('min:' + f)}", f"max({q}) AS {qi('max:' + f)}"]
+        out.append(f"arg_max({q}, time) FILTER (WHERE {q} IS NOT NULL) AS {qi('last:' + f)}")
+    return ", ".join(out)
+
+def _combined(fields:dict, order:str="time") -> str:
+    "SQL aggregates merging tier rows (or partials) into coarser ones: counts and sums add, `last` is the latest by `order`."
+    out = []
+    for f, k in fields.items():
+        n, s, lo, hi, la = (qi(x + f) for x in ("n:", "sum:", "min:", "max:", "last:"))
+        out.append(f"sum({n})::BIGINT AS {n}")
+        if k != "bool": out += [f"fsum({s}) AS {s}", f"min({lo}) AS {lo}", f"max({hi}) AS {hi}"]
+        out.append(f"arg_max({la}, {order}) FILTER (WHERE {la} IS NOT NULL) AS {la}")
+    return ", ".join(out)
+
+def _bucket(col:str, w:int) -> str: return f"{col} - (({col} % {w}) + {w}) % {w}"
+
+
+# %% ../nbs/01_store.ipynb #t0a4
+@patch
+def _tier_table(self:DuckStore, schema:str, m:str, cols:dict):
+    "Create the tier table of `m`, or add the columns it lacks."
+    t, db = f"{schema}.{qi(m)}", self.db
+    have, want = self._tcols.get((schema, m)), _tier_columns(cols)
+    if have is None:
+        db.execute(f"CREATE TABLE {t} (time BIGINT NOT NULL, " + ", ".join(f"{qi(c)} {typ}" for c, typ in want) + ")")
+    else:
+        for c, typ in want:
+            if c not in have: db.execute(f"ALTER TABLE {t} ADD COLUMN {qi(c)} {typ}")
+    self._tcols[(schema, m)] = {c for c, _ in want} | (have or set())
+
+@patch
+def _merge_tier(self:DuckStore, schema:str, m:str, src:str, tags:list, fields:dict):
+    "Add the rows of temp table `src` to a tier; buckets it already holds (late points) are combined, not doubled."
+    t, db = f"{schema}.{qi(m)}", self.db
+    lo, = db.execute(f"SELECT min(time) FROM {src}").fetchone()
+    if lo is None: return
+    hi, = db.execute(f"SELECT max(time) FROM {t}").fetchone()
+    if hi is not None and hi >= lo:
+        keys = ", ".join(["time", *map(qi, tags)])
+        db.execute(f"CREATE OR REPLACE TEMP TABLE _qdash_merge AS SELECT {keys}, {_combined(fields, '_src')} FROM "
+                   f"(SELECT *, 0 AS _src FROM {t} WHERE time IN (SELECT time FROM {src}) UNION ALL BY NAME SELECT *, 1 AS _src FROM {src}) "
+                   f"GROUP BY {keys}")
+        db.execute(f"DELETE FROM {t} WHERE time IN (SELECT time FROM {src})")
+        src = "_qdash_merge"
+    db.execute(f"INSERT INTO {t} BY NAME SELECT * FROM {src}")
+
+@patch
+def _roll_up(self:DuckStore, raw_cut:int, minute_cut:int) -> dict:
+    out, db = {}, self.db
+    for m, cols in list(self._cols.items()):
+        tags = [c for c, k in cols.items() if k == "tag"]
+        fields = {c: k for c, k in cols.items() if k != "tag"}
+        raw_from, minute_from = self._horizon.get(m, (0, 0))
+        db.execute("BEGIN TRANSACTION")
+        try:
+            for schema, _ in TIERS: self._tier_table(schema, m, cols)
+            tsel = "".join(f", {qi(t)}" for t in tags)
+            db.execute(f"CREATE OR REPLACE TEMP TABLE _qdash_1m AS SELECT {_bucket('time', 60 * 10**9)} AS time{tsel}, {_partials(fields)} "
+                       f"FROM ts.{qi(m)} WHERE time < ? GROUP BY ALL", [raw_cut])
+            db.execute(f"CREATE OR REPLACE TEMP TABLE _qdash_1h AS SELECT {_bucket('time', 3600 * 10**9)} AS time{tsel}, {_combined(fields)} "
+                       f"FROM _qdash_1m GROUP BY ALL")
+            self._merge_tier("tier_1m", m, "_qdash_1m", tags, fields)
+            self._merge_tier("tier_1h", m, "_qdash_1h", tags, fields)
+            n = db.execute(f"DELETE FROM ts.{qi(m)} WHERE time < ?", [raw_cut]).fetchone()[0]
+            raw_from = max(raw_from, raw_cut)
+            minute_from = min(max(minute_from, minute_cut), raw_from)
+            db.execute(f"DELETE FROM tier_1m.{qi(m)} WHERE time < ?", [minute_from])
+            db.execute("INSERT OR REPLACE INTO tier_horizon VALUES (?, ?, ?)", [m, raw_from, minute_from])
+            db.execute("COMMIT")
+        except Exception as e:
+            db.execute("ROLLBACK")
+            self._load_tiers()
+            raise StoreUnavailable(f"DuckDB could not roll up '{m}': {str(e).splitlines()[0]}") from e
+        finally:
+            for t in ("_qdash_1m", "_qdash_1h", "_qdash_merge"): db.execute(f"DROP TABLE IF EXISTS {t}")
+        self._horizon[m] = (raw_from, minute_from)
+        out[m] = n
+    db.execute("CHECKPOINT")   # the deleted row groups' blocks are free for the next hour's points; the tail row groups are compacted
+    return out
+
+
+# %% ../nbs/01_store.ipynb #t0a6
+@patch
+def _load_tiers(self:DuckStore):
+    "Read where each measurement's raw points begin (`tier_horizon`) and the tier tables' columns."
+    self.db.execute(_HORIZON)
+    for schema, _ in TIERS: self.db.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    self._horizon = {m: (a, b) for m, a, b in self.db.execute("SELECT measurement, raw_from, minute_from FROM tier_horizon").fetchall()}
+    self._tcols = {}
+    for s, t, c in self.db.execute("SELECT schema_name, table_name, column_name FROM duckdb_columns() "
+                                   "WHERE schema_name IN ('tier_1m', 'tier_1h') AND column_name != 'time'").fetchall():
+        self._tcols.setdefault((s, t), set()).add(c)
+
+@patch
+def _tier_segments(self:DuckStore, p:Plan) -> list:
+    "`(schema, width_ns, lo, hi)` of the tiers a plan reads: the 1 h tier before the 1 min tier's start, the 1 min tier up to the raw points."
+    raw_from, minute_from = self._horizon.get(p.measurement, (0, 0))
+    lo, hi = (p.start if p.start is not None else 0), (p.stop if p.stop is not None else raw_from)
+    segs = []
+    for schema, w, a, b in (("tier_1h", 3600, 0, minute_from), ("tier_1m", 60, minute_from, raw_from)):
+        s, e = max(lo, a), min(hi, b)
+        if s < e and (schema, p.measurement) in self._tcols: segs.append((schema, w * 10**9, s, e))
+    return segs
+
+@patch
+def _tiered(self:DuckStore, p:Plan, cols:dict, kinds:dict, tags:list, segs:list) -> pd.DataFrame:
+    "A query over rolled-up time: tier rows for `segs`, raw points for the rest, each bucket's aggregate from the parts it holds."
+    w = self._where(p, cols, list(kinds))
+    if w is None: return _result(pd.DataFrame({"time": []}), tags, kinds)
+    rcond, rargs = w
+    m, sql, args, coarse = qi(p.measurement), [], [], []
+    for schema, wd, s, e in segs:
+        have = self._tcols[(schema, p.measurement)]
+        col = lambda c, have=have: qi(c) if c in have else "NULL"
+        conds = ["time >= ?", f"time + {wd} <= ?"] + [f"{col(k)} IN ({', '.join('?' * len(vs))})" for k, vs in p.where.items()]
+        conds.append("(" + " OR ".join(f"coalesce({col('n:' + f)}, 0) > 0" for f in kinds) + ")")
+        targs = [s, e] + [v for vs in p.where.values() for v in vs]
+        tsel = "".join(f", {col(t)} AS {qi(t)}" for t in tags)
+        eb = wd if p.every is None else -(-p.every // wd) * wd          # the tier's width, or the asked one rounded up to it
+        if eb != p.every: coarse.append({"start": _ts([s])[0], "stop": _ts([e])[0], "every_s": eb / 1e9})
+        if p.every is None:
+            vals = ", ".join((f"{col('sum:' + f)} / nullif({col('n:' + f)}, 0)" if k == "float" else col("last:" + f)) + f" AS {qi(f)}"
+                             for f, k in kinds.items())
+            sql.append(f"SELECT time{tsel}, {vals} FROM {schema}.{m} WHERE {' AND '.join(conds)}")
+        else:
+            parts = ", ".join(f"{col(x + f)} AS {qi(x + f)}" for f in kinds for x in ("n:", "sum:", "min:", "max:", "last:"))
+            sql.append(f"SELECT {_bucket('time', eb)} AS _b{tsel}, time AS _t, {parts} FROM {schema}.{m} WHERE {' AND '.join(conds)}")
+        args += targs
+    tsel = "".join(f", {qi(t)}" for t in tags)
+    order = "ORDER BY " + ", ".join(["time", *map(qi, tags)]) + (f" LIMIT {p.limit}" if p.limit else "")
+    if p.every is None:
+        sql.append(f"SELECT time{tsel}, {', '.join(qi(f) for f in kinds)} FROM ts.{m}{rcond}")
+        q = f"SELECT * FROM ({' UNION ALL BY NAME '.join(sql)}) {order}"
+    else:
+        parts = ", ".join(f"count({qi(f)}) AS {qi('n:' + f)}, " + (f"NULL AS {qi('sum:' + f)}, NULL AS {qi('min:' + f)}, NULL AS {qi('max:' + f)}"
+                          if self._cols[p.measurement][f] == "bool" else
+                          f"fsum({qi(f)})::DOUBLE AS {qi('sum:' + f)}, min({qi(f)}) AS {qi('min:' + f)}, max({qi(f)}) AS {qi('max:' + f)}")
+                          + f", arg_max({qi(f)}, time) FILTER (WHERE {qi(f)} IS NOT NULL) AS {qi('last:' + f)}" for f in kinds)
+        sql.append(f"SELECT {_bucket('time', p.every)} AS _b{tsel}, max(time) AS _t, {parts} FROM ts.{m}{rcond} GROUP BY ALL")
+        fin = {"mean": "fsum({s}) / nullif(sum({n}), 0)", "min": "min({lo})", "max": "max({hi})", "count": "sum({n})::BIGINT",
+               "last": "arg_max({la}, _t) FILTER (WHERE {la} IS NOT NULL)"}[p.agg]
+        aggs = ", ".join(fin.format(n=qi("n:" + f), s=qi("sum:" + f), lo=qi("min:" + f), hi=qi("max:" + f), la=qi("last:" + f)) + f" AS {qi(f)}"
+                         for f in kinds)
+        having = " OR ".join(f"sum({qi('n:' + f)}) > 0" for f in kinds)
+        q = (f"SELECT _b AS time{tsel}, {aggs} FROM ({' UNION ALL BY NAME '.join(sql)}) GROUP BY _b{tsel} HAVING {having} {order}")
+    df = _result(self.db.execute(q, args + rargs).df(), tags, kinds)
+    if coarse: df.attrs["resolution"] = coarse
+    return df
+
 
 # %% ../nbs/01_store.ipynb #c031
 def open_store(settings:Settings|None=None, # default: load_settings()
@@ -634,6 +829,9 @@ def _field_kinds(self:InfluxStore, measurement): return dict(self._kinds(measure
 def _measurements(self:InfluxStore):
     ser = self._query("SHOW MEASUREMENTS")
     return sorted(v[0] for v in ser[0]["values"]) if ser else []
+
+@patch
+def _roll_up(self:InfluxStore, raw_cut, minute_cut): return {}   # InfluxDB keeps its raw points (a retention policy or a task downsamples there)
 
 @patch
 def _retain(self:InfluxStore, cutoff, measurement=None):

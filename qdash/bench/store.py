@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, tempfile, time as _time
 from pathlib import Path
 import duckdb, numpy as np, pandas as pd, pyarrow as pa, requests
-from ..config import load_settings
+from ..config import load_settings, parse_duration
 from ..lineproto import *
 from ..store import *
 from ..store import _ts
@@ -15,7 +15,7 @@ from ..store import _ts
 from ..testing import InfluxServer
 
 # %% auto #0
-__all__ = ['duckdb_bytes_per_value', 'bench_writer', 'bench_store']
+__all__ = ['duckdb_storage', 'duckdb_bytes_per_value', 'bench_writer', 'bench_store']
 
 # %% ../../nbs/bench/01_store.ipynb #c062
 def _bench_frames(n_batches, rows=5000, n_fields=10, seed=0, t0=1_735_689_600_000_000_000):
@@ -62,13 +62,39 @@ def _influx_ingest(srv, batches:int=20, seed:int=1):
     yield {"influx_values_per_s": round(n / ours), "influx_plain_post_values_per_s": round(n / ref),
            "influx_ingest_ratio_to_plain_post": round(ref / ours, 3), "influx_gzip_ratio_to_plain_post": round(gzr / gzo, 3)}
 
-def duckdb_bytes_per_value(servers:int=50, seconds:int=86400) -> float:
-    "Bytes on disk per field value of a day of 1 s telemetry in a DuckDB store (the figure `qdash bench hub`'s headline quotes)."
+def _fleet_hours(n_servers, seconds, n_fields, seed=0, t0=1_735_689_600_000_000_000):
+    "An hour at a time, time-major as the hub writes it: `seconds` 1 s points of `n_servers` × `n_fields` smooth, rounded fields."
+    rng = np.random.default_rng(seed)
+    names = np.array([f"srv-{s:02d}" for s in range(n_servers)], dtype=object)
+    for h0 in range(0, seconds, 3600):
+        sec = np.arange(h0, min(h0 + 3600, seconds))
+        base = np.repeat(50 + 20 * np.sin(sec / 86400 * 2 * np.pi), n_servers)
+        d = {"time": _ts(np.repeat(t0 + sec * 1_000_000_000, n_servers)), "server": pd.array(np.tile(names, len(sec)), dtype="str")}
+        for k in range(n_fields): d[f"f{k}"] = (base + rng.normal(0, 2, len(base))).round(1)
+        yield pd.DataFrame(d)
+
+def duckdb_storage(servers:int=50, seconds:int=86400, # 1 s telemetry of this many servers over this span
+                   raw_retention:str|None=None, # default [store] raw_retention; longer than the span: raw points only
+                  ) -> dict:
+    "Bytes on disk per field value of `seconds` of 1 s telemetry written an hour at a time, the hub's retention loop (`roll_up`) run after each."
+    s = load_settings(environ={})
+    rr = raw_retention or s.store.raw_retention
     with tempfile.TemporaryDirectory() as tmp:
-        st = open_store(load_settings(environ={}).updated({"store": {"path": f"{tmp}/q.duckdb"}}))
-        for f in _fleet_columns(servers, seconds, 10): st.write("fleet", f)
-        st.db.execute("CHECKPOINT"); st.close()
-        return round(os.path.getsize(f"{tmp}/q.duckdb") / (servers * seconds * 10), 3)
+        st = open_store(s.updated({"store": {"path": f"{tmp}/q.duckdb", "raw_retention": rr}}))
+        roll_s, t = 0.0, _time.perf_counter()
+        for f in _fleet_hours(servers, seconds, 10):
+            st.write("fleet", f)
+            roll_s += _timed(lambda f=f: st.roll_up(now=f.time.iloc[-1] + pd.Timedelta("1s")))
+        used = st.db.execute("SELECT used_blocks * block_size FROM pragma_database_size()").fetchone()[0]
+        st.close()
+        n = servers * seconds * 10
+        return {"bytes_per_value": round(os.path.getsize(f"{tmp}/q.duckdb") / n, 3), "used_bytes_per_value": round(used / n, 3),
+                "raw_retention_s": round(parse_duration(str(rr))), "write_s": round(_time.perf_counter() - t - roll_s, 3), "roll_up_s": round(roll_s, 3)}
+
+def duckdb_bytes_per_value(servers:int=50, seconds:int=86400) -> float:
+    "Bytes on disk per value of a day of 1 s telemetry in DuckDB as the hub holds it (raw for `[store] raw_retention`, then tiers): the hub headline's figure."
+    return duckdb_storage(servers, seconds)["bytes_per_value"]
+
 
 # %% ../../nbs/bench/01_store.ipynb #bw002
 def bench_writer(points:int=100_000, # put in all, per variant
@@ -140,7 +166,13 @@ def bench_store(n_batches:int=100, # DuckDB ingest batches of 5,000 rows × 10 f
         n = servers * seconds * 10
         st.close()
         yield {"duckdb_query_ms": round(ms, 1), "query_values": n, "every": "1min", "servers": servers,
-               "duckdb_bytes_per_value": round(os.path.getsize(f"{tmp}/q.duckdb") / n, 3),
+               "duckdb_server_major_raw_bytes_per_value": round(os.path.getsize(f"{tmp}/q.duckdb") / n, 3),
                "entropy_bytes_per_value": round(float(-(pr := np.array(list(counts.values())) / n) @ np.log2(pr)) / 8, 3)}
+    rolled, raw = duckdb_storage(servers, seconds), duckdb_storage(servers, seconds, raw_retention=f"{seconds + 3600}s")
+    yield {"figure": "duckdb_storage", "servers": servers, "span_s": seconds, "raw_retention_s": rolled["raw_retention_s"],
+           "duckdb_bytes_per_value": rolled["bytes_per_value"], "duckdb_raw_only_bytes_per_value": raw["bytes_per_value"],
+           "duckdb_used_bytes_per_value": rolled["used_bytes_per_value"], "duckdb_raw_only_used_bytes_per_value": raw["used_bytes_per_value"],
+           "write_s": rolled["write_s"], "raw_only_write_s": raw["write_s"], "roll_up_s": rolled["roll_up_s"], "raw_only_loop_s": raw["roll_up_s"],
+           "held_as": f"raw points for the last {rolled['raw_retention_s']} s, older ones only as 1 min and 1 h rows (count, sum, min, max, last)"}
     yield bench_writer()
 

@@ -4,17 +4,18 @@
 
 # %% ../../../nbs/hub/routes/00a_telemetry.ipynb #f035354b
 from __future__ import annotations
-import asyncio
+import asyncio, json
 from urllib.parse import unquote
 from sanic.exceptions import WebsocketClosed
 from ...config import NotFound, ValidationError
 from ..http import Routes, off_loop, doc, reply, records, part, _opt, _known_args, _limit, ARR, _when, _every, TIME_Q, EVERY_Q
 from ..live import pump
+from ...timeutil import iso
 route = Routes()
 
 # %% auto #0
 __all__ = ['route', 'HISTORY_ARGS', 'WS_CLOSE_GRACE', 'latest_by', 'latest_all', 'telemetry', 'telemetry_one', 'workers',
-           'history_metrics', 'ws_metrics', 'ws_telemetry', 'ws_telemetry_one']
+           'resolution_header', 'history_metrics', 'ws_metrics', 'ws_telemetry', 'ws_telemetry_one']
 
 # %% ../../../nbs/hub/routes/00a_telemetry.ipynb #4b2bcdb6
 async def _known_names(request, measurement:str, server:str|None):
@@ -62,13 +63,21 @@ async def workers(request):
     got = await off_loop(request.app, latest_by, part(request, "store", "store"), "worker")
     return reply([{"worker_id": k, **v} for k, v in got.items()])
 
+def resolution_header(df) -> dict|None:
+    "`X-Resolution`: where a result comes coarser than asked (the store's tiers over rolled-up time), as JSON; None when it does not."
+    res = df.attrs.get("resolution")
+    if not res: return None
+    return {"X-Resolution": json.dumps([{"start": iso(r["start"]), "stop": iso(r["stop"]), "every_s": r["every_s"]} for r in res])}
+
 HISTORY_ARGS = ("measurement", "server", "fields", "start", "stop", "every", "limit")
 
 @route("tele", "GET", "/api/history/metrics")
 @doc("Time series from the store", "telemetry", ARR, params=[
     ("measurement", "string", "measurement (default: vm)", False), ("server", "string", "one server only", False),
     ("fields", "string", "comma-separated fields (default: all)", False), ("start", TIME_Q, "first time: ISO 8601 or relative such as -1h", False),
-    ("stop", TIME_Q, "end (excluded): ISO 8601 or relative", False), ("every", EVERY_Q, "bucket such as 1min (mean per bucket)", False),
+    ("stop", TIME_Q, "end (excluded): ISO 8601 or relative", False), ("every", EVERY_Q,
+     "bucket such as 1min (mean per bucket); where only a store tier holds the range, its coarser buckets, named in the X-Resolution header",
+     False),
     ("limit", "integer", "most points returned, earliest first (default 10000)", False)], errors=(404, 422, 503))
 async def history_metrics(request):
     _known_args(request, HISTORY_ARGS)
@@ -80,7 +89,7 @@ async def history_metrics(request):
     await _known_names(request, q["measurement"], server)
     df = await off_loop(request.app, part(request, "store", "store").query, q["measurement"], fields=q["fields"], start=q["start"],
                                  stop=q["stop"], where={"server": server} if server else None, every=q["every"], limit=q["limit"])
-    return reply(records(df))
+    return reply(records(df), headers=resolution_header(df))
 
 # %% ../../../nbs/hub/routes/00a_telemetry.ipynb #b5a87cf2
 _CLOSED = (WebsocketClosed, ConnectionError, asyncio.CancelledError)
