@@ -1707,6 +1707,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qdash.serving.FleetWatch.tap': ('serving.html#fleetwatch.tap', 'qdash/serving.py'),
                                'qdash.serving.Forecasting': ('serving.html#forecasting', 'qdash/serving.py'),
                                'qdash.serving.Forecasting.__init__': ('serving.html#forecasting.__init__', 'qdash/serving.py'),
+                               'qdash.serving.Forecasting.calibrator': ('serving.html#forecasting.calibrator', 'qdash/serving.py'),
                                'qdash.serving.Forecasting.check_vitals': ('serving.html#forecasting.check_vitals', 'qdash/serving.py'),
                                'qdash.serving.Forecasting.forecaster': ('serving.html#forecasting.forecaster', 'qdash/serving.py'),
                                'qdash.serving.Forecasting.read_vitals': ('serving.html#forecasting.read_vitals', 'qdash/serving.py'),

@@ -62,7 +62,7 @@ class IntervalCalibrator:
                  window_s:float=2 * 86400, # residuals older than this are forgotten
                  min_points:int=30, # residuals a bucket needs before its own scales are used
                  every:int=3, # steps between the forecasts kept (one a cycle would cost memory, not accuracy)
-                 gamma:float=0.02, # ACI step: how far the level moves after each batch of matured values
+                 gamma:float=0.05, # ACI step: how far the level moves after each batch of matured values
                  prior:dict|None=None, # {target: [[low, high] per bucket]}: the scales to start from (the model card's)
                 ):
         if not 0 < coverage < 1: raise ValidationError(f"coverage={coverage}: expected a share between 0 and 1", field="coverage")
@@ -229,7 +229,7 @@ def replay(q:np.ndarray, # raw quantiles of windows (window, horizon, target, qu
            start:int|None=None, # coverage counted from windows whose first step is at or after this (default: all)
            source:str="model",
           ) -> tuple[np.ndarray, pd.DataFrame]:
-    "The windows calibrated in time order as the hub would have served them, each learning only from values before its origin; (quantiles, per-series coverage)."
+    "The windows calibrated in time order as the hub would have served them, learning only from values before each origin; (quantiles, coverage)."
     out, H, rows = np.array(q, float), q.shape[1], []
     for i in np.argsort(np.asarray(first), kind="stable"):
         s, o = str(ser[i]), int(first[i]) - 1
@@ -244,8 +244,7 @@ def replay(q:np.ndarray, # raw quantiles of windows (window, horizon, target, qu
             y = a[j0:j0 + H, j]
             f = np.isfinite(y)
             if not f.any(): continue
-            inside = lambda qq: ((y >= qq[:, I10]) & (y <= qq[:, I90]))[f].sum()
-            rows.append((s, k, int(f.sum()), inside(q[i, :, j]), inside(out[i, :, j])))
+            rows.append((s, k, int(f.sum()), *(((y >= qq[:, I10]) & (y <= qq[:, I90]))[f].sum() for qq in (q[i, :, j], out[i, :, j]))))
     d = pd.DataFrame(rows, columns=["series", "target", "n", "raw", "calibrated"]).groupby(["series", "target"]).sum()
     return out, pd.DataFrame({"n": d.n, "raw": d.raw / d.n, "calibrated": d.calibrated / d.n}).reset_index()
 
