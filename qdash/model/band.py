@@ -13,7 +13,7 @@ from .data import QUANTILES
 
 # %% auto #0
 __all__ = ['I10', 'I50', 'I90', 'BUCKETS_S', 'horizon_buckets', 'band_residual', 'widen', 'IntervalCalibrator',
-           'interval_payload', 'replay', 'coverage_summary', 'pooled_scales']
+           'interval_payload', 'replay', 'frame_actuals', 'coverage_summary', 'pooled_scales']
 
 # %% ../../nbs/model/06b_band.ipynb #119c48e7
 I10, I50, I90 = QUANTILES.index(0.1), QUANTILES.index(0.5), QUANTILES.index(0.9)
@@ -247,6 +247,11 @@ def replay(q:np.ndarray, # raw quantiles of windows (window, horizon, target, qu
             rows.append((s, k, int(f.sum()), *(((y >= qq[:, I10]) & (y <= qq[:, I90]))[f].sum() for qq in (q[i, :, j], out[i, :, j]))))
     d = pd.DataFrame(rows, columns=["series", "target", "n", "raw", "calibrated"]).groupby(["series", "target"]).sum()
     return out, pd.DataFrame({"n": d.n, "raw": d.raw / d.n, "calibrated": d.calibrated / d.n}).reset_index()
+
+def frame_actuals(frame:pd.DataFrame, # from `fleet_frame`: series, time_idx (contiguous in a series), targets
+                  targets:list[str]) -> dict:
+    "{series: (first step index, values (steps, target))}: the actual values `replay` scores against."
+    return {str(s): (int(g.time_idx.iloc[0]), g[list(targets)].to_numpy(float)) for s, g in frame.sort_values("time_idx").groupby("series")}
 
 def coverage_summary(cov:pd.DataFrame, # from `replay`: per series and target, raw and calibrated coverage
                      lo:float=0.75, hi:float=0.85) -> dict:
