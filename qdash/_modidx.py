@@ -25,6 +25,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'qdash.bench.alerts.bench_alerts': ('bench/alerts.html#bench_alerts', 'qdash/bench/alerts.py'),
                                     'qdash.bench.alerts.bench_thresholds': ('bench/alerts.html#bench_thresholds', 'qdash/bench/alerts.py'),
                                     'qdash.bench.alerts.best_at': ('bench/alerts.html#best_at', 'qdash/bench/alerts.py'),
+                                    'qdash.bench.alerts.breach_delays': ('bench/alerts.html#breach_delays', 'qdash/bench/alerts.py'),
                                     'qdash.bench.alerts.evaluate': ('bench/alerts.html#evaluate', 'qdash/bench/alerts.py'),
                                     'qdash.bench.alerts.incident_fleet': ('bench/alerts.html#incident_fleet', 'qdash/bench/alerts.py'),
                                     'qdash.bench.alerts.score_predict_linear': ( 'bench/alerts.html#score_predict_linear',
