@@ -186,6 +186,8 @@ def observe_data(self:IntervalCalibrator, data, # the cycle's telemetry (server,
             fin = np.nonzero(np.isfinite(v))[0]
             if complete_only and len(fin): v[fin[-1]] = np.nan
             for key in keys: n += self.observe(key, idx, v)
+        old = int(idx.max()) - self.window - self.H                       # a series not forecast for that long is forgotten
+        for key in [k for k, st in self.series.items() if st.last_origin is not None and st.last_origin < old]: del self.series[key]
     return n
 
 @patch
