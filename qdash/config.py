@@ -268,6 +268,10 @@ SCHEMA: dict[str, dict[str, Setting]] = {
                  "levels whose crossing is a predicted failure (load1 has none by default: its level depends on the vCPUs; disk_used_pct is the fullest disk)"),
     auto_retrain=S(BOOL, "false", "start a training job when drift persists"),
     drift_patience=S(_int_range(1, 1000), "3", "drift checks in a row before retraining"),
+    interval_coverage=S(_float_range(0.5, 0.99), "0.8", "share of values each server's P10-P90 band should hold (recalibrated online from its recent errors)"),
+    interval_every=S(_int_range(1, 10_000), "3", "steps between the forecasts kept per server to score its band against what came"),
+    interval_min_points=S(_int_range(1, 1_000_000), "30", "scored values a server's band needs before its own calibration replaces the model card's"),
+    interval_window=S(DURATION, "2d", "recent span of a server's forecast errors its band is calibrated from"),
   ),
   "fleet": dict(
     window_size=S(_int_range(10, 100_000), "100", "samples in each series' baseline, whose steps give its noise for cascade scores"),

@@ -16,6 +16,7 @@ from .model.data import TARGETS, EXTRA_TARGETS, DISPLAY_FIELDS, frame_to_fleet, 
 from .model.registry import ModelRegistry
 from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals, level_of
 from .model.trend import forecast_trend, combine, trend_payload
+from .model.band import IntervalCalibrator, interval_payload
 from .model.alerts import AlertEngine
 from .model.notify import Notifier
 from .model.explain import explain_server, ExplanationCache, InsufficientData
@@ -86,6 +87,7 @@ class Forecasting:
         self.remote: set[str] = set()         # servers of the last cycle's telemetry that only the store brings (agents')
         self._vitals_read = None              # newest point read from the store for the vitals (`read_vitals`)
         self.fleet: FleetWatch|None = None    # the cascade side of the fleet's one health (`Services` sets it)
+        self.intervals: IntervalCalibrator|None = None   # each server's band calibration, kept across cycles (`calibrator`)
 
     def tap(self, measurement:str, frame:pd.DataFrame):
         "Hand server telemetry to the vitals (the collection calls this with every batch collected or fed)."
@@ -125,6 +127,16 @@ class Forecasting:
             out.update({s: late[s] for s in self.remote if s in late})
         return out
 
+    def calibrator(self, fc, step:float, horizon:int) -> IntervalCalibrator:
+        "The band calibration kept across cycles (a new one if the step or horizon changed); it starts series from `fc`'s card."
+        m = self.settings.model
+        cal = self.intervals
+        if cal is None or cal.step != float(step) or cal.H != int(horizon):
+            cal = self.intervals = IntervalCalibrator(horizon, step, m.interval_coverage, m.interval_window,
+                                                      m.interval_min_points, m.interval_every)
+        cal.prior = dict(((fc.card if fc is not None else {}).get("calibration") or {}).get("interval", {}).get("scales") or {})
+        return cal
+
     @property
     def forecaster(self):
         "The serving model, or None when the registry has none (or the active one cannot load)."
@@ -163,10 +175,13 @@ class Forecasting:
                 step, horizon = (fc.step, fc.horizon) if fc else (m.step, m.horizon)
                 extra = trend_targets(data, targets, m.thresholds)
                 trend = forecast_trend(data, m.thresholds, step, horizon, also=[k for k in extra if k not in m.thresholds])
+                cal = self.calibrator(fc, step, horizon)        # each band widened or narrowed by its server's recent errors
+                cal.observe_data(data)                           # (risk is read from the raw bands, scored above)
+                cal.calibrate_results(results, targets, "model"); cal.calibrate_results(trend, None, "trend")
                 results = combine(results, trend, targets, m.min_history * step, extra=extra)
                 targets = [*targets, *extra]
         results = apply_vitals(results, self.check_vitals(now))
-        payload = trend_payload(predictions_payload(results, targets, data, now), results)
+        payload = interval_payload(trend_payload(predictions_payload(results, targets, data, now), results), results)
         payload["model"] = {"name": fc.name if fc else None, "error": None if fc else self.error}
         payload = self.alerts.observe(payload, now)
         if self.fleet is not None:   # the summary's fleet health is the one `/cascade/health` serves (see `fleet_health`)

@@ -14,7 +14,7 @@ from ..model.trend import trend_scores
 # %% auto #0
 __all__ = ['STEP', 'SLOW', 'FAST', 'DISK', 'FORECASTABLE_S', 'GRIDS', 'bench_thresholds', 'incident_fleet', 'score_static',
            'score_predict_linear', 'score_seasonal_naive', 'score_trend', 'score_tft', 'evaluate', 'best_at',
-           'vitals_delays', 'bench_alerts']
+           'vitals_delays', 'breach_delays', 'bench_alerts']
 
 # %% ../../nbs/bench/11_alerts.ipynb #9623cdd8
 STEP = 300
@@ -163,6 +163,29 @@ def vitals_delays(Y:dict, times, inc, sim, thresholds:dict, samples:int=2) -> li
         out.append(d)
     return out
 
+def breach_delays(inc, sim, thresholds:dict, samples:int=2, # `[alerts] for`
+                  interval_s:int=60, # the collection interval the watch is fed at
+                 ) -> list[float]:
+    "Per incident: collection intervals from its breach (`samples` collected points in a row over a level) until Vitals marks it (inf: never; NaN: no breach)."
+    out = []
+    for x in inc:
+        t = np.arange(-(-x["start"] // interval_s) * interval_s, x["end"], interval_s)
+        v = sim.values(t)
+        row = {f: v[f][x["i"]] for f in thresholds}
+        over = np.any([row[f] >= lv for f, lv in thresholds.items()], 0)
+        run = np.convolve(over.astype(int), np.ones(samples, int), "valid") >= samples
+        if not run.any(): out.append(np.nan); continue
+        jb = int(np.argmax(run)) + samples - 1                       # the sample that makes it a breach
+        j0 = max(0, jb - samples - 5)
+        w = Vitals(thresholds, samples=samples, stale_after=1e9, now=pd.Timestamp(t[j0], unit="s", tz="UTC"))
+        d = np.inf
+        for j in range(j0, len(t)):
+            ts = pd.Timestamp(t[j], unit="s", tz="UTC")
+            w.update(pd.DataFrame({"time": [ts], "server": [x["server"]], **{f: [row[f][j]] for f in thresholds}}))
+            if w.check(ts)[x["server"]]["breach"] is not None: d = float(j - jb); break
+        out.append(d)
+    return out
+
 # %% ../../nbs/bench/11_alerts.ipynb #0ad41d91
 def _finite(x) -> float|None: return float(x) if np.isfinite(x) else None    # JSON has no infinity: never detected is null
 
@@ -212,6 +235,8 @@ def bench_alerts(settings:Settings|None=None, # [model] dir (the shipped model) 
         yield {"figure": "at_fa_0_05", "method": m, "seconds": secs.get(m),
                **({k: v for k, v in b.items() if k not in ("figure", "method")} if b else {"warned_share": 0.0, "threshold": None})}
     vd = vitals_delays(Y, times, inc, sim, th, int(s.alerts["for"]))
+    bd = np.array(breach_delays(inc, sim, th, int(s.alerts["for"])))   # at the collection interval, as the hub's watch counts
+    seen = bd[np.isfinite(bd) | np.isinf(bd)]
     main = "qdash" if "qdash" in scores else "qdash_trend"
     q, pls = best[main], [best[m] for m in ("predict_linear_1h_4h", "predict_linear_6h_8h")]
     e = evaluate(scores[main], q["threshold"] if q else np.inf, inc, ot, ex)      # the fast ones: its alerts or the breach watch
@@ -227,7 +252,9 @@ def bench_alerts(settings:Settings|None=None, # [model] dir (the shipped model) 
            "warned_share_at_risk_60": d60["warned_share"], "lead_median_min_at_risk_60": d60["lead_median_min"],
            "false_alerts_per_server_day_at_risk_60": d60["false_alerts_per_server_day"],
            "missed_at_fa_0_05": q["missed"] if q else None,
-           "breach_critical_share": round(float(np.mean(np.isfinite(vd))), 3),
+           "breach_critical_share": round(float(np.mean(seen <= 1)), 3) if len(seen) else None,
+           "breaches_collected": int(len(seen)), "breach_critical_delay_max_intervals": _finite(seen.max()) if len(seen) else None,
+           "breach_critical_share_of_5min_means": round(float(np.mean(np.isfinite(vd))), 3),
            "fast_detect_median_samples": _finite(np.median(fast_q)) if fast_q else None,
            "forecastable_incidents": sum(x["forecastable"] for x in inc), "fast_incidents": sum(not x["forecastable"] for x in inc),
            "server_days": round(float((~ex).sum() * every_s / 86400), 1), "origins_every_min": every_s / 60,

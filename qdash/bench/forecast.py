@@ -13,6 +13,7 @@ from ..model.forecaster import Forecaster
 from ..model.evaluate import _windows, evaluate
 from ..model.registry import ModelRegistry
 from ..model.train import fit_tft, reference_fleet, train_reference_model
+from ..model.band import IntervalCalibrator, replay, coverage_summary, frame_actuals
 
 
 # %% auto #0
@@ -88,6 +89,18 @@ def _figures(name, ev):
             "coverage_p10_p90_tft": m["coverage_p10_p90"],
             "mase_by_target": {t: v["mase"] for t, v in ev["model"].items() if t != "all"}}
 
+def _prior(card:dict) -> dict:
+    "The model card's pooled band scales (`calibration.interval.scales`), where a series' calibration starts."
+    return ((card or {}).get("calibration") or {}).get("interval", {}).get("scales") or {}
+
+def _interval(cov) -> dict:
+    "Per-series P10-P90 coverage as served (calibrated online) and raw (the model's band after the card's spread)."
+    c = coverage_summary(cov)
+    return {"series": c["series"], "median_coverage_p10_p90": c["median_coverage_calibrated"], "median_coverage_p10_p90_raw": c["median_coverage_raw"],
+            "share_series_coverage_75_85": c["share_in_75_85_calibrated"], "share_series_coverage_75_85_raw": c["share_in_75_85_raw"],
+            "pooled_coverage_p10_p90": round(float((cov.calibrated * cov.n).sum() / cov.n.sum()), 3) if len(cov) else None,
+            "pooled_coverage_p10_p90_raw": round(float((cov.raw * cov.n).sum() / cov.n.sum()), 3) if len(cov) else None}
+
 # %% ../../nbs/bench/05_forecast.ipynb #e17b0002
 def bench_trend_targets(data:xr.Dataset, # fleet telemetry (server, time) at `step`, from load_fleet
                         start, # first forecast origin (the held-out span's start)
@@ -95,28 +108,41 @@ def bench_trend_targets(data:xr.Dataset, # fleet telemetry (server, time) at `st
                         targets=("swap_pct", "iowait_pct", "load1"), # the fields measured
                         step:float=300, horizon:int=96, every:int=24, # origins every `every` steps
                        ) -> dict:
-    "The trend's forecast of `targets` against seasonal-naive on the same windows: MAE, their ratio, P10-P90 coverage."
+    "The trend's forecast of `targets` against seasonal-naive on the same windows: MAE, their ratio, P10-P90 coverage raw and as served (calibrated online)."
     from qdash.model.trend import forecast_trend
     day, tg = int(86400 // step), [k for k in targets if k in data.data_vars]
     t = pd.DatetimeIndex(data.time.values)
     first = int(np.searchsorted(t.values, pd.Timestamp(start).tz_convert("UTC").tz_localize(None).to_datetime64()))
     Y = {k: np.asarray(data[k].transpose("server", "time").values, float) for k in tg}
-    err = {k: [[], [], []] for k in tg}
-    for o in range(max(first, day + 150), len(t) - horizon + 1, every):
-        tr = forecast_trend(data.isel(time=slice(o - day - 144, o)), thresholds, step, horizon, also=[k for k in tg if k not in thresholds])
+    err = {k: [[], [], [], []] for k in tg}
+    per = {}                                                        # (server, target) -> [raw hits, calibrated hits, n]
+    cal = IntervalCalibrator(horizon, step, every=1)                # learns from a day before `start` on, as the hub would have
+    o0 = max(first, day + 150)
+    for o in range(o0 - (min(day, o0 - day - 150) // every) * every, len(t) - horizon + 1, every):   # the same origins, from a day earlier
+        d = data.isel(time=slice(o - day - 144, o))
+        cal.observe_data(d, complete_only=False)                    # only values before the origin
+        tr = forecast_trend(d, thresholds, step, horizon, also=[k for k in tg if k not in thresholds])
+        raw = {s: r["quantiles"].copy() for s, r in tr.items()}
+        cal.calibrate_results(tr, None, "trend")
+        if o < o0: continue
         for i, s in enumerate(map(str, data.server.values)):
             r = tr.get(s)
             for k in tg:
                 y, sn = Y[k][i, o:o + horizon], Y[k][i, o - day:o - day + horizon]
                 if r is None or k not in r["targets"] or not (np.isfinite(y).all() and np.isfinite(sn).all()): continue
-                q = r["quantiles"][:, r["targets"].index(k)]
+                j = r["targets"].index(k)
+                q, qc = raw[s][:, j], r["quantiles"][:, j]
                 err[k][0].append(np.abs(q[:, 3] - y).mean()); err[k][1].append(np.abs(sn - y).mean())
-                err[k][2].append(((y >= q[:, 1]) & (y <= q[:, 5])).mean())
+                h, hc = ((y >= q[:, 1]) & (y <= q[:, 5])), ((y >= qc[:, 1]) & (y <= qc[:, 5]))
+                err[k][2].append(h.mean()); err[k][3].append(hc.mean())
+                acc = per.setdefault((s, k), [0, 0, 0]); acc[0] += h.sum(); acc[1] += hc.sum(); acc[2] += len(y)
     out = {}
-    for k, (a, b, c) in err.items():
+    for k, (a, b, c, cc) in err.items():
         if not a: continue
+        cov = pd.DataFrame([(s, v[0] / v[2], v[1] / v[2]) for (s, kk), v in per.items() if kk == k], columns=["series", "raw", "calibrated"])
         out[k] = {"windows": len(a), "mae_trend": round(float(np.mean(a)), 4), "mae_seasonal_naive": round(float(np.mean(b)), 4),
-                  "mae_ratio_to_seasonal_naive": round(float(np.mean(a) / max(np.mean(b), 1e-9)), 3), "coverage_p10_p90_trend": round(float(np.mean(c)), 3)}
+                  "mae_ratio_to_seasonal_naive": round(float(np.mean(a) / max(np.mean(b), 1e-9)), 3), "coverage_p10_p90_trend": round(float(np.mean(c)), 3),
+                  "coverage_p10_p90_trend_calibrated": round(float(np.mean(cc)), 3), "per_series": coverage_summary(cov)}
     return out
 
 # %% ../../nbs/bench/05_forecast.ipynb #c055
@@ -144,6 +170,11 @@ def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model
     ev = evaluate(fc, frame, start_idx=t_idx, every=every, scale_until=t_idx - 1, windows=win)
     yield {**_figures("simulated_fleet_held_out_week", ev), "model": fc.name, "origins_every_min": every * fc.step / 60,
            "training_s": fc.card.get("training", {}).get("seconds"), "eval_s": round(time.perf_counter() - t0, 1)}
+    day = int(86400 // fc.step)                                           # per-series bands: the first day of the week learns
+    _, cov = replay(win[0], win[1], win[2], frame_actuals(frame, fc.targets), fc.targets,
+                    IntervalCalibrator(fc.horizon, fc.step, every=1, prior=_prior(fc.card)), start=t_idx + day)
+    yield {"dataset": "simulated_fleet_held_out_week", "figure": "interval", "coverage_from": "day 2 of the week",
+           **_interval(cov), "by_target": {k: coverage_summary(cov[cov.target == k]) for k in fc.targets}}
     yield {"dataset": "simulated_fleet_held_out_week", "false_alert_origins_every_min": every * fc.step / 60,
            **_incidents(fc, frame, sim, test_start, th, _scores(fc, win, th))}
     yield {"dataset": "simulated_fleet_held_out_week", "forecast_source": "trend", "origins_every_min": every * fc.step / 60,
@@ -173,7 +204,16 @@ def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model
     card = fit_tft(nd.sel(time=nd.time < end.tz_localize(None).to_datetime64()), s.updated({"model": {"dir": tempfile.mkdtemp()}}),
                    targets=["value"], max_epochs=nab_epochs, limit_train_batches=10, limit_val_batches=4, register=False, name="nab")
     train_s = time.perf_counter() - t0
-    nfc = Forecaster(card.pop("model"), {"targets": ["value"], "step_s": fc.step, "max_gap": 6})
+    nfc = Forecaster(card.pop("model"), {"targets": ["value"], "step_s": fc.step, "max_gap": 6,
+                                          "spread": card["calibration"]["spread"]}, card=card)   # as the registry loads it: the card's spread
     nf = fleet_frame(nd, ["value"], fc.step, 6)
-    ev = evaluate(nfc, nf, start_idx=int(end.timestamp() // fc.step), every=every)
-    yield {**_figures("nab_realKnownCause_5min_final_week", ev), "series": list(map(str, nd.server.values)), "training_s": round(train_s, 1)}
+    e_idx = int(end.timestamp() // fc.step)
+    ev = evaluate(nfc, nf, start_idx=e_idx, every=every)
+    w = _windows(nfc, nf, e_idx - 2 * day, every)                          # two days before the final week to learn from, then the week
+    _, cov = replay(w[0], w[1], w[2], frame_actuals(nf, ["value"]), ["value"],
+                    IntervalCalibrator(fc.horizon, fc.step, every=1, prior=_prior(card)), start=e_idx)
+    iv = _interval(cov)
+    yield {**_figures("nab_realKnownCause_5min_final_week", ev), "series": list(map(str, nd.server.values)), "training_s": round(train_s, 1),
+           "nab_median_coverage_p10_p90": iv["median_coverage_p10_p90"], "nab_median_coverage_p10_p90_raw": iv["median_coverage_p10_p90_raw"],
+           "nab_share_series_coverage_75_85": iv["share_series_coverage_75_85"], "nab_share_series_coverage_75_85_raw": iv["share_series_coverage_75_85_raw"],
+           "coverage_by_series": {r.series: {"raw": round(r.raw, 3), "calibrated": round(r.calibrated, 3)} for r in cov.itertuples()}}

@@ -110,6 +110,11 @@ def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open
     raw = evaluate(fc, frame, start_idx=cut + 1, scale_until=cut, windows=win)
     spread = calibrate_spread(win, frame, tg, coverage) if coverage else {t: 1.0 for t in tg}
     fc.spread = np.array([spread[t] for t in tg])
+    from qdash.model.band import IntervalCalibrator, replay, coverage_summary, pooled_scales, frame_actuals, BUCKETS_S
+    ic = IntervalCalibrator(H, step, coverage or 0.8, every=1)         # per series, online, on the validation span (after the spread)
+    _, icov = replay(fc._spread(win[0]), *win[1:], frame_actuals(frame, tg), tg, ic)
+    interval = {"method": "online split conformal per series, target and horizon bucket, with adaptive conformal inference (qdash.model.band)",
+                "buckets_s": list(BUCKETS_S), **coverage_summary(icov), "scales": pooled_scales(ic)}
     val = evaluate(fc, frame, start_idx=cut + 1, scale_until=cut, windows=(fc._spread(win[0]), *win[1:]))
     servers = sorted(frame.server.unique().tolist())
     card = {"name": name or time.strftime("tft-%Y%m%d-%H%M%S", time.gmtime()), "kind": "TemporalFusionTransformer",
@@ -127,7 +132,7 @@ def fit_tft(data=None, # xarray Dataset (server, time); a Store; or None to open
             "training": {"seconds": round(seconds, 1), "epochs": int(trainer.current_epoch),
                          "batches": report.done, "val_loss": _f(trainer.callback_metrics.get("val_loss"))},
             "validation": {**val["model"], "windows": val["windows"], "season_steps": val["season_steps"]},
-            "calibration": {"spread": spread, "coverage_goal": coverage,
+            "calibration": {"spread": spread, "coverage_goal": coverage, "interval": interval,
                             "coverage_before": {t: raw["model"][t]["coverage_p10_p90"] for t in tg},
                             "oversample": oversample, "crossing_windows": crossing},
             "baselines": {"seasonal_naive": val["seasonal_naive"], "last_value": val["last_value"]},
