@@ -54,7 +54,7 @@ def test_without_a_guest_agent_each_domain_is_asked_once_per_cache_period():
     assert rc != 0 and "not supported" in err, err
     cached, uncached = LibvirtCollector(URI, host="hv", device_cache_ttl=3600), LibvirtCollector(URI, host="hv", device_cache_ttl=0)
     try:
-        for _ in range(4): a, b = dict(cached.collect()), dict(uncached.collect())
+        for _ in range(4): a = dict(cached.collect()); uncached.collect()
     finally: cached.close(); uncached.close()
     assert (cached.guest_calls, cached.guest_errors) == (5, 5), (cached.guest_calls, cached.guest_errors)   # five running domains, once each
     assert (uncached.guest_calls, uncached.guest_errors) == (20, 20)                                        # four cycles of five
