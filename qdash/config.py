@@ -234,7 +234,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     sources=S(_list_of(_SOURCES), "simulator, host", "sources the hub starts"),
     interval=S(DURATION, "1s", "collection interval"),
     libvirt_uri=S(STR, "qemu:///system", "libvirt connection URI (test:///default for the test driver)"),
-    device_cache_ttl=S(DURATION, "300s", "how long disk/NIC lists from domain XML are cached"),
+    device_cache_ttl=S(DURATION, "300s", "how long a domain's disk/NIC list (from its XML), and its guest agent's absence, are remembered"),
     libvirt_timeout=S(DURATION, "30s", "longest a libvirt cycle may take before it counts as overrun and the source as down"),
     batch_max_lines=S(_int_range(1, 1_000_000), "5000", "points per batch handed to the store"),
     batch_max_sec=S(DURATION, "1s", "longest a point waits before its batch is written"),
@@ -265,7 +265,8 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     predict_every=S(DURATION, "60s", "how often the hub forecasts"),
     min_history=S(_int_range(1, 100_000), "288", "points a server needs before it is forecast"),
     thresholds=S(THRESHOLDS, "cpu_pct:90, mem_pct:95, swap_pct:80, iowait_pct:30, disk_used_pct:90",
-                 "levels whose crossing is a predicted failure (load1 has none by default: its level depends on the vCPUs; disk_used_pct is the fullest disk)"),
+                 "levels whose crossing is a predicted failure (load1 has none by default: its level depends on the vCPUs; "
+                 "disk_used_pct is the fullest filesystem: the host's, or a VM guest's from its agent)"),
     auto_retrain=S(BOOL, "false", "start a training job when drift persists"),
     drift_patience=S(_int_range(1, 1000), "3", "drift checks in a row before retraining"),
     interval_coverage=S(_float_range(0.5, 0.99), "0.8", "share of values each server's P10-P90 band should hold (recalibrated online from its recent errors)"),

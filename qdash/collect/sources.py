@@ -12,9 +12,10 @@ except ImportError: libvirt = None  # the `libvirt` extra; HostCollector and the
 log = logging.getLogger("qdash.collect.sources")
 
 # %% auto #0
-__all__ = ['log', 'VM_COUNTERS', 'DISK_COUNTERS', 'NIC_COUNTERS', 'STATE_NAMES', 'HOST_COUNTERS', 'IMAGE_FS', 'RateTracker',
-           'domain_xml', 'fleet_xml', 'domain_devices', 'devices_from_stats', 'read_domain', 'is_link_error',
-           'LibvirtCollector', 'nullable', 'mount_usage', 'HostCollector']
+__all__ = ['log', 'VM_COUNTERS', 'DISK_COUNTERS', 'NIC_COUNTERS', 'STATE_NAMES', 'IMAGE_FS', 'GUEST_INFO_FILESYSTEM',
+           'HOST_COUNTERS', 'RateTracker', 'domain_xml', 'fleet_xml', 'domain_devices', 'devices_from_stats',
+           'read_domain', 'guest_filesystems', 'is_link_error', 'LibvirtCollector', 'nullable', 'mount_usage',
+           'HostCollector']
 
 # %% ../../nbs/collect/01_sources.ipynb #c005
 class RateTracker:
@@ -134,7 +135,7 @@ def _disk_errs(dom, dev:str, unsupported:set):
     return None
 
 def _disk_sizes(dom, dev:str|None, st:dict, p:str|None, unsupported:set) -> dict:
-    "A disk's capacity_bytes, allocation_bytes, physical_bytes and used_pct: the `block` group's (prefix `p`), else `blockInfo`'s; or {}."
+    "A disk image's capacity_bytes, allocation_bytes, physical_bytes and allocated_pct: the `block` group's (prefix `p`), else `blockInfo`'s; or {}."
     if p is not None and p + "capacity" in st and p + "allocation" in st:
         cap, alloc, phys = st[p + "capacity"], st[p + "allocation"], st.get(p + "physical")
     else:
@@ -142,7 +143,7 @@ def _disk_sizes(dom, dev:str|None, st:dict, p:str|None, unsupported:set) -> dict
         if not b or len(b) < 3: return {}      # unsupported, or this disk failed: skipped for these fields, the cycle goes on
         cap, alloc, phys = b[:3]
     return {"capacity_bytes": float(cap), "allocation_bytes": float(alloc), "physical_bytes": None if phys is None else float(phys),
-            "used_pct": float(alloc) / float(cap) * 100 if cap else None}
+            "allocated_pct": float(alloc) / float(cap) * 100 if cap else None}
 
 def read_domain(dom, # a libvirt.virDomain
                 st:dict, # its record from getAllDomainStats
@@ -195,9 +196,25 @@ def read_domain(dom, # a libvirt.virDomain
         for c in counters:   # summed over the devices that report it; None when none does
             vals = [float(d[c]) for d in rows if d.get(c) is not None]
             vm[f"{pre}_{c}"] = sum(vals) if vals else None
-    used = [d["used_pct"] for d in disks if d.get("used_pct") is not None]
-    vm["disk_used_pct"] = max(used) if used else None        # the fullest disk: the one that fills first
     return vm, disks, nics
+
+# %% ../../nbs/collect/01_sources.ipynb #c017b
+IMAGE_FS = frozenset({"squashfs", "iso9660", "udf", "erofs", "cramfs"})   # read-only images: always full, never filling
+
+def guest_filesystems(info:dict, # `dom.guestInfo(VIR_DOMAIN_GUEST_INFO_FILESYSTEM)`: `fs.count`, `fs.<n>.mountpoint`, ...
+                      skip:frozenset=IMAGE_FS, # filesystem types left out
+                     ) -> list[dict]:
+    "Per real guest filesystem (one row per device): mount, device, fstype, used_bytes, total_bytes, used_pct."
+    rows, seen = [], set()
+    for i in range(int(info.get("fs.count", 0))):
+        p = f"fs.{i}."
+        mount, total, used = info.get(p + "mountpoint"), info.get(p + "total-bytes"), info.get(p + "used-bytes")
+        fstype, dev = info.get(p + "fstype") or "unknown", info.get(p + "name") or mount
+        if mount is None or total is None or used is None or total <= 0 or fstype in skip or dev in seen: continue
+        seen.add(dev)
+        rows.append({"mount": mount, "device": dev, "fstype": fstype, "used_bytes": float(used), "total_bytes": float(total),
+                     "used_pct": float(used) / float(total) * 100})
+    return rows
 
 # %% ../../nbs/collect/01_sources.ipynb #c019
 def is_link_error(e:Exception) -> bool:
@@ -229,6 +246,7 @@ class LibvirtCollector:
         self._devs, self._unsupported, self._vms = {}, set(), []
         self._vm_rates, self._disk_rates, self._nic_rates = RateTracker(VM_COUNTERS), RateTracker(DISK_COUNTERS), RateTracker(NIC_COUNTERS)
         self._groups, self._was_connected, self.xml_errors = 0, False, 0
+        self._no_agent, self.guest_calls, self.guest_errors = {}, 0, 0   # uuid -> monotonic time until which its agent is not asked
         for g in _GROUPS: self._groups |= getattr(libvirt, f"VIR_DOMAIN_STATS_{g}", 0)
 
     def __repr__(self): return f"LibvirtCollector({self.uri!r}, up={self.up})"
@@ -250,7 +268,7 @@ def _connect(self:LibvirtCollector) -> bool:
         self.conn = (libvirt.openReadOnly if self.readonly else libvirt.open)(self.uri)
         try: self.conn.registerCloseCallback(lambda conn, reason, opaque: self._drop(f"closed (reason {reason})"), None)
         except libvirt.libvirtError: pass
-        self._fails, self._devs, self._unsupported, self.last_error = 0, {}, set(), None
+        self._fails, self._devs, self._unsupported, self._no_agent, self.last_error = 0, {}, set(), {}, None
         self.reconnects += self._was_connected
         self._was_connected = True
         return True
@@ -308,10 +326,26 @@ def _devices(self:LibvirtCollector, dom, uuid:str, mono:float, st:dict|None=None
 @patch
 def _domain_xml(self:LibvirtCollector, dom) -> str: return dom.XMLDesc(0)
 
+GUEST_INFO_FILESYSTEM = getattr(libvirt, "VIR_DOMAIN_GUEST_INFO_FILESYSTEM", 1 << 4)
+
+@patch
+def _guest_fs(self:LibvirtCollector, dom, uuid:str, mono:float) -> list[dict]:
+    "The guest's filesystems from its agent; [] where it has none, which is then not asked again for `ttl` seconds."
+    if self._no_agent.get(uuid, -1.0) > mono: return []
+    self.guest_calls += 1
+    try: fs = guest_filesystems(dom.guestInfo(GUEST_INFO_FILESYSTEM, 0))
+    except (libvirt.libvirtError, AttributeError) as e:   # AttributeError: a libvirt-python before 5.7 has no guestInfo
+        if is_link_error(e): raise
+        self.guest_errors += 1
+        log.debug("%s: domain %s: no guest filesystems (%s); asked again in %.0f s", self.uri, uuid, e, self.ttl)
+        fs = []
+    if not fs: self._no_agent[uuid] = mono + self.ttl      # failed, or an agent that reports no sizes: the same next second
+    return fs
+
 @patch
 def collect(self:LibvirtCollector, now:pd.Timestamp|None=None # cycle time; default: now (UTC)
            ) -> list[tuple[str, pd.DataFrame]]:
-    "One cycle: `[('vm', df), ('vm_disk', df), ('vm_net', df), ('libvirt', df)]`; never raises."
+    "One cycle: `[('vm', df), ('vm_disk', df), ('vm_net', df), ('vm_fs', df), ('libvirt', df)]`; never raises."
     t0, c0 = time.perf_counter(), time.monotonic()
     ts = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
     out, n_active = [], 0
@@ -329,19 +363,21 @@ def collect(self:LibvirtCollector, now:pd.Timestamp|None=None # cycle time; defa
             self.up, out = self.conn is not None, []
         health = {"time": ts, "host": self.host, "libvirt_up": int(self.up), "domains": len(self._vms) if self.up else 0,
                   "active_domains": n_active, "cycle_ms": (time.perf_counter() - t0) * 1000, "reconnects": self.reconnects,
-                  "errors": self.errors, "xml_errors": self.xml_errors}
+                  "errors": self.errors, "xml_errors": self.xml_errors, "guest_calls": self.guest_calls, "guest_errors": self.guest_errors}
     return out + [("libvirt", pd.DataFrame([health]))]
 
 @patch
 def _cycle(self:LibvirtCollector, ts:pd.Timestamp, mono:float):
     "Read every domain, then compute rates: the measurements of one cycle."
     recs = self.conn.getAllDomainStats(self._groups, 0)
-    vms, disk_rows, nic_rows, infos, seen = [], [], [], [], set()
+    vms, disk_rows, nic_rows, fs_rows, infos, seen = [], [], [], [], [], set()
     for dom, st in recs:
         try:
             uuid, name = dom.UUIDString(), dom.name()
             devs = self._devices(dom, uuid, mono, st)
             vm, disks, nics = read_domain(dom, st, devs, self._unsupported)
+            fs = self._guest_fs(dom, uuid, mono) if vm["state"] == 1 else []   # only a running guest's agent can answer
+            if fs: vm["disk_used_pct"] = max(f["used_pct"] for f in fs)       # the fullest filesystem: the one that fills first
         except Exception as e:
             if is_link_error(e): raise
             self.errors += 1; self.last_error = f"{self.uri}: domain {dom.name()}: {type(e).__name__}: {e}"
@@ -352,10 +388,12 @@ def _cycle(self:LibvirtCollector, ts:pd.Timestamp, mono:float):
         vms.append((key, {**tags, **vm}))
         disk_rows += [(f"{key}/{d['device']}", {**tags, **d}) for d in disks]
         nic_rows += [(f"{key}/{n['device']}", {**tags, **n}) for n in nics]
+        fs_rows += [{**tags, **f} for f in fs]
         infos.append({"name": name, "uuid": uuid, "id": dom.ID(), "state": STATE_NAMES.get(vm["state"], "unknown"),
                       "vcpus": vm["vcpus"], "mem_max_kib": vm["mem_max_kib"], "host": self.host, "source": "libvirt",
                       "disks": devs["disks"], "nics": devs["nics"]})
     self._devs = {k: v for k, v in self._devs.items() if k in seen}
+    self._no_agent = {k: v for k, v in self._no_agent.items() if k in seen}
     self._vms = sorted(infos, key=lambda v: v["name"])
     t = ts.value / 1e9
     vm_df = _rated(vms, VM_COUNTERS, self._vm_rates, t, ts)
@@ -366,11 +404,11 @@ def _cycle(self:LibvirtCollector, ts:pd.Timestamp, mono:float):
             avail, usable = vm_df["mem_available_kib"], vm_df["mem_usable_kib"]
             vm_df["mem_pct"] = ((avail - usable) / avail * 100).where(avail > 0)
     disk_df = _rated(disk_rows, DISK_COUNTERS, self._disk_rates, t, ts)
-    for df, cols in ((vm_df, ["disk_used_pct"]), (disk_df, ["capacity_bytes", "allocation_bytes", "physical_bytes", "used_pct"])):
-        for c in cols:                                # float, NaN where a disk did not answer (None would make a text column)
-            if len(df): df[c] = pd.to_numeric(df[c], errors="coerce").astype(float) if c in df else np.nan
+    for df, cols in ((vm_df, ["disk_used_pct"]), (disk_df, ["capacity_bytes", "allocation_bytes", "physical_bytes", "allocated_pct"])):
+        for c in cols:       # float, NaN where one did not answer (None would make a text column); no column where none did
+            if len(df) and c in df: df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     out = [("vm", vm_df), ("vm_disk", disk_df),
-           ("vm_net", _rated(nic_rows, NIC_COUNTERS, self._nic_rates, t, ts))]
+           ("vm_net", _rated(nic_rows, NIC_COUNTERS, self._nic_rates, t, ts)), ("vm_fs", _frame(fs_rows, ts) if fs_rows else pd.DataFrame())]
     return [(m, nullable(df)) for m, df in out if len(df)], sum(v["state"] in _ACTIVE for _, v in vms)
 
 def _rated(rows:list[tuple[str, dict]], counters:list[str], tracker:RateTracker, t:float, ts) -> pd.DataFrame:
@@ -391,8 +429,6 @@ def vms(self:LibvirtCollector) -> list[dict]:
 # %% ../../nbs/collect/01_sources.ipynb #c034
 HOST_COUNTERS = ["cpu_total_s", "cpu_idle_s", "cpu_iowait_s", "disk_rd_bytes", "disk_wr_bytes", "disk_rd_ops", "disk_wr_ops",
                  "net_rx_bytes", "net_tx_bytes", "net_rx_packets", "net_tx_packets", "proc_cpu_s", "cpu_steal_s"]
-
-IMAGE_FS = frozenset({"squashfs", "iso9660", "udf", "erofs", "cramfs"})   # read-only images: always full, never filling
 
 def mount_usage(skip:frozenset=IMAGE_FS # filesystem types left out besides the pseudo ones
                ) -> list[dict]:
