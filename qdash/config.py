@@ -266,6 +266,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
                  "levels whose crossing is a predicted failure (load1 has none by default: its level depends on the vCPUs)"),
     auto_retrain=S(BOOL, "false", "start a training job when drift persists"),
     drift_patience=S(_int_range(1, 1000), "3", "drift checks in a row before retraining"),
+    worker=S(BOOL, "true", "forecast and explain in a worker process that owns the model, so the hub never imports torch; false: in the hub's own process"),
   ),
   "fleet": dict(
     window_size=S(_int_range(10, 100_000), "100", "samples in each series' baseline, whose steps give its noise for cascade scores"),
