@@ -56,20 +56,19 @@ def hub(tmp_path_factory):
 
 def test_the_hub_forecasts_and_explains_without_importing_torch(hub):
     body = wait_for(lambda: (b := get(hub, "/predictions/current").json()) and model_cycle(b) and b)
-    st = get(hub, "/status").json()
-    w = st["model_worker"]
-    assert st["model_loaded"] and st["model_name"] == SHIPPED.name
-    assert w["alive"] and w["model"] == SHIPPED.name and w["pid"] != hub.proc.pid and w["deaths"] == 0
-    assert w["pid"] in {p.pid for p in psutil.Process(hub.proc.pid).children(recursive=True)}   # the hub's own family
+    assert body["predictions"]["db-01"]["risk_score"] > body["predictions"]["web-01"]["risk_score"]   # the runaway ranks first
     ex = get(hub, "/explain/db-01")
     assert ex.status_code == 200, ex.text
     ex = ex.json()
     assert ex["prediction"]["model"] == SHIPPED.name and ex["shap"]["top_features"] and ex["attention"]["weights"]
     assert ex["prediction"].get("model_risk_score", ex["prediction"]["risk_score"]) is not None
-    assert body["predictions"]["db-01"]["risk_score"] > body["predictions"]["web-01"]["risk_score"]   # the runaway ranks first
-    assert get(hub, "/health").json()["checks"]["model"] is True
-    assert libtorch_mapped(w["pid"])                     # the model runs next door, with torch ...
-    assert not libtorch_mapped(hub.proc.pid)             # ... and the hub, after forecasting and explaining, has none of it
+    assert not libtorch_mapped(hub.proc.pid)             # the hub has forecast and explained, and has no torch in it
+    st = get(hub, "/status").json()
+    w = st["model_worker"]
+    assert st["model_loaded"] and st["model_name"] == SHIPPED.name and get(hub, "/health").json()["checks"]["model"] is True
+    assert w["alive"] and w["model"] == SHIPPED.name and w["pid"] != hub.proc.pid and w["deaths"] == 0
+    assert w["pid"] in {p.pid for p in psutil.Process(hub.proc.pid).children(recursive=True)}   # the hub's own family
+    assert libtorch_mapped(w["pid"])                     # the model runs next door, with torch
 
 
 def test_a_worker_killed_is_replaced_on_the_next_cycle(hub):
