@@ -106,6 +106,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'qdash.bench.hub.models_dir': ('bench/hub.html#models_dir', 'qdash/bench/hub.py'),
                                  'qdash.bench.hub.rss_components': ('bench/hub.html#rss_components', 'qdash/bench/hub.py'),
                                  'qdash.bench.hub.rss_mb': ('bench/hub.html#rss_mb', 'qdash/bench/hub.py'),
+                                 'qdash.bench.hub.worker_of': ('bench/hub.html#worker_of', 'qdash/bench/hub.py'),
                                  'qdash.bench.hub.ws_figures': ('bench/hub.html#ws_figures', 'qdash/bench/hub.py')},
             'qdash.bench.registry': { 'qdash.bench.registry.Benchmark': ('bench/registry.html#benchmark', 'qdash/bench/registry.py'),
                                       'qdash.bench.registry.Benchmark.available': ( 'bench/registry.html#benchmark.available',

@@ -18,7 +18,7 @@ from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vita
 from .model.trend import forecast_trend, combine, trend_payload
 from .model.alerts import AlertEngine
 from .model.notify import Notifier
-from .model.explain import explain_server, ExplanationCache, InsufficientData
+from .model.explain import ExplanationCache, InsufficientData
 from .model.worker import WorkerRegistry, open_registry, explain_on
 from .cascade import CascadeDetector, fleet_health
 from .drift import DriftMonitor, fleet_window

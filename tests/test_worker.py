@@ -1,4 +1,4 @@
-"The model next door: a live hub forecasts and explains through its forecast worker and never imports torch itself; the worker is replaced when it dies and dies with the hub."
+"The model next door: a live hub forecasts and explains through its forecast worker, never importing torch; the worker is replaced and dies with the hub."
 import os
 import shutil
 import signal
@@ -82,6 +82,8 @@ def test_a_worker_killed_is_replaced_on_the_next_cycle(hub):
     assert body["model"]["error"] is None
     st = get(hub, "/status").json()
     assert st["model_loaded"] and st["model_worker"]["pid"] == w1["pid"]
+    h = get(hub, "/health").json()
+    assert h["checks"]["model"] is True and (h["model_worker"]["restarts"], h["model_worker"]["deaths"]) == (w1["restarts"], w1["deaths"])
     assert not libtorch_mapped(hub.proc.pid)
 
 
