@@ -4,9 +4,10 @@
 
 # %% ../../nbs/model/09_worker.ipynb #w002
 from __future__ import annotations
-import importlib, logging, multiprocessing as mp, os, sys, threading
+import ctypes, importlib, logging, multiprocessing as mp, os, sys, threading
 from pathlib import Path
 import numpy as np, xarray as xr
+from fastcore.basics import patch
 from ..config import Settings, Unavailable
 from ..timeutil import iso, utc
 from ..lifeline import hold, tie, watch
@@ -15,8 +16,7 @@ log = logging.getLogger("qdash.model.worker")
 
 # %% auto #0
 __all__ = ['log', 'META', 'WORKER_TIMEOUT_S', 'model_input', 'pack_predictions', 'unpack_predictions', 'serve',
-           'WorkerUnavailable', 'ForecastWorker', 'call', 'holds', 'status', 'stop', 'RemoteForecaster', 'explain_on',
-           'WorkerRegistry', 'open_registry']
+           'WorkerUnavailable', 'ForecastWorker', 'RemoteForecaster', 'explain_on', 'WorkerRegistry', 'open_registry']
 
 # %% ../../nbs/model/09_worker.ipynb #w005
 def model_input(data:xr.Dataset, # the cycle's telemetry (server, time)
@@ -42,6 +42,11 @@ META = ("targets", "step", "max_gap", "encoder_length", "horizon", "min_points")
 
 def _meta(fc) -> dict: return {"info": dict(fc.info), "card": fc.card, **{k: getattr(fc, k) for k in META}}
 
+def _trim():
+    "Hand the memory a request freed back to the system (glibc keeps it for reuse otherwise): a forecast's activations."
+    try: ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError): pass
+
 def serve(conn, # the worker's end of the pipe
           dir:str, # the registry directory
           hub:int): # the hub's pid: the worker does not outlive it
@@ -65,6 +70,7 @@ def serve(conn, # the worker's end of the pipe
             else: raise ValueError(f"unknown request {op!r}")
             msg = ("ok", out)
         except Exception as e: msg = ("error", e)
+        _trim()
         try: conn.send(msg)
         except Exception as e:                             # an answer (or an error) that does not pickle
             conn.send(("error", Unavailable(f"the forecast worker could not send its answer to {op!r}: {type(e).__name__}: {e}")))
@@ -94,6 +100,7 @@ class ForecastWorker:
     def pid(self) -> int|None: return self.proc.pid if self.proc is not None else None
 
 # %% ../../nbs/model/09_worker.ipynb #w012
+@patch
 def _start(self:ForecastWorker):
     "Start the process (state lock held): forked by the hub's forkserver, which goes with the hub."
     ctx = mp.get_context("forkserver")
@@ -107,6 +114,7 @@ def _start(self:ForecastWorker):
     self.starts += 1
     if self.starts > 1: log.warning("forecast worker started again (pid %d): %d deaths so far", p.pid, self.deaths)
 
+@patch
 def _lost(self:ForecastWorker, why:str, proc=None):
     "Forget the process (state lock held) if it is still `proc` (default: the current one): count, log, reap."
     p = self.proc
@@ -121,14 +129,14 @@ def _lost(self:ForecastWorker, why:str, proc=None):
     except OSError: pass
     self.proc = self.conn = self.model = None
 
+@patch
 def _check(self:ForecastWorker) -> bool:
     "Whether the process runs (state lock held); an ended one is noticed now."
     if self.proc is not None and not self.proc.is_alive(): self._lost("ended")
     return self.proc is not None
 
-ForecastWorker._start, ForecastWorker._lost, ForecastWorker._check = _start, _lost, _check
-
 # %% ../../nbs/model/09_worker.ipynb #w014
+@patch
 def call(self:ForecastWorker, op:str, # load, predict, explain or info
          start:bool=False, # start the process if there is none
          **args):
@@ -156,10 +164,12 @@ def call(self:ForecastWorker, op:str, # load, predict, explain or info
     if status == "error": raise out
     return out
 
+@patch
 def holds(self:ForecastWorker, fc) -> bool:
     "Whether the running process holds `fc`'s model: the one it loaded, in this very process (not one since restarted)."
     with self._state: return self._check() and self.model == fc.name and self.starts == fc.start
 
+@patch
 def status(self:ForecastWorker) -> dict:
     "The worker as `/status` shows it: pid, model, starts, restarts, deaths, the last death, RSS. Never waits for a request."
     with self._state:
@@ -167,6 +177,7 @@ def status(self:ForecastWorker) -> dict:
         return {"pid": self.pid, "alive": up, "model": self.model, "starts": self.starts, "restarts": max(0, self.starts - 1),
                 "deaths": self.deaths, "last_death": self.last_death, "rss_mb": _rss_mb(self.proc.pid) if up else None}
 
+@patch
 def stop(self:ForecastWorker, timeout:float=5.0):
     "End the process (SIGTERM, then SIGKILL after `timeout`); a request in flight gets `WorkerUnavailable`. Not a death."
     with self._state: p, c, self.proc, self.conn, self.model = self.proc, self.conn, None, None, None
@@ -174,8 +185,6 @@ def stop(self:ForecastWorker, timeout:float=5.0):
     p.terminate(); p.join(timeout)
     if p.is_alive(): p.kill(); p.join(timeout)
     c.close()
-
-ForecastWorker.call, ForecastWorker.holds, ForecastWorker.status, ForecastWorker.stop = call, holds, status, stop
 
 # %% ../../nbs/model/09_worker.ipynb #w016
 class RemoteForecaster:
