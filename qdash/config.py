@@ -273,6 +273,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     interval_every=S(_int_range(1, 10_000), "3", "steps between the forecasts kept per server to score its band against what came"),
     interval_min_points=S(_int_range(1, 1_000_000), "30", "scored values a server's band needs before its own calibration replaces the model card's"),
     interval_window=S(DURATION, "2d", "recent span of a server's forecast errors its band is calibrated from"),
+    worker=S(BOOL, "true", "forecast and explain in a worker process that owns the model, so the hub never imports torch; false: in the hub's own process"),
   ),
   "fleet": dict(
     window_size=S(_int_range(10, 100_000), "100", "samples in each series' baseline, whose steps give its noise for cascade scores"),

@@ -19,7 +19,8 @@ from .model.trend import forecast_trend, combine, trend_payload
 from .model.band import IntervalCalibrator, interval_payload
 from .model.alerts import AlertEngine
 from .model.notify import Notifier
-from .model.explain import explain_server, ExplanationCache, InsufficientData
+from .model.explain import ExplanationCache, InsufficientData
+from .model.worker import WorkerRegistry, open_registry, explain_on
 from .cascade import CascadeDetector, fleet_health
 from .drift import DriftMonitor, fleet_window
 log = logging.getLogger("qdash.serving")
@@ -269,7 +270,7 @@ class Explanations:
             raise InsufficientData(f"server {server!r} has {r.get('points', 0)} recent points; the model needs {r.get('required')} "
                                    "before it forecasts, so there is nothing to explain yet", field="server_name")
         def build():
-            return explain_server(fc, self.server_data(fc, server), server, thresholds=dict(s.model.thresholds),
+            return explain_on(fc, self.server_data(fc, server), server, thresholds=dict(s.model.thresholds),   # here, or in the worker
                                   min_history=int(s.model.min_history))
         value, _ = self.cache.get((server, fc.name), cycle, build)
         if reason is None: return value
@@ -450,7 +451,7 @@ class Services:
         self.collection = Collection(s, self.store)
         self.runner = JobRunner(self.store, s, feed=lambda b: self.collection.feed(b, wait=0)).start()   # worker heartbeats: like any telemetry, never waiting
         self.feeds = FeedParser(s, self.store).start()
-        self.forecasting = Forecasting(s, self.store, seed=False)
+        self.forecasting = Forecasting(s, self.store, registry=open_registry(s), seed=False)   # [model] worker: the model next door
         self.fleet = FleetWatch(s, self.store, self.forecasting)
         self.forecasting.fleet = self.fleet
         for fn in (self._track, self.fleet.tap, self.forecasting.tap, *listeners): self.collection.add_listener(fn)
@@ -524,6 +525,7 @@ class Services:
         loops_end = time.monotonic() + timeout / 4
         for loop in reversed(self.loops): loop.stop(max(0.0, loops_end - time.monotonic()))
         if self.forecasting is not None: self.forecasting.notifier.stop(min(left(), 2.0))
+        if self.forecasting is not None and isinstance(self.forecasting.registry, WorkerRegistry): self.forecasting.registry.close()
         if self.runner is not None: self.runner.stop(min(left(), timeout / 4))
         if self.feeds is not None: self.feeds.stop()
         if self.collection is not None: self.collection.stop(max(0.5, left() - 0.5))
@@ -566,7 +568,12 @@ class Services:
                 "rolling_window_size": self.settings.model.encoder_length, "last_prediction": f.get("last_prediction"),
                 "servers_tracked": len(self.servers()), "servers_forecast": f.get("servers_forecast", 0),
                 "uptime_seconds": round(time.time() - self.started_at, 1) if self.started_at else 0.0,
-                "collecting": bool(self.collection is not None and self.collection.running)}
+                "collecting": bool(self.collection is not None and self.collection.running), "model_worker": self.model_worker()}
+
+    def model_worker(self) -> dict|None:
+        "The forecast worker: pid, model, starts, restarts, deaths, the last death, RSS (see `qdash.model.worker`); None when the model runs in the hub."
+        reg = self.forecasting.registry if self.forecasting is not None else None
+        return reg.worker.status() if isinstance(reg, WorkerRegistry) else None
 
     def servers(self) -> set[str]:
         "Every server name seen: in the store at start, and in the telemetry since."

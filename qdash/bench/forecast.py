@@ -17,7 +17,7 @@ from ..model.band import IntervalCalibrator, replay, coverage_summary, frame_act
 
 
 # %% auto #0
-__all__ = ['NAB_DIR', 'nab_dataset', 'bench_trend_targets', 'bench_forecast']
+__all__ = ['NAB_DIR', 'nab_dataset', 'bench_trend_targets', 'worker_inference', 'bench_forecast']
 
 # %% ../../nbs/bench/05_forecast.ipynb #c053
 from ..config import shared_data
@@ -145,6 +145,33 @@ def bench_trend_targets(data:xr.Dataset, # fleet telemetry (server, time) at `st
                   "coverage_p10_p90_trend_calibrated": round(float(np.mean(cc)), 3), "per_series": coverage_summary(cov)}
     return out
 
+# %% ../../nbs/bench/05_forecast.ipynb #w0b2
+def worker_inference(fc, # the model, loaded in this process: the baseline
+                     ds:xr.Dataset, # fleet telemetry (server, time)
+                     min_history:int, # points a server needs
+                     runs:int=3) -> dict:
+    "A cycle's predict through the forecast worker against the same model in this process, on the same data."
+    import pickle
+    from qdash.model.worker import WorkerRegistry, model_input, pack_predictions
+    reg = WorkerRegistry(Path(fc.info["path"]).parent)
+    try:
+        wfc = reg.load(Path(fc.info["path"]).name)
+        for f in (fc, wfc): f.predict(ds.isel(server=slice(0, 2)), min_history=min_history)   # warm-up
+        def median(f):
+            ts = []
+            for _ in range(runs):
+                t0 = time.perf_counter(); out = f.predict(ds, min_history=min_history); ts.append(time.perf_counter() - t0)
+            return float(np.median(ts)), out
+        (here_s, here), (there_s, there) = median(fc), median(wfc)
+        diff = max((float(np.abs(here[k]["quantiles"] - there[k]["quantiles"]).max()) for k in here if here[k]["status"] == "ok"), default=0.0)
+        return {"figure": "worker_inference", "inference_servers": int(ds.sizes["server"]), "worker_inference_s": round(there_s, 3),
+                "in_process_inference_s": round(here_s, 3), "worker_ratio_to_in_process": round(there_s / here_s, 3),
+                "request_mb": round(len(pickle.dumps(model_input(ds, fc.targets), 5)) / 2**20, 2),
+                "answer_mb": round(len(pickle.dumps(pack_predictions(there), 5)) / 2**20, 2),
+                "max_quantile_difference": round(diff, 6), "forecast": sum(v["status"] == "ok" for v in there.values()),
+                "worker_rss_mb": reg.worker.status()["rss_mb"]}
+    finally: reg.close()
+
 # %% ../../nbs/bench/05_forecast.ipynb #c055
 def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model) and thresholds
                    nab:bool=True, # include the NAB part (trains a small model, ~2-4 min on 2 cores)
@@ -197,6 +224,7 @@ def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model
         yield {"inference_servers": n, "inference_s": round(fast, 3), "inference_s_max": round(max(runs), 3), "dataset_route_s": round(slow, 3),
                "inference_ratio_to_dataset_route": round(fast / slow, 3), "max_quantile_difference": round(same, 5),
                "forecast": sum(v["status"] == "ok" for v in r.values()), "torch_threads": torch.get_num_threads()}
+        yield worker_inference(fc, ds, int(s.model.min_history))                            # the hub's way: through the forecast worker
     if not nab: return
     nd = nab_dataset()
     end = pd.Timestamp(nd.time.values.max()).tz_localize("UTC") - pd.Timedelta(days=7) + pd.Timedelta(seconds=fc.step)

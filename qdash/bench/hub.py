@@ -12,8 +12,8 @@ from ..testing import HubProcess
 from .api import ws_fanout
 
 # %% auto #0
-__all__ = ['HEADLINE', 'cpu_seconds', 'rss_mb', 'models_dir', 'hub_env', 'hub_load', 'rss_components', 'demo_rss', 'ws_figures',
-           'bench_hub']
+__all__ = ['HEADLINE', 'cpu_seconds', 'rss_mb', 'worker_of', 'models_dir', 'hub_env', 'hub_load', 'rss_components', 'demo_rss',
+           'ws_figures', 'bench_hub']
 
 # %% ../../nbs/bench/12_hub.ipynb #h005
 def _tree(p:psutil.Process) -> list[psutil.Process]:
@@ -28,13 +28,21 @@ def cpu_seconds(p:psutil.Process) -> float:
         except psutil.Error: pass
     return t
 
-def rss_mb(p:psutil.Process, tree:bool=False) -> float:
-    "RSS of `p` in MB; with `tree`, summed over its children too."
+def rss_mb(p:psutil.Process|None, tree:bool=False) -> float:
+    "RSS of `p` in MB (0 for None or a process gone); with `tree`, summed over its children too."
     n = 0
+    if p is None: return 0.0
     for q in (_tree(p) if tree else [p]):
         try: n += q.memory_info().rss
         except psutil.Error: pass
     return n / 2**20
+
+def worker_of(hub) -> psutil.Process|None:
+    "The hub's forecast worker process (`/status` `model_worker`); None when the model runs in the hub, or no worker runs yet."
+    try: w = httpx.get(hub.url + "/status", timeout=10, verify=hub.verify).json().get("model_worker") or {}
+    except (httpx.HTTPError, ValueError): return None
+    try: return psutil.Process(w["pid"]) if w.get("alive") and w.get("pid") else None
+    except psutil.Error: return None
 
 # %% ../../nbs/bench/12_hub.ipynb #h008
 def _pct(xs, q): return round(statistics.quantiles(xs, n=100)[q - 1], 2) if len(xs) > 1 else None
@@ -73,11 +81,15 @@ def hub_load(n:int, # simulated servers
         warm = time.monotonic() - t_warm
         st0, load0 = cli.get("/api/telemetry/status").json(), os.getloadavg()[0]
         rss0, cpu0, t0 = rss_mb(proc), cpu_seconds(proc), time.monotonic()
-        lat, peak, tree = [], rss0, rss_mb(proc, tree=True)
+        worker, asked = worker_of(hub), time.monotonic()
+        lat, peak, tree, wpeak, both = [], rss0, rss_mb(proc, tree=True), rss_mb(worker), rss0 + rss_mb(worker)
         while (now := time.monotonic()) < t0 + seconds:
             a = time.perf_counter(); r = cli.get("/api/status"); lat.append(1000 * (time.perf_counter() - a))
             if r.status_code != 200: raise RuntimeError(f"/api/status answered {r.status_code}: {r.text[:200]}")
-            peak, tree = max(peak, rss_mb(proc)), max(tree, rss_mb(proc, tree=True))
+            if (worker is None or not worker.is_running()) and time.monotonic() - asked > 5:   # not started yet, or restarted
+                worker, asked = worker_of(hub), time.monotonic()
+            h, w = rss_mb(proc), rss_mb(worker)
+            peak, tree, wpeak, both = max(peak, h), max(tree, rss_mb(proc, tree=True)), max(wpeak, w), max(both, h + w)
             time.sleep(max(0.0, 1 / status_hz - (time.monotonic() - now)))
         dt, cpu = time.monotonic() - t0, cpu_seconds(proc) - cpu0
         st = cli.get("/api/telemetry/status").json()
@@ -93,7 +105,8 @@ def hub_load(n:int, # simulated servers
                 "points_collected": st["points_collected"], "points_written": st["points_written"],
                 "unwritten_points": st["points_collected"] - st["points_written"], "queue_depth": st["queue_depth"],
                 "dropped_points": st["dropped"], "cpu_share_of_core": round(cpu / dt, 3),
-                "hub_rss_start_mb": round(rss0, 1), "hub_rss_peak_mb": round(peak, 1), "tree_rss_peak_mb": round(tree, 1),
+                "hub_rss_start_mb": round(rss0, 1), "hub_rss_peak_mb": round(peak, 1), "worker_rss_peak_mb": round(wpeak, 1),
+                "hub_plus_worker_rss_peak_mb": round(both, 1), "tree_rss_peak_mb": round(tree, 1), "model_in_worker": worker is not None,
                 "status_requests": len(lat), "status_p50_ms": _pct(lat, 50), "status_p99_ms": _pct(lat, 99),
                 "status_max_ms": round(max(lat), 2) if lat else None,
                 "forecast_cycle_ms": fc.get("inference_ms"), "forecast_cycles": fc.get("inference_cycle")}
@@ -145,13 +158,17 @@ def demo_rss(seconds:float=600.0, # how long the demo hub runs
     try:
         p = psutil.Process(hub.proc.pid)
         start, c0, t0 = rss_mb(p), cpu_seconds(p), time.monotonic()
-        peak = start
+        peak, worker, both = start, None, start
         while time.monotonic() - t0 < seconds:
             time.sleep(min(every, max(0.0, seconds - (time.monotonic() - t0))))
-            peak = max(peak, rss_mb(p))
-        end = rss_mb(p)
+            if worker is None or not worker.is_running(): worker = worker_of(hub)   # started by the first forecasting cycle
+            h = rss_mb(p)
+            peak, both = max(peak, h), max(both, h + rss_mb(worker))
+        end, wend = rss_mb(p), rss_mb(worker)
         return {"figure": "demo_rss", "seconds": round(time.monotonic() - t0, 1), "hub_rss_start_mb": round(start, 1),
                 "hub_rss_end_mb": round(end, 1), "hub_rss_peak_mb": round(max(peak, end), 1),
+                "worker_rss_end_mb": round(wend, 1), "hub_plus_worker_rss_end_mb": round(end + wend, 1),
+                "hub_plus_worker_rss_peak_mb": round(max(both, end + wend), 1),
                 "tree_rss_end_mb": round(rss_mb(p, tree=True), 1),
                 "cpu_share_of_core": round((cpu_seconds(p) - c0) / (time.monotonic() - t0), 3)}
     finally: hub.stop()
@@ -204,13 +221,13 @@ def bench_hub(seconds:float=60.0, # measuring window per fleet size
         r = hub_load(n, seconds, warmup=warmup)
         yield r
         h[f"cycles_per_s_{n}"] = r["cycles_per_s"]
-        if n == 1000: h.update(cpu_share_of_core_1000=r["cpu_share_of_core"], rss_mb_1000=r["hub_rss_peak_mb"],
+        if n == 1000: h.update(cpu_share_of_core_1000=r["cpu_share_of_core"], rss_mb_1000=r["hub_plus_worker_rss_peak_mb"],
                                status_p99_ms_1000=r["status_p99_ms"])
     if components: yield rss_components(components)
     if demo_seconds:
         d = demo_rss(demo_seconds)
         yield d
-        h["demo_rss_mb"] = d["hub_rss_end_mb"]
+        h["demo_rss_mb"] = d["hub_plus_worker_rss_end_mb"]   # the model's process counts: it is the hub's
     for f in (ws_figures(ws_counts, ws_seconds) if ws_counts else ()):
         yield f
         if f["figure"] == "ws_fanout": h[f"ws_p99_ms_{f['ws_clients']}"] = f["p99_ms"]

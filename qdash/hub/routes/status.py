@@ -23,10 +23,11 @@ def _parts(c) -> dict:
     return c.services.health()
 
 HEALTH = _schema({"status": {"type": "string"}, "service": {"type": "string"}, "running": {"type": "boolean"},
-                  "checks": OBJ, "sources": OBJ})
+                  "checks": OBJ, "sources": OBJ, "model_worker": {**OBJ, "nullable": True}})
 
 @route("status", "GET", "/health", public=True)
-@doc("Is the hub up? healthy, degraded or unhealthy; each part in checks, each source's up in sources",
+@doc("Is the hub up? healthy, degraded or unhealthy; each part in checks, each source's up in sources; "
+     "the forecast worker (pid, model, restarts, deaths) in model_worker",
      "status", HEALTH, public=True)
 async def health(request):
     c = request.app.ctx
@@ -34,7 +35,8 @@ async def health(request):
     h, _ = hub_health(parts)
     col = c.services.collection if c.services is not None else None
     return reply({"status": h, "service": "qdash", "running": bool(col and col.running), "version": __version__,
-                  "checks": parts, "sources": c.services.sources() if c.services is not None else {}})
+                  "checks": parts, "sources": c.services.sources() if c.services is not None else {},
+                  "model_worker": c.services.model_worker() if c.services is not None else None})   # what `checks.model` rests on
 
 API_HEALTH = _schema({"status": {"type": "string"}, "service": {"type": "string"}, "health": {"type": "string",
                       "enum": ["healthy", "degraded", "unhealthy"]}, "unhealthy_parts": {"type": "array", "items": {"type": "string"}}})
