@@ -12,8 +12,8 @@ import psutil
 
 # %% auto #0
 __all__ = ['GRID_NS', 'SLOW_CLIENTS', 'SHIPPED', 'live_times', 'stored_points', 'collected', 'tail_lost', 'holes', 'Probe',
-           'feed_stall', 'schemathesis_failures', 'api_promises', 'slowloris', 'stalled_source', 'kill9_orphans',
-           'roles_figure', 'reload_figure', 'bench_reliability', 'notify_figure']
+           'feed_stall', 'with_pattern_properties', 'schemathesis_failures', 'api_promises', 'slowloris',
+           'stalled_source', 'kill9_orphans', 'roles_figure', 'reload_figure', 'bench_reliability', 'notify_figure']
 
 # %% ../../nbs/bench/10_reliability.ipynb #848e78a3
 GRID_NS = 300 * 10**9      # the simulated past is on this grid ([model] step 5min)
@@ -123,6 +123,21 @@ def feed_stall(records:int=10_000, # records per feed (about 1 MB of JSON)
         out[f"feeds_per_s{sfx}"] = round(feeds / feeding_s, 2)
     return out
 
+def with_pattern_properties(schema): # an OpenAPI document, or any part of one; changed in place
+    "`schema` with each `x-patternProperties` (qdash's 3.0.3 way to state field names) made `patternProperties`, no other names allowed."
+    if isinstance(schema, dict):
+        if "x-patternProperties" in schema: schema.update(patternProperties=schema["x-patternProperties"], additionalProperties=False)
+        for v in schema.values(): with_pattern_properties(v)
+    elif isinstance(schema, list):
+        for v in schema: with_pattern_properties(v)
+    return schema
+
+try:                        # schemathesis (a dev dependency) reads the rule too: this module is its hooks module (SCHEMATHESIS_HOOKS)
+    import schemathesis as _st
+    @_st.hook
+    def before_load_schema(context, raw_schema): with_pattern_properties(raw_schema)
+except ImportError: pass
+
 def schemathesis_failures(hub:HubProcess, # a started hub
                           max_examples:int=50, # per operation and phase
                           phases:str="examples,coverage,fuzzing,stateful",
@@ -139,7 +154,8 @@ def schemathesis_failures(hub:HubProcess, # a started hub
                         "--checks", checks, "--max-examples", str(max_examples), "--phases", phases, "--seed", str(seed), "-w", "1",
                         "--suppress-health-check", "all", "--report", "ndjson", "--report-dir", str(out_dir),
                         *(["--include-path-regex", paths] if paths else [])],
-                       cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
+                       cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800,
+                       env={**os.environ, "SCHEMATHESIS_HOOKS": "qdash.bench.reliability"})   # `before_load_schema` above
         failed = set()
         for f in out_dir.glob("*.ndjson"):
             for line in f.read_text().splitlines():
