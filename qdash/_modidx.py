@@ -275,6 +275,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qdash.cascade._as_arrays': ('cascade.html#_as_arrays', 'qdash/cascade.py'),
                                'qdash.cascade._groups': ('cascade.html#_groups', 'qdash/cascade.py'),
                                'qdash.cascade._np_times': ('cascade.html#_np_times', 'qdash/cascade.py'),
+                               'qdash.cascade._one_time': ('cascade.html#_one_time', 'qdash/cascade.py'),
                                'qdash.cascade._pos_int': ('cascade.html#_pos_int', 'qdash/cascade.py'),
                                'qdash.cascade._quiet_result': ('cascade.html#_quiet_result', 'qdash/cascade.py'),
                                'qdash.cascade._tighten': ('cascade.html#_tighten', 'qdash/cascade.py'),

@@ -430,7 +430,7 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
 
         # 2. a paused InfluxDB: probes, detection, recovery
         c0 = collected(_get(hub, "/api/telemetry/status", key=True))   # points counted from here on: the past backfilled at start is older
-        base = Probe(hub, "/health"); base.start(); time.sleep(5); up = base.stop()
+        base = Probe(hub, "/health"); base.start(); time.sleep(outage_s); up = base.stop()   # the baseline: as many requests, InfluxDB up
         probes = {p: Probe(hub, p, key=p.startswith("/api")) for p in ("/health", "/status", "/api/jobs", "/api/telemetry/status")}
         for p in probes.values(): p.start()
         _pause(srv); t_pause = time.monotonic()
