@@ -475,20 +475,23 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
         hub3.stop()
 
         first = live_times(srv, t0, t2)            # the first hub's life, every spool replayed
-        _, tail = tail_lost(first, phase1, t_int)
+        tail_all = tail_lost(first, phase1, t_int)[1]          # cycles between the newest stored one and SIGINT
+        # cycles after the last reading and before SIGINT that are not stored (those before it are in `got - kept`)
+        _, tail = tail_lost(pd.Series(1, index=[max(first.index[-1], c1[1].value)]), phase1, t_int)
         # what the collector produced from before the pause to just before SIGINT, against what InfluxDB holds for those cycles
         got, kept = c1[0] - c0[0], stored_points(srv, c0[1].value, c1[1].value)
         seconds, ticks = int((c1[1] - c0[1]).total_seconds()), c1[2] - c0[2]
         lost_a = got - kept + servers * tail
         yield {"figure": "shutdown_store_paused", "shutdown_s": shutdown_s, "graceful_shutdown_timeout_s": budget_s,
-               "within_budget": shutdown_s <= budget_s, "spool_files_left": spooled, "points_lost_before_sigint": servers * tail,
+               "within_budget": shutdown_s <= budget_s, "spool_files_left": spooled, "points_lost_before_sigint": servers * tail_all,
                "outage_points_collected": got, "outage_points_stored": kept, "outage_points_lost": lost_a,
                "outage_window_s": seconds, "outage_ticks": ticks, "outage_cycles_collected": got // servers,
                "outage_seconds_without_a_cycle": seconds - got // servers,   # ticks skipped under load: never collected, not lost
-               "outage_points_missing_by_wall_clock": holes(first, servers) + servers * tail}   # the old count: every second expected
+               "outage_points_missing_by_wall_clock": holes(first, servers) + servers * tail_all}   # the old count: every second expected
         second = live_times(srv, t2)
-        kill_s, kill_cycles = tail_lost(second, phase2, t_kill)
-        kill_holes = (k1[0] - k0[0]) - stored_points(srv, k0[1].value, k1[1].value)   # collected before the kill, not stored
+        kill_s, _ = tail_lost(second, phase2, t_kill)               # seconds from the newest stored cycle to the kill
+        kill_holes = (k1[0] - k0[0]) - stored_points(srv, k0[1].value, k1[1].value)   # collected before the last reading, not stored
+        _, kill_cycles = tail_lost(pd.Series(1, index=[max(second.index[-1], k1[1].value)]), phase2, t_kill)   # after it, not stored
         kill_pts = kill_holes + servers * kill_cycles
         yield {"figure": "kill9_store_paused", "paused_s_before_kill": kill_after_s, "kill9_seconds_lost": kill_s, "kill9_points_lost": kill_pts,
                "kill9_points_lost_at_the_end": servers * kill_cycles, "kill9_points_missing_before": kill_holes,
