@@ -476,17 +476,17 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
 
         first = live_times(srv, t0, t2)            # the first hub's life, every spool replayed
         tail_all = tail_lost(first, phase1, t_int)[1]          # cycles between the newest stored one and SIGINT
-        # cycles after the last reading and before SIGINT that are not stored (those before it are in `got - kept`)
+        # cycles after the last reading and before SIGINT that are not stored (those before it are in `made - kept`)
         _, tail = tail_lost(pd.Series(1, index=[max(first.index[-1], c1[1].value)]), phase1, t_int)
         # what the collector produced from before the pause to just before SIGINT, against what InfluxDB holds for those cycles
-        got, kept = c1[0] - c0[0], stored_points(srv, c0[1].value, c1[1].value)
+        made, kept = c1[0] - c0[0], stored_points(srv, c0[1].value, c1[1].value)
         seconds, ticks = int((c1[1] - c0[1]).total_seconds()), c1[2] - c0[2]
-        lost_a = got - kept + servers * tail
+        lost_a = made - kept + servers * tail
         yield {"figure": "shutdown_store_paused", "shutdown_s": shutdown_s, "graceful_shutdown_timeout_s": budget_s,
                "within_budget": shutdown_s <= budget_s, "spool_files_left": spooled, "points_lost_before_sigint": servers * tail_all,
-               "outage_points_collected": got, "outage_points_stored": kept, "outage_points_lost": lost_a,
-               "outage_window_s": seconds, "outage_ticks": ticks, "outage_cycles_collected": got // servers,
-               "outage_seconds_without_a_cycle": seconds - got // servers,   # ticks skipped under load: never collected, not lost
+               "outage_points_collected": made, "outage_points_stored": kept, "outage_points_lost": lost_a,
+               "outage_window_s": seconds, "outage_ticks": ticks, "outage_cycles_collected": made // servers,
+               "outage_seconds_without_a_cycle": seconds - made // servers,   # ticks skipped under load: never collected, not lost
                "outage_points_missing_by_wall_clock": holes(first, servers) + servers * tail_all}   # the old count: every second expected
         second = live_times(srv, t2)
         kill_s, _ = tail_lost(second, phase2, t_kill)               # seconds from the newest stored cycle to the kill
