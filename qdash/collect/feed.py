@@ -42,7 +42,8 @@ MAX_TEXT = 256
 def _time(v, max_future=None):
     if v is None: raise ValueError("time is null: leave it out to stamp the record on arrival")
     if isinstance(v, bool): raise ValueError("time must be RFC 3339 text or epoch seconds")
-    if isinstance(v, (int, float)):
+    if isinstance(v, pd.Timestamp): t = v                  # from line protocol, read from its nanoseconds
+    elif isinstance(v, (int, float)):
         if not math.isfinite(v) or not 0 <= v < TIME_MAX.timestamp():
             raise ValueError(f"time in epoch seconds must be in {TIME_RANGE} (0 to {TIME_MAX.timestamp():.0f})")
         t = pd.Timestamp(v, unit="s", tz="UTC")
@@ -123,7 +124,7 @@ def _from_lines(text):
     out = []
     for p in points:
         r = {**p.get("tags", {}), **p.get("fields", {}), "measurement": p["measurement"]}
-        if p.get("time") is not None: r["time"] = pd.Timestamp(p["time"], unit="ns", tz="UTC").isoformat()
+        if p.get("time") is not None: r["time"] = pd.Timestamp(p["time"], unit="ns", tz="UTC")   # a time already: not text to read again
         out.append(r)
     return out
 
