@@ -369,11 +369,22 @@ def _pos_int(p, key, lo):
     return int(v)
 
 # %% ../nbs/08_cascade.ipynb #c027
+def _one_time(data:pd.DataFrame) -> tuple[dict, list, np.ndarray]:
+    "`_as_arrays` of a frame with one time and one row per server (a collection cycle), as the reshaping path gives it."
+    order = np.argsort(data["server"].astype(str).to_numpy(), kind="stable")          # unstack sorts the servers
+    num = data.drop(columns=["server", "time"]).select_dtypes("number")
+    ts = pd.DatetimeIndex(data["time"].iloc[:1])
+    ts = ts.tz_convert("UTC").tz_localize(None) if ts.tz is not None else ts
+    return ({m: num[m].to_numpy(float)[order][:, None] for m in sorted(num.columns)},      # and the metrics
+            [str(s) for s in data["server"].to_numpy()[order]], ts.to_numpy("datetime64[ns]"))
+
 def _as_arrays(data, servers=None, times=None) -> tuple[dict, list, np.ndarray]:
     "`({metric: (server, time) array}, servers, times)` from a frame, a Dataset or a dict of arrays."
     if isinstance(data, pd.DataFrame):
         miss = [c for c in ("time", "server") if c not in data.columns]
         if miss: raise ValidationError(f"data: missing column {miss[0]!r}; expected time, server and metric columns", field="data")
+        one = data["time"].nunique() == 1 and data["server"].is_unique
+        if one: return _one_time(data)           # a collection cycle: no reshaping needed (it ran every second on the GIL)
         idx = pd.MultiIndex.from_frame(data[["server", "time"]])
         if idx.has_duplicates: data = data.groupby(["server", "time"], as_index=False).mean(numeric_only=True); idx = None
         wide = data.set_index(["server", "time"]).select_dtypes("number").unstack("time").sort_index(axis=1)

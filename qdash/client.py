@@ -9,7 +9,7 @@ from typing import AsyncIterator
 import httpx, orjson, pandas as pd
 from fastcore.basics import patch
 from .config import QdashError, ConfigError, NotFound, ValidationError, Settings, load_settings
-from .timeutil import iso
+from .timeutil import iso, utc
 
 # %% auto #0
 __all__ = ['HubError', 'default_url', 'Client']
@@ -123,7 +123,7 @@ def feed(self:Client, data:list[dict]|pd.DataFrame|str) -> dict:
     if isinstance(data, str): return self.post("/feed/data", content=data.encode(), content_type="text/plain")
     if isinstance(data, pd.DataFrame):
         df = data.copy()
-        if "time" in df.columns: df["time"] = df["time"].map(lambda t: t.isoformat())
+        if "time" in df.columns: df["time"] = df["time"].map(lambda t: utc(t).isoformat())   # with its zone (naive: UTC), as the hub asks
         data = df.to_dict("records")
     return self.post("/feed/data", json=data)
 

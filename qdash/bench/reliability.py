@@ -11,9 +11,9 @@ from ..testing import HubProcess, InfluxServer, SilentServer, free_port
 import psutil
 
 # %% auto #0
-__all__ = ['GRID_NS', 'SLOW_CLIENTS', 'SHIPPED', 'live_times', 'tail_lost', 'holes', 'Probe', 'feed_stall',
-           'schemathesis_failures', 'api_promises', 'slowloris', 'stalled_source', 'kill9_orphans', 'roles_figure',
-           'reload_figure', 'bench_reliability', 'notify_figure']
+__all__ = ['GRID_NS', 'SLOW_CLIENTS', 'SHIPPED', 'live_times', 'stored_points', 'collected', 'tail_lost', 'holes', 'Probe',
+           'feed_stall', 'with_pattern_properties', 'schemathesis_failures', 'api_promises', 'slowloris',
+           'stalled_source', 'kill9_orphans', 'roles_figure', 'reload_figure', 'bench_reliability', 'notify_figure']
 
 # %% ../../nbs/bench/10_reliability.ipynb #848e78a3
 GRID_NS = 300 * 10**9      # the simulated past is on this grid ([model] step 5min)
@@ -29,6 +29,19 @@ def live_times(srv:InfluxServer, since_ns:int, until_ns:int|None=None) -> pd.Ser
     df = pd.DataFrame(ser[0]["values"], columns=ser[0]["columns"])
     df = df[df.time % GRID_NS != 0]
     return df.groupby("time")["server"].nunique().sort_index()
+
+def stored_points(srv:InfluxServer, after_ns:int, until_ns:int) -> int:
+    "Points of `vm` InfluxDB holds stamped in (after, until]: one per (server, time), as the store keys them."
+    r = requests.post(srv.url + "/query", data={"db": srv.database, "epoch": "ns",
+                      "q": f'SELECT count("cpu_pct") FROM "vm" WHERE time > {after_ns} AND time <= {until_ns}'}, timeout=60)
+    r.raise_for_status()
+    ser = r.json()["results"][0].get("series", [])
+    return int(ser[0]["values"][0][1]) if ser else 0
+
+def collected(st:dict, source:str="simulator") -> tuple[int, pd.Timestamp, int]:
+    "From a `/api/telemetry/status`: `source`'s points collected, its newest cycle's time (floored, as stored), the ticks so far."
+    h = st["source_health"][source]
+    return h["points"], pd.Timestamp(h["last_collection"]).floor("s"), st["cycles"] + st.get("ticks_missed", 0)
 
 def tail_lost(times:pd.Series, phase_s:float, until_ns:int) -> tuple[float, int]:
     "Seconds from the newest stored cycle's collection to `until_ns`, and the cycles collected in between (1 s cycles)."
@@ -110,6 +123,21 @@ def feed_stall(records:int=10_000, # records per feed (about 1 MB of JSON)
         out[f"feeds_per_s{sfx}"] = round(feeds / feeding_s, 2)
     return out
 
+def with_pattern_properties(schema): # an OpenAPI document, or any part of one; changed in place
+    "`schema` with each `x-patternProperties` (qdash's 3.0.3 way to state field names) made `patternProperties`, no other names allowed."
+    if isinstance(schema, dict):
+        if "x-patternProperties" in schema: schema.update(patternProperties=schema["x-patternProperties"], additionalProperties=False)
+        for v in schema.values(): with_pattern_properties(v)
+    elif isinstance(schema, list):
+        for v in schema: with_pattern_properties(v)
+    return schema
+
+try:                        # schemathesis (a dev dependency) reads the rule too: this module is its hooks module (SCHEMATHESIS_HOOKS)
+    import schemathesis as _st
+    @_st.hook
+    def before_load_schema(context, raw_schema): with_pattern_properties(raw_schema)
+except ImportError: pass
+
 def schemathesis_failures(hub:HubProcess, # a started hub
                           max_examples:int=50, # per operation and phase
                           phases:str="examples,coverage,fuzzing,stateful",
@@ -126,7 +154,8 @@ def schemathesis_failures(hub:HubProcess, # a started hub
                         "--checks", checks, "--max-examples", str(max_examples), "--phases", phases, "--seed", str(seed), "-w", "1",
                         "--suppress-health-check", "all", "--report", "ndjson", "--report-dir", str(out_dir),
                         *(["--include-path-regex", paths] if paths else [])],
-                       cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800)
+                       cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1800,
+                       env={**os.environ, "SCHEMATHESIS_HOOKS": "qdash.bench.reliability"})   # `before_load_schema` above
         failed = set()
         for f in out_dir.glob("*.ndjson"):
             for line in f.read_text().splitlines():
@@ -400,7 +429,8 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
         if not started: raise RuntimeError(f"the hub did not start with the store down; see {hub.dir / 'hub.log'}")
 
         # 2. a paused InfluxDB: probes, detection, recovery
-        base = Probe(hub, "/health"); base.start(); time.sleep(5); up = base.stop()
+        c0 = collected(_get(hub, "/api/telemetry/status", key=True))   # points counted from here on: the past backfilled at start is older
+        base = Probe(hub, "/health"); base.start(); time.sleep(outage_s); up = base.stop()   # the baseline: as many requests, InfluxDB up
         probes = {p: Probe(hub, p, key=p.startswith("/api")) for p in ("/health", "/status", "/api/jobs", "/api/telemetry/status")}
         for p in probes.values(): p.start()
         _pause(srv); t_pause = time.monotonic()
@@ -417,7 +447,8 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
 
         # shutdown while InfluxDB is paused
         _pause(srv); time.sleep(3)
-        phase1 = pd.Timestamp(_get(hub, "/api/telemetry/status", key=True)["last_collection"]).value % 10**9 / 1e9
+        st = _get(hub, "/api/telemetry/status", key=True)
+        phase1, c1 = pd.Timestamp(st["last_collection"]).value % 10**9 / 1e9, collected(st)
         t_int = time.time_ns(); t = time.monotonic()
         hub.proc.send_signal(signal.SIGINT)
         try: hub.proc.wait(budget_s + 60)
@@ -432,8 +463,10 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
         hub2.start(60)
         _until(lambda: _drained(hub2), 120)
         time.sleep(3)
+        k0 = collected(_get(hub2, "/api/telemetry/status", key=True))
         _pause(srv); time.sleep(kill_after_s)
-        phase2 = pd.Timestamp(_get(hub2, "/api/telemetry/status", key=True)["last_collection"]).value % 10**9 / 1e9
+        st = _get(hub2, "/api/telemetry/status", key=True)
+        phase2, k1 = pd.Timestamp(st["last_collection"]).value % 10**9 / 1e9, collected(st)
         hub2.proc.send_signal(signal.SIGKILL); hub2.proc.wait(); t_kill = time.time_ns()
         _resume(srv); hub2.stop()
         hub3 = HubProcess(_env(srv, servers, budget_s, QDASH__COLLECT__SOURCES=""), data_dir=tmp / "a"); hubs.append(hub3)
@@ -442,16 +475,27 @@ def bench_reliability(servers:int=10, # simulated servers, one `vm` point each p
         hub3.stop()
 
         first = live_times(srv, t0, t2)            # the first hub's life, every spool replayed
-        _, tail = tail_lost(first, phase1, t_int)
-        lost_a = holes(first, servers) + servers * tail
+        tail_all = tail_lost(first, phase1, t_int)[1]          # cycles between the newest stored one and SIGINT
+        # cycles after the last reading and before SIGINT that are not stored (those before it are in `made - kept`)
+        _, tail = tail_lost(pd.Series(1, index=[max(first.index[-1], c1[1].value)]), phase1, t_int)
+        # what the collector produced from before the pause to just before SIGINT, against what InfluxDB holds for those cycles
+        made, kept = c1[0] - c0[0], stored_points(srv, c0[1].value, c1[1].value)
+        seconds, ticks = int((c1[1] - c0[1]).total_seconds()), c1[2] - c0[2]
+        lost_a = made - kept + servers * tail
         yield {"figure": "shutdown_store_paused", "shutdown_s": shutdown_s, "graceful_shutdown_timeout_s": budget_s,
-               "within_budget": shutdown_s <= budget_s, "spool_files_left": spooled, "points_lost_before_sigint": servers * tail}
+               "within_budget": shutdown_s <= budget_s, "spool_files_left": spooled, "points_lost_before_sigint": servers * tail_all,
+               "outage_points_collected": made, "outage_points_stored": kept, "outage_points_lost": lost_a,
+               "outage_window_s": seconds, "outage_ticks": ticks, "outage_cycles_collected": made // servers,
+               "outage_seconds_without_a_cycle": seconds - made // servers,   # ticks skipped under load: never collected, not lost
+               "outage_points_missing_by_wall_clock": holes(first, servers) + servers * tail_all}   # the old count: every second expected
         second = live_times(srv, t2)
-        kill_s, kill_cycles = tail_lost(second, phase2, t_kill)
-        kill_holes = holes(second, servers)
+        kill_s, _ = tail_lost(second, phase2, t_kill)               # seconds from the newest stored cycle to the kill
+        kill_holes = (k1[0] - k0[0]) - stored_points(srv, k0[1].value, k1[1].value)   # collected before the last reading, not stored
+        _, kill_cycles = tail_lost(pd.Series(1, index=[max(second.index[-1], k1[1].value)]), phase2, t_kill)   # after it, not stored
         kill_pts = kill_holes + servers * kill_cycles
         yield {"figure": "kill9_store_paused", "paused_s_before_kill": kill_after_s, "kill9_seconds_lost": kill_s, "kill9_points_lost": kill_pts,
                "kill9_points_lost_at_the_end": servers * kill_cycles, "kill9_points_missing_before": kill_holes,
+               "kill9_points_missing_by_wall_clock": holes(second, servers),   # + ticks skipped under load: never collected
                "bound_s": 1.0, "note": "bound: one [collect] interval (1s): every put is in the write-ahead file; "
                                        "only a cycle being collected at the kill is lost"}
         roles = roles_figure(); yield roles         # who may act: a viewer key against every admin operation

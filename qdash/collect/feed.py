@@ -6,12 +6,12 @@
 from __future__ import annotations
 import math, re, time
 import orjson, pandas as pd
-from ..config import ValidationError
+from ..config import ValidationError, CONTROL_CHARS
 from ..store import parse_line_protocol, check_name, check_times, TIME_RANGE, TIME_MAX
 
 # %% auto #0
-__all__ = ['DEFAULT_MEASUREMENT', 'ALIASES', 'RESERVED', 'MAX_TEXT', 'YIELD_EVERY', 'FeedRejected', 'BadFeed', 'check_record',
-           'parse_feed', 'decode_body', 'check_body']
+__all__ = ['NAME_PATTERN', 'TAG_PATTERN', 'TIME_PATTERN', 'DEFAULT_MEASUREMENT', 'ALIASES', 'RESERVED', 'MAX_TEXT', 'YIELD_EVERY',
+           'FeedRejected', 'BadFeed', 'check_record', 'parse_feed', 'decode_body', 'check_body']
 
 # %% ../../nbs/collect/04_feed.ipynb #c005
 class FeedRejected(ValidationError):
@@ -28,7 +28,12 @@ class BadFeed(ValidationError):
     status_code, code = 400, "bad_request"
 
 # %% ../../nbs/collect/04_feed.ipynb #c007
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"            # a measurement or field name: an identifier
+_NAME = re.compile(NAME_PATTERN)
+TAG_PATTERN = rf'^(?:[^{CONTROL_CHARS}\\]|\\(?![,= "\\]|$))*$'   # `check_name`'s rule: no control character, no backslash line protocol cannot carry
+TIME_PATTERN = (r"^(197[1-9]|19[89][0-9]|2[01][0-9]{2}|22[0-5][0-9]|2260)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"   # RFC 3339, 1971..2260
+                r"[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$")
+_re_time = re.compile(TIME_PATTERN)
 DEFAULT_MEASUREMENT = "vm"
 ALIASES = {"server": ("server", "server_name"), "time": ("time", "timestamp")}
 RESERVED = {"measurement", *(k for names in ALIASES.values() for k in names)}
@@ -36,19 +41,23 @@ MAX_TEXT = 256
 
 def _time(v, max_future=None):
     if v is None: raise ValueError("time is null: leave it out to stamp the record on arrival")
-    if isinstance(v, bool): raise ValueError("time must be ISO 8601 text or epoch seconds")
-    if isinstance(v, (int, float)):
+    if isinstance(v, bool): raise ValueError("time must be RFC 3339 text or epoch seconds")
+    if isinstance(v, pd.Timestamp): t = v                  # from line protocol, read from its nanoseconds
+    elif isinstance(v, (int, float)):
         if not math.isfinite(v) or not 0 <= v < TIME_MAX.timestamp():
             raise ValueError(f"time in epoch seconds must be in {TIME_RANGE} (0 to {TIME_MAX.timestamp():.0f})")
         t = pd.Timestamp(v, unit="s", tz="UTC")
     elif isinstance(v, str):
+        if not _re_time.fullmatch(v):
+            raise ValueError(f"time {v[:40]!r} is not ISO 8601 text with its zone (RFC 3339) such as 2026-01-15T10:00:00Z, "
+                             "in the years 1971 to 2260, nor epoch seconds")
         try: t = pd.Timestamp(v)
         except (ValueError, OverflowError): raise ValueError(f"time {v[:40]!r} is not ISO 8601") from None
         if pd.isna(t): raise ValueError("time is empty")
         t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
         try: t = t.as_unit("ns")
         except (OverflowError, pd.errors.OutOfBoundsDatetime): raise ValueError(f"time {v[:40]!r} is outside {TIME_RANGE}") from None
-    else: raise ValueError("time must be ISO 8601 text or epoch seconds")
+    else: raise ValueError("time must be RFC 3339 text or epoch seconds")
     try: check_times(t.value, "time", max_future)
     except ValidationError as e: raise ValueError(str(e)) from None
     return t
@@ -61,7 +70,7 @@ def _text(v, what):
 def _pick(r:dict, what:str):
     "The value of `what` under any of its names (None when absent); two names with different values are an error."
     names = [n for n in ALIASES[what] if n in r]
-    if len(names) > 1 and any(r[n] != r[names[0]] for n in names): raise ValueError(f"{' and '.join(names)} differ: give one")
+    if len(names) > 1: raise ValueError(f"{' and '.join(names)} name the same thing: give one of them")
     return names, (r[names[0]] if names else None)
 
 def check_record(r, # one decoded JSON record
@@ -84,8 +93,9 @@ def check_record(r, # one decoded JSON record
         if k in RESERVED: continue
         if not _NAME.fullmatch(str(k)): raise ValueError(f"{str(k)[:40]!r} is not a valid name (letters, digits, _; not starting with a digit)")
         if isinstance(v, bool): fields += 1
-        elif isinstance(v, int) and abs(v) < 2**63:
+        elif isinstance(v, int):
             fields += 1
+            if have(k) == "int" and abs(v) >= 2**63: raise ValueError(f"{k} holds 64-bit integers; {v} is beyond them")
             if have(k) != "int": v = float(v)          # a JSON number is a number: a float unless the field holds integers
         elif isinstance(v, float):
             if not math.isfinite(v): raise ValueError(f"{k} must be a finite number")
@@ -114,7 +124,7 @@ def _from_lines(text):
     out = []
     for p in points:
         r = {**p.get("tags", {}), **p.get("fields", {}), "measurement": p["measurement"]}
-        if p.get("time") is not None: r["time"] = pd.Timestamp(p["time"], unit="ns", tz="UTC").isoformat()
+        if p.get("time") is not None: r["time"] = pd.Timestamp(p["time"], unit="ns", tz="UTC")   # a time already: not text to read again
         out.append(r)
     return out
 

@@ -346,11 +346,11 @@ def frame(self:FleetSimulator, start, # first time (aligned up to the step)
 def _frame(self:FleetSimulator, t:np.ndarray) -> pd.DataFrame:
     v = self.values(t)
     S, T = self.n, len(t)
-    df = pd.DataFrame({"time": pd.to_datetime(np.tile(t, S), unit="s", utc=True)})
-    for c in ("host", "server", "uuid", "profile"): df[c] = np.repeat(self.servers[c].to_numpy(), T)
-    for k in v: df[k] = v[k].reshape(-1)
-    for k in ("state", "vcpus"): df[k] = df[k].astype(np.int64)
-    return df
+    cols = {"time": pd.to_datetime(np.tile(t, S), unit="s", utc=True),      # built at once: a column at a time cost 2.5x (GIL held)
+            **{c: np.repeat(self.servers[c].to_numpy(), T) for c in ("host", "server", "uuid", "profile")},
+            **{k: v[k].reshape(-1) for k in v}}
+    for k in ("state", "vcpus"): cols[k] = cols[k].astype(np.int64)
+    return pd.DataFrame(cols)
 
 @patch
 def collect(self:FleetSimulator, now=None # cycle time; default: now (UTC)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import asyncio
 from ...config import safe_dict
-from ...collect.feed import MAX_TEXT, TIME_MAX
+from ...collect.feed import MAX_TEXT, TIME_MAX, NAME_PATTERN, TAG_PATTERN, TIME_PATTERN
 from ..http import Routes, off_loop, doc, reply, part, text_schema, _schema, ARR
 route = Routes()
 
@@ -54,22 +54,28 @@ async def collect_config(request):
     return reply({"collect": d["collect"], "store": d["store"]})
 
 # %% ../../../nbs/hub/routes/00b_collection.ipynb #0c5b9d34
-_FEED_TEXT = text_schema(MAX_TEXT)                                   # a tag value (qdash.lineproto.check_name adds backslash rules)
-_FEED_TIME = {"description": "ISO 8601 text or epoch seconds, from 1970 up to 2262 and at most [store] max_future (default 1h) "
-                             "ahead of the hub's clock: the one bound a static document cannot state, since it moves with now",
-              "anyOf": [{"type": "string", "minLength": 1},
+_FEED_TEXT = text_schema(MAX_TEXT, pattern=TAG_PATTERN)             # a tag value: qdash.lineproto.check_name's rule
+_FEED_TIME = {"description": "RFC 3339 text (years 1971 to 2260) or epoch seconds (1970 to 2262), at most [store] max_future "
+                             "(default 1h) ahead of the hub's clock: the one bound a static document cannot state, since it moves with now",
+              "anyOf": [{"type": "string", "format": "date-time", "pattern": TIME_PATTERN},
                         {"type": "number", "minimum": 0, "maximum": TIME_MAX.timestamp(), "exclusiveMaximum": True}]}
+_FEED_VALUE = {"anyOf": [{"type": "number"}, {"type": "boolean"}, _FEED_TEXT]}
+_FEED_OWN = {k: {} for k in ("server", "server_name", "time", "timestamp", "measurement")}
 FEED_RECORD = {"type": "object", "description": (
-    "One reading: `server` (or seed 004's `server_name`) names the server; `time` (or `timestamp`) is ISO 8601 or epoch "
-    "seconds, default now; `measurement` defaults to vm; text fields such as `profile` are tags; every other field is a "
-    "number (cpu_pct, mem_pct, swap_pct, iowait_pct, load1, disk_*_bytes_per_s, net_*_bytes_per_s, ...). What this "
-    "schema cannot state (OpenAPI 3.0.3 has no propertyNames, and two rules depend on the hub's state): field names are "
-    "identifiers (letters, digits, _; not starting with a digit); a field keeps the kind the store already holds; "
-    "a record has at least one numeric or boolean field; a time is at most [store] max_future ahead of now."),
+    "One reading: `server` (or seed 004's `server_name`, not both) names the server; `time` (or `timestamp`, not both) "
+    "is RFC 3339 text or epoch seconds, default now; `measurement` defaults to vm; text fields such as `profile` are "
+    "tags; every other field is a number or a boolean (cpu_pct, mem_pct, swap_pct, iowait_pct, load1, disk_*_bytes_per_s, "
+    "net_*_bytes_per_s, ...), at least one of them. Field names are identifiers (letters, digits, _; not starting with a "
+    "digit): OpenAPI 3.0.3 has no patternProperties, so `x-patternProperties` states it (as patternProperties means it in "
+    "JSON Schema and OpenAPI 3.1, no other names allowed). What no static document can state: a field keeps the kind "
+    "the store already holds, and a time is at most [store] max_future ahead of now."),
     "properties": {"server": _FEED_TEXT, "server_name": _FEED_TEXT, "time": _FEED_TIME, "timestamp": _FEED_TIME,
-                   "measurement": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"}},
-    "additionalProperties": {"anyOf": [{"type": "number"}, {"type": "boolean"}, _FEED_TEXT]},
-    "anyOf": [{"required": ["server"]}, {"required": ["server_name"]}],
+                   "measurement": {"type": "string", "pattern": NAME_PATTERN}},
+    "additionalProperties": _FEED_VALUE,
+    "x-patternProperties": {NAME_PATTERN: _FEED_VALUE},
+    "oneOf": [{"required": ["server"]}, {"required": ["server_name"]}],
+    "not": {"anyOf": [{"required": ["time", "timestamp"]},                                    # both names of the time
+                      {"properties": _FEED_OWN, "additionalProperties": _FEED_TEXT}]},        # no field but text: no number, no boolean
     "example": {"server_name": "web-07", "timestamp": "2026-01-15T10:00:00Z", "profile": "web", "cpu_pct": 71.5, "mem_pct": 88.2}}
 FEED_BODY = {"application/json": {"type": "array", "items": FEED_RECORD, "minItems": 1,
                                   "example": [FEED_RECORD["example"], {"server": "db-01", "time": 1768471200, "mem_pct": 64.0}]},
