@@ -221,7 +221,8 @@ def served_paths(fc, # the Forecaster whose windows these are
     for t in np.unique(first):
         idx = np.nonzero(first == t)[0]
         srv = [segment_server[str(ser[i])] for i in idx]
-        res = score_forecasts({s: {"status": "ok", "quantiles": q[i]} for s, i in zip(srv, idx)}, fc.targets, thresholds, step)
+        res = {s: {"status": "ok", "quantiles": q[i]} for s, i in zip(srv, idx)}
+        if set(fc.targets) & set(thresholds): res = score_forecasts(res, fc.targets, thresholds, step)   # no level: no risk, as served
         L = day + 144                                   # the day the cycle reads, as in bench_trend_targets
         Y = np.full((len(srv), L), np.nan)
         for r, s in enumerate(srv):
