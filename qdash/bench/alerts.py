@@ -12,9 +12,9 @@ from ..model.risk import Vitals, score_forecasts
 from ..model.trend import trend_scores
 
 # %% auto #0
-__all__ = ['STEP', 'SLOW', 'FAST', 'DISK', 'FORECASTABLE_S', 'GRIDS', 'bench_thresholds', 'incident_fleet', 'score_static',
-           'score_predict_linear', 'score_seasonal_naive', 'score_trend', 'score_tft', 'evaluate', 'best_at',
-           'vitals_delays', 'breach_delays', 'bench_alerts']
+__all__ = ['STEP', 'SLOW', 'FAST', 'DISK', 'FORECASTABLE_S', 'NAB_KEYS', 'GRIDS', 'bench_thresholds', 'incident_fleet',
+           'score_static', 'score_predict_linear', 'score_seasonal_naive', 'score_trend', 'score_tft', 'evaluate',
+           'best_at', 'vitals_delays', 'breach_delays', 'bench_alerts']
 
 # %% ../../nbs/bench/11_alerts.ipynb #9623cdd8
 STEP = 300
@@ -189,13 +189,16 @@ def breach_delays(inc, sim, thresholds:dict, samples:int=2, # `[alerts] for`
 # %% ../../nbs/bench/11_alerts.ipynb #0ad41d91
 def _finite(x) -> float|None: return float(x) if np.isfinite(x) else None    # JSON has no infinity: never detected is null
 
+NAB_KEYS = ("nab_share_beating_last_value", "nab_median_coverage_p10_p90", "nab_median_mase_qdash", "nab_median_mase_autotheta")
+
 GRIDS = {"risk": [30, 40, 50, 55, 60, 65, 70, 75, 80, 85, 90, 95],
          "margin": [-30, -25, -20, -15, -10, -5, 0, 5, 10, 20, 30, 50, 75, 100, 150]}
 
 def bench_alerts(settings:Settings|None=None, # [model] dir (the shipped model) and thresholds
                  seed:int=2024, n:int=45, days:int=7,
                  every_s:int=600, # seconds between origins
-                 tft_every_s:int=1800): # seconds between the TFT's forecasts (carried to the origins between: inference is the cost)
+                 tft_every_s:int=1800, # seconds between the TFT's forecasts (carried to the origins between: inference is the cost)
+                 nab:bool=True): # the real NAB series too: a small TFT trained once (minutes), scored per series beside AutoTheta
     "Curves, the methods at 0.05 false alerts per server-day, and the headline, as dicts for `qdash bench alerts`."
     from qdash.model.registry import ModelRegistry
     s = settings or load_settings()
@@ -242,20 +245,27 @@ def bench_alerts(settings:Settings|None=None, # [model] dir (the shipped model) 
     e = evaluate(scores[main], q["threshold"] if q else np.inf, inc, ot, ex)      # the fast ones: its alerts or the breach watch
     fast_q = [min(v, d) for v, d in zip([v for v, x in zip(vd, inc) if not x["forecastable"]], e["fast_detect_samples"])]
     d60 = evaluate(scores[main], 60, inc, ot, ex)
-    yield {"figure": "headline", "method": main,
-           "warned_share_at_fa_0_05": q["warned_share"] if q else 0.0, "lead_median_min_at_fa_0_05": q["lead_median_min"] if q else None,
+    head = {"warned_share_at_fa_0_05": q["warned_share"] if q else 0.0, "lead_median_min_at_fa_0_05": q["lead_median_min"] if q else None,
+            "best_predict_linear_warned_share_at_fa_0_05": max((p["warned_share"] or 0.0) if p else 0.0 for p in pls),
+            "breach_critical_share": round(float(np.mean(seen <= 1)), 3) if len(seen) else None,
+            "fast_detect_median_samples": _finite(np.median(fast_q)) if fast_q else None}
+    yield {"figure": "headline_detail", "method": main, **head,
            "threshold_at_fa_0_05": q["threshold"] if q else None,
-           "best_predict_linear_warned_share_at_fa_0_05": max((p["warned_share"] or 0.0) if p else 0.0 for p in pls),
            "static_warned_share_at_fa_0_05": (best["static"] or {}).get("warned_share", 0.0),
            "static_lead_median_min_at_fa_0_05": (best["static"] or {}).get("lead_median_min"),
            "tft_warned_share_at_fa_0_05": (best.get("qdash_tft") or {}).get("warned_share", 0.0) if fc is not None else None,
            "warned_share_at_risk_60": d60["warned_share"], "lead_median_min_at_risk_60": d60["lead_median_min"],
            "false_alerts_per_server_day_at_risk_60": d60["false_alerts_per_server_day"],
            "missed_at_fa_0_05": q["missed"] if q else None,
-           "breach_critical_share": round(float(np.mean(seen <= 1)), 3) if len(seen) else None,
            "breaches_collected": int(len(seen)), "breach_critical_delay_max_intervals": _finite(seen.max()) if len(seen) else None,
            "breach_critical_share_of_5min_means": round(float(np.mean(np.isfinite(vd))), 3),
-           "fast_detect_median_samples": _finite(np.median(fast_q)) if fast_q else None,
            "forecastable_incidents": sum(x["forecastable"] for x in inc), "fast_incidents": sum(not x["forecastable"] for x in inc),
            "server_days": round(float((~ex).sum() * every_s / 86400), 1), "origins_every_min": every_s / 60,
            "model": fc.name if fc is not None else None, "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
+    real = {}
+    if nab:                                     # the real series: the same TFT recipe, trained once here, beside AutoTheta
+        from qdash.bench.forecast import bench_nab
+        for line in bench_nab(s):
+            yield line
+            if line.get("figure") == "nab_mase": real = line
+    yield {"figure": "headline", **head, **{k: real.get(k) for k in NAB_KEYS}}

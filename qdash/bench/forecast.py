@@ -17,7 +17,9 @@ from ..model.band import IntervalCalibrator, replay, coverage_summary, frame_act
 
 
 # %% auto #0
-__all__ = ['NAB_DIR', 'nab_dataset', 'bench_trend_targets', 'worker_inference', 'bench_forecast']
+__all__ = ['NAB_DIR', 'NAB_SEASON', 'nab_dataset', 'bench_trend_targets', 'worker_inference', 'series_arrays', 'mase_scale',
+           'naive_paths', 'autotheta_path', 'score_paths', 'served_paths', 'nab_summary', 'nab_by_series', 'bench_nab',
+           'bench_forecast']
 
 # %% ../../nbs/bench/05_forecast.ipynb #c053
 from ..config import shared_data
@@ -172,6 +174,175 @@ def worker_inference(fc, # the model, loaded in this process: the baseline
                 "worker_rss_mb": reg.worker.status()["rss_mb"]}
     finally: reg.close()
 
+# %% ../../nbs/bench/05_forecast.ipynb #nab0002
+NAB_SEASON = 288                   # one day of 5-minute steps
+
+def series_arrays(frame:pd.DataFrame, # fleet_frame output (segments of a server joined again)
+                  field:str="value") -> dict[str, tuple[int, np.ndarray]]:
+    "Each server's values on its regular step grid: {server: (first time_idx, values)}, NaN in gaps."
+    out = {}
+    for s, g in frame.groupby("server", observed=True):
+        b, e = int(g.time_idx.min()), int(g.time_idx.max())
+        a = np.full(e - b + 1, np.nan)
+        a[g.time_idx.to_numpy(int) - b] = g[field].to_numpy(float)
+        out[str(s)] = (b, a)
+    return out
+
+def mase_scale(a:np.ndarray, # a series on its step grid, NaN in gaps
+               until:int, # index of the first value not used (the evaluation's start)
+               season:int=NAB_SEASON) -> float:
+    "MASE scale: the mean |y[t] - y[t - season]| over the values before `until` (pairs with a gap skipped); NaN if none."
+    x = a[:max(0, until)]
+    d = np.abs(x[season:] - x[:-season]) if len(x) > season else np.array([np.nan])
+    return float(np.nanmean(d)) if np.isfinite(d).any() else np.nan
+
+def naive_paths(a:np.ndarray, j:int, # j: index of the first predicted value
+                H:int, season:int=NAB_SEASON) -> dict[str, np.ndarray]:
+    "Last value and seasonal-naive (the same steps a season before) forecasts of a[j:j+H], from a[:j]."
+    sn = a[j - season:j - season + H] if j >= season else np.full(H, np.nan)
+    return {"last_value": np.full(H, a[j - 1] if j >= 1 else np.nan), "seasonal_naive": np.asarray(sn, float)}
+
+def autotheta_path(a:np.ndarray, j:int, H:int, season:int=NAB_SEASON,
+                   fit_steps:int=7 * NAB_SEASON) -> np.ndarray: # the history it is refit on: the last week
+    "statsforecast's AutoTheta(season_length=season) refit on a[j-fit_steps:j] (gaps interpolated): its mean forecast of a[j:j+H]."
+    from statsforecast.models import AutoTheta
+    y = pd.Series(a[max(0, j - fit_steps):j]).interpolate(limit_direction="both").to_numpy(float)
+    if not np.isfinite(y).all() or len(y) < 2 * season: return np.full(H, np.nan)
+    return np.asarray(AutoTheta(season_length=season).forecast(y=y, h=H)["mean"], float)
+
+def score_paths(arrays:dict, # series_arrays output
+                windows:list, # [(server, first predicted time_idx)]
+                paths:dict, # {method: (window, horizon) point forecasts}
+                scale:dict, # {server: MASE scale}
+               ) -> pd.DataFrame:
+    "Per series and method: windows, MAE, MASE (MAE over the series' scale), on the windows every method and the actuals have complete."
+    H = next(iter(paths.values())).shape[1]
+    Y = np.full((len(windows), H), np.nan)
+    for i, (s, t) in enumerate(windows):
+        b, a = arrays[s]
+        if t - b >= 0 and t - b + H <= len(a): Y[i] = a[t - b:t - b + H]
+    ok = np.isfinite(Y).all(1) & np.array([np.isfinite(scale.get(s, np.nan)) and scale.get(s, 0) > 0 for s, _ in windows])
+    for p in paths.values(): ok &= np.isfinite(p).all(1)
+    rows = []
+    for m, p in paths.items():
+        err = np.abs(p - Y).mean(1)
+        for s in dict.fromkeys(s for s, _ in windows):
+            k = ok & np.array([x == s for x, _ in windows])
+            if k.any(): rows.append((s, m, int(k.sum()), float(err[k].mean()), float(err[k].mean() / scale[s])))
+    return pd.DataFrame(rows, columns=["series", "method", "windows", "mae", "mase"])
+
+# %% ../../nbs/bench/05_forecast.ipynb #nab0005
+def served_paths(fc, # the Forecaster whose windows these are
+                 windows, # `_windows(fc, ...)` output: quantiles, series (segments), first predicted time_idx
+                 segment_server:dict, # {frame series (segment): server}
+                 arrays:dict, # series_arrays output
+                 thresholds:dict, # `[model] thresholds`
+                 target:str="value") -> np.ndarray:
+    "The P50 of `target` qdash serves at each window: the model's forecast combined with the trend as a forecasting cycle does."
+    from qdash.model.risk import score_forecasts
+    from qdash.model.trend import forecast_trend, combine
+    q, ser, first = windows
+    H, step, day = fc.horizon, fc.step, int(86400 // fc.step)
+    k = list(fc.targets).index(target)
+    out = np.full((len(ser), H), np.nan)
+    for t in np.unique(first):
+        idx = np.nonzero(first == t)[0]
+        srv = [segment_server[str(ser[i])] for i in idx]
+        res = {s: {"status": "ok", "quantiles": q[i]} for s, i in zip(srv, idx)}
+        if set(fc.targets) & set(thresholds): res = score_forecasts(res, fc.targets, thresholds, step)   # no level: no risk, as served
+        L = day + 144                                   # the day the cycle reads, as in bench_trend_targets
+        Y = np.full((len(srv), L), np.nan)
+        for r, s in enumerate(srv):
+            b, a = arrays[s]
+            lo = int(t) - L - b
+            seg = a[max(0, lo):int(t) - b]
+            Y[r, L - len(seg):] = seg
+        data = xr.Dataset({target: (("server", "time"), Y)},
+                          coords={"server": srv, "time": pd.to_datetime((int(t) - L + np.arange(L)) * int(step), unit="s").values})
+        tr = forecast_trend(data, thresholds, step, H, also=[target])
+        res = combine(res, tr, list(fc.targets))
+        for s, i in zip(srv, idx):
+            r, trf = res[s], res[s].get("trend_forecast")
+            if r.get("source") == "trend" and r.get("target") == target and trf is not None:
+                out[i] = trf["quantiles"][:, trf["targets"].index(target), 3]
+            else: out[i] = r["quantiles"][:, k, 3]
+    return out
+
+# %% ../../nbs/bench/05_forecast.ipynb #nab0007
+def nab_summary(table:pd.DataFrame, # score_paths output
+                main:str="qdash") -> dict:
+    "Per method: the median per-series MASE, the share of series it beats last value and seasonal-naive on, the pooled MASE."
+    piv = table.pivot(index="series", columns="method", values="mase")
+    w = table.pivot(index="series", columns="method", values="windows")
+    r3 = lambda x: None if x is None or not np.isfinite(x) else round(float(x), 3)
+    share = lambda m, b: r3(float((piv[m] < piv[b]).mean())) if m in piv and b in piv and len(piv) else None
+    out = {"series": int(len(piv)), "windows": int(w.iloc[:, 0].sum()) if len(w) else 0,
+           "median_mase": {m: r3(piv[m].median()) for m in piv}, "pooled_mase": {m: r3((piv[m] * w[m]).sum() / w[m].sum()) for m in piv},
+           "share_beating_last_value": {m: share(m, "last_value") for m in piv if m != "last_value"},
+           "share_beating_seasonal_naive": {m: share(m, "seasonal_naive") for m in piv if m != "seasonal_naive"}}
+    out["main"] = main
+    return out
+
+def nab_by_series(fc, # the NAB model (a Forecaster)
+                  frame:pd.DataFrame, # fleet_frame of the NAB dataset
+                  start_idx:int, # the final week's first step (time_idx)
+                  thresholds:dict, # `[model] thresholds`
+                  every:int=72, # steps between origins (6 h: AutoTheta is refit at each)
+                  season:int=NAB_SEASON) -> tuple[pd.DataFrame, dict]:
+    "Per-series MASE of qdash (as served), last value, seasonal-naive and AutoTheta on the same windows from `start_idx`, and `nab_summary`."
+    arrays = series_arrays(frame)
+    seg = dict(zip(frame.series.astype(str), frame.server.astype(str)))
+    win = _windows(fc, frame, start_idx, every)
+    windows = [(seg[str(s)], int(t)) for s, t in zip(*win[1:])]
+    scale = {s: mase_scale(a, start_idx - b, season) for s, (b, a) in arrays.items()}
+    base = [naive_paths(arrays[s][1], t - arrays[s][0], fc.horizon, season) for s, t in windows]
+    paths = {"qdash": served_paths(fc, win, seg, arrays, thresholds), **{m: np.stack([p[m] for p in base]) for m in ("last_value", "seasonal_naive")}}
+    paths["autotheta"] = np.stack([autotheta_path(arrays[s][1], t - arrays[s][0], fc.horizon, season) for s, t in windows])
+    tab = score_paths(arrays, windows, paths, scale)
+    return tab, nab_summary(tab)
+
+# %% ../../nbs/bench/05_forecast.ipynb #nab0008
+def bench_nab(settings:Settings|None=None, # [model] thresholds; the model is trained into a temporary folder
+              step:float=300, # seconds per step (NAB's 5 minutes)
+              every:int=24, # steps between origins of the pooled figures (2 h)
+              mase_every:int=72, # steps between origins of the per-series MASE (6 h: AutoTheta is refit at each)
+              nab_epochs:int=2):
+    "The NAB figures as dicts: pooled (MASE, coverage), then the per-series MASE table and its summary; the model is trained once."
+    s = settings or load_settings()
+    nd = nab_dataset()
+    end = pd.Timestamp(nd.time.values.max()).tz_localize("UTC") - pd.Timedelta(days=7) + pd.Timedelta(seconds=step)
+    t0 = time.perf_counter()
+    card = fit_tft(nd.sel(time=nd.time < end.tz_localize(None).to_datetime64()), s.updated({"model": {"dir": tempfile.mkdtemp()}}),
+                   targets=["value"], max_epochs=nab_epochs, limit_train_batches=10, limit_val_batches=4, register=False, name="nab")
+    train_s = time.perf_counter() - t0
+    nfc = Forecaster(card.pop("model"), {"targets": ["value"], "step_s": step, "max_gap": 6,
+                                          "spread": card["calibration"]["spread"]}, card=card)   # as the registry loads it: the card's spread
+    nf = fleet_frame(nd, ["value"], step, 6)
+    e_idx, day = int(end.timestamp() // step), int(86400 // step)
+    ev = evaluate(nfc, nf, start_idx=e_idx, every=every)
+    w = _windows(nfc, nf, e_idx - 2 * day, every)                          # two days before the final week to learn from, then the week
+    _, cov = replay(w[0], w[1], w[2], frame_actuals(nf, ["value"]), ["value"],
+                    IntervalCalibrator(nfc.horizon, step, every=1, prior=_prior(card)), start=e_idx)
+    iv = _interval(cov)
+    yield {**_figures("nab_realKnownCause_5min_final_week", ev), "series": list(map(str, nd.server.values)), "training_s": round(train_s, 1),
+           "nab_median_coverage_p10_p90": iv["median_coverage_p10_p90"], "nab_median_coverage_p10_p90_raw": iv["median_coverage_p10_p90_raw"],
+           "nab_share_series_coverage_75_85": iv["share_series_coverage_75_85"], "nab_share_series_coverage_75_85_raw": iv["share_series_coverage_75_85_raw"],
+           "coverage_by_series": {r.series: {"raw": round(r.raw, 3), "calibrated": round(r.calibrated, 3)} for r in cov.itertuples()}}
+    t0 = time.perf_counter()
+    tab, sm = nab_by_series(nfc, nf, e_idx, dict(s.model.thresholds), mase_every)
+    yield {"figure": "nab_by_series", "dataset": "nab_realKnownCause_5min_final_week", "origins_every_h": mase_every * step / 3600,
+           "fewer_origins": f"every {mase_every * step / 3600:g} h for every method, as AutoTheta is refit at each origin "
+                            f"(the pooled line: every {every * step / 3600:g} h)",
+           "qdash_source": "the TFT combined with the trend as served (the trend never wins without a level for `value`)",
+           "by_series": {srv: {"windows": int(g.windows.iloc[0]), **{r.method: round(r.mase, 3) for r in g.itertuples()}} for srv, g in tab.groupby("series")},
+           "seconds": round(time.perf_counter() - t0, 1)}
+    q = lambda d, m: (d.get(m) if d else None)
+    yield {"figure": "nab_mase", "dataset": "nab_realKnownCause_5min_final_week", **sm,
+           "nab_share_beating_last_value": q(sm["share_beating_last_value"], "qdash"),
+           "nab_share_beating_seasonal_naive": q(sm["share_beating_seasonal_naive"], "qdash"),
+           "nab_median_mase_qdash": q(sm["median_mase"], "qdash"), "nab_median_mase_autotheta": q(sm["median_mase"], "autotheta"),
+           "nab_median_coverage_p10_p90": iv["median_coverage_p10_p90"]}
+
 # %% ../../nbs/bench/05_forecast.ipynb #c055
 def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model) and thresholds
                    nab:bool=True, # include the NAB part (trains a small model, ~2-4 min on 2 cores)
@@ -225,23 +396,5 @@ def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model
                "inference_ratio_to_dataset_route": round(fast / slow, 3), "max_quantile_difference": round(same, 5),
                "forecast": sum(v["status"] == "ok" for v in r.values()), "torch_threads": torch.get_num_threads()}
         yield worker_inference(fc, ds, int(s.model.min_history))                            # the hub's way: through the forecast worker
-    if not nab: return
-    nd = nab_dataset()
-    end = pd.Timestamp(nd.time.values.max()).tz_localize("UTC") - pd.Timedelta(days=7) + pd.Timedelta(seconds=fc.step)
-    t0 = time.perf_counter()
-    card = fit_tft(nd.sel(time=nd.time < end.tz_localize(None).to_datetime64()), s.updated({"model": {"dir": tempfile.mkdtemp()}}),
-                   targets=["value"], max_epochs=nab_epochs, limit_train_batches=10, limit_val_batches=4, register=False, name="nab")
-    train_s = time.perf_counter() - t0
-    nfc = Forecaster(card.pop("model"), {"targets": ["value"], "step_s": fc.step, "max_gap": 6,
-                                          "spread": card["calibration"]["spread"]}, card=card)   # as the registry loads it: the card's spread
-    nf = fleet_frame(nd, ["value"], fc.step, 6)
-    e_idx = int(end.timestamp() // fc.step)
-    ev = evaluate(nfc, nf, start_idx=e_idx, every=every)
-    w = _windows(nfc, nf, e_idx - 2 * day, every)                          # two days before the final week to learn from, then the week
-    _, cov = replay(w[0], w[1], w[2], frame_actuals(nf, ["value"]), ["value"],
-                    IntervalCalibrator(fc.horizon, fc.step, every=1, prior=_prior(card)), start=e_idx)
-    iv = _interval(cov)
-    yield {**_figures("nab_realKnownCause_5min_final_week", ev), "series": list(map(str, nd.server.values)), "training_s": round(train_s, 1),
-           "nab_median_coverage_p10_p90": iv["median_coverage_p10_p90"], "nab_median_coverage_p10_p90_raw": iv["median_coverage_p10_p90_raw"],
-           "nab_share_series_coverage_75_85": iv["share_series_coverage_75_85"], "nab_share_series_coverage_75_85_raw": iv["share_series_coverage_75_85_raw"],
-           "coverage_by_series": {r.series: {"raw": round(r.raw, 3), "calibrated": round(r.calibrated, 3)} for r in cov.itertuples()}}
+    if nab: yield from bench_nab(s, fc.step, every, nab_epochs=nab_epochs)
+
