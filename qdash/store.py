@@ -402,12 +402,22 @@ def _write(self:DuckStore, b:Batch, replace:tuple|None=None):
 # %% ../nbs/01_store.ipynb #ck02
 def _chunk(m:str, h:int) -> str: return f"raw.{qi(f'{m}@{h}')}"
 
+def _union(m:str, cols:dict, hours) -> str:
+    "SQL of the union of `m`'s chunks of `hours`, typed by `cols` even when there are none."
+    typed = "SELECT " + ", ".join(f"NULL::{t} AS {qi(c)}" for c, t in [("time", "BIGINT"), *((c, _SQL[k]) for c, k in cols.items())])
+    return " UNION ALL BY NAME ".join([typed + " WHERE false", *(f"SELECT * FROM {_chunk(m, h)}" for h in sorted(hours))])
+
 @patch
 def _view(self:DuckStore, m:str, cols:dict, hours:set):
-    "(Re)define `ts.<m>`: the union of the chunks of `hours`, typed by `cols` even when there are none."
-    typed = "SELECT " + ", ".join(f"NULL::{t} AS {qi(c)}" for c, t in [("time", "BIGINT"), *((c, _SQL[k]) for c, k in cols.items())])
-    parts = [typed + " WHERE false", *(f"SELECT * FROM {_chunk(m, h)}" for h in sorted(hours))]
-    self.db.execute(f"CREATE OR REPLACE VIEW ts.{qi(m)} AS " + " UNION ALL BY NAME ".join(parts))
+    "(Re)define the view `ts.<m>` over the chunks of `hours`."
+    self.db.execute(f"CREATE OR REPLACE VIEW ts.{qi(m)} AS {_union(m, cols, hours)}")
+
+@patch
+def _raw(self:DuckStore, m:str, lo:int|None=None, hi:int|None=None) -> str:
+    "What a query of `m`'s raw points in `[lo, hi)` reads: the union of just the chunks that overlap it (DuckDB binds every part of a view)."
+    hs = [h for h in self._chunks.get(m, ()) if (lo is None or (h + 1) * CHUNK_NS > lo) and (hi is None or h * CHUNK_NS < hi)]
+    return f"({_union(m, self._cols[m], hs)})"
+
 
 @patch
 def _delete_raw(self:DuckStore, m:str, hours:set, lo:int|None, hi:int|None) -> tuple[int, set]:
@@ -478,14 +488,15 @@ def _select(self:DuckStore, p:Plan) -> pd.DataFrame:
     segs = self._tier_segments(p) if p.measurement in self._horizon else []
     if segs: return self._tiered(p, cols, kinds, tags, segs)
     cond, args = w
+    src = self._raw(p.measurement, p.start, p.stop)
     tsel = ", ".join(qi(t) for t in tags)
     order = "ORDER BY " + ", ".join(["time", *map(qi, tags)]) + (f" LIMIT {p.limit}" if p.limit else "")
     if p.every is None:
-        sql = f"SELECT time{', ' if tags else ''}{tsel}, {', '.join(qi(f) for f in kinds)} FROM ts.{qi(p.measurement)}{cond} {order}"
+        sql = f"SELECT time{', ' if tags else ''}{tsel}, {', '.join(qi(f) for f in kinds)} FROM {src}{cond} {order}"
     else:
         e = p.every
         aggs = ", ".join(_SQL_AGG[p.agg].format(f=qi(f)) + f" AS {qi(f)}" for f in kinds)
-        sql = (f"SELECT time - ((time % {e}) + {e}) % {e} AS _bucket{', ' if tags else ''}{tsel}, {aggs} FROM ts.{qi(p.measurement)}{cond} "
+        sql = (f"SELECT time - ((time % {e}) + {e}) % {e} AS _bucket{', ' if tags else ''}{tsel}, {aggs} FROM {src}{cond} "
                f"GROUP BY ALL")
         sql = f"SELECT _bucket AS time, * EXCLUDE (_bucket) FROM ({sql}) {order}"
     return _result(self.db.execute(sql, args).df(), tags, kinds)
@@ -497,10 +508,11 @@ def _latest(self:DuckStore, measurement, by):
     if cols is None: return _empty()
     if cols.get(by) != "tag": raise ValidationError(f"'{by}' is not a tag of '{measurement}'", field="by")
     tags, kinds = [c for c, k in cols.items() if k == "tag"], {c: k for c, k in cols.items() if k != "tag"}
-    m, k = qi(measurement), qi(by)
-    lo, = self.db.execute(f"SELECT coalesce(min(t), 0) FROM (SELECT max(time) AS t FROM ts.{m} WHERE {k} IS NOT NULL GROUP BY {k})").fetchone()
-    df = self.db.execute(f"SELECT * FROM ts.{m} WHERE {k} IS NOT NULL AND time >= ? "   # only the chunks that hold someone's newest point
-                         f"QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY time DESC) = 1 ORDER BY {k}", [lo]).df()
+    k = qi(by)
+    lo, = self.db.execute(f"SELECT coalesce(min(t), 0) FROM (SELECT max(time) AS t FROM {self._raw(measurement)} WHERE {k} IS NOT NULL "
+                          f"GROUP BY {k})").fetchone()
+    df = self.db.execute(f"SELECT * FROM {self._raw(measurement, lo)} WHERE {k} IS NOT NULL AND time >= ? "   # only the chunks holding
+                         f"QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY time DESC) = 1 ORDER BY {k}", [lo]).df()   # a newest point
     return _result(df, tags, kinds)
 
 @patch
@@ -510,7 +522,7 @@ def _field_kinds(self:DuckStore, measurement): return dict(self._cols.get(measur
 def _series(self:DuckStore, measurement):
     tags = sorted(c for c, k in self._cols.get(measurement, {}).items() if k == "tag")
     if not tags: return pd.DataFrame()
-    sel = [f"SELECT DISTINCT {', '.join(map(qi, tags))} FROM ts.{qi(measurement)}"]
+    sel = [f"SELECT DISTINCT {', '.join(map(qi, tags))} FROM {self._raw(measurement)}"]
     for schema, _ in TIERS:
         have = self._tcols.get((schema, measurement))
         if have: sel.append(f"SELECT DISTINCT {', '.join((qi(t) if t in have else 'NULL') + ' AS ' + qi(t) for t in tags)} FROM {schema}.{qi(measurement)}")
@@ -613,7 +625,7 @@ def _roll_up(self:DuckStore, raw_cut:int, minute_cut:int) -> dict:
             for schema, _ in TIERS: self._tier_table(schema, m, cols)
             tsel = "".join(f", {qi(t)}" for t in tags)
             db.execute(f"CREATE OR REPLACE TEMP TABLE _qdash_1m AS SELECT {_bucket('time', 60 * 10**9)} AS time{tsel}, {_partials(fields)} "
-                       f"FROM ts.{qi(m)} WHERE time < ? GROUP BY ALL", [raw_cut])
+                       f"FROM {self._raw(m, None, raw_cut)} WHERE time < ? GROUP BY ALL", [raw_cut])
             db.execute(f"CREATE OR REPLACE TEMP TABLE _qdash_1h AS SELECT {_bucket('time', 3600 * 10**9)} AS time{tsel}, {_combined(fields)} "
                        f"FROM _qdash_1m GROUP BY ALL")
             self._merge_tier("tier_1m", m, "_qdash_1m", tags, fields)
@@ -666,6 +678,7 @@ def _tiered(self:DuckStore, p:Plan, cols:dict, kinds:dict, tags:list, segs:list)
     w = self._where(p, cols, list(kinds))
     if w is None: return _result(pd.DataFrame({"time": []}), tags, kinds)
     rcond, rargs = w
+    src = self._raw(p.measurement, p.start, p.stop)
     m, sql, args, coarse = qi(p.measurement), [], [], []
     for schema, wd, s, e in segs:
         have = self._tcols[(schema, p.measurement)]
@@ -687,14 +700,14 @@ def _tiered(self:DuckStore, p:Plan, cols:dict, kinds:dict, tags:list, segs:list)
     tsel = "".join(f", {qi(t)}" for t in tags)
     order = "ORDER BY " + ", ".join(["time", *map(qi, tags)]) + (f" LIMIT {p.limit}" if p.limit else "")
     if p.every is None:
-        sql.append(f"SELECT time{tsel}, {', '.join(qi(f) for f in kinds)} FROM ts.{m}{rcond}")
+        sql.append(f"SELECT time{tsel}, {', '.join(qi(f) for f in kinds)} FROM {src}{rcond}")
         q = f"SELECT * FROM ({' UNION ALL BY NAME '.join(sql)}) {order}"
     else:
         parts = ", ".join(f"count({qi(f)}) AS {qi('n:' + f)}, " + (f"NULL AS {qi('sum:' + f)}, NULL AS {qi('min:' + f)}, NULL AS {qi('max:' + f)}"
                           if self._cols[p.measurement][f] == "bool" else
                           f"fsum({qi(f)})::DOUBLE AS {qi('sum:' + f)}, min({qi(f)}) AS {qi('min:' + f)}, max({qi(f)}) AS {qi('max:' + f)}")
                           + f", arg_max({qi(f)}, time) FILTER (WHERE {qi(f)} IS NOT NULL) AS {qi('last:' + f)}" for f in kinds)
-        sql.append(f"SELECT {_bucket('time', p.every)} AS _b{tsel}, max(time) AS _t, {parts} FROM ts.{m}{rcond} GROUP BY ALL")
+        sql.append(f"SELECT {_bucket('time', p.every)} AS _b{tsel}, max(time) AS _t, {parts} FROM {src}{rcond} GROUP BY ALL")
         fin = {"mean": "fsum({s}) / nullif(sum({n}), 0)", "min": "min({lo})", "max": "max({hi})", "count": "sum({n})::BIGINT",
                "last": "arg_max({la}, _t) FILTER (WHERE {la} IS NOT NULL)"}[p.agg]
         aggs = ", ".join(fin.format(n=qi("n:" + f), s=qi("sum:" + f), lo=qi("min:" + f), hi=qi("max:" + f), la=qi("last:" + f)) + f" AS {qi(f)}"
