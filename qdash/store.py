@@ -383,10 +383,15 @@ def _write(self:DuckStore, b:Batch, replace:tuple|None=None):
         for h in sorted(set(hours) - live):
             db.execute(f"CREATE TABLE {_chunk(m, h)} (time BIGINT NOT NULL, " + ", ".join(f"{qi(c)} {_SQL[k]}" for c, k in cols.items()) + ")")
         chunks = live | set(hours)
-        db.register("_qdash_batch", tbl)
-        for h in hours:
-            part = "" if len(hours) == 1 else f" WHERE time >= {h * CHUNK_NS} AND time < {(h + 1) * CHUNK_NS}"
-            db.execute(f"INSERT INTO {_chunk(m, h)} BY NAME SELECT * FROM _qdash_batch{part}")
+        if len(hours) > 1:                                  # sorted by hour once, then each hour is a slice (no scan per hour)
+            hk = b.time // CHUNK_NS
+            order = np.argsort(hk, kind="stable")
+            tbl, cuts = tbl.take(order), np.searchsorted(hk[order], [*hours, hours[-1] + 1])
+        else: cuts = [0, len(tbl)]
+        for h, a, e in zip(hours, cuts[:-1], cuts[1:]):
+            db.register("_qdash_batch", tbl.slice(int(a), int(e - a)))
+            db.execute(f"INSERT INTO {_chunk(m, h)} BY NAME SELECT * FROM _qdash_batch")
+            db.unregister("_qdash_batch")
         if new or chunks != have: self._view(m, cols, chunks)
         db.execute("COMMIT")
     except Exception as e:
