@@ -15,7 +15,7 @@ from .config import QdashError, ValidationError, Settings, load_settings, parse_
 from .lineproto import *
 
 # %% auto #0
-__all__ = ['AGGS', 'EVERY_MIN_S', 'EVERY_MAX_S', 'DUCKDB_BLOCK_SIZE', 'TIERS', 'StoreUnavailable', 'NoSuchField',
+__all__ = ['AGGS', 'EVERY_MIN_S', 'EVERY_MAX_S', 'DUCKDB_BLOCK_SIZE', 'CHUNK_NS', 'TIERS', 'StoreUnavailable', 'NoSuchField',
            'StoreAuthError', 'Liveness', 'to_ns', 'every_ns', 'Plan', 'plan_query', 'Store', 'qi', 'DuckStore',
            'open_store', 'InfluxStore']
 
@@ -328,23 +328,22 @@ def close(self:Store):
 # %% ../nbs/01_store.ipynb #c024
 _SQL = {"float": "DOUBLE", "int": "BIGINT", "bool": "BOOLEAN", "tag": "VARCHAR"}
 _KIND = {v: k for k, v in _SQL.items()}
+CHUNK_NS = 3600 * 10**9   # the raw points of one measurement and hour are one table (a chunk)
 
 def qi(name:str) -> str: return '"' + name.replace('"', '""') + '"'
 
 class DuckStore(Store):
-    "Time series in DuckDB tables, one per measurement."
+    "Time series in DuckDB: per measurement a view `ts.<m>` over its hourly chunk tables `raw.<m>@<hour>`."
     backend, line_protocol = "duckdb", False   # accepts what InfluxDB accepts: one rule for names and tag values
     def __init__(self, settings):
         super().__init__(settings)
-        self.db.execute("CREATE SCHEMA IF NOT EXISTS ts")
-        self._cols = {}   # measurement -> {column: "tag" | kind}
-        for t, c, typ in self.db.execute("SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE schema_name = 'ts' "
-                                         "ORDER BY table_name, column_index").fetchall():
-            d = self._cols.setdefault(t, {})
-            if c != "time": d[c] = _KIND.get(typ, "float")
+        for s in ("ts", "raw"): self.db.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        self._cols, self._chunks = {}, {}   # measurement -> {column: "tag" | kind}; measurement -> hours that have a chunk
+        self._load_chunks()
         self._load_tiers()
     def _ping(self, timeout=None): self.liveness.ok(); return True
     def _measurements(self): return sorted(self._cols)
+
 
 # %% ../nbs/01_store.ipynb #c026
 def _lower_clash(name, names, what):
@@ -373,17 +372,27 @@ def _arrow(self:DuckStore, b:Batch) -> pa.Table:
 
 @patch
 def _write(self:DuckStore, b:Batch, replace:tuple|None=None):
-    new, tbl, m = self._plan_columns(b), self._arrow(b), "ts." + qi(b.measurement)
-    db = self.db
+    new, tbl, m = self._plan_columns(b), self._arrow(b), b.measurement
+    cols, have = {**self._cols.get(m, {}), **dict(new)}, self._chunks.get(m, set())
+    hours, db = [int(h) for h in np.unique(b.time // CHUNK_NS)], self.db
     db.execute("BEGIN TRANSACTION")
     try:
-        if b.measurement not in self._cols:
-            db.execute(f"CREATE TABLE {m} (time BIGINT NOT NULL, " + ", ".join(f"{qi(c)} {_SQL[k]}" for c, k in new) + ")")
-        else:
-            for c, k in new: db.execute(f"ALTER TABLE {m} ADD COLUMN {qi(c)} {_SQL[k]}")
-        if replace is not None: db.execute(f"DELETE FROM {m} WHERE time >= ? AND time < ?", list(replace))
-        db.register("_qdash_batch", tbl)
-        db.execute(f"INSERT INTO {m} BY NAME SELECT * FROM _qdash_batch")
+        for h in sorted(have):
+            for c, k in new: db.execute(f"ALTER TABLE {_chunk(m, h)} ADD COLUMN {qi(c)} {_SQL[k]}")
+        live = have - (self._delete_raw(m, have, *replace)[1] if replace is not None else set())
+        for h in sorted(set(hours) - live):
+            db.execute(f"CREATE TABLE {_chunk(m, h)} (time BIGINT NOT NULL, " + ", ".join(f"{qi(c)} {_SQL[k]}" for c, k in cols.items()) + ")")
+        chunks = live | set(hours)
+        if len(hours) > 1:                                  # sorted by hour once, then each hour is a slice (no scan per hour)
+            hk = b.time // CHUNK_NS
+            order = np.argsort(hk, kind="stable")
+            tbl, cuts = tbl.take(order), np.searchsorted(hk[order], [*hours, hours[-1] + 1])
+        else: cuts = [0, len(tbl)]
+        for h, a, e in zip(hours, cuts[:-1], cuts[1:]):
+            db.register("_qdash_batch", tbl.slice(int(a), int(e - a)))
+            db.execute(f"INSERT INTO {_chunk(m, h)} BY NAME SELECT * FROM _qdash_batch")
+            db.unregister("_qdash_batch")
+        if new or chunks != have: self._view(m, cols, chunks)
         db.execute("COMMIT")
     except Exception as e:
         db.execute("ROLLBACK")
@@ -392,7 +401,68 @@ def _write(self:DuckStore, b:Batch, replace:tuple|None=None):
     finally:
         try: db.unregister("_qdash_batch")
         except duckdb.Error: pass
-    self._cols.setdefault(b.measurement, {}).update(dict(new))
+    self._cols[m], self._chunks[m] = cols, chunks
+
+
+# %% ../nbs/01_store.ipynb #ck02
+def _chunk(m:str, h:int) -> str: return f"raw.{qi(f'{m}@{h}')}"
+
+def _union(m:str, cols:dict, hours) -> str:
+    "SQL of the union of `m`'s chunks of `hours`, typed by `cols` even when there are none."
+    typed = "SELECT " + ", ".join(f"NULL::{t} AS {qi(c)}" for c, t in [("time", "BIGINT"), *((c, _SQL[k]) for c, k in cols.items())])
+    return " UNION ALL BY NAME ".join([typed + " WHERE false", *(f"SELECT * FROM {_chunk(m, h)}" for h in sorted(hours))])
+
+@patch
+def _view(self:DuckStore, m:str, cols:dict, hours:set):
+    "(Re)define the view `ts.<m>` over the chunks of `hours`."
+    self.db.execute(f"CREATE OR REPLACE VIEW ts.{qi(m)} AS {_union(m, cols, hours)}")
+
+@patch
+def _raw(self:DuckStore, m:str, lo:int|None=None, hi:int|None=None) -> str:
+    "What a query of `m`'s raw points in `[lo, hi)` reads: the union of just the chunks that overlap it (DuckDB binds every part of a view)."
+    hs = [h for h in self._chunks.get(m, ()) if (lo is None or (h + 1) * CHUNK_NS > lo) and (hi is None or h * CHUNK_NS < hi)]
+    return f"({_union(m, self._cols[m], hs)})"
+
+
+@patch
+def _delete_raw(self:DuckStore, m:str, hours:set, lo:int|None, hi:int|None) -> tuple[int, set]:
+    "Delete `m`'s raw points in `[lo, hi)` (None: open): chunks wholly inside are dropped; `(points deleted, hours dropped)`."
+    n, gone = 0, set()
+    for h in sorted(hours):
+        a, e = h * CHUNK_NS, (h + 1) * CHUNK_NS
+        if (lo is not None and e <= lo) or (hi is not None and a >= hi): continue
+        if (lo is None or lo <= a) and (hi is None or e <= hi):
+            n += self.db.execute(f"SELECT count(*) FROM {_chunk(m, h)}").fetchone()[0]
+            self.db.execute(f"DROP TABLE {_chunk(m, h)}"); gone.add(h)
+        else:
+            conds = [c for c, v in (("time >= ?", lo), ("time < ?", hi)) if v is not None]
+            n += self.db.execute(f"DELETE FROM {_chunk(m, h)} WHERE {' AND '.join(conds)}", [v for v in (lo, hi) if v is not None]).fetchone()[0]
+    return n, gone
+
+@patch
+def _load_chunks(self:DuckStore):
+    "Read each measurement's columns (from its view) and chunks; split a table `ts.<m>` of an older file into chunks first."
+    db = self.db
+    for (m,) in db.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'ts'").fetchall():
+        cols = db.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'ts' AND table_name = ? "
+                          "ORDER BY column_index", [m]).fetchall()
+        db.execute("BEGIN TRANSACTION")
+        try:
+            hours = {h for h, in db.execute(f"SELECT DISTINCT time // {CHUNK_NS} FROM ts.{qi(m)}").fetchall()}
+            for h in hours: db.execute(f"CREATE TABLE {_chunk(m, h)} AS SELECT * FROM ts.{qi(m)} WHERE time // {CHUNK_NS} = {h}")
+            db.execute(f"DROP TABLE ts.{qi(m)}")
+            self._view(m, {c: _KIND.get(t, "float") for c, t in cols if c != "time"}, hours)
+            db.execute("COMMIT")
+        except Exception:
+            db.execute("ROLLBACK"); raise
+    for t, c, typ in db.execute("SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE schema_name = 'ts' "
+                                "ORDER BY table_name, column_index").fetchall():
+        d = self._cols.setdefault(t, {})
+        if c != "time": d[c] = _KIND.get(typ, "float")
+    for (t,) in db.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'raw'").fetchall():
+        m, h = t.rsplit("@", 1)
+        self._chunks.setdefault(m, set()).add(int(h))
+
 
 # %% ../nbs/01_store.ipynb #c028
 _SQL_AGG = {"mean": "avg({f})", "max": "max({f})", "min": "min({f})", "count": "count({f})",
@@ -423,14 +493,15 @@ def _select(self:DuckStore, p:Plan) -> pd.DataFrame:
     segs = self._tier_segments(p) if p.measurement in self._horizon else []
     if segs: return self._tiered(p, cols, kinds, tags, segs)
     cond, args = w
+    src = self._raw(p.measurement, p.start, p.stop)
     tsel = ", ".join(qi(t) for t in tags)
     order = "ORDER BY " + ", ".join(["time", *map(qi, tags)]) + (f" LIMIT {p.limit}" if p.limit else "")
     if p.every is None:
-        sql = f"SELECT time{', ' if tags else ''}{tsel}, {', '.join(qi(f) for f in kinds)} FROM ts.{qi(p.measurement)}{cond} {order}"
+        sql = f"SELECT time{', ' if tags else ''}{tsel}, {', '.join(qi(f) for f in kinds)} FROM {src}{cond} {order}"
     else:
         e = p.every
         aggs = ", ".join(_SQL_AGG[p.agg].format(f=qi(f)) + f" AS {qi(f)}" for f in kinds)
-        sql = (f"SELECT time - ((time % {e}) + {e}) % {e} AS _bucket{', ' if tags else ''}{tsel}, {aggs} FROM ts.{qi(p.measurement)}{cond} "
+        sql = (f"SELECT time - ((time % {e}) + {e}) % {e} AS _bucket{', ' if tags else ''}{tsel}, {aggs} FROM {src}{cond} "
                f"GROUP BY ALL")
         sql = f"SELECT _bucket AS time, * EXCLUDE (_bucket) FROM ({sql}) {order}"
     return _result(self.db.execute(sql, args).df(), tags, kinds)
@@ -442,8 +513,11 @@ def _latest(self:DuckStore, measurement, by):
     if cols is None: return _empty()
     if cols.get(by) != "tag": raise ValidationError(f"'{by}' is not a tag of '{measurement}'", field="by")
     tags, kinds = [c for c, k in cols.items() if k == "tag"], {c: k for c, k in cols.items() if k != "tag"}
-    df = self.db.execute(f"SELECT * FROM ts.{qi(measurement)} WHERE {qi(by)} IS NOT NULL "
-                         f"QUALIFY row_number() OVER (PARTITION BY {qi(by)} ORDER BY time DESC) = 1 ORDER BY {qi(by)}").df()
+    k = qi(by)
+    lo, = self.db.execute(f"SELECT coalesce(min(t), 0) FROM (SELECT max(time) AS t FROM {self._raw(measurement)} WHERE {k} IS NOT NULL "
+                          f"GROUP BY {k})").fetchone()
+    df = self.db.execute(f"SELECT * FROM {self._raw(measurement, lo)} WHERE {k} IS NOT NULL AND time >= ? "   # only the chunks holding
+                         f"QUALIFY row_number() OVER (PARTITION BY {k} ORDER BY time DESC) = 1 ORDER BY {k}", [lo]).df()   # a newest point
     return _result(df, tags, kinds)
 
 @patch
@@ -453,7 +527,7 @@ def _field_kinds(self:DuckStore, measurement): return dict(self._cols.get(measur
 def _series(self:DuckStore, measurement):
     tags = sorted(c for c, k in self._cols.get(measurement, {}).items() if k == "tag")
     if not tags: return pd.DataFrame()
-    sel = [f"SELECT DISTINCT {', '.join(map(qi, tags))} FROM ts.{qi(measurement)}"]
+    sel = [f"SELECT DISTINCT {', '.join(map(qi, tags))} FROM {self._raw(measurement)}"]
     for schema, _ in TIERS:
         have = self._tcols.get((schema, measurement))
         if have: sel.append(f"SELECT DISTINCT {', '.join((qi(t) if t in have else 'NULL') + ' AS ' + qi(t) for t in tags)} FROM {schema}.{qi(measurement)}")
@@ -462,10 +536,20 @@ def _series(self:DuckStore, measurement):
 
 @patch
 def _retain(self:DuckStore, cutoff, measurement=None):
-    ms = [m for m in self._cols if measurement in (None, m)]
-    for (schema, m), _ in list(self._tcols.items()):
-        if m in ms: self.db.execute(f"DELETE FROM {schema}.{qi(m)} WHERE time + {dict(TIERS)[schema] * 10**9} <= ?", [cutoff])
-    return sum(self.db.execute(f"DELETE FROM ts.{qi(m)} WHERE time < ? RETURNING 1", [cutoff]).df().shape[0] for m in ms)
+    ms, n, db = [m for m in self._cols if measurement in (None, m)], 0, self.db
+    for m in ms:
+        db.execute("BEGIN TRANSACTION")
+        try:
+            for schema, w in TIERS:
+                if (schema, m) in self._tcols: db.execute(f"DELETE FROM {schema}.{qi(m)} WHERE time + {w * 10**9} <= ?", [cutoff])
+            k, gone = self._delete_raw(m, self._chunks.get(m, set()), None, cutoff)
+            if gone: self._view(m, self._cols[m], self._chunks[m] - gone)
+            db.execute("COMMIT")
+        except Exception:
+            db.execute("ROLLBACK"); raise
+        self._chunks[m], n = self._chunks.get(m, set()) - gone, n + k
+    return n
+
 
 # %% ../nbs/01_store.ipynb #t0a2
 TIERS = (("tier_1m", 60), ("tier_1h", 3600))   # schema, bucket seconds: Netdata's tiers 1 and 2
@@ -546,12 +630,13 @@ def _roll_up(self:DuckStore, raw_cut:int, minute_cut:int) -> dict:
             for schema, _ in TIERS: self._tier_table(schema, m, cols)
             tsel = "".join(f", {qi(t)}" for t in tags)
             db.execute(f"CREATE OR REPLACE TEMP TABLE _qdash_1m AS SELECT {_bucket('time', 60 * 10**9)} AS time{tsel}, {_partials(fields)} "
-                       f"FROM ts.{qi(m)} WHERE time < ? GROUP BY ALL", [raw_cut])
+                       f"FROM {self._raw(m, None, raw_cut)} WHERE time < ? GROUP BY ALL", [raw_cut])
             db.execute(f"CREATE OR REPLACE TEMP TABLE _qdash_1h AS SELECT {_bucket('time', 3600 * 10**9)} AS time{tsel}, {_combined(fields)} "
                        f"FROM _qdash_1m GROUP BY ALL")
             self._merge_tier("tier_1m", m, "_qdash_1m", tags, fields)
             self._merge_tier("tier_1h", m, "_qdash_1h", tags, fields)
-            n = db.execute(f"DELETE FROM ts.{qi(m)} WHERE time < ?", [raw_cut]).fetchone()[0]
+            n, gone = self._delete_raw(m, self._chunks.get(m, set()), None, raw_cut)   # whole hours: chunks dropped
+            if gone: self._view(m, cols, self._chunks[m] - gone)
             raw_from = max(raw_from, raw_cut)
             minute_from = min(max(minute_from, minute_cut), raw_from)
             db.execute(f"DELETE FROM tier_1m.{qi(m)} WHERE time < ?", [minute_from])
@@ -563,7 +648,7 @@ def _roll_up(self:DuckStore, raw_cut:int, minute_cut:int) -> dict:
             raise StoreUnavailable(f"DuckDB could not roll up '{m}': {str(e).splitlines()[0]}") from e
         finally:
             for t in ("_qdash_1m", "_qdash_1h", "_qdash_merge"): db.execute(f"DROP TABLE IF EXISTS {t}")
-        self._horizon[m] = (raw_from, minute_from)
+        self._horizon[m], self._chunks[m] = (raw_from, minute_from), self._chunks.get(m, set()) - gone
         out[m] = n
     db.execute("CHECKPOINT")   # the deleted row groups' blocks are free for the next hour's points; the tail row groups are compacted
     return out
@@ -598,6 +683,7 @@ def _tiered(self:DuckStore, p:Plan, cols:dict, kinds:dict, tags:list, segs:list)
     w = self._where(p, cols, list(kinds))
     if w is None: return _result(pd.DataFrame({"time": []}), tags, kinds)
     rcond, rargs = w
+    src = self._raw(p.measurement, p.start, p.stop)
     m, sql, args, coarse = qi(p.measurement), [], [], []
     for schema, wd, s, e in segs:
         have = self._tcols[(schema, p.measurement)]
@@ -619,14 +705,14 @@ def _tiered(self:DuckStore, p:Plan, cols:dict, kinds:dict, tags:list, segs:list)
     tsel = "".join(f", {qi(t)}" for t in tags)
     order = "ORDER BY " + ", ".join(["time", *map(qi, tags)]) + (f" LIMIT {p.limit}" if p.limit else "")
     if p.every is None:
-        sql.append(f"SELECT time{tsel}, {', '.join(qi(f) for f in kinds)} FROM ts.{m}{rcond}")
+        sql.append(f"SELECT time{tsel}, {', '.join(qi(f) for f in kinds)} FROM {src}{rcond}")
         q = f"SELECT * FROM ({' UNION ALL BY NAME '.join(sql)}) {order}"
     else:
         parts = ", ".join(f"count({qi(f)}) AS {qi('n:' + f)}, " + (f"NULL AS {qi('sum:' + f)}, NULL AS {qi('min:' + f)}, NULL AS {qi('max:' + f)}"
                           if self._cols[p.measurement][f] == "bool" else
                           f"fsum({qi(f)})::DOUBLE AS {qi('sum:' + f)}, min({qi(f)}) AS {qi('min:' + f)}, max({qi(f)}) AS {qi('max:' + f)}")
                           + f", arg_max({qi(f)}, time) FILTER (WHERE {qi(f)} IS NOT NULL) AS {qi('last:' + f)}" for f in kinds)
-        sql.append(f"SELECT {_bucket('time', p.every)} AS _b{tsel}, max(time) AS _t, {parts} FROM ts.{m}{rcond} GROUP BY ALL")
+        sql.append(f"SELECT {_bucket('time', p.every)} AS _b{tsel}, max(time) AS _t, {parts} FROM {src}{rcond} GROUP BY ALL")
         fin = {"mean": "fsum({s}) / nullif(sum({n}), 0)", "min": "min({lo})", "max": "max({hi})", "count": "sum({n})::BIGINT",
                "last": "arg_max({la}, _t) FILTER (WHERE {la} IS NOT NULL)"}[p.agg]
         aggs = ", ".join(fin.format(n=qi("n:" + f), s=qi("sum:" + f), lo=qi("min:" + f), hi=qi("max:" + f), la=qi("last:" + f)) + f" AS {qi(f)}"
