@@ -632,6 +632,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'qdash.collect.writer.Writer._run': ('collect/writer.html#writer._run', 'qdash/collect/writer.py'),
                                       'qdash.collect.writer.Writer._settle': ( 'collect/writer.html#writer._settle',
                                                                                'qdash/collect/writer.py'),
+                                      'qdash.collect.writer.Writer._stalled': ( 'collect/writer.html#writer._stalled',
+                                                                                'qdash/collect/writer.py'),
                                       'qdash.collect.writer.Writer._step': ('collect/writer.html#writer._step', 'qdash/collect/writer.py'),
                                       'qdash.collect.writer.Writer._take': ('collect/writer.html#writer._take', 'qdash/collect/writer.py'),
                                       'qdash.collect.writer.Writer._to_spool': ( 'collect/writer.html#writer._to_spool',

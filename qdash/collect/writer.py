@@ -92,6 +92,7 @@ class Writer:
                  retry_base_sec:float=0.1, # first retry delay
                  spool_after:int=1, # failed attempts of a batch before it goes to the spool (1: at its first failure)
                  stall_sec:float|None=None, # unanswered this long, a write goes to the spool while it waits; default max(1 s, batch_max_sec)
+                 down_after_sec:float|None=None, # unanswered this long, the store counts as down; default stall_sec, 10 s for DuckDB (in-process: busy, not gone)
                  wal:bool|None=None, # each put on disk (a write-ahead file in the spool dir) before it returns; default [collect] wal
                  wal_fsync:float|None=None, # longest between two fsyncs of that file (0: every put); default [collect] wal_fsync
                 ):
@@ -101,6 +102,8 @@ class Writer:
         self.batch_max_lines, self.batch_max_sec = batch_max_lines or s.batch_max_lines, s.batch_max_sec if batch_max_sec is None else batch_max_sec
         self.retry_max_sec, self.retry_base_sec = s.retry_max_sec if retry_max_sec is None else retry_max_sec, retry_base_sec
         self.spool_after, self.stall_sec = spool_after, max(1.0, self.batch_max_sec) if stall_sec is None else max(0.05, stall_sec)
+        embedded = getattr(store, "backend", None) == "duckdb"       # a slow write there waits on the hub's own queries
+        self.down_after_sec = (max(self.stall_sec, 10.0) if embedded else self.stall_sec) if down_after_sec is None else max(self.stall_sec, down_after_sec)
         self.spool_dir = Path(spool_dir or s.spool_dir) if spool else None
         self.wal_on = bool(spool and (s.wal if wal is None else wal))
         self.wal_fsync = s.wal_fsync if wal_fsync is None else wal_fsync
@@ -298,6 +301,14 @@ def _judge(self:Writer, err:BaseException|None, m, df, tags) -> bool|None:
     self._reject(m, df, tags, err); return False   # not an outage: a bug or data the store cannot take; retrying would loop forever
 
 @patch
+def _stalled(self:Writer, att):
+    "A write still out: after `down_after_sec` the store counts as down (it is spooled from `stall_sec` on either way)."
+    waited = time.monotonic() - att.t0
+    if waited < self.down_after_sec: return
+    if self.store_up: log.warning("the store has not answered a write for %.1fs; spooling while it waits", waited)
+    self.store_up, self.last_error = False, f"the store has not answered a write for {waited:.1f}s"
+
+@patch
 def _attempt(self:Writer, m, df, tags, spooled:bool) -> bool|None|str:
     "Write one batch, waiting at most `stall_sec`: True written, False rejected, None failed, 'waiting' when it is still out."
     att = _Attempt(self.store.write, (m, df, tags), self._wake)
@@ -307,9 +318,8 @@ def _attempt(self:Writer, m, df, tags, spooled:bool) -> bool|None|str:
             continue
         if not spooled:                         # pending[0]: to the spool, ahead of the answer
             if len(self.spool) or not self._to_spool(): att.done.wait(); break
-        if self.store_up: log.warning("the store has not answered a write for %.1fs; spooling while it waits", self.stall_sec)
-        self.store_up, self.last_error = False, f"the store has not answered a write for {time.monotonic() - att.t0:.1f}s"
         self._ahead = (att, m, df, tags, self.spool.files[0][0], spooled)
+        self._stalled(att)
         return "waiting"
     return self._judge(att.error, m, df, tags)
 
@@ -317,7 +327,9 @@ def _attempt(self:Writer, m, df, tags, spooled:bool) -> bool|None|str:
 def _settle(self:Writer) -> bool:
     "While the stalled attempt waits, spool new batches behind it; when it ends, settle its batch at the head of the spool."
     att, m, df, tags, f, replay = self._ahead
-    if not att.done.is_set(): return self._to_spool() if self._pending else False
+    if not att.done.is_set():
+        self._stalled(att)
+        return self._to_spool() if self._pending else False
     self._ahead = None
     r = self._judge(att.error, m, df, tags)
     if r is None: return False                  # failed: it stays first in the spool, replayed after the backoff
