@@ -92,7 +92,7 @@ class Writer:
                  retry_base_sec:float=0.1, # first retry delay
                  spool_after:int=1, # failed attempts of a batch before it goes to the spool (1: at its first failure)
                  stall_sec:float|None=None, # unanswered this long, a write goes to the spool while it waits; default max(1 s, batch_max_sec)
-                 down_after_sec:float|None=None, # unanswered this long, the store counts as down; default stall_sec, 10 s for DuckDB (in-process: busy, not gone)
+                 down_after_sec:float|None=None, # unanswered this long, the store counts as down; default stall_sec; DuckDB 10 s (in-process: busy, not gone)
                  wal:bool|None=None, # each put on disk (a write-ahead file in the spool dir) before it returns; default [collect] wal
                  wal_fsync:float|None=None, # longest between two fsyncs of that file (0: every put); default [collect] wal_fsync
                 ):
