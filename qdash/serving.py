@@ -17,6 +17,7 @@ from .model.registry import ModelRegistry
 from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals, level_of
 from .model.trend import forecast_trend, combine, trend_payload
 from .model.band import IntervalCalibrator, interval_payload
+from .model.skill import SkillSelector, last_value_results, select_results, skill_payload
 from .model.alerts import AlertEngine
 from .model.notify import Notifier
 from .model.explain import ExplanationCache, InsufficientData
@@ -89,6 +90,7 @@ class Forecasting:
         self._vitals_read = None              # newest point read from the store for the vitals (`read_vitals`)
         self.fleet: FleetWatch|None = None    # the cascade side of the fleet's one health (`Services` sets it)
         self.intervals: IntervalCalibrator|None = None   # each server's band calibration, kept across cycles (`calibrator`)
+        self.skill: SkillSelector|None = None            # each server's choice of forecast by recent skill, kept across cycles (`selector`)
 
     def tap(self, measurement:str, frame:pd.DataFrame):
         "Hand server telemetry to the vitals (the collection calls this with every batch collected or fed)."
@@ -138,6 +140,13 @@ class Forecasting:
         cal.prior = dict(((fc.card if fc is not None else {}).get("calibration") or {}).get("interval", {}).get("scales") or {})
         return cal
 
+    def selector(self, step:float, horizon:int) -> SkillSelector:
+        "The choice of forecast by recent skill, kept across cycles (a new one if the step or horizon changed)."
+        m, sel = self.settings.model, self.skill
+        if sel is None or sel.step != float(step) or sel.H != int(horizon):
+            sel = self.skill = SkillSelector(horizon, step, m.skill_window, m.skill_min_points, m.interval_every, m.skill_margin)
+        return sel
+
     @property
     def forecaster(self):
         "The serving model, or None when the registry has none (or the active one cannot load)."
@@ -178,11 +187,16 @@ class Forecasting:
                 trend = forecast_trend(data, m.thresholds, step, horizon, also=[k for k in extra if k not in m.thresholds])
                 cal = self.calibrator(fc, step, horizon)        # each band widened or narrowed by its server's recent errors
                 cal.observe_data(data)                           # (risk is read from the raw bands, scored above)
+                sel = self.selector(step, horizon)               # which path to serve per target: model, trend or last value
+                sel.observe_data(data)
+                lastv = last_value_results(results, trend, data, targets)   # from the raw bands, calibrated as their own source
                 cal.calibrate_results(results, targets, "model"); cal.calibrate_results(trend, None, "trend")
+                cal.calibrate_results(lastv, None, "last_value")
                 results = combine(results, trend, targets, m.min_history * step, extra=extra)
                 targets = [*targets, *extra]
+                select_results(sel, results, lastv, targets)     # after combine: the risk stays the higher of model and trend
         results = apply_vitals(results, self.check_vitals(now))
-        payload = interval_payload(trend_payload(predictions_payload(results, targets, data, now), results), results)
+        payload = skill_payload(interval_payload(trend_payload(predictions_payload(results, targets, data, now), results), results), results)
         payload["model"] = {"name": fc.name if fc else None, "error": None if fc else self.error}
         payload = self.alerts.observe(payload, now)
         if self.fleet is not None:   # the summary's fleet health is the one `/cascade/health` serves (see `fleet_health`)

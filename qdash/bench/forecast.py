@@ -7,12 +7,13 @@ from __future__ import annotations
 import os, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd, xarray as xr
-from ..config import QdashError, NotFound, load_settings, Settings
+from ..config import QdashError, NotFound, ValidationError, load_settings, Settings
 from ..model.data import _torch, fleet_frame, frame_to_fleet, load_fleet
 from ..model.forecaster import Forecaster
 from ..model.evaluate import _windows, evaluate
 from ..model.registry import ModelRegistry
 from ..model.train import fit_tft, reference_fleet, train_reference_model
+from ..model.skill import SkillSelector
 from ..model.band import IntervalCalibrator, replay, coverage_summary, frame_actuals
 
 
@@ -237,10 +238,13 @@ def served_paths(fc, # the Forecaster whose windows these are
                  segment_server:dict, # {frame series (segment): server}
                  arrays:dict, # series_arrays output
                  thresholds:dict, # `[model] thresholds`
-                 target:str="value") -> np.ndarray:
-    "The P50 of `target` qdash serves at each window: the model's forecast combined with the trend as a forecasting cycle does."
+                 target:str="value",
+                 selector:SkillSelector|None=None, # the choice by recent skill, carried across the origins in time order; None: the default rule
+                ) -> np.ndarray:
+    "The P50 of `target` qdash serves at each window: the model's forecast combined with the trend, then chosen by recent skill, as a forecasting cycle does."
     from qdash.model.risk import score_forecasts
     from qdash.model.trend import forecast_trend, combine
+    from qdash.model.skill import last_value_results, select_results
     q, ser, first = windows
     H, step, day = fc.horizon, fc.step, int(86400 // fc.step)
     k = list(fc.targets).index(target)
@@ -259,11 +263,18 @@ def served_paths(fc, # the Forecaster whose windows these are
             Y[r, L - len(seg):] = seg
         data = xr.Dataset({target: (("server", "time"), Y)},
                           coords={"server": srv, "time": pd.to_datetime((int(t) - L + np.arange(L)) * int(step), unit="s").values})
-        tr = forecast_trend(data, thresholds, step, H, also=[target])
+        th = thresholds if target in thresholds else {**thresholds, target: np.inf}   # no level: forecast as the hub does one (risk 0)
+        tr = forecast_trend(data, th, step, H, also=[target])
+        lastv = last_value_results(res, tr, data, list(fc.targets))
         res = combine(res, tr, list(fc.targets))
+        if selector is not None:                        # what has come before the origin is scored, then the choice is made
+            selector.observe_data(data, complete_only=False)
+            select_results(selector, res, lastv, list(fc.targets), origin=int(t) - 1)
         for s, i in zip(srv, idx):
             r, trf = res[s], res[s].get("trend_forecast")
-            if r.get("source") == "trend" and r.get("target") == target and trf is not None:
+            if selector is not None and r.get("served_quantiles", {}).get(target) is not None:
+                out[i] = r["served_quantiles"][target][:, 3]
+            elif r.get("source") == "trend" and r.get("target") == target and trf is not None:
                 out[i] = trf["quantiles"][:, trf["targets"].index(target), 3]
             else: out[i] = r["quantiles"][:, k, 3]
     return out
@@ -288,18 +299,39 @@ def nab_by_series(fc, # the NAB model (a Forecaster)
                   start_idx:int, # the final week's first step (time_idx)
                   thresholds:dict, # `[model] thresholds`
                   every:int=72, # steps between origins (6 h: AutoTheta is refit at each)
-                  season:int=NAB_SEASON) -> tuple[pd.DataFrame, dict]:
+                  season:int=NAB_SEASON,
+                  selector:SkillSelector|None=None, # a fresh choice by recent skill: `qdash` is served with it, `qdash_default` without
+                  learn:int=2 * NAB_SEASON, # steps before `start_idx` whose forecasts the selection learns from
+                  learn_every:int=24, # steps between the origins the selection replays (a divisor of `every`)
+                 ) -> tuple[pd.DataFrame, dict]:
     "Per-series MASE of qdash (as served), last value, seasonal-naive and AutoTheta on the same windows from `start_idx`, and `nab_summary`."
+    if every % learn_every: raise ValidationError(f"learn_every={learn_every}: expected a divisor of every={every}", field="learn_every")
     arrays = series_arrays(frame)
     seg = dict(zip(frame.series.astype(str), frame.server.astype(str)))
-    win = _windows(fc, frame, start_idx, every)
+    full = _windows(fc, frame, start_idx - (learn if selector is not None else 0), learn_every if selector is not None else every)
+    keep = (full[2] >= start_idx) & ((full[2] - start_idx) % every == 0)   # the scored windows: from `start_idx`, every `every`
+    win = tuple(x[keep] for x in full)
     windows = [(seg[str(s)], int(t)) for s, t in zip(*win[1:])]
     scale = {s: mase_scale(a, start_idx - b, season) for s, (b, a) in arrays.items()}
     base = [naive_paths(arrays[s][1], t - arrays[s][0], fc.horizon, season) for s, t in windows]
-    paths = {"qdash": served_paths(fc, win, seg, arrays, thresholds), **{m: np.stack([p[m] for p in base]) for m in ("last_value", "seasonal_naive")}}
+    paths = {**({"qdash": served_paths(fc, full, seg, arrays, thresholds)[keep]} if selector is None else {}),
+             **{m: np.stack([p[m] for p in base]) for m in ("last_value", "seasonal_naive")}}
+    dense = None
+    if selector is not None:
+        on = served_paths(fc, full, seg, arrays, thresholds, selector=selector)
+        off = served_paths(fc, full, seg, arrays, thresholds)
+        paths["qdash"], paths["qdash_default"] = on[keep], off[keep]
+        k = full[2] >= start_idx                          # the same week at every replayed origin: how much the figure rests on the sampling
+        wk = [(seg[str(s)], int(t)) for s, t in zip(full[1][k], full[2][k])]
+        lv = np.stack([naive_paths(arrays[s][1], t - arrays[s][0], fc.horizon, season)["last_value"] for s, t in wk])
+        dense = score_paths(arrays, wk, {"qdash": on[k], "qdash_default": off[k], "last_value": lv}, scale)
     paths["autotheta"] = np.stack([autotheta_path(arrays[s][1], t - arrays[s][0], fc.horizon, season) for s, t in windows])
     tab = score_paths(arrays, windows, paths, scale)
-    return tab, nab_summary(tab)
+    sm = nab_summary(tab)
+    if dense is not None:
+        by = {s: {r.method: round(r.mase, 3) for r in g.itertuples()} for s, g in dense.groupby("series")}
+        sm["every_replayed_origin"] = {"origins_every_h": learn_every * fc.step / 3600, **nab_summary(dense), "by_series": by}
+    return tab, sm
 
 # %% ../../nbs/bench/05_forecast.ipynb #nab0008
 def bench_nab(settings:Settings|None=None, # [model] thresholds; the model is trained into a temporary folder
@@ -329,11 +361,14 @@ def bench_nab(settings:Settings|None=None, # [model] thresholds; the model is tr
            "nab_share_series_coverage_75_85": iv["share_series_coverage_75_85"], "nab_share_series_coverage_75_85_raw": iv["share_series_coverage_75_85_raw"],
            "coverage_by_series": {r.series: {"raw": round(r.raw, 3), "calibrated": round(r.calibrated, 3)} for r in cov.itertuples()}}
     t0 = time.perf_counter()
-    tab, sm = nab_by_series(nfc, nf, e_idx, dict(s.model.thresholds), mase_every)
+    m = s.model                                       # the hub's choice by recent skill, fresh, kept across the replayed origins
+    sel = SkillSelector(nfc.horizon, step, m.skill_window, m.skill_min_points, 1, m.skill_margin)
+    tab, sm = nab_by_series(nfc, nf, e_idx, dict(m.thresholds), mase_every, selector=sel, learn_every=every)
     yield {"figure": "nab_by_series", "dataset": "nab_realKnownCause_5min_final_week", "origins_every_h": mase_every * step / 3600,
            "fewer_origins": f"every {mase_every * step / 3600:g} h for every method, as AutoTheta is refit at each origin "
                             f"(the pooled line: every {every * step / 3600:g} h)",
-           "qdash_source": "the TFT combined with the trend as served (the trend never wins without a level for `value`)",
+           "qdash_source": "as served: the TFT combined with the trend, then the path of the model, the trend or last value chosen by recent skill "
+                           "(`qdash.model.skill`, replayed from two days before the week); qdash_default: without the choice",
            "by_series": {srv: {"windows": int(g.windows.iloc[0]), **{r.method: round(r.mase, 3) for r in g.itertuples()}} for srv, g in tab.groupby("series")},
            "seconds": round(time.perf_counter() - t0, 1)}
     q = lambda d, m: (d.get(m) if d else None)
@@ -341,6 +376,8 @@ def bench_nab(settings:Settings|None=None, # [model] thresholds; the model is tr
            "nab_share_beating_last_value": q(sm["share_beating_last_value"], "qdash"),
            "nab_share_beating_seasonal_naive": q(sm["share_beating_seasonal_naive"], "qdash"),
            "nab_median_mase_qdash": q(sm["median_mase"], "qdash"), "nab_median_mase_autotheta": q(sm["median_mase"], "autotheta"),
+           "nab_median_mase_qdash_default": q(sm["median_mase"], "qdash_default"),
+           "nab_share_beating_last_value_default": q(sm["share_beating_last_value"], "qdash_default"),
            "nab_median_coverage_p10_p90": iv["median_coverage_p10_p90"]}
 
 # %% ../../nbs/bench/05_forecast.ipynb #c055

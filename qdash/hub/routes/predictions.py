@@ -13,16 +13,27 @@ from ..http import (Routes, off_loop, doc, reply, json_object, part, by_whom, pe
 route = Routes()
 
 # %% auto #0
-__all__ = ['route', 'SILENCE_BODY', 'NOTIFY_STATUS', 'TRAINING_TASK', 'predictions_current', 'alerts_active', 'alerts_ack',
-           'alerts_silence', 'alerts_silences', 'alerts_expire_silence', 'alerts_notifications', 'admin_models',
-           'admin_reload', 'admin_trigger_training', 'admin_training_status', 'admin_training_stats']
+__all__ = ['route', 'PREDICTION', 'SILENCE_BODY', 'NOTIFY_STATUS', 'TRAINING_TASK', 'predictions_current', 'alerts_active',
+           'alerts_ack', 'alerts_silence', 'alerts_silences', 'alerts_expire_silence', 'alerts_notifications',
+           'admin_models', 'admin_reload', 'admin_trigger_training', 'admin_training_status', 'admin_training_stats']
 
 # %% ../../../nbs/hub/routes/03_predictions.ipynb #c012
 def _forecasting(request): return part(request, "forecasting", "forecaster")
 
+_SOURCES = {"type": "string", "enum": ["model", "trend", "last_value"]}
+PREDICTION = {"type": "object", "description": "one server's forecast, risk and alert", "properties": {
+    "forecast_source": {"type": "object", "additionalProperties": _SOURCES,
+                        "description": "per target, whose P50 path and band `forecast` holds: the TFT (`model`), the trend, or "
+                                       "`last_value` (the newest value held flat), chosen per server by recent skill (`skill`)"},
+    "skill": {"type": "object", "description": "per target, the choice by recent skill: the candidate `served`, the matured values `n` "
+                                               "it was judged on, and each candidate's mean absolute error `mae` over them",
+              "additionalProperties": _schema({"served": _SOURCES, "n": {"type": "integer"},
+                                               "mae": {"type": "object", "additionalProperties": {"type": "number"}}})}}}
+
 @route("predict", "GET", "/predictions/current", limit="predictions_current")
 @doc("Forecasts, risk scores, fleet summary and alerts of the last inference cycle", "predictions",
-     _schema({"predictions": OBJ, "summary": OBJ, "alerts": ARR, "timestamp": {"type": "string"}}), errors=(503,))
+     _schema({"predictions": {"type": "object", "additionalProperties": PREDICTION},
+              "summary": OBJ, "alerts": ARR, "timestamp": {"type": "string"}}), errors=(503,))
 async def predictions_current(request):
     f = _forecasting(request)
     if f.payload is None: await off_loop(request.app, f.run_cycle, timeout=120.0)   # a first cycle: the model, the store
