@@ -11,6 +11,7 @@ from .timeutil import iso, utc, naive_utc
 from .store import open_store, StoreUnavailable
 from .jobs import JobRunner
 from .lifeline import hold, tie
+from .memory import trim_memory
 from .collect.feed import check_body, decode_body, parse_feed
 from .model.data import TARGETS, EXTRA_TARGETS, DISPLAY_FIELDS, frame_to_fleet, load_fleet
 from .model.registry import ModelRegistry
@@ -493,6 +494,7 @@ class Services:
             ser = self.store.series(m)
             if "server" in ser.columns: names.update(ser["server"].dropna().astype(str))
         with self._known_lock: self.known_servers |= names
+        trim_memory()                                  # the backfill's frames are gone: hand their memory back
 
     def _when_store_answers(self, name:str, fn):
         "`fn()` now if the store answered its ping, else (or if it fails as unavailable) on a thread, again until it succeeds."
@@ -528,6 +530,7 @@ class Services:
         if data is not None and data.sizes.get("server", 0):
             with self._known_lock: self.known_servers |= {str(x) for x in data.server.values}
         self.explanations.refresh_drivers()
+        trim_memory()                                  # the cycle's frames and payloads, freed: back to the system, not left in an arena
 
     def stop(self, timeout:float|None=None): # seconds for all of it; default [server] graceful_shutdown_timeout
         "Stop the loops, the runner and the collection (its writer spools what the store does not take in time), then close the store."

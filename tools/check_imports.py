@@ -17,7 +17,7 @@ PKG = ROOT / "qdash"
 # ARCHITECTURE.md's table, top to bottom: a module may import from its own layer and the layers above it; support
 # (harnesses and benchmarks) may import anything. A name ending in ".*" covers a package's modules.
 LAYERS = [
-    ("base", ["qdash", "qdash.config", "qdash.errors", "qdash.timeutil", "qdash.lineproto"]),
+    ("base", ["qdash", "qdash.config", "qdash.errors", "qdash.timeutil", "qdash.lineproto", "qdash.memory"]),
     ("data", ["qdash.store"]),
     ("sources", ["qdash.collect", "qdash.collect.*"]),
     ("work", ["qdash.jobs", "qdash.lifeline", "qdash.calibration_params", "qdash.calibrate"]),

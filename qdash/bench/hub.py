@@ -4,11 +4,12 @@
 
 # %% ../../nbs/bench/12_hub.ipynb #h002
 from __future__ import annotations
-import importlib, json, os, statistics, subprocess, sys, time
+import importlib, json, os, re, statistics, subprocess, sys, time
 from pathlib import Path
 import httpx, psutil
 import qdash
 from ..testing import HubProcess
+from ..memory import malloc_stats, process_memory
 from .api import ws_fanout
 
 # %% auto #0
@@ -113,42 +114,64 @@ def hub_load(n:int, # simulated servers
     finally: hub.stop()
 
 # %% ../../nbs/bench/12_hub.ipynb #h012
-def _components(n:int=1000) -> dict:
-    "RSS (MB) after each step of building a hub's parts in this process (run in a fresh interpreter)."
-    import resource, tempfile
-    rss = lambda: round(psutil.Process().memory_info().rss / 2**20, 1)
-    out = {"interpreter_mb": rss()}
+def _peak_mb(pid:int) -> float|None:
+    "A process's peak RSS so far (VmHWM) in MB."
+    try: return round(int(re.search(r"VmHWM:\s+(\d+) kB", open(f"/proc/{pid}/status").read()).group(1)) / 1024, 1)
+    except (OSError, AttributeError): return None
+
+def _components(n:int=1000, # simulated servers
+                cycles:int=30, # live collection cycles fed to the cascade detector
+                interpreter_mb:float|None=None) -> dict: # the interpreter's RSS before this module was imported
+    "RSS (MB) after each step of building a hub's parts as `Services` does, in this process (run in a fresh interpreter); the worker's beside."
+    import tempfile
+    from qdash.memory import trim_memory, tune_memory
+    rss = lambda: process_memory()["rss_mb"]
+    out = {"interpreter_mb": interpreter_mb or rss()}
     import qdash.hub.app  # noqa: F401
     from qdash.config import load_settings
     from qdash.store import open_store
     from qdash.collect.simulate import FleetSimulator
+    from qdash.serving import Forecasting, FleetWatch
+    from qdash.model.worker import open_registry
     import pandas as pd
+    tune_memory()                                                  # as the hub's `serve` does
     out["import_mb"] = rss()
+    worker = {}
     with tempfile.TemporaryDirectory() as tmp:
-        store = open_store(load_settings(environ={}).updated({"store": {"path": f"{tmp}/q.duckdb"}}))
-        end = pd.Timestamp.now(tz="UTC").floor("5min")
-        FleetSimulator(n).backfill(store, days=2, end=end)
+        s = load_settings(environ={}).updated({"store": {"path": f"{tmp}/q.duckdb"}, "model": {"dir": models_dir() or f"{tmp}/models"}})
+        store = open_store(s)
         out["store_mb"] = rss()
-        if models_dir():
-            from qdash.model.registry import ModelRegistry
-            from qdash.model.data import load_fleet
-            fc = ModelRegistry(models_dir()).current
-            out["model_mb"] = rss()
-            data = load_fleet(store, start=end - pd.Timedelta("26h"), stop=end, every="5min")
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            fc.predict(data, min_history=288)
-            out["forecast_peak_mb"] = round(max(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), 1)
-        store.close()
+        end, sim = pd.Timestamp.now(tz="UTC").floor("5min"), FleetSimulator(n)
+        sim.backfill(store, days=2, end=end)
+        trim_memory()                                              # as the hub does after its catch-up
+        out["backfill_mb"] = rss()
+        f = Forecasting(s, store, registry=open_registry(s))      # [model] worker: the model in its own process
+        try:
+            f.run_cycle(end); trim_memory()
+            out["forecast_cycle_mb"] = rss()                       # the cycle's telemetry, results and payload, kept
+            w = getattr(f.registry, "worker", None)
+            if w is not None and w.pid:
+                worker = {"worker_rss_mb": process_memory(w.pid).get("rss_mb"), "worker_peak_mb": _peak_mb(w.pid)}
+            fleet = FleetWatch(s, store, f)
+            for i in range(cycles): fleet.tap(*sim.collect(end + pd.Timedelta(seconds=i + 1))[0])
+            out["cascade_mb"] = rss()                              # the detector's windows, full
+        finally:
+            if hasattr(f.registry, "close"): f.registry.close()
+            store.close()
     steps = list(out)
     return {"figure": "rss_components", "servers": n, **out,
-            **{f"{b[:-3]}_share_mb": round(out[b] - out[a], 1) for a, b in zip(steps, steps[1:])}}
+            **{f"{b[:-3]}_share_mb": round(out[b] - out[a], 1) for a, b in zip(steps, steps[1:])}, **worker,
+            "malloc_arenas": malloc_stats().get("arenas")}
 
-def rss_components(n:int=1000) -> dict:
-    "`_components(n)` in a fresh interpreter, so nothing this process holds counts."
+def rss_components(n:int=1000, cycles:int=30) -> dict:
+    "`_components(n, cycles)` in a fresh interpreter, so nothing this process holds counts."
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(qdash.__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-m", "qdash.bench.hub", "components", str(n)], env=env, capture_output=True, text=True, timeout=1800)
+    code = ("import json; from qdash.memory import process_memory; r = process_memory()['rss_mb']; "   # before pandas & co
+            f"from qdash.bench.hub import _components; print(json.dumps(_components({int(n)}, {int(cycles)}, r)))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
     if out.returncode: raise RuntimeError(f"rss_components failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
 
 # %% ../../nbs/bench/12_hub.ipynb #h015
 def demo_rss(seconds:float=600.0, # how long the demo hub runs
@@ -165,9 +188,12 @@ def demo_rss(seconds:float=600.0, # how long the demo hub runs
             h = rss_mb(p)
             peak, both = max(peak, h), max(both, h + rss_mb(worker))
         end, wend = rss_mb(p), rss_mb(worker)
+        hm, wm = process_memory(p.pid), process_memory(worker.pid) if worker is not None else {}
         return {"figure": "demo_rss", "seconds": round(time.monotonic() - t0, 1), "hub_rss_start_mb": round(start, 1),
                 "hub_rss_end_mb": round(end, 1), "hub_rss_peak_mb": round(max(peak, end), 1),
-                "worker_rss_end_mb": round(wend, 1), "hub_plus_worker_rss_end_mb": round(end + wend, 1),
+                "hub_anon_end_mb": hm.get("anon_mb"), "hub_file_end_mb": hm.get("file_mb"),
+                "worker_rss_end_mb": round(wend, 1), "worker_anon_end_mb": wm.get("anon_mb"),
+                "hub_plus_worker_rss_end_mb": round(end + wend, 1),
                 "hub_plus_worker_rss_peak_mb": round(max(both, end + wend), 1),
                 "tree_rss_end_mb": round(rss_mb(p, tree=True), 1),
                 "cpu_share_of_core": round((cpu_seconds(p) - c0) / (time.monotonic() - t0), 3)}
@@ -233,7 +259,3 @@ def bench_hub(seconds:float=60.0, # measuring window per fleet size
         if f["figure"] == "ws_fanout": h[f"ws_p99_ms_{f['ws_clients']}"] = f["p99_ms"]
     if extras: h.update(drift_check_ms_1000=_drift_check_ms_1000(), duckdb_bytes_per_value=_duckdb_bytes_per_value())
     yield {"figure": "headline", **{k: h.get(k) for k in HEADLINE}}
-
-# %% ../../nbs/bench/12_hub.ipynb #h022
-if __name__ == "__main__" and sys.argv[1:2] == ["components"]:
-    print(json.dumps(_components(int(sys.argv[2]) if len(sys.argv) > 2 else 1000)))

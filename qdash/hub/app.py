@@ -13,6 +13,7 @@ from sanic.http import Stage
 from sanic_ext import Extend, openapi
 from .. import __version__
 from ..config import QdashError, ConfigError, Settings, load_settings
+from ..memory import tune_memory
 from ..serving import Services
 from ..store import open_store
 from .http import Unauthorized, Forbidden, TooManyRequests, dumps, records, on_error
@@ -329,6 +330,7 @@ def _log_to_stderr(level:str):
 
 def serve(settings:Settings|None=None): # hub settings; default: `load_settings()`
     "Run the hub on `[server] host`:`[server] port` until interrupted."
+    tune_memory()                 # first, before any thread (DuckDB's too): two malloc arenas, Arrow on malloc (qdash.memory)
     settings = settings or load_settings()
     host, port, tls = settings.server.host, hub_port(settings), tls_files(settings)   # an empty port, a bad certificate: one line
     check_listen(host, port)      # a port in use is one line (QdashError), before the store is opened

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/model/06a_trend.ipynb #15649d0a
 from __future__ import annotations
+from statistics import NormalDist
 import numpy as np, pandas as pd, xarray as xr
 from .risk import QUANTILES, exceed_prob, horizon_weights, fmt_minutes, fmt_span, PHRASES
 
@@ -70,6 +71,7 @@ def fit_window(Y:np.ndarray, # (rows, steps) newest last; NaN where missing
 
 # %% ../../nbs/model/06a_trend.ipynb #de97605e
 REACH = 2.0             # a trend seen for W is continued for at most REACH·W
+_Z = np.array([NormalDist().inv_cdf(q) for q in QUANTILES])   # the standard normal's QUANTILES (the stdlib's: scipy.special costs a hub 8 MB)
 T_LOW, T_FULL = 2.0, 4.0 # t-statistics of the slope: no trend at T_LOW, all of it from T_FULL
 DAY_MARGIN, DAY_FULL = 10.0, 15.0 # points above the same time yesterday where a trend starts to count, and counts fully
 
@@ -78,11 +80,10 @@ def window_forecast(f:dict, # from fit_window
                     bounds=(0.0, 100.0), # (low, high) clip of the quantiles: a percentage stays in 0-100
                    ) -> np.ndarray:
     "Quantiles (rows, horizon, len(QUANTILES)) of the trend continued for at most REACH·W steps."
-    from scipy.special import ndtri
     h = np.minimum(np.arange(1, horizon + 1), REACH * f["W"])
     m = f["level"][:, None] + f["slope"][:, None] * h
     s = np.sqrt(f["sigma"][:, None] ** 2 + (f["slope_se"][:, None] * h) ** 2)
-    return np.clip(m[..., None] + s[..., None] * ndtri(np.asarray(QUANTILES))[None, None], *bounds)
+    return np.clip(m[..., None] + s[..., None] * _Z[None, None], *bounds)
 
 def trend_credit(f:dict, # from fit_window
                  yesterday:np.ndarray|None=None, # per row, the level a day before the newest point (NaN: unknown)

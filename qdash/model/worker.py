@@ -4,13 +4,14 @@
 
 # %% ../../nbs/model/09_worker.ipynb #w002
 from __future__ import annotations
-import ctypes, importlib, logging, multiprocessing as mp, os, sys, threading
+import importlib, logging, multiprocessing as mp, os, sys, threading
 from pathlib import Path
 import numpy as np, xarray as xr
 from fastcore.basics import patch
 from ..config import Settings, Unavailable
 from ..timeutil import iso, utc
 from ..lifeline import hold, tie, watch
+from ..memory import trim_memory, tune_memory
 from .registry import ModelRegistry
 log = logging.getLogger("qdash.model.worker")
 
@@ -42,17 +43,13 @@ META = ("targets", "step", "max_gap", "encoder_length", "horizon", "min_points")
 
 def _meta(fc) -> dict: return {"info": dict(fc.info), "card": fc.card, **{k: getattr(fc, k) for k in META}}
 
-def _trim():
-    "Hand the memory a request freed back to the system (glibc keeps it for reuse otherwise): a forecast's activations."
-    try: ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError): pass
-
 def serve(conn, # the worker's end of the pipe
           dir:str, # the registry directory
           hub:int): # the hub's pid: the worker does not outlive it
     "The forecast worker: load, predict and explain on request over `conn`, until the hub closes it or ends."
     tie(hub)                                               # the kernel's signal when the forkserver (which goes with the hub) ends
     watch(hub, lambda: os._exit(0))                        # and the hub's own end, watched here too
+    tune_memory()                                          # two malloc arenas for torch's threads, Arrow on malloc (qdash.memory)
     from qdash.model.explain import explain_server
     reg, fc = ModelRegistry(dir), None
     while True:
@@ -70,7 +67,7 @@ def serve(conn, # the worker's end of the pipe
             else: raise ValueError(f"unknown request {op!r}")
             msg = ("ok", out)
         except Exception as e: msg = ("error", e)
-        _trim()
+        trim_memory()                                      # a forecast's activations, freed: back to the system
         try: conn.send(msg)
         except Exception as e:                             # an answer (or an error) that does not pickle
             conn.send(("error", Unavailable(f"the forecast worker could not send its answer to {op!r}: {type(e).__name__}: {e}")))
