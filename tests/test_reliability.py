@@ -292,3 +292,55 @@ def test_a_large_feed_is_checked_in_a_worker_process_with_the_same_answers(tmp_p
     own, kids = own1 - own0, kids1 - kids0
     print(f"CPU seconds for three 1 MB feeds: hub process {own:.2f}, its children {kids:.2f}")
     assert kids > own, (own, kids)                          # the checking (most of the cost) ran outside the hub's process
+
+
+def stall_across_a_tick(hub, phase):
+    """SIGSTOP the hub from just before a tick until after the next second boundary (a loaded machine descheduling it):
+    the tick runs late, in the next second, but before the next tick is due. Whether the stall was placed so."""
+    due = int(time.time()) + 1 + phase                       # a tick due at least a second from now
+    time.sleep(max(0.0, due - 0.2 - time.time()))
+    os.kill(hub.proc.pid, signal.SIGSTOP); stopped = time.time()
+    time.sleep(max(0.0, int(due) + 1 + phase / 2 - time.time()))   # wake in (boundary, next tick): late by 1 - phase/2
+    resumed = time.time(); os.kill(hub.proc.pid, signal.SIGCONT)
+    return stopped < due - 0.02 and int(due) + 1 + 0.02 < resumed < int(due) + 1 + phase - 0.05
+
+
+def test_a_late_tick_loses_no_cycle_through_a_pause_and_shutdown(srv, tmp_path):
+    """Issue #20 goal, 0 points lost through an outage: the bench once counted 20 points (two cycles of ten servers)
+    collected but not in InfluxDB. A tick that runs late past a second boundary was stamped with its late time, so the
+    next tick got the same second and overwrote its points. Here the hub is descheduled across a tick while InfluxDB
+    is paused, then stopped with SIGINT; a second hub replays the spool; every point collected is in InfluxDB."""
+    env = hub_env(srv, QDASH__SERVER__GRACEFUL_SHUTDOWN_TIMEOUT="6s")
+    hub = None
+    try:
+        for _ in range(8):                                   # a phase that leaves room for a late tick within its interval
+            hub = HubProcess(env, data_dir=tmp_path).start()
+            assert wait_for(lambda h=hub: get(h, "/api/telemetry/status", key=True).json()["source_health"]["simulator"]["points"])
+            h = get(hub, "/api/telemetry/status", key=True).json()["source_health"]["simulator"]
+            c0, last = h["points"], pd.Timestamp(h["last_collection"])   # counted from this hub's cycle at `last` on
+            phase = last.value % 10**9 / 1e9
+            if 0.2 <= phase <= 0.9: break
+            hub.stop()
+        else: pytest.skip("no hub started with a tick phase in [0.2, 0.9] in 8 tries")
+        os.kill(srv.proc.pid, signal.SIGSTOP)
+        placed = [stall_across_a_tick(hub, phase) for _ in range(2)]
+        assert any(placed), "the stall never caught a tick (machine too slow to place it)"
+        time.sleep(1.5)
+        h = get(hub, "/api/telemetry/status", key=True).json()["source_health"]["simulator"]
+        collected, c1 = h["points"] - c0, pd.Timestamp(h["last_collection"]).floor("s").value   # the cycles after `last` up to c1
+        hub.proc.send_signal(signal.SIGINT)
+        try: hub.proc.wait(30)
+        except subprocess.TimeoutExpired: pass
+    finally:
+        os.kill(srv.proc.pid, signal.SIGCONT)
+        if hub is not None: hub.stop()
+    hub2 = HubProcess(hub_env(srv, QDASH__COLLECT__SOURCES=""), data_dir=tmp_path).start()
+    try: assert wait_for(lambda: get(hub2, "/api/telemetry/status", key=True).json()["spool_points"] == 0, 60)
+    finally: hub2.stop()
+    times = live_vm_times(srv, last.floor("s").value + 1)              # the cycles after `last`
+    times = [(t, n) for t, n in times if t % (300 * 10**9)]           # not the simulated past (on the 5 min grid)
+    secs = [t // 10**9 for t, _ in times]
+    gaps = [b for a, b in zip(secs, secs[1:]) if b - a != 1]
+    stored = sum(n for t, n in times if t <= c1)
+    print(f"phase {phase:.3f}; stalls placed {placed}; collected {collected}; stored {stored}; seconds after a gap {gaps}")
+    assert stored == collected and not gaps, (collected, stored, gaps)

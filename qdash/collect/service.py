@@ -15,7 +15,7 @@ from ..timeutil import utc
 log = logging.getLogger("qdash.collect.service")
 
 # %% auto #0
-__all__ = ['log', 'make_sources', 'backfill_simulated_past', 'Collection', 'status_line', 'run_collect']
+__all__ = ['log', 'make_sources', 'backfill_simulated_past', 'TickClock', 'Collection', 'status_line', 'run_collect']
 
 # %% ../../nbs/collect/05_service.ipynb #c005
 def make_sources(settings:Settings) -> list:
@@ -44,6 +44,27 @@ def backfill_simulated_past(settings:Settings, # [model] step is the history's r
         n += sim.backfill(store, days=days, step=f"{int(settings.model.step)}s")
     if n: log.info("backfilled %d points of simulated history", n)
     return n
+
+# %% ../../nbs/collect/05_service.ipynb #tick02
+def _clock_offset(tries:int=5) -> float|None:
+    "Wall minus monotonic clock, read between two monotonic reads less than 10 ms apart; None if a preemption always split them."
+    for _ in range(tries):
+        m0 = time.monotonic(); w = time.time(); m1 = time.monotonic()
+        if m1 - m0 < 0.01: return w - (m0 + m1) / 2
+    return None
+
+class TickClock:
+    "Wall-clock times for ticks due on the monotonic clock: a tick keeps the time it was due, however late its thread ran."
+    def __init__(self, step_s:float=0.5): # the wall clock moved by more than this against the monotonic one was stepped: follow it
+        self.step_s, self.offset = step_s, _clock_offset(100) or time.time() - time.monotonic()
+
+    def stamp(self, due:float, # when the tick was due, on `time.monotonic()`
+              offset:float|None=None, # wall minus monotonic clock now; default: read both
+             ) -> pd.Timestamp:
+        "The tick's time: `due` on the wall clock."
+        off = _clock_offset() if offset is None else offset
+        if off is not None and abs(off - self.offset) > self.step_s: self.offset = off
+        return pd.Timestamp(round((self.offset + due) * 1e6), unit="us", tz="UTC")
 
 # %% ../../nbs/collect/05_service.ipynb #c008
 class Collection:
@@ -162,9 +183,9 @@ def collect_once(self:Collection, now=None # cycle time; default: now (UTC)
 
 @patch
 def _loop(self:Collection):
-    nxt = time.monotonic()
+    nxt, clock = time.monotonic(), TickClock(min(0.5, self.interval / 2))
     while not self._halt.is_set():
-        try: self._tick(utc(None))
+        try: self._tick(clock.stamp(nxt))                # the time the tick was due: a late one keeps its second
         except Exception as e: self.errors += 1; self.health.setdefault("collection", {})["last_error"] = str(e)
         nxt += self.interval
         now = time.monotonic()
