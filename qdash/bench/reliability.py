@@ -395,7 +395,7 @@ def _drained(hub) -> bool:
     return st["spool_points"] == 0 and st["store_up"]
 
 def bench_reliability(servers:int=10, # simulated servers, one `vm` point each per second
-                      outage_s:float=20.0, # length of the SIGSTOP outage probed
+                      outage_s:float=30.0, # length of the SIGSTOP outage probed (the goal: 30 s)
                       kill_after_s:float=5.0, # seconds into a pause the hub is killed with SIGKILL
                       budget_s:float=10.0, # [server] graceful_shutdown_timeout of the hubs
                       deadline_s:float|None=None, # [server] request_deadline of the slow-clients hub (None: default)
