@@ -250,7 +250,7 @@ def test_dask_workers_known_from_start_each_under_the_id_its_jobs_name(tmp_path)
             job = c.wait_job(c.submit_task("benchmark", {"size": 16, "repeats": 1})["id"], timeout=60)
             assert job["status"] == "completed" and job["worker"] in expect, job
             wait_for(lambda: c.job_worker(job["worker"])["finished"] == 1, 20, "the worker that ran the job never counted it")
-            assert expect <= set(c.telemetry())
+            wait_for(lambda: expect <= set(c.telemetry()), 20, "a worker's heartbeats never reached /telemetry")   # through the writer
 
 def _telemetry(c, wid):
     try: return c.telemetry(wid)
