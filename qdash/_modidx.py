@@ -1009,6 +1009,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'qdash.dashboard.views.ServerPage.update': ( 'dashboard/views.html#serverpage.update',
                                                                                     'qdash/dashboard/views.py'),
                                        'qdash.dashboard.views.alerts_of': ('dashboard/views.html#alerts_of', 'qdash/dashboard/views.py'),
+                                       'qdash.dashboard.views.cascade_alert': ( 'dashboard/views.html#cascade_alert',
+                                                                                'qdash/dashboard/views.py'),
                                        'qdash.dashboard.views.health_html': ( 'dashboard/views.html#health_html',
                                                                               'qdash/dashboard/views.py'),
                                        'qdash.dashboard.views.training_html': ( 'dashboard/views.html#training_html',

@@ -244,6 +244,7 @@ class JobRunner:
         self._stop_asked: set[str] = set()   # jobs cancel() was called for: out of the queue even before a worker drops them
         self._workers: dict[str, dict] = {}
         self._procs: dict[int, psutil.Process] = {}
+        self._dask_ids: dict[str, str] = {}   # a Dask worker's address -> its `worker_id()`
         self._listeners: list[Callable[[dict], None]] = []
         self.prepare: dict[str, Callable[[dict], dict]] = {}   # task -> params -> params, before validation (the hub fills defaults)
         self._lock = threading.RLock()
@@ -506,9 +507,12 @@ def _sample_workers(self:JobRunner) -> list[dict]:
             if j.status == "running" and j.worker: running[j.worker] = running.get(j.worker, 0) + 1
     seen = []
     if self.provider == "dask":
-        info = self.client.scheduler_info().get("workers", {})
+        info = self.client.scheduler_info().get("workers", {})   # it names no pid: each new worker is asked its own id
+        new = [a for a in info if a not in self._dask_ids]
+        if new: self._dask_ids.update({a: i for a, i in self.client.run(_lib("worker_id"), workers=new, on_error="return").items()
+                                       if isinstance(i, str)})
         for addr, w in info.items():
-            wid = f"{socket.gethostname() if '127.0.0.1' in addr else addr}:{w.get('pid')}"
+            if (wid := self._dask_ids.get(addr)) is None: continue   # it did not answer: asked again at the next heartbeat
             m = w.get("metrics", {})
             seen.append(dict(id=wid, address=addr, cpu_pct=float(m.get("cpu", 0.0)), mem_mb=float(m.get("memory", 0)) / 2**20))
     else:

@@ -41,7 +41,9 @@ def test_config_shows_sources_and_masks_secrets(tmp_path):
 def test_seed_variables_are_deprecated_aliases(tmp_path):
     r = run("config", env={"LIBVIRT_URI": "test:///default", "POLL_INTERVAL": "2.5", "QDASH__COLLECT__INTERVAL": "1s",
                            "INFLUX_DB": "vmstats", "TACHYON_API_KEY": "seed-004-key", "LIBVIRT_TIMEOUT": "7",
-                           "METATRON__SERVER__PORT": "3000", "METATRON__SERVER__HOST": "0.0.0.0", "QDASH__SERVER__HOST": "127.0.0.2"},
+                           "METATRON__SERVER__PORT": "3000", "METATRON__SERVER__HOST": "0.0.0.0", "QDASH__SERVER__HOST": "127.0.0.2",
+                           "INFLUX_URL": "http://influx.example:8086", "INFLUX_TOKEN": "seed-002-token", "BATCH_MAX_LINES": "777",
+                           "BATCH_MAX_SEC": "3", "DEVICE_CACHE_TTL": "45"},
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     line = {ln.split(" ")[0]: ln for ln in r.stdout.splitlines() if " = " in ln}
@@ -51,6 +53,11 @@ def test_seed_variables_are_deprecated_aliases(tmp_path):
     assert "deprecated" not in line["interval"]
     assert "TACHYON_API_KEY is deprecated" in line["api_key"] and "seed-004-key" not in r.stdout
     assert "7.0" in line["libvirt_timeout"] and "(LIBVIRT_TIMEOUT is deprecated: set QDASH__COLLECT__LIBVIRT_TIMEOUT)" in line["libvirt_timeout"]
+    for key, var, value in [("influx_url", "INFLUX_URL", "http://influx.example:8086"), ("influx_token", "INFLUX_TOKEN", "***"),
+                            ("batch_max_lines", "BATCH_MAX_LINES", "777"), ("batch_max_sec", "BATCH_MAX_SEC", "3.0"),
+                            ("device_cache_ttl", "DEVICE_CACHE_TTL", "45.0")]:      # seed 002's other variables
+        assert f"= {value} " in line[key] and f"({var} is deprecated: set QDASH__" in line[key], line[key]
+    assert "seed-002-token" not in r.stdout
     srv = r.stdout.split("[server]")[1].split("\n[")[0]                 # seed 000's server variables, in [server]
     sline = {ln.split(" ")[0]: ln for ln in srv.splitlines() if " = " in ln}
     assert "3000" in sline["port"] and "(METATRON__SERVER__PORT is deprecated: set QDASH__SERVER__PORT)" in sline["port"]

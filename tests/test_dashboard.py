@@ -537,7 +537,7 @@ def test_cascade_graph_draws_the_leader_of_a_fed_cascade(page, hub):
     # the detector keeps one time axis and drops samples older than its newest: the fed hour starts after the live points
     t0 = pd.Timestamp.now(tz="UTC").ceil("min") + pd.Timedelta(minutes=1)
     inc = sim.inject("cascade", server=sim.servers.server[0], start=t0 + pd.Timedelta(minutes=50), duration="1h", lag="1min")
-    frames = sim.frame(t0, t0 + pd.Timedelta(minutes=60), step="15s")
+    frames = sim.frame(t0, t0 + pd.Timedelta(minutes=55), step="15s")   # ends 5 min after the onset: the cascade is still on
     fields = ["cpu_pct", "mem_pct", "iowait_pct", "load1", "swap_pct"]
     name = lambda s: f"fed-{s}"                                             # not the hub's own simulated servers
     with httpx.Client(base_url=hub.url, headers={"X-API-Key": hub.api_key}, timeout=30) as c:
@@ -559,6 +559,11 @@ def test_cascade_graph_draws_the_leader_of_a_fed_cascade(page, hub):
             time.sleep(1)
     assert drawn[0][0] == ev["leader"] and drawn[1][0] == "leader"
     assert set(drawn[0][1:]) == set(ev["affected_servers"]) - {ev["leader"]} and set(drawn[1][1:]) == {"follower"}
+    # seed 004's ACTIVE CASCADE: while the hub detects one now, the alert bar says so and names the leader
+    assert api(hub, "/cascade/status")["current_status"]["cascade_detected"] is True
+    alert = page.locator(".qd-alert", has_text="active cascade")
+    expect(alert).to_contain_text(f"led by {ev['leader']}", timeout=30000)
+    expect(alert).to_contain_text("critical")
 
 
 # the controls not clicked above: the server picker, the time range, the export range
@@ -601,3 +606,11 @@ def test_export_range_changes_what_is_downloaded(page, hub):
     span = {k: pd.Timestamp.now(tz="UTC") - pd.to_datetime(v["time"], utc=True).min() for k, v in rows.items()}
     # the range decides how far back the file reaches (its buckets grow with it, so row counts need not)
     assert len(rows["30m"]) > 0 and span["30m"] <= pd.Timedelta("35min") and span["1w"] > pd.Timedelta("2h"), span
+
+
+def test_a_host_alert_is_in_the_alert_bar(page, hub):
+    "Seed 001's AddAlert: what the host application pushes is on the overview, at its level (last: the alert stays)."
+    tab(page, "Overview")
+    api(hub, "/api/metrics/alerts", method="POST", json={"level": "critical", "message": "RAID array md0 degraded"})
+    alert = page.locator(".qd-alert", has_text="RAID array md0 degraded")
+    playwright.expect(alert).to_contain_text("criticalhost: RAID array md0 degraded", timeout=30000)

@@ -234,6 +234,24 @@ def test_workers_known_from_start_and_streamed(plain):
         assert len(c.worker_metrics(wid)) >= 1
 
 
+
+def test_dask_workers_known_from_start_each_under_the_id_its_jobs_name(tmp_path):
+    "Seed 003 on a Dask cluster: both workers listed before the first job, each under the `host:pid` its jobs report."
+    import os, socket
+    from distributed import Client as DaskClient, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1") as cluster:
+        with DaskClient(cluster) as dc:
+            expect = {f"{socket.gethostname()}:{pid}" for pid in dc.run(os.getpid).values()}
+        env = {**BASE, "QDASH__MODEL__DIR": str(tmp_path / "no-models"), "QDASH__JOBS__DASK_SCHEDULER": cluster.scheduler_address}
+        with HubProcess(env, data_dir=tmp_path / "hub") as h, Client(h.url, h.api_key) as c:
+            assert c.jobs() == []
+            ws = wait_for(lambda: ws if len(ws := c.job_workers()) == 2 else None, 30, f"the cluster's workers {expect} not listed")
+            assert {w["id"] for w in ws} == expect and {(w["provider"], w["status"]) for w in ws} == {("dask", "idle")}, ws
+            job = c.wait_job(c.submit_task("benchmark", {"size": 16, "repeats": 1})["id"], timeout=60)
+            assert job["status"] == "completed" and job["worker"] in expect, job
+            wait_for(lambda: c.job_worker(job["worker"])["finished"] == 1, 20, "the worker that ran the job never counted it")
+            wait_for(lambda: expect <= set(c.telemetry()), 20, "a worker's heartbeats never reached /telemetry")   # through the writer
+
 def _telemetry(c, wid):
     try: return c.telemetry(wid)
     except Exception: return None

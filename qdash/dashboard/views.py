@@ -18,8 +18,8 @@ from .pieces import (COLS, CONN, FC_COLS, LEVEL_COLORS, RANGES, STATUS_COLORS, b
 from .pieces import cascade_graph, system_health_html
 
 # %% auto #0
-__all__ = ['ALERT_LEVELS', 'EXPORT_RANGES', 'ConnectionIndicator', 'alerts_of', 'health_html', 'AlertBar', 'ExportButtons',
-           'CascadeGraph', 'training_html', 'ModelControls', 'OverviewPage', 'ServerPage']
+__all__ = ['ALERT_LEVELS', 'EXPORT_RANGES', 'ConnectionIndicator', 'cascade_alert', 'alerts_of', 'health_html', 'AlertBar',
+           'ExportButtons', 'CascadeGraph', 'training_html', 'ModelControls', 'OverviewPage', 'ServerPage']
 
 # %% ../../nbs/dashboard/02_views.ipynb #c012
 class ConnectionIndicator(pn.viewable.Viewer):
@@ -39,10 +39,20 @@ class ConnectionIndicator(pn.viewable.Viewer):
                             f'style="color:{color}">{text}</span>')
 
 # %% ../../nbs/dashboard/02_views.ipynb #c014b
+def cascade_alert(st:dict|None) -> dict|None:
+    "Seed 004's `ACTIVE CASCADE` alert while `/cascade/status` says a cascade is detected now, naming the newest event's leader."
+    cur = (st or {}).get("current_status") or {}
+    if not cur.get("cascade_detected"): return None
+    ev = next(iter(st.get("recent_events") or []), None) or {}
+    led = f", led by {ev['leader']}{' (host)' if ev.get('leader_kind') == 'host' else ''}" if ev.get("leader") else ""
+    return {"level": "critical", "source": "cascade",
+            "message": f"active cascade: {fmt_num(cur.get('servers_with_anomalies'))} of {fmt_num(cur.get('total_servers'))} servers anomalous{led}"}
+
 def alerts_of(feed:LiveFeed) -> list[dict]:
-    "Alerts to show, most severe first: the hub's own (seed 001) and forecast alerts (seed 004; the alert board's when the feed has it)."
+    "Alerts to show, most severe first: the hub's own (seed 001), an active cascade and forecast alerts (seed 004; the alert board's when the feed has it)."
     out = [{"level": a.get("level", "degraded"), "source": a.get("source", "hub"), "message": a.get("message", "")}
            for a in feed.metrics.get("alerts", [])]
+    out += [a for a in [cascade_alert(feed.cascade)] if a]
     out += [{"level": a.get("level", "warning"), "source": a.get("server_name", ""), "message": a.get("message", "")}
             for a in (feed.alerts_active or feed.predictions or {}).get("alerts", [])]   # unsilenced, as of the last poll
     order = {"critical": 0, "warning": 1, "degraded": 2}
