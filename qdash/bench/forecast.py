@@ -19,8 +19,8 @@ from ..model.band import IntervalCalibrator, replay, coverage_summary, frame_act
 
 # %% auto #0
 __all__ = ['NAB_DIR', 'NAB_SEASON', 'nab_dataset', 'bench_trend_targets', 'worker_inference', 'series_arrays', 'mase_scale',
-           'naive_paths', 'autotheta_path', 'score_paths', 'served_paths', 'nab_summary', 'level_path',
-           'served_coverage', 'nab_by_series', 'bench_nab', 'bench_forecast']
+           'naive_paths', 'autotheta_path', 'score_paths', 'served_paths', 'nab_summary', 'nab_by_series', 'bench_nab',
+           'bench_forecast']
 
 # %% ../../nbs/bench/05_forecast.ipynb #c053
 from ..config import shared_data
@@ -240,21 +240,19 @@ def served_paths(fc, # the Forecaster whose windows these are
                  thresholds:dict, # `[model] thresholds`
                  target:str="value",
                  selector:SkillSelector|None=None, # the choice by recent skill, carried across the origins in time order; None: the default rule
-                 calibrator:IntervalCalibrator|None=None, # every source's band calibrated online as the hub does; then P10/P50/P90 are returned
                 ) -> np.ndarray:
-    "The P50 qdash serves at each window (window, horizon): combined with the trend, chosen by recent skill, as a cycle does; with `calibrator`, P10/P50/P90."
+    "The P50 of `target` qdash serves at each window: the model's forecast combined with the trend, then chosen by recent skill, as a forecasting cycle does."
     from qdash.model.risk import score_forecasts
     from qdash.model.trend import forecast_trend, combine
-    from qdash.model.skill import last_value_results, level_results, select_results
+    from qdash.model.skill import last_value_results, select_results
     q, ser, first = windows
     H, step, day = fc.horizon, fc.step, int(86400 // fc.step)
     k = list(fc.targets).index(target)
-    out = np.full((len(ser), H, 3), np.nan)
+    out = np.full((len(ser), H), np.nan)
     for t in np.unique(first):
         idx = np.nonzero(first == t)[0]
         srv = [segment_server[str(ser[i])] for i in idx]
-        ts = {"timestamps": pd.to_datetime((int(t) + np.arange(H)) * int(step), unit="s")} if calibrator is not None else {}
-        res = {s: {"status": "ok", "quantiles": q[i], **ts} for s, i in zip(srv, idx)}
+        res = {s: {"status": "ok", "quantiles": q[i]} for s, i in zip(srv, idx)}
         if set(fc.targets) & set(thresholds): res = score_forecasts(res, fc.targets, thresholds, step)   # no level: no risk, as served
         L = day + 144                                   # the day the cycle reads, as in bench_trend_targets
         Y = np.full((len(srv), L), np.nan)
@@ -267,23 +265,19 @@ def served_paths(fc, # the Forecaster whose windows these are
                           coords={"server": srv, "time": pd.to_datetime((int(t) - L + np.arange(L)) * int(step), unit="s").values})
         th = thresholds if target in thresholds else {**thresholds, target: np.inf}   # no level: forecast as the hub does one (risk 0)
         tr = forecast_trend(data, th, step, H, also=[target])
-        if calibrator is not None: calibrator.observe_data(data, complete_only=False)
-        lastv, level = last_value_results(res, tr, data, list(fc.targets)), level_results(res, tr, data, list(fc.targets))
-        if calibrator is not None:                      # from the raw bands (the risk was read from them), each source its own
-            calibrator.calibrate_results(res, list(fc.targets), "model"); calibrator.calibrate_results(tr, None, "trend")
-            calibrator.calibrate_results(lastv, None, "last_value"); calibrator.calibrate_results(level, None, "level")
+        lastv = last_value_results(res, tr, data, list(fc.targets))
         res = combine(res, tr, list(fc.targets))
         if selector is not None:                        # what has come before the origin is scored, then the choice is made
             selector.observe_data(data, complete_only=False)
-            select_results(selector, res, lastv, list(fc.targets), origin=int(t) - 1, level=level)
+            select_results(selector, res, lastv, list(fc.targets), origin=int(t) - 1)
         for s, i in zip(srv, idx):
             r, trf = res[s], res[s].get("trend_forecast")
             if selector is not None and r.get("served_quantiles", {}).get(target) is not None:
-                out[i] = r["served_quantiles"][target][:, [1, 3, 5]]
+                out[i] = r["served_quantiles"][target][:, 3]
             elif r.get("source") == "trend" and r.get("target") == target and trf is not None:
-                out[i] = trf["quantiles"][:, trf["targets"].index(target)][:, [1, 3, 5]]
-            else: out[i] = r["quantiles"][:, k][:, [1, 3, 5]]
-    return out if calibrator is not None else out[..., 1]
+                out[i] = trf["quantiles"][:, trf["targets"].index(target), 3]
+            else: out[i] = r["quantiles"][:, k, 3]
+    return out
 
 # %% ../../nbs/bench/05_forecast.ipynb #nab0007
 def nab_summary(table:pd.DataFrame, # score_paths output
@@ -300,24 +294,6 @@ def nab_summary(table:pd.DataFrame, # score_paths output
     out["main"] = main
     return out
 
-def level_path(a:np.ndarray, j:int, # j: index of the first predicted value
-               H:int, history:int=NAB_SEASON + 144) -> np.ndarray: # the steps it is fitted on: what a cycle reads (as `served_paths`)
-    "The local level (`qdash.model.skill.fit_level`, simple exponential smoothing with its weight fitted) of a[j-history:j], held flat over a[j:j+H]."
-    from qdash.model.skill import fit_level
-    return np.full(H, fit_level(a[max(0, j - history):j][None])[0][0])
-
-def served_coverage(arrays:dict, windows:list, # [(server, first predicted time_idx)]
-                    band:np.ndarray, # (window, horizon, 3) served P10/P50/P90 (`served_paths` with a calibrator)
-                   ) -> dict:
-    "The served P10-P90 band's coverage per series (over its complete windows) and its median."
-    hit = {}
-    for (s, t), q in zip(windows, band):
-        b, a = arrays[s]
-        y = a[t - b:t - b + len(q)] if t - b >= 0 else np.empty(0)
-        if len(y) == len(q) and np.isfinite(y).all() and np.isfinite(q).all(): hit.setdefault(s, []).append(((y >= q[:, 0]) & (y <= q[:, 2])).mean())
-    by = {s: round(float(np.mean(v)), 3) for s, v in hit.items()}
-    return {"median_coverage_p10_p90": round(float(np.median(list(by.values()))), 3) if by else None, "by_series": by}
-
 def nab_by_series(fc, # the NAB model (a Forecaster)
                   frame:pd.DataFrame, # fleet_frame of the NAB dataset
                   start_idx:int, # the final week's first step (time_idx)
@@ -327,10 +303,8 @@ def nab_by_series(fc, # the NAB model (a Forecaster)
                   selector:SkillSelector|None=None, # a fresh choice by recent skill: `qdash` is served with it, `qdash_default` without
                   learn:int=2 * NAB_SEASON, # steps before `start_idx` whose forecasts the selection learns from
                   learn_every:int=24, # steps between the origins the selection replays (a divisor of `every`)
-                  calibrator:IntervalCalibrator|None=None, # with `selector`: the served band's per-series P10-P90 coverage (`served_coverage`)
-                  others:dict|None=None, # {method: another fresh SkillSelector}, each replayed as a method of its own (e.g. fewer candidates)
                  ) -> tuple[pd.DataFrame, dict]:
-    "Per-series MASE of qdash (as served), last value, the local level, seasonal-naive and AutoTheta on the same windows from `start_idx`, and `nab_summary`."
+    "Per-series MASE of qdash (as served), last value, seasonal-naive and AutoTheta on the same windows from `start_idx`, and `nab_summary`."
     if every % learn_every: raise ValidationError(f"learn_every={learn_every}: expected a divisor of every={every}", field="learn_every")
     arrays = series_arrays(frame)
     seg = dict(zip(frame.series.astype(str), frame.server.astype(str)))
@@ -341,17 +315,12 @@ def nab_by_series(fc, # the NAB model (a Forecaster)
     scale = {s: mase_scale(a, start_idx - b, season) for s, (b, a) in arrays.items()}
     base = [naive_paths(arrays[s][1], t - arrays[s][0], fc.horizon, season) for s, t in windows]
     paths = {**({"qdash": served_paths(fc, full, seg, arrays, thresholds)[keep]} if selector is None else {}),
-             **{m: np.stack([p[m] for p in base]) for m in ("last_value", "seasonal_naive")},
-             "level": np.stack([level_path(arrays[s][1], t - arrays[s][0], fc.horizon) for s, t in windows])}
-    dense, served_cov = None, None
+             **{m: np.stack([p[m] for p in base]) for m in ("last_value", "seasonal_naive")}}
+    dense = None
     if selector is not None:
-        on = served_paths(fc, full, seg, arrays, thresholds, selector=selector, calibrator=calibrator)
-        if calibrator is not None:
-            band, on = on, on[..., 1]
-            served_cov = served_coverage(arrays, windows, band[keep])
+        on = served_paths(fc, full, seg, arrays, thresholds, selector=selector)
         off = served_paths(fc, full, seg, arrays, thresholds)
         paths["qdash"], paths["qdash_default"] = on[keep], off[keep]
-        for m, o in (others or {}).items(): paths[m] = served_paths(fc, full, seg, arrays, thresholds, selector=o)[keep]
         k = full[2] >= start_idx                          # the same week at every replayed origin: how much the figure rests on the sampling
         wk = [(seg[str(s)], int(t)) for s, t in zip(full[1][k], full[2][k])]
         lv = np.stack([naive_paths(arrays[s][1], t - arrays[s][0], fc.horizon, season)["last_value"] for s, t in wk])
@@ -362,7 +331,6 @@ def nab_by_series(fc, # the NAB model (a Forecaster)
     if dense is not None:
         by = {s: {r.method: round(r.mase, 3) for r in g.itertuples()} for s, g in dense.groupby("series")}
         sm["every_replayed_origin"] = {"origins_every_h": learn_every * fc.step / 3600, **nab_summary(dense), "by_series": by}
-    if served_cov is not None: sm["served_coverage"] = served_cov
     return tab, sm
 
 # %% ../../nbs/bench/05_forecast.ipynb #nab0008
@@ -395,15 +363,12 @@ def bench_nab(settings:Settings|None=None, # [model] thresholds; the model is tr
     t0 = time.perf_counter()
     m = s.model                                       # the hub's choice by recent skill, fresh, kept across the replayed origins
     sel = SkillSelector(nfc.horizon, step, m.skill_window, m.skill_min_points, 1, m.skill_margin)
-    before = SkillSelector(nfc.horizon, step, m.skill_window, m.skill_min_points, 1, m.skill_margin, candidates=("model", "trend", "last_value"))
-    tab, sm = nab_by_series(nfc, nf, e_idx, dict(m.thresholds), mase_every, selector=sel, learn_every=every,
-                            calibrator=IntervalCalibrator(nfc.horizon, step, every=1, prior=_prior(card)), others={"qdash_without_level": before})
+    tab, sm = nab_by_series(nfc, nf, e_idx, dict(m.thresholds), mase_every, selector=sel, learn_every=every)
     yield {"figure": "nab_by_series", "dataset": "nab_realKnownCause_5min_final_week", "origins_every_h": mase_every * step / 3600,
            "fewer_origins": f"every {mase_every * step / 3600:g} h for every method, as AutoTheta is refit at each origin "
                             f"(the pooled line: every {every * step / 3600:g} h)",
-           "qdash_source": "as served: the TFT combined with the trend, then the path of the model, the trend, last value or the local level chosen "
-                           "by recent skill (`qdash.model.skill`, replayed from two days before the week); qdash_without_level: the same choice "
-                           "without the level; qdash_default: without the choice; level: the local level on its own",
+           "qdash_source": "as served: the TFT combined with the trend, then the path of the model, the trend or last value chosen by recent skill "
+                           "(`qdash.model.skill`, replayed from two days before the week); qdash_default: without the choice",
            "by_series": {srv: {"windows": int(g.windows.iloc[0]), **{r.method: round(r.mase, 3) for r in g.itertuples()}} for srv, g in tab.groupby("series")},
            "seconds": round(time.perf_counter() - t0, 1)}
     q = lambda d, m: (d.get(m) if d else None)
@@ -413,10 +378,7 @@ def bench_nab(settings:Settings|None=None, # [model] thresholds; the model is tr
            "nab_median_mase_qdash": q(sm["median_mase"], "qdash"), "nab_median_mase_autotheta": q(sm["median_mase"], "autotheta"),
            "nab_median_mase_qdash_default": q(sm["median_mase"], "qdash_default"),
            "nab_share_beating_last_value_default": q(sm["share_beating_last_value"], "qdash_default"),
-           "nab_median_mase_qdash_without_level": q(sm["median_mase"], "qdash_without_level"),
-           "nab_share_beating_last_value_without_level": q(sm["share_beating_last_value"], "qdash_without_level"),
-           "nab_median_coverage_p10_p90": iv["median_coverage_p10_p90"],
-           "nab_median_coverage_p10_p90_served": (sm.get("served_coverage") or {}).get("median_coverage_p10_p90")}
+           "nab_median_coverage_p10_p90": iv["median_coverage_p10_p90"]}
 
 # %% ../../nbs/bench/05_forecast.ipynb #c055
 def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model) and thresholds
