@@ -1519,6 +1519,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'qdash.model.band.frame_actuals': ('model/band.html#frame_actuals', 'qdash/model/band.py'),
                                   'qdash.model.band.horizon_buckets': ('model/band.html#horizon_buckets', 'qdash/model/band.py'),
                                   'qdash.model.band.interval_payload': ('model/band.html#interval_payload', 'qdash/model/band.py'),
+                                  'qdash.model.band.match_values': ('model/band.html#match_values', 'qdash/model/band.py'),
                                   'qdash.model.band.pooled_scales': ('model/band.html#pooled_scales', 'qdash/model/band.py'),
                                   'qdash.model.band.replay': ('model/band.html#replay', 'qdash/model/band.py'),
                                   'qdash.model.band.widen': ('model/band.html#widen', 'qdash/model/band.py')},

@@ -12,7 +12,7 @@ from ..config import ValidationError
 from .data import QUANTILES
 
 # %% auto #0
-__all__ = ['I10', 'I50', 'I90', 'BUCKETS_S', 'horizon_buckets', 'band_residual', 'widen', 'IntervalCalibrator',
+__all__ = ['I10', 'I50', 'I90', 'BUCKETS_S', 'horizon_buckets', 'band_residual', 'widen', 'IntervalCalibrator', 'match_values',
            'interval_payload', 'replay', 'frame_actuals', 'coverage_summary', 'pooled_scales']
 
 # %% ../../nbs/model/06b_band.ipynb #119c48e7
@@ -76,6 +76,29 @@ class IntervalCalibrator:
         self.lock = threading.RLock()
     def __repr__(self): return f"IntervalCalibrator(series={len(self.series)}, coverage={self.coverage}, every={self.every})"
 
+# %% ../../nbs/model/06b_band.ipynb #36eb0d50
+def match_values(pending:deque, # waiting forecasts, oldest first; each item starts with its origin's step index
+                 idx:np.ndarray, # step indices (epoch s // step) of realised values, increasing
+                 values:np.ndarray, # the values (NaN: none)
+                 horizon:int, # steps ahead of the forecasts
+                 scored, # item -> (horizon,) bool: its steps already scored
+                ) -> tuple[list, int|None]:
+    "([(item, horizon steps h, their values)] not scored before, the newest step index with a value or None); forecasts whose horizon has passed are dropped."
+    idx, values = np.asarray(idx, np.int64), np.asarray(values, float)
+    ok = np.isfinite(values)
+    idx, values = idx[ok], values[ok]
+    if not len(idx): return [], None
+    out, steps = [], np.arange(1, horizon + 1)
+    for it in pending:
+        j = np.minimum(np.searchsorted(idx, it[0] + steps), len(idx) - 1)
+        got = (idx[j] == it[0] + steps) & ~scored(it)
+        if got.any():
+            h = np.nonzero(got)[0]
+            out.append((it, h, values[j[h]]))
+    newest = int(idx[-1])
+    while pending and pending[0][0] + horizon <= newest: pending.popleft()   # every step has come (or gone)
+    return out, newest
+
 # %% ../../nbs/model/06b_band.ipynb #e2a8c3e3
 @patch
 def observe(self:IntervalCalibrator, key:tuple, # (server, target, source)
@@ -85,21 +108,13 @@ def observe(self:IntervalCalibrator, key:tuple, # (server, target, source)
     "Score the waiting forecasts of `key` against realised values; the residuals added."
     st = self.series.get(key)
     if st is None or not st.pending or not len(idx): return 0
-    idx, values = np.asarray(idx, np.int64), np.asarray(values, float)
-    ok = np.isfinite(values)
-    idx, values = idx[ok], values[ok]
-    if not len(idx): return 0
-    new_r, new_b, new_hit, steps = [], [], [], np.arange(1, self.H + 1)
-    for o, q3, r, low, high in st.pending:
-        j = np.minimum(np.searchsorted(idx, o + steps), len(idx) - 1)
-        got = (idx[j] == o + steps) & np.isnan(r)
-        if not got.any(): continue
-        h = np.nonzero(got)[0]
+    got, newest = match_values(st.pending, idx, values, self.H, lambda it: ~np.isnan(it[2]))
+    if newest is None: return 0
+    new_r, new_b, new_hit = [], [], []
+    for (_, q3, r, low, high), h, y in got:
         q = np.full((len(h), len(QUANTILES)), np.nan); q[:, [I10, I50, I90]] = q3[h]
-        r[h] = band_residual(values[j[h]], q)
+        r[h] = band_residual(y, q)
         new_r.append(r[h]); new_b.append(self.bucket[h]); new_hit.append((r[h] >= -low[h]) & (r[h] <= high[h]))
-    newest = int(idx[-1])
-    while st.pending and st.pending[0][0] + self.H <= newest: st.pending.popleft()   # every step has come (or gone)
     st.last_seen = newest if st.last_seen is None else max(st.last_seen, newest)
     if not new_r: return 0
     r, b, hit = np.concatenate(new_r), np.concatenate(new_b), np.concatenate(new_hit)

@@ -9,7 +9,7 @@ from collections import deque
 import numpy as np, pandas as pd
 from fastcore.basics import patch
 from ..config import ValidationError
-from .band import I50, _bounds, _epoch_s
+from .band import I50, _bounds, _epoch_s, match_values
 
 
 # %% auto #0
@@ -74,20 +74,12 @@ def observe(self:SkillSelector, key:tuple, # (server, target)
     "Score the waiting paths of `key` against realised values; the values scored."
     st = self.tracks.get(key)
     if st is None or not st.pending or not len(idx): return 0
-    idx, values = np.asarray(idx, np.int64), np.asarray(values, float)
-    ok = np.isfinite(values)
-    idx, values = idx[ok], values[ok]
-    if not len(idx): return 0
-    new, steps = [], np.arange(1, self.H + 1)
-    for o, P, done in st.pending:
-        j = np.minimum(np.searchsorted(idx, o + steps), len(idx) - 1)
-        got = (idx[j] == o + steps) & ~done
-        if not got.any(): continue
-        done |= got
-        new.append(np.abs(P[got] - values[j[got], None]))
-    newest = int(idx[-1])
-    while st.pending and st.pending[0][0] + self.H <= newest: st.pending.popleft()
-    if not new: return 0
+    got, newest = match_values(st.pending, idx, values, self.H, lambda it: it[2])   # the calibrator's matching (`qdash.model.band`)
+    if not got: return 0
+    new = []
+    for (_, P, done), h, y in got:
+        done[h] = True
+        new.append(np.abs(P[h] - y[:, None]))
     e = np.concatenate(new)
     st.errors.append((newest, e))
     while st.errors and st.errors[0][0] < newest - self.window: st.errors.popleft()
