@@ -157,6 +157,42 @@ def test_calibration_from_the_control_panel(page, hub):
     assert api(hub, f"/api/jobs/{job_id}")["status"] == "completed"
 
 
+def test_calibration_choices_job_log_and_cancel_from_the_pages(page, hub):
+    "The controls the tests above leave alone: the run's algorithm and mode, then the Jobs page's Show log and Cancel job."
+    expect = playwright.expect
+    tab(page, "Calibration")
+    page.locator(".bk-input-group", has_text="Algorithm").locator("select").select_option("QAOA")
+    page.locator(".bk-input-group", has_text="Mode").locator("select").select_option("Exploit")
+    for label, value in (("Max iterations", "20"), ("Trials", "64")):    # a run of many short trials: long enough to cancel
+        box = page.locator(".bk-input-group", has_text=label).locator("input").first
+        box.fill(value)
+        box.press("Enter")
+    page.locator("button", has_text="Start calibration").click()
+    accepted = page.locator('.qd-ok[data-job]')
+    expect(accepted).to_have_attribute("data-state", re.compile("accepted|pending|running"), timeout=15000)
+    job_id = accepted.get_attribute("data-job")
+    job = api(hub, f"/api/jobs/{job_id}")
+    assert (job["params"]["algorithm"], job["params"]["mode"], job["params"]["trials"]) == ("QAOA", "Exploit", 64), job["params"]
+    end = time.monotonic() + 90                                       # its first trial finished: the hub has a log line
+    while not api(hub, f"/api/tasks/{job_id}/logs")["lines"] and time.monotonic() < end: time.sleep(0.5)
+    first = api(hub, f"/api/tasks/{job_id}/logs")["lines"][0]
+    tab(page, "Jobs")
+    pick = page.locator(".bk-input-group", has_text="Job").locator("select")
+    option = pick.locator("option", has_text=job_id[:8])
+    expect(option).to_have_count(1, timeout=15000)
+    pick.select_option(label=option.text_content())
+    page.get_by_role("button", name="Show log").click()
+    expect(page.locator("pre.qd-logs")).to_contain_text(first, timeout=15000)        # the hub's log of the picked job
+    assert api(hub, f"/api/jobs/{job_id}")["status"] == "running"
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator(".qd-ok", has_text=f"job {job_id[:8]}:")).to_be_visible(timeout=15000)
+    end = time.monotonic() + 60
+    while api(hub, f"/api/jobs/{job_id}")["status"] != "cancelled" and time.monotonic() < end: time.sleep(0.3)
+    job = api(hub, f"/api/jobs/{job_id}")
+    assert job["status"] == "cancelled" and len(api(hub, f"/api/tasks/{job_id}/logs")["lines"]) < 64, job
+    expect(page.locator(f'tr[data-job="{job_id}"] .qd-status-cell')).to_have_text("cancelled", timeout=15000)
+
+
 def test_server_names_are_text(page, hub):
     expect = playwright.expect
     api(hub, "/feed/data", method="POST", json=[{"server": EVIL, "cpu_pct": 99.9, "mem_pct": 99.9}])
@@ -347,9 +383,10 @@ def _act_on_alerts(page, hub):
     page.get_by_role("button", name="Acknowledge").click()
     expect(row).to_have_attribute("data-state", "acked by dashboard", timeout=15000)
     assert (mine()[0]["acked"], mine()[0]["acked_by"]) == (True, "dashboard")
-    # silence this server's risk alerts for an hour
+    # silence this server's risk alerts for four hours
     page.locator(".bk-input-group", has_text="Silence server").locator("select").select_option(label=server)
     page.locator(".bk-input-group", has_text="Alert kind").locator("select").select_option(label="risk")
+    page.locator("select:has(option[value='15min'])").select_option("4h")   # "For": not the default hour
     reason = page.locator(".bk-input-group", has_text="Reason").locator("input")
     reason.fill("planned reboot"); reason.press("Enter")
     page.get_by_role("button", name="Silence", exact=True).click()
@@ -358,6 +395,7 @@ def _act_on_alerts(page, hub):
     assert server not in [a["server_name"] for a in api(hub, "/alerts/active")["alerts"] if a["kind"] == "risk"]
     sil = [s for s in api(hub, "/alerts/silences")["silences"] if s["server"] == server]
     assert [(s["kind"], s["reason"], s["by"]) for s in sil] == [("risk", "planned reboot", "dashboard")]
+    assert pd.Timestamp(sil[0]["until"]) - pd.Timestamp(sil[0]["created_at"]) == pd.Timedelta("4h"), sil[0]
     expect(page.locator(f'.qd-silences tr[data-silence="{sil[0]["id"]}"]')).to_be_visible(timeout=15000)
     # expire it: the alert is back
     pick = page.locator(".bk-input-group", has_text="Silence to expire").locator("select")
@@ -452,7 +490,7 @@ def test_overview_and_server_pages_fit_a_phone(browser, dash):
     assert [t for t in titles if t[1] > t[2]] == [], titles   # no title is cut off at the chart's edge
     # six tabs are wider than a phone: the tab bar scrolls sideways (and only it), so each tab can be brought into
     # view and opened by touch; the one a thumb opens is then wholly on screen, and it is the page shown
-    for name in ("Collector", "Calibration", "Overview"):
+    for name in ("Collector", "Calibration", "Jobs", "Alerts", "Server", "Overview"):   # every tab, the hidden ones first
         t = pg.locator(".bk-tab", has_text=name)
         t.tap()
         playwright.expect(t).to_have_class(re.compile(r"\bbk-active\b"), timeout=10000)
