@@ -193,6 +193,35 @@ def test_calibration_choices_job_log_and_cancel_from_the_pages(page, hub):
     expect(page.locator(f'tr[data-job="{job_id}"] .qd-status-cell')).to_have_text("cancelled", timeout=15000)
 
 
+# the axes a user read wrong (issue 16 item 11): a rate axis printed "976.6 KiB" on every tick of a narrow range, and a
+# calibration chart of one run was laid out in microseconds ("727000us")
+RATE_TICKS = """() => { const out = {};
+  for (const d of Bokeh.documents) for (const m of (d._all_models ? d._all_models.values() : d.all_models)) {
+    if (!m.title || !["Disk I/O", "Network"].includes(m.title.text)) continue;
+    for (const ax of m.left) if (ax.formatter && ax.formatter.doFormat)
+      out[m.title.text] = [[1000000, 1000050, 1000100], [0, 500000, 1000000]].map(t => ax.formatter.doFormat(t, {loc: 0})); }
+  return out; }"""
+CAL_SPAN = """() => { for (const d of Bokeh.documents) for (const m of (d._all_models ? d._all_models.values() : d.all_models))
+    if (m.title && m.title.text === "ψ, ρ, ω per calibration run" && m.x_range) return m.x_range.end - m.x_range.start;
+  return null; }"""
+
+
+def test_axes_print_distinct_ticks_in_readable_units(page, hub):
+    tab(page, "Server")
+    page.wait_for_function(f"() => Object.keys(({RATE_TICKS})()).length == 2", timeout=30000)
+    for title, (narrow, wide) in page.evaluate(RATE_TICKS).items():      # the formatter the browser runs, not a copy of it
+        assert len(set(narrow)) == 3 and len(set(wide)) == 3, (title, narrow, wide)
+        assert all(t.endswith("/s") for t in narrow + wide), (title, narrow, wide)
+    if not api(hub, "/api/history", params={"limit": 1}):                   # alone, the module's hub has no run yet: one short run
+        job = api(hub, "/api/control/start_calibration", method="POST", json={"algorithm": "VQE", "mode": "Explore",
+                                                                             "params": {"max_iter": 5}, "trials": 2})
+        end = time.monotonic() + 120
+        while api(hub, f"/api/jobs/{job['job_id']}")["status"] != "completed" and time.monotonic() < end: time.sleep(0.5)
+    tab(page, "Calibration")
+    page.wait_for_function(f"() => ({CAL_SPAN})() > 0", timeout=30000)
+    assert page.evaluate(CAL_SPAN) >= 3600e3                               # at least an hour wide: never read in microseconds
+
+
 def test_server_names_are_text(page, hub):
     expect = playwright.expect
     api(hub, "/feed/data", method="POST", json=[{"server": EVIL, "cpu_pct": 99.9, "mem_pct": 99.9}])
@@ -410,6 +439,12 @@ def _act_on_alerts(page, hub):
     tab(page, "Overview")
     expect(page.locator(".qd-health")).to_contain_text("critical", timeout=15000)
     assert "info" not in page.locator(".qd-health").inner_text()
+    # the overview's alert bar: its ✕ hides an alert from this page only; the hub still has the alert
+    shown = page.locator(".qd-alert", has_text=server).filter(has_text="critical")
+    expect(shown).to_have_count(1, timeout=15000)
+    page.get_by_role("button", name="✕").first.click()                     # the first slot: the most severe alert
+    expect(shown).to_have_count(0, timeout=15000)
+    assert server in [a["server_name"] for a in api(hub, "/alerts/active")["alerts"] if a["level"] == "critical"]
 
 
 def test_indicator_follows_the_hub(page, hub):
