@@ -652,8 +652,11 @@ def test_server_picker_and_time_range_change_what_the_server_page_shows(page, hu
     page.locator(".bk-menu div", has_text=other).first.click()
     expect(shown).to_have_text(other, timeout=15000)
     expect(page.locator(".qd-forecast h3")).to_contain_text("risk", timeout=30000)
-    page.locator(".bk-btn-group button", has_text="8 h").click()           # the hub backfilled two days: 8 h goes back 8 h
-    page.wait_for_function(f"() => {{ const s = ({SPAN})(); return s && s[1] - s[0] > 6 * 3600e3; }}", timeout=30000)
+    # the hub backfilled two days: each range goes back as far as it says (7 d: the two days there are), and no further
+    for label, lo_h, hi_h in (("1 h", 0.75, 1), ("8 h", 6, 8), ("24 h", 20, 24), ("7 d", 40, 7 * 24)):
+        page.locator(".bk-btn-group button", has_text=label).click()
+        page.wait_for_function(f"() => {{ const s = ({SPAN})(); return s && s[1] - s[0] > {lo_h} * 3600e3 && s[1] - s[0] <= {hi_h} * 3600e3 + 60e3 "
+                               f"&& s[0] >= Date.now() - {hi_h} * 3600e3 - 60e3; }}", timeout=30000)
     page.locator(".bk-btn-group button", has_text="live 15 min").click()  # and back to the last quarter of an hour
     page.wait_for_function(f"() => {{ const s = ({SPAN})(); return s && s[1] - s[0] <= 15 * 60e3 + 5e3; }}", timeout=30000)
 
