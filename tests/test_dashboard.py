@@ -467,6 +467,28 @@ def test_indicator_follows_the_hub(page, hub):
     page.wait_for_function(LAST_T, arg=["overview-resources", drawn], timeout=20000)   # points from the restarted hub
 
 
+def test_indicator_says_the_key_is_refused_not_hub_down(browser, tmp_path):
+    "Issue 16 item 3: a hub that refuses the dashboard's key is up and answering: the badge says the key is refused."
+    expect = playwright.expect
+    env = {"QDASH__COLLECT__SOURCES": "", "QDASH__MODEL__DIR": str(tmp_path / "no-model")}
+    with HubProcess(env, data_dir=tmp_path / "hub") as hub, DashboardProcess(hub) as dash:
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        try:
+            page.goto(dash.url)
+            conn = page.locator(".qd-conn")
+            expect(conn).to_have_attribute("data-state", "live", timeout=30000)
+            old = hub.api_key
+            hub.stop(); (hub.dir / "api_key").unlink(); hub.start()        # the hub is back, with a new key of its own
+            assert hub.api_key != old
+            assert httpx.get(hub.url + "/api/whoami", headers={"X-API-Key": old}, timeout=10).status_code in (401, 429)
+            expect(conn).to_have_attribute("data-state", "refused", timeout=30000)
+            expect(conn).to_have_text("✕ key refused")
+            assert "refuse" in conn.get_attribute("title")          # and why, on hover
+            page.wait_for_timeout(8000)         # past down_after_s, through the 429s of the lockout the old key brings on
+            expect(conn).to_have_attribute("data-state", "refused")
+        finally: page.close()
+
+
 def _offline_page(browser, url):
     "A page on which every request beyond this machine fails, as on a hypervisor with no route out; and what it tried."
     from urllib.parse import urlparse
