@@ -931,6 +931,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                 'qdash/dashboard/pieces.py'),
                                         'qdash.dashboard.pieces.why_html': ('dashboard/pieces.html#why_html', 'qdash/dashboard/pieces.py')},
             'qdash.dashboard.serve': { 'qdash.dashboard.serve._wait_hub': ('dashboard/serve.html#_wait_hub', 'qdash/dashboard/serve.py'),
+                                       'qdash.dashboard.serve.check_hub_key': ( 'dashboard/serve.html#check_hub_key',
+                                                                                'qdash/dashboard/serve.py'),
                                        'qdash.dashboard.serve.serve_dashboard': ( 'dashboard/serve.html#serve_dashboard',
                                                                                   'qdash/dashboard/serve.py'),
                                        'qdash.dashboard.serve.up': ('dashboard/serve.html#up', 'qdash/dashboard/serve.py')},

@@ -64,6 +64,7 @@ def cmd_dashboard(args, settings):
     dash = importlib.import_module("qdash.dashboard.serve")
     importlib.import_module("qdash.hub.app").check_listen(args.address, settings.dashboard.port, "dashboard")   # before the URL
     sign_in = importlib.import_module("qdash.dashboard.login").needs_login(settings.dashboard.auth, args.address)   # auth off beyond loopback: one line
+    dash.check_hub_key(settings)   # a key the hub refuses: one line, before the URL
     print(f"qdash dashboard: http://{args.address}:{settings.dashboard.port}/   (hub {settings.dashboard.hub_url})"
           + ("; browsers sign in with a qdash key" if sign_in else ""), flush=True)
     dash.serve_dashboard(settings, address=args.address)

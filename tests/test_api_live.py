@@ -312,3 +312,19 @@ def test_client_stream_waits_for_a_hub_that_is_half_up(tmp_path):
             await asyncio.gather(task, return_exceptions=True)
             c.close()
     asyncio.run(go())
+
+
+def test_spec_says_what_each_route_does_and_shows_a_feed_record(hub):
+    "Issue 16 item 11: a summary describes its route (not the seed it came from); /feed/data documents a record and an example the hub takes."
+    import jsonschema, re
+    spec = httpx.get(hub.url + "/docs/openapi.json").json()
+    ops = [(m.upper(), p, op) for p, item in spec["paths"].items() for m, op in item.items()]
+    assert [(m, p) for m, p, op in ops if not op.get("summary")] == []
+    assert [(m, p, op["summary"]) for m, p, op in ops if re.search(r"seed\s*\d", op["summary"], re.I)] == []
+    body = spec["paths"]["/feed/data"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    record, example = body["items"], body["example"]
+    assert {"server", "server_name", "time", "timestamp"} <= set(record["properties"]) and record.get("description")
+    assert len(example) >= 1
+    for rec in example: jsonschema.Draft4Validator(record).validate(rec)   # a record as the schema says (3.0's draft-4 dialect)
+    r = httpx.post(hub.url + "/feed/data", json=example, headers=headers(hub), timeout=30)
+    assert r.status_code == 200, r.text                               # and the hub takes it as documented

@@ -267,3 +267,26 @@ def test_serve_with_a_locked_store_is_one_line_and_logs_once(tmp_path):
     finally:
         p.send_signal(signal.SIGINT); p.wait(30)
     assert sum("Starting worker" in ln for ln in lines) == 1, "".join(lines)   # not again through a root handler
+
+
+def test_dashboard_with_a_key_the_hub_refuses_is_one_line(tmp_path):
+    "Issue 16 item 3: a dashboard whose key the hub refuses said 'hub down' forever (the hub answered 401, then 429)."
+    from qdash.testing import HubProcess, free_port
+    (tmp_path / "wrong").write_text("not-the-hubs-key-0123456789\n")
+    (tmp_path / "wrong").chmod(0o600)
+    with HubProcess({"QDASH__COLLECT__SOURCES": ""}, data_dir=tmp_path / "hub") as hub:
+        port = free_port()
+        env = {"QDASH__DASHBOARD__HUB_URL": hub.url, "QDASH__DASHBOARD__PORT": str(port)}
+        r = run("dashboard", env={**env, "QDASH__AUTH__API_KEY_FILE": str(tmp_path / "wrong")}, cwd=tmp_path, timeout=60)
+        assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
+        assert r.stderr.splitlines() == [f"qdash: error: the hub at {hub.url} refuses the dashboard's key (from "
+                                         f"{tmp_path / 'wrong'}): HTTP 401; give it the hub's key (QDASH_API_KEY or "
+                                         "[auth] api_key_file)"], r.stderr
+        with pytest.raises(OSError):                 # nothing listens: no dashboard of a hub it cannot read
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        # the hub's own key file: the dashboard starts and says where it is
+        p = subprocess.Popen([str(QDASH), "dashboard"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                             env={**{k: v for k, v in os.environ.items() if not k.startswith("QDASH")}, **env,
+                                  "QDASH__AUTH__API_KEY_FILE": str(tmp_path / "hub" / "api_key")})
+        try: assert p.stdout.readline().startswith(f"qdash dashboard: http://127.0.0.1:{port}/")
+        finally: p.send_signal(signal.SIGINT); p.wait(30)

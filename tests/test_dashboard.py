@@ -157,6 +157,71 @@ def test_calibration_from_the_control_panel(page, hub):
     assert api(hub, f"/api/jobs/{job_id}")["status"] == "completed"
 
 
+def test_calibration_choices_job_log_and_cancel_from_the_pages(page, hub):
+    "The controls the tests above leave alone: the run's algorithm and mode, then the Jobs page's Show log and Cancel job."
+    expect = playwright.expect
+    tab(page, "Calibration")
+    page.locator(".bk-input-group", has_text="Algorithm").locator("select").select_option("QAOA")
+    page.locator(".bk-input-group", has_text="Mode").locator("select").select_option("Exploit")
+    for label, value in (("Max iterations", "20"), ("Trials", "64")):    # a run of many short trials: long enough to cancel
+        box = page.locator(".bk-input-group", has_text=label).locator("input").first
+        box.fill(value)
+        box.press("Enter")
+    page.locator("button", has_text="Start calibration").click()
+    accepted = page.locator('.qd-ok[data-job]')
+    expect(accepted).to_have_attribute("data-state", re.compile("accepted|pending|running"), timeout=15000)
+    job_id = accepted.get_attribute("data-job")
+    job = api(hub, f"/api/jobs/{job_id}")
+    assert (job["params"]["algorithm"], job["params"]["mode"], job["params"]["trials"]) == ("QAOA", "Exploit", 64), job["params"]
+    end = time.monotonic() + 90                                       # its first trial finished: the hub has a log line
+    while not api(hub, f"/api/tasks/{job_id}/logs")["lines"] and time.monotonic() < end: time.sleep(0.5)
+    first = api(hub, f"/api/tasks/{job_id}/logs")["lines"][0]
+    tab(page, "Jobs")
+    pick = page.locator(".bk-input-group", has_text="Job").locator("select")
+    option = pick.locator("option", has_text=job_id[:8])
+    expect(option).to_have_count(1, timeout=15000)
+    pick.select_option(label=option.text_content())
+    page.get_by_role("button", name="Show log").click()
+    expect(page.locator("pre.qd-logs")).to_contain_text(first, timeout=15000)        # the hub's log of the picked job
+    assert api(hub, f"/api/jobs/{job_id}")["status"] == "running"
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator(".qd-ok", has_text=f"job {job_id[:8]}:")).to_be_visible(timeout=15000)
+    end = time.monotonic() + 60
+    while api(hub, f"/api/jobs/{job_id}")["status"] != "cancelled" and time.monotonic() < end: time.sleep(0.3)
+    job = api(hub, f"/api/jobs/{job_id}")
+    assert job["status"] == "cancelled" and len(api(hub, f"/api/tasks/{job_id}/logs")["lines"]) < 64, job
+    expect(page.locator(f'tr[data-job="{job_id}"] .qd-status-cell')).to_have_text("cancelled", timeout=15000)
+
+
+# the axes a user read wrong (issue 16 item 11): a rate axis printed "976.6 KiB" on every tick of a narrow range, and a
+# calibration chart of one run was laid out in microseconds ("727000us")
+RATE_TICKS = """() => { const out = {};
+  for (const d of Bokeh.documents) for (const m of (d._all_models ? d._all_models.values() : d.all_models)) {
+    if (!m.title || !["Disk I/O", "Network"].includes(m.title.text)) continue;
+    for (const ax of m.left) if (ax.formatter && ax.formatter.doFormat)
+      out[m.title.text] = [[1000000, 1000050, 1000100], [0, 500000, 1000000]].map(t => ax.formatter.doFormat(t, {loc: 0})); }
+  return out; }"""
+CAL_SPAN = """() => { for (const d of Bokeh.documents) for (const m of (d._all_models ? d._all_models.values() : d.all_models))
+    if (m.title && m.title.text === "ψ, ρ, ω per calibration run" && m.x_range) return m.x_range.end - m.x_range.start;
+  return null; }"""
+
+
+def test_axes_print_distinct_ticks_in_readable_units(page, hub):
+    tab(page, "Server")
+    page.wait_for_function(f"() => Object.keys(({RATE_TICKS})()).length == 2", timeout=30000)
+    for title, (narrow, wide) in page.evaluate(RATE_TICKS).items():      # the formatter the browser runs, not a copy of it
+        assert len(set(narrow)) == 3 and len(set(wide)) == 3, (title, narrow, wide)
+        assert all(t.endswith("/s") for t in narrow + wide), (title, narrow, wide)
+    if not api(hub, "/api/history", params={"limit": 1}):                   # alone, the module's hub has no run yet: one short run
+        job = api(hub, "/api/control/start_calibration", method="POST", json={"algorithm": "VQE", "mode": "Explore",
+                                                                             "params": {"max_iter": 5}, "trials": 2})
+        end = time.monotonic() + 120
+        while api(hub, f"/api/jobs/{job['job_id']}")["status"] != "completed" and time.monotonic() < end: time.sleep(0.5)
+    tab(page, "Calibration")
+    page.wait_for_function(f"() => ({CAL_SPAN})() > 0", timeout=30000)
+    assert page.evaluate(CAL_SPAN) >= 3600e3                               # at least an hour wide: never read in microseconds
+
+
 def test_server_names_are_text(page, hub):
     expect = playwright.expect
     api(hub, "/feed/data", method="POST", json=[{"server": EVIL, "cpu_pct": 99.9, "mem_pct": 99.9}])
@@ -347,9 +412,10 @@ def _act_on_alerts(page, hub):
     page.get_by_role("button", name="Acknowledge").click()
     expect(row).to_have_attribute("data-state", "acked by dashboard", timeout=15000)
     assert (mine()[0]["acked"], mine()[0]["acked_by"]) == (True, "dashboard")
-    # silence this server's risk alerts for an hour
+    # silence this server's risk alerts for four hours
     page.locator(".bk-input-group", has_text="Silence server").locator("select").select_option(label=server)
     page.locator(".bk-input-group", has_text="Alert kind").locator("select").select_option(label="risk")
+    page.locator("select:has(option[value='15min'])").select_option("4h")   # "For": not the default hour
     reason = page.locator(".bk-input-group", has_text="Reason").locator("input")
     reason.fill("planned reboot"); reason.press("Enter")
     page.get_by_role("button", name="Silence", exact=True).click()
@@ -358,6 +424,7 @@ def _act_on_alerts(page, hub):
     assert server not in [a["server_name"] for a in api(hub, "/alerts/active")["alerts"] if a["kind"] == "risk"]
     sil = [s for s in api(hub, "/alerts/silences")["silences"] if s["server"] == server]
     assert [(s["kind"], s["reason"], s["by"]) for s in sil] == [("risk", "planned reboot", "dashboard")]
+    assert pd.Timestamp(sil[0]["until"]) - pd.Timestamp(sil[0]["created_at"]) == pd.Timedelta("4h"), sil[0]
     expect(page.locator(f'.qd-silences tr[data-silence="{sil[0]["id"]}"]')).to_be_visible(timeout=15000)
     # expire it: the alert is back
     pick = page.locator(".bk-input-group", has_text="Silence to expire").locator("select")
@@ -372,6 +439,12 @@ def _act_on_alerts(page, hub):
     tab(page, "Overview")
     expect(page.locator(".qd-health")).to_contain_text("critical", timeout=15000)
     assert "info" not in page.locator(".qd-health").inner_text()
+    # the overview's alert bar: its ✕ hides an alert from this page only; the hub still has the alert
+    shown = page.locator(".qd-alert", has_text=server).filter(has_text="critical")
+    expect(shown).to_have_count(1, timeout=15000)
+    page.get_by_role("button", name="✕").first.click()                     # the first slot: the most severe alert
+    expect(shown).to_have_count(0, timeout=15000)
+    assert server in [a["server_name"] for a in api(hub, "/alerts/active")["alerts"] if a["level"] == "critical"]
 
 
 def test_indicator_follows_the_hub(page, hub):
@@ -392,6 +465,28 @@ def test_indicator_follows_the_hub(page, hub):
         hub.start()
     expect(conn).to_have_attribute("data-state", "live", timeout=30000)
     page.wait_for_function(LAST_T, arg=["overview-resources", drawn], timeout=20000)   # points from the restarted hub
+
+
+def test_indicator_says_the_key_is_refused_not_hub_down(browser, tmp_path):
+    "Issue 16 item 3: a hub that refuses the dashboard's key is up and answering: the badge says the key is refused."
+    expect = playwright.expect
+    env = {"QDASH__COLLECT__SOURCES": "", "QDASH__MODEL__DIR": str(tmp_path / "no-model")}
+    with HubProcess(env, data_dir=tmp_path / "hub") as hub, DashboardProcess(hub) as dash:
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        try:
+            page.goto(dash.url)
+            conn = page.locator(".qd-conn")
+            expect(conn).to_have_attribute("data-state", "live", timeout=30000)
+            old = hub.api_key
+            hub.stop(); (hub.dir / "api_key").unlink(); hub.start()        # the hub is back, with a new key of its own
+            assert hub.api_key != old
+            assert httpx.get(hub.url + "/api/whoami", headers={"X-API-Key": old}, timeout=10).status_code in (401, 429)
+            expect(conn).to_have_attribute("data-state", "refused", timeout=30000)
+            expect(conn).to_have_text("✕ key refused")
+            assert "refuse" in conn.get_attribute("title")          # and why, on hover
+            page.wait_for_timeout(8000)         # past down_after_s, through the 429s of the lockout the old key brings on
+            expect(conn).to_have_attribute("data-state", "refused")
+        finally: page.close()
 
 
 def _offline_page(browser, url):
@@ -452,7 +547,7 @@ def test_overview_and_server_pages_fit_a_phone(browser, dash):
     assert [t for t in titles if t[1] > t[2]] == [], titles   # no title is cut off at the chart's edge
     # six tabs are wider than a phone: the tab bar scrolls sideways (and only it), so each tab can be brought into
     # view and opened by touch; the one a thumb opens is then wholly on screen, and it is the page shown
-    for name in ("Collector", "Calibration", "Overview"):
+    for name in ("Collector", "Calibration", "Jobs", "Alerts", "Server", "Overview"):   # every tab, the hidden ones first
         t = pg.locator(".bk-tab", has_text=name)
         t.tap()
         playwright.expect(t).to_have_class(re.compile(r"\bbk-active\b"), timeout=10000)
@@ -584,8 +679,11 @@ def test_server_picker_and_time_range_change_what_the_server_page_shows(page, hu
     page.locator(".bk-menu div", has_text=other).first.click()
     expect(shown).to_have_text(other, timeout=15000)
     expect(page.locator(".qd-forecast h3")).to_contain_text("risk", timeout=30000)
-    page.locator(".bk-btn-group button", has_text="8 h").click()           # the hub backfilled two days: 8 h goes back 8 h
-    page.wait_for_function(f"() => {{ const s = ({SPAN})(); return s && s[1] - s[0] > 6 * 3600e3; }}", timeout=30000)
+    # the hub backfilled two days: each range goes back as far as it says (7 d: the two days there are), and no further
+    for label, lo_h, hi_h in (("1 h", 0.75, 1), ("8 h", 6, 8), ("24 h", 20, 24), ("7 d", 40, 7 * 24)):
+        page.locator(".bk-btn-group button", has_text=label).click()
+        page.wait_for_function(f"() => {{ const s = ({SPAN})(); return s && s[1] - s[0] > {lo_h} * 3600e3 && s[1] - s[0] <= {hi_h} * 3600e3 + 60e3 "
+                               f"&& s[0] >= Date.now() - {hi_h} * 3600e3 - 60e3; }}", timeout=30000)
     page.locator(".bk-btn-group button", has_text="live 15 min").click()  # and back to the last quarter of an hour
     page.wait_for_function(f"() => {{ const s = ({SPAN})(); return s && s[1] - s[0] <= 15 * 60e3 + 5e3; }}", timeout=30000)
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/dashboard/01_app.ipynb #c002
 from __future__ import annotations
-import asyncio, threading, time
+import asyncio, re, threading, time
 from collections import deque
 import httpx, param
 from fastcore.basics import patch
@@ -18,7 +18,7 @@ __all__ = ['SERIES', 'STATES', 'OPTIONAL', 'KEEP_EXPLANATIONS', 'KEEP_POINTS', '
 
 # %% ../../nbs/dashboard/01_app.ipynb #c005
 SERIES = ("cpu_pct", "mem_pct", "disk_rd_bytes_per_s", "disk_wr_bytes_per_s", "net_rx_bytes_per_s", "net_tx_bytes_per_s")
-STATES = ("connecting", "live", "reconnecting", "down")
+STATES = ("connecting", "live", "reconnecting", "down", "refused")
 OPTIONAL = {"/cascade/health": "fleet", "/predictions/current": "predictions",
             "/cascade/status": "cascade", "/drift/status": "drift"}   # routes a hub may not serve: path -> feed parameter
 KEEP_EXPLANATIONS = 200   # servers whose latest explanation is kept
@@ -67,6 +67,7 @@ class LiveFeed(param.Parameterized):
         self.points: dict[str, deque] = {}                    # server -> deque of (seq, point)
         self.snapshots: deque = deque(maxlen=KEEP_SNAPSHOTS)  # (seq, metrics snapshot)
         self.connected = {"/ws": False, "/ws/telemetry": False}
+        self.refused = set()                                  # what the hub refused the key on (a socket, "REST") since it last got through
         self.connects, self.messages = 0, 0
         self._since = time.monotonic()                        # when the current state (not live) began
         self._thread, self._stop = None, threading.Event()
@@ -152,6 +153,8 @@ def update_status(self:LiveFeed, now:float|None=None):
     now = time.monotonic() if now is None else now
     if all(self.connected.values()):
         new = "live"
+    elif self.refused:
+        new = "refused"
     else:
         if self.status == "live": self._since = now
         new = ("connecting" if self.status == "connecting" else "reconnecting") if now - self._since < self.down_after_s else "down"
@@ -163,8 +166,10 @@ def update_status(self:LiveFeed, now:float|None=None):
 def _on_status(self:LiveFeed, path:str, state:str, detail:str):
     "Keep the indicator in step with one WebSocket's state, as `Client.stream` reports it."
     self.connected[path] = state == "connected"
-    if state == "connected": self.connects += 1
-    else: self.detail = detail
+    if state == "connected": self.connects += 1; self.refused.discard(path)
+    else:
+        self.detail = detail
+        if re.search(r"HTTP 40[13]\b", detail): self.refused.add(path)   # Client.stream's words for a refused key
     self.update_status()
 
 @patch
@@ -178,10 +183,15 @@ async def _stream(self:LiveFeed, path:str, take):
 # %% ../../nbs/dashboard/01_app.ipynb #c018
 @patch
 def _get(self:LiveFeed, fn, default=None):
-    try: return fn()
+    try: got = fn()
     except (httpx.HTTPError, QdashError) as e:
         if isinstance(e, httpx.HTTPError): self.detail = f"REST: {type(e).__name__}: {e}"[:200]
+        status = getattr(e, "status_code", None)     # a refused key, or the lockout wrong keys bring on: the key, not the hub
+        if status in (401, 403) or (status == 429 and "wrong API keys" in str(e)):
+            self.refused.add("REST"); self.detail = f"REST: the hub refuses the dashboard's key: HTTP {status}: {e}"[:200]
         return default
+    self.refused.discard("REST")
+    return got
 
 @patch
 def poll(self:LiveFeed, full:bool=True): # also VMs, latest telemetry and seed 004's routes

@@ -58,7 +58,8 @@ TEXT_COLORS = {   # coloured text on each theme's page (WCAG AA, 4.5:1 on its ca
     "default": {"critical": "#b91c1c", "unhealthy": "#b91c1c", "warning": "#9a4b00", "degraded": "#7c5e00", "healthy": "#166534",
                 "link": "#1d4ed8", "danger": "#b02a37"}}
 CONN = {"connecting": ("#9ca3af", "◌ connecting…"), "live": ("#10b981", "● live"),
-        "reconnecting": ("#f59e0b", "◌ reconnecting…"), "down": ("#ef4444", "✕ hub down")}
+        "reconnecting": ("#f59e0b", "◌ reconnecting…"), "down": ("#ef4444", "✕ hub down"),
+        "refused": ("#ef4444", "✕ key refused")}
 
 CSS = """
 :host { width: 100%; }

@@ -7,14 +7,34 @@ from __future__ import annotations
 import os, secrets, signal, subprocess, sys, time
 import httpx
 from ..config import QdashError, Settings, load_settings
-from ..client import default_url
+from ..client import Client, HubError, default_url
 from ..hub.app import check_listen, hub_port
+from ..hub.guard import ensure_api_key
 from .app import shared_feed
 from .panels import dashboard_app
 from .login import KeyAuthProvider, Logins, needs_login, websocket_origins
 
 # %% auto #0
-__all__ = ['serve_dashboard', 'up']
+__all__ = ['check_hub_key', 'serve_dashboard', 'up']
+
+# %% ../../nbs/dashboard/04_serve.ipynb #c003b
+def check_hub_key(settings:Settings, # `[dashboard] hub_url` and the key (QDASH_API_KEY or `[auth] api_key_file`)
+                  ) -> dict|None:
+    "Who the hub takes the dashboard's key for; a `QdashError` when it refuses the key; None while no hub answers."
+    key, path, _ = ensure_api_key(settings)
+    url = settings.dashboard.hub_url.rstrip("/")
+    where = f"from {path}" if path else f"from {settings.source('auth', 'api_key')}"
+    try:
+        with Client(url, key, timeout=5) as c: return c.whoami()
+    except HubError as e:
+        if e.status_code == 401:
+            raise QdashError(f"the hub at {url} refuses the dashboard's key ({where}): HTTP 401; give it the hub's key "
+                             "(QDASH_API_KEY or [auth] api_key_file)") from None
+        if e.status_code == 429:
+            raise QdashError(f"the hub at {url} turns the dashboard's address away for now (HTTP 429: {e}); "
+                             "start it again later, with the hub's key") from None
+        return None           # anything else the hub says is the feed's to report, on the page
+    except (httpx.HTTPError, QdashError): return None
 
 # %% ../../nbs/dashboard/04_serve.ipynb #c005
 def serve_dashboard(settings:Settings|None=None, # settings; `[dashboard] port` and `hub_url` are used
@@ -29,6 +49,7 @@ def serve_dashboard(settings:Settings|None=None, # settings; `[dashboard] port` 
     sign_in = needs_login(settings.dashboard.auth, address)    # auth off beyond loopback: one line, nothing started
     origins = websocket_origins(address, port, settings.dashboard.websocket_origins)   # never "*"
     check_listen(address, port, "dashboard")    # a port in use: one line, not tornado's traceback
+    check_hub_key(settings)                     # a key the hub refuses: one line, not a page saying "hub down"
     feed = shared_feed(settings)
     logins, auth = None, {}
     if sign_in:

@@ -23,7 +23,7 @@ __all__ = ['ALERT_LEVELS', 'EXPORT_RANGES', 'ConnectionIndicator', 'cascade_aler
 
 # %% ../../nbs/dashboard/02_views.ipynb #c012
 class ConnectionIndicator(pn.viewable.Viewer):
-    "The header badge: live / reconnecting / hub down."
+    "The header badge: live / reconnecting / hub down / key refused."
     def __init__(self, feed:LiveFeed, **params):
         super().__init__(**params)
         self.feed, self.shown = feed, None
