@@ -1500,6 +1500,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                     'qdash/model/band.py'),
                                   'qdash.model.band.IntervalCalibrator.__repr__': ( 'model/band.html#intervalcalibrator.__repr__',
                                                                                     'qdash/model/band.py'),
+                                  'qdash.model.band.IntervalCalibrator.bucket_scales': ( 'model/band.html#intervalcalibrator.bucket_scales',
+                                                                                         'qdash/model/band.py'),
                                   'qdash.model.band.IntervalCalibrator.calibrate': ( 'model/band.html#intervalcalibrator.calibrate',
                                                                                      'qdash/model/band.py'),
                                   'qdash.model.band.IntervalCalibrator.calibrate_results': ( 'model/band.html#intervalcalibrator.calibrate_results',

@@ -48,9 +48,9 @@ def widen(q:np.ndarray, # quantiles (H, ..., len(QUANTILES))
 class _Series:
     "One (server, target, source)'s calibration: forecasts waiting for their values, recent residuals, its ACI levels."
     def __init__(self, B:int, alpha:float):
-        self.pending = deque()                    # [origin, (H, 3) P10/P50/P90 raw, (H,) residual or NaN, (H,) low, (H,) high]
-        self.scores = [deque() for _ in range(B)] # per bucket: (newest step index, residuals) chunks
-        self.hits = deque()                       # (newest step index, hits of the served band) chunks
+        self.pending = deque()                    # [origin, (H, 3) P10/P50/P90 raw, (H,) scored, (B,) low, (B,) high] per bucket
+        self.scores = [deque() for _ in range(B)] # per bucket: (newest step index, float16 residuals) a chunk a slot
+        self.hits = deque()                       # (newest step index, hits of the served band, values scored) counts
         self.alpha = np.full(B, alpha)            # per bucket: the miscoverage level the scales are read at (ACI)
         self.last_origin, self.last_seen, self.low, self.high, self.matured = None, None, None, None, 0
 
@@ -70,6 +70,7 @@ class IntervalCalibrator:
         if int(min_points) < 1: raise ValidationError(f"min_points={min_points}: expected at least 1", field="min_points")
         self.H, self.step, self.coverage, self.window = int(horizon), float(step), float(coverage), int(window_s // step)
         self.min_points, self.every, self.gamma, self.prior = int(min_points), int(every), float(gamma), dict(prior or {})
+        self.slot = max(1, self.window // 48)   # steps whose residuals are kept as one chunk
         self.bucket = horizon_buckets(self.H, self.step)
         self.B = int(self.bucket.max()) + 1
         self.series: dict[tuple, _Series] = {}
@@ -108,23 +109,28 @@ def observe(self:IntervalCalibrator, key:tuple, # (server, target, source)
     "Score the waiting forecasts of `key` against realised values; the residuals added."
     st = self.series.get(key)
     if st is None or not st.pending or not len(idx): return 0
-    got, newest = match_values(st.pending, idx, values, self.H, lambda it: ~np.isnan(it[2]))
+    got, newest = match_values(st.pending, idx, values, self.H, lambda it: it[2])
     if newest is None: return 0
     new_r, new_b, new_hit = [], [], []
-    for (_, q3, r, low, high), h, y in got:
+    for (_, q3, done, low, high), h, y in got:
         q = np.full((len(h), len(QUANTILES)), np.nan); q[:, [I10, I50, I90]] = q3[h]
-        r[h] = band_residual(y, q)
-        new_r.append(r[h]); new_b.append(self.bucket[h]); new_hit.append((r[h] >= -low[h]) & (r[h] <= high[h]))
+        r, b = band_residual(y, q), self.bucket[h]
+        done[h] = True
+        new_r.append(r); new_b.append(b); new_hit.append((r >= -low[b]) & (r <= high[b]))
     st.last_seen = newest if st.last_seen is None else max(st.last_seen, newest)
     if not new_r: return 0
     r, b, hit = np.concatenate(new_r), np.concatenate(new_b), np.concatenate(new_hit)
     for k in range(self.B):
         m = b == k
         if not m.any(): continue
-        st.scores[k].append((newest, r[m]))
+        r16, sc = np.clip(r[m], -6e4, 6e4).astype(np.float16), st.scores[k]   # half precision: 0.05 %, a quarter of the memory
+        if sc and sc[-1][0] // self.slot == newest // self.slot: sc[-1] = (newest, np.concatenate([sc[-1][1], r16]))   # one chunk a slot
+        else: sc.append((newest, r16))
         miss = 1.0 - hit[m].mean()                                  # Gibbs & Candès: a miss lowers α (wider), a hit raises it
         st.alpha[k] = float(np.clip(st.alpha[k] + self.gamma * ((1 - self.coverage) - miss), 0.005, 0.9))
-    st.hits.append((newest, hit))
+    if st.hits and st.hits[-1][0] // self.slot == newest // self.slot:
+        _, h0, n0 = st.hits[-1]; st.hits[-1] = (newest, h0 + int(hit.sum()), n0 + len(hit))
+    else: st.hits.append((newest, int(hit.sum()), len(hit)))
     for d in (*st.scores, st.hits):
         while d and d[0][0] < newest - self.window: d.popleft()
     st.matured += len(r)
@@ -132,13 +138,13 @@ def observe(self:IntervalCalibrator, key:tuple, # (server, target, source)
 
 # %% ../../nbs/model/06b_band.ipynb #f851a1e4
 @patch
-def scales(self:IntervalCalibrator, key:tuple) -> tuple[np.ndarray, np.ndarray]:
-    "(low, high) per horizon step: `key`'s recent residual quantiles at its ACI levels; the prior (or 1) until it has enough."
+def bucket_scales(self:IntervalCalibrator, key:tuple) -> tuple[np.ndarray, np.ndarray]:
+    "(low, high) per horizon bucket: `key`'s recent residual quantiles at its ACI levels; the prior (or 1) until it has enough."
     st = self.series.get(key)
     pr = np.asarray(self.prior.get(key[1] if len(key) > 1 else None, [[1.0, 1.0]]), float).reshape(-1, 2)
     low, high = pr[np.minimum(np.arange(self.B), len(pr) - 1)].T.copy()
     if st is not None:
-        each = [np.concatenate([c for _, c in d]) if d else np.empty(0) for d in st.scores]
+        each = [np.concatenate([c for _, c in d]).astype(float) if d else np.empty(0) for d in st.scores]
         pooled = np.concatenate(each)
         for k in range(self.B):
             s = each[k] if len(each[k]) >= self.min_points else pooled
@@ -146,7 +152,13 @@ def scales(self:IntervalCalibrator, key:tuple) -> tuple[np.ndarray, np.ndarray]:
             a = st.alpha[k]
             lo_q, hi_q = np.quantile(s, [a / 2, 1 - a / 2])
             low[k], high[k] = -lo_q, hi_q
-    return np.clip(low, 0.1, 50.0)[self.bucket], np.clip(high, 0.1, 50.0)[self.bucket]
+    return np.clip(low, 0.1, 50.0), np.clip(high, 0.1, 50.0)
+
+@patch
+def scales(self:IntervalCalibrator, key:tuple) -> tuple[np.ndarray, np.ndarray]:
+    "(low, high) per horizon step: `bucket_scales` spread over the steps of each bucket."
+    low, high = self.bucket_scales(key)
+    return low[self.bucket], high[self.bucket]
 
 @patch
 def calibrate(self:IntervalCalibrator, key:tuple, # (server, target, source)
@@ -158,10 +170,11 @@ def calibrate(self:IntervalCalibrator, key:tuple, # (server, target, source)
     with self.lock:
         st = self.series.get(key)
         if st is None: st = self.series[key] = _Series(self.B, 1 - self.coverage)
-        low, high = self.scales(key)
+        bl, bh = self.bucket_scales(key)
+        low, high = bl[self.bucket], bh[self.bucket]
         st.low, st.high, origin = low, high, int(origin)
         if (st.last_origin is None or origin - st.last_origin >= self.every) and np.isfinite(q[:, [I10, I50, I90]]).all():
-            st.pending.append((origin, q[:, [I10, I50, I90]].astype(np.float32), np.full(self.H, np.nan), low, high))
+            st.pending.append((origin, q[:, [I10, I50, I90]].astype(np.float32), np.zeros(self.H, bool), bl, bh))
             st.last_origin = origin
     return widen(q, low, high, bounds)
 
@@ -170,8 +183,8 @@ def summary(self:IntervalCalibrator, key:tuple) -> dict|None:
     "`coverage_recent` (of the bands served, in the window), `scale` (mean factor on the band), `n` (residuals in the window), `matured`."
     st = self.series.get(key)
     if st is None or st.low is None: return None
-    hits = np.concatenate([c for _, c in st.hits]) if st.hits else np.empty(0)
-    return {"coverage_recent": round(float(hits.mean()), 3) if len(hits) else None,
+    hit, n = sum(c[1] for c in st.hits), sum(c[2] for c in st.hits)
+    return {"coverage_recent": round(hit / n, 3) if n else None,
             "scale": round(float(np.mean((st.low + st.high) / 2)), 3),
             "n": int(sum(len(c) for d in st.scores for _, c in d)), "matured": int(st.matured)}
 

@@ -23,7 +23,7 @@ class _Track:
     "One (server, target)'s forecasts waiting for their values, and its candidates' recent absolute errors."
     def __init__(self):
         self.pending = deque()     # [origin, (H, C) P50 paths (NaN: that candidate did not forecast), (H,) scored]
-        self.errors = deque()      # (newest step index, (n, C) absolute errors) chunks
+        self.errors = deque()      # [newest step index, (2^C,) values per pattern, (2^C, C) sums of absolute errors] per slot
         self.last_origin, self.matured = None, 0
 
 class SkillSelector:
@@ -40,6 +40,7 @@ class SkillSelector:
         if int(every) < 1: raise ValidationError(f"every={every}: expected at least 1 step", field="every")
         if float(window_s) < step: raise ValidationError(f"window_s={window_s}: expected at least one step ({step:g} s)", field="window_s")
         self.H, self.step, self.window = int(horizon), float(step), int(window_s // step)
+        self.slot = max(1, self.window // 48)   # steps whose errors are summed together
         if not 0 <= margin < 1: raise ValidationError(f"margin={margin}: expected a share from 0 to below 1", field="margin")
         self.min_points, self.every, self.margin, self.candidates = int(min_points), int(every), float(margin), tuple(candidates)
         self.tracks: dict[tuple, _Track] = {}
@@ -81,7 +82,13 @@ def observe(self:SkillSelector, key:tuple, # (server, target)
         done[h] = True
         new.append(np.abs(P[h] - y[:, None]))
     e = np.concatenate(new)
-    st.errors.append((newest, e))
+    C = len(self.candidates)
+    pat = (np.isfinite(e) * (1 << np.arange(C))).sum(1)               # which candidates forecast each value
+    n = np.bincount(pat, minlength=1 << C)
+    sums = np.stack([np.bincount(pat, np.nan_to_num(e[:, c]), 1 << C) for c in range(C)], 1)
+    if st.errors and st.errors[-1][0] // self.slot == newest // self.slot:
+        last = st.errors[-1]; last[0], last[1], last[2] = newest, last[1] + n, last[2] + sums
+    else: st.errors.append([newest, n, sums])
     while st.errors and st.errors[0][0] < newest - self.window: st.errors.popleft()
     st.matured += len(e)
     return len(e)
@@ -96,10 +103,13 @@ def skill(self:SkillSelector, key:tuple, # (server, target)
     among = [c for c in self.candidates if among is None or c in among]
     st = self.tracks.get(key)
     if st is None or not st.errors or not among: return {"n": 0, "mae": {}}
-    E = np.concatenate([e for _, e in st.errors])[:, [self.candidates.index(c) for c in among]]
-    E = E[np.isfinite(E).all(1)]
-    if not len(E): return {"n": 0, "mae": {}}
-    return {"n": len(E), "mae": dict(zip(among, map(float, E.mean(0))))}
+    cols = [self.candidates.index(c) for c in among]
+    need = sum(1 << c for c in cols)
+    pats = [p for p in range(1 << len(self.candidates)) if p & need == need]   # values every candidate in `among` forecast
+    n = int(sum(c[1][pats].sum() for c in st.errors))
+    if not n: return {"n": 0, "mae": {}}
+    s = sum(c[2][pats][:, cols].sum(0) for c in st.errors)
+    return {"n": n, "mae": dict(zip(among, map(float, s / n)))}
 
 @patch
 def choose(self:SkillSelector, key:tuple, # (server, target)
