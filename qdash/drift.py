@@ -223,7 +223,7 @@ def observe(self:DriftMonitor, results:dict|None, # {server: result} of one infe
     first = last = None
     for s, r in results.items():
         if r.get("status") != "ok" or "quantiles" not in r: continue
-        q, ts = np.asarray(r["quantiles"]), list(r["timestamps"])[:PER_STEPS]
+        q, ts = np.asarray(r["quantiles"], float), list(r["timestamps"])[:PER_STEPS]   # float64: a float32 rounded prints 97.52999877929688
         fc[s] = {"t0": iso(ts[0]), "p50": {k: np.round(q[:len(ts), i, q.shape[-1] // 2], 3).tolist() for i, k in enumerate(tg)}}
         first = min(first or ts[0], ts[0]); last = max(last or ts[-1], ts[-1])
     if not fc: return None

@@ -5,7 +5,7 @@
 # %% ../nbs/10_serving.ipynb #9be447c0
 from __future__ import annotations
 import concurrent.futures as cf, logging, multiprocessing as mp, os, threading, time
-import pandas as pd, xarray as xr
+import numpy as np, pandas as pd, xarray as xr
 from .config import QdashError, NotFound, Unavailable, Settings, load_settings
 from .timeutil import iso, utc, naive_utc
 from .store import open_store, StoreUnavailable
@@ -29,7 +29,8 @@ log = logging.getLogger("qdash.serving")
 
 # %% auto #0
 __all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'POOL_MIN_BYTES', 'STORE_PROBE_S', 'Every', 'trend_targets',
-           'Forecasting', 'risk_reason', 'Explanations', 'FleetWatch', 'DriftWatch', 'FeedParser', 'Services']
+           'compact_results', 'Forecasting', 'risk_reason', 'Explanations', 'FleetWatch', 'DriftWatch', 'FeedParser',
+           'Services']
 
 # %% ../nbs/10_serving.ipynb #6db3ed89
 class Every:
@@ -68,6 +69,19 @@ def trend_targets(data:xr.Dataset, # the cycle's telemetry
     "The targets in `data` the trend forecasts beside the model: those with a level, and the extra targets, the model's left out."
     want = [*thresholds, *(k for k in EXTRA_TARGETS if k not in thresholds)]
     return [k for k in want if k in data.data_vars and k not in targets]
+
+# %% ../nbs/10_serving.ipynb #38267d12
+def compact_results(results:dict, # a cycle's results {server: result}, changed in place
+                   ) -> dict:
+    "`results` with every float64 array of each result (and of its nested dicts) cast to float32."
+    def small(v):
+        if isinstance(v, np.ndarray) and v.dtype == np.float64: return v.astype(np.float32)
+        if isinstance(v, dict): return {k: small(x) for k, x in v.items()}
+        return v
+    for s, r in results.items():
+        if isinstance(r, dict): results[s] = {k: small(v) for k, v in r.items()}
+    return results
+
 
 # %% ../nbs/10_serving.ipynb #cea5fabf
 class Forecasting:
@@ -205,6 +219,7 @@ class Forecasting:
             h = fleet_health(self.fleet.cascade_health(), payload["summary"], [a["level"] for a in payload["alerts"]], fc is not None)
             payload["summary"].update(fleet_health=h["health_score"], fleet_status=h["status"], fleet_reasons=h["reasons"])
         self.notifier.poke()                           # never waits: the notifier's thread sends
+        compact_results(results)                       # kept until the next cycle: single precision halves it
         with self.lock:
             self.results, self.data, self.payload = results, data, payload
             self.data_step = float(fc.step if fc else m.step)
