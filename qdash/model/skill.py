@@ -5,7 +5,6 @@
 # %% ../../nbs/model/06c_skill.ipynb #ffe67e1c
 from __future__ import annotations
 import threading
-from collections import deque
 import numpy as np, pandas as pd
 from fastcore.basics import patch
 from ..config import ValidationError
@@ -22,8 +21,8 @@ CANDIDATES = ("model", "trend", "last_value")
 class _Track:
     "One (server, target)'s forecasts waiting for their values, and its candidates' recent absolute errors."
     def __init__(self):
-        self.pending = deque()     # [origin, (H, C) P50 paths (NaN: that candidate did not forecast), (H,) scored]
-        self.errors = deque()      # [newest step index, (2^C,) values per pattern, (2^C, C) sums of absolute errors] per slot
+        self.pending = []          # [origin, (H, C) P50 paths (NaN: that candidate did not forecast), (H,) scored]
+        self.errors = []           # [newest step index, (2^C,) values per pattern, (2^C, C) sums of absolute errors] per slot
         self.last_origin, self.matured = None, 0
 
 class SkillSelector:
@@ -89,7 +88,7 @@ def observe(self:SkillSelector, key:tuple, # (server, target)
     if st.errors and st.errors[-1][0] // self.slot == newest // self.slot:
         last = st.errors[-1]; last[0], last[1], last[2] = newest, last[1] + n, last[2] + sums
     else: st.errors.append([newest, n, sums])
-    while st.errors and st.errors[0][0] < newest - self.window: st.errors.popleft()
+    while st.errors and st.errors[0][0] < newest - self.window: del st.errors[0]
     st.matured += len(e)
     return len(e)
 
