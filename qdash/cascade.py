@@ -352,6 +352,8 @@ class CascadeDetector:
         self.current, self.events, self._active, self._quiet = None, [], None, 0
         self.episodes, self.resolved = [], []     # (event, Episode) active, oldest first; the recently resolved, newest last
         self.event_count = len(store.list_records("cascade")) if store is not None else 0
+        for r in store.list_records("cascade", where={"status": "active"}) if store is not None else []:
+            store.put_record("cascade", r["id"], {**r, "status": "interrupted"})   # active when the detector stopped: its end went unseen
 
     @property
     def capacity(self) -> int: return self.window + 2 * self.span

@@ -106,6 +106,7 @@ def test_events_kept_as_records(tmp_path):
     with open_store(s) as st:                                       # kept across a restart
         again = CascadeDetector(BASE, store=st)
         assert again.event_count == len(recs) and again.status()["recent_events"][0]["id"] == recs[0]["id"]
+        assert recs[0]["status"] == "active" and again.status()["recent_events"][0]["status"] == "interrupted"   # its end went unseen
 
 
 def test_frame_and_xarray_input():

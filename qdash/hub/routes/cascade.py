@@ -24,7 +24,8 @@ _CASCADE = _schema({"metric": {"type": "string"}, "affected_servers": {"type": "
                     "lag_samples": {"type": "object", "additionalProperties": {"type": "integer"}}},
                    required=["metric", "affected_servers", "severity"])
 _EVENT = _schema({"id": {"type": "string"}, "timestamp": {"type": "string"}, "last_seen": {"type": "string"},
-                  "status": {"type": "string", "enum": ["active", "resolved"], "description": "active while most of its servers are off their level"},
+                  "status": {"type": "string", "enum": ["active", "resolved", "interrupted"],
+                             "description": "active while most of its servers are off their level; interrupted: the hub stopped first"},
                   "resolved_at": {"type": "string", "nullable": True, "description": "when its servers were back (null while active)"},
                   "duration_s": {"type": "number", "description": "seconds from its detection to now, or to its resolution"},
                   "cascades": {"type": "array", "items": _CASCADE}, "correlation_score": {"type": "number"},
