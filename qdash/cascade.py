@@ -10,6 +10,7 @@ from fastcore.basics import patch
 from .config import Settings, ValidationError, load_settings
 from .timeutil import iso, utc
 from .anomaly import move_windows, moves, nan_quantile, noise_scale
+from .episode import Episode, RESOLVE_S, level_z, pinned_level
 
 # %% auto #0
 __all__ = ['METRIC_FAMILIES', 'KNOWN_METRICS', 'NOISE_FLOOR', 'CONFIRM', 'CALM_S', 'CONTENTION_SIGNALS', 'HOST_SIGNALS', 'ORDER',
@@ -349,7 +350,10 @@ class CascadeDetector:
         self.host_names, self.hbuf, self._hindex = [], None, {}   # the hosts' own HOST_SIGNALS, on their own times
         self.htimes, self._cause_n = np.array([], dtype="datetime64[ns]"), {}
         self.current, self.events, self._active, self._quiet = None, [], None, 0
+        self.episodes, self.resolved = [], []     # (event, Episode) active, oldest first; the recently resolved, newest last
         self.event_count = len(store.list_records("cascade")) if store is not None else 0
+        for r in store.list_records("cascade", where={"status": "active"}) if store is not None else []:
+            store.put_record("cascade", r["id"], {**r, "status": "interrupted"})   # active when the detector stopped: its end went unseen
 
     @property
     def capacity(self) -> int: return self.window + 2 * self.span
@@ -437,6 +441,8 @@ def update(self:CascadeDetector, data, # long DataFrame, xarray Dataset (server,
         keep = ts > self.times[-1]
         arrs, ts = {m: a[:, keep] for m, a in arrs.items()}, ts[keep]
     if len(ts):
+        if self.episodes and len(self.times) and not np.isnat(ts[0]) and not np.isnat(self.times[-1]) \
+           and (ts[0] - self.times[-1]) / np.timedelta64(1, "s") > self.capacity * self.step_s: self._end_episodes()
         self._grow([s for s in srv if s not in self._index])
         new = np.full((len(self.metrics), len(self.servers), len(ts)), np.nan)
         rows = np.array([self._index[s] for s in srv])
@@ -528,9 +534,13 @@ def check(self:CascadeDetector, data=None, # optional samples to `update` with f
             res["cascades"] = name_hosts(res["cascades"], found, self.hosts)
             res["cascade_detected"] = True
             res["correlation_score"] = max(res["correlation_score"], max(c["correlation_score"] for c in found))
+    if B > self.span and (self.episodes or self.resolved):
+        res["cascades"] = [c for c in res["cascades"] if not self._is_recovery(c)]
+        res["cascade_detected"] = bool(res["cascades"])
     cur = {"cascade_detected": res["cascade_detected"], "timestamp": (iso(self.times[-1]) if B else iso(utc())), **res}
     self.current = cur
     self._record(cur)
+    if B > self.span: self._follow(cur)
     return cur
 
 @patch
@@ -546,14 +556,17 @@ def _record(self:CascadeDetector, cur:dict):
     if not cur["cascades"]:
         if self._active is not None:
             self._quiet += 1
-            if self._quiet > self.span: self._active = None
+            if self._quiet > self.span: self._active = None    # later cascades join it only while it is active and they share a server
         return
-    self._quiet, ev = 0, self._active
+    self._quiet, ev = 0, self._active or self._joined(cur["cascades"])
     if ev is None:
         ev = {"id": f"casc-{uuid.uuid4().hex[:12]}", "timestamp": cur["timestamp"], "cascades": [], "correlation_score": 0.0,
-              "affected_servers": [], "leader": None, "leader_kind": None, "cause": None, "severity": "low", "last_seen": cur["timestamp"]}
-        self._active = ev; self.event_count += 1
+              "affected_servers": [], "leader": None, "leader_kind": None, "cause": None, "severity": "low", "last_seen": cur["timestamp"],
+              "status": "active", "resolved_at": None, "duration_s": 0.0}
+        self.event_count += 1
         self.events = (self.events + [ev])[-1000:]
+        self.episodes.append((ev, Episode(self.z_score, self.clock_s, max(RESOLVE_S, self.step_s))))
+    self._active = ev
     by_metric = {c["metric"]: c for c in ev["cascades"]}
     for c in cur["cascades"]:
         old = by_metric.get(c["metric"])
@@ -578,7 +591,105 @@ def _record(self:CascadeDetector, cur:dict):
     ev["leader"], ev["leader_kind"], ev["cause"] = lead["leader"], lead.get("leader_kind", "server"), lead.get("cause")
     ev["severity"] = max((c["severity"] for c in ev["cascades"]), key=_SEV.index)
     ev["last_seen"] = cur["timestamp"]
+    self._pin(ev)
     if self.store is not None: self.store.put_record("cascade", ev["id"], ev)
+
+# %% ../nbs/08_cascade.ipynb #ac02
+@patch
+def _series(self:CascadeDetector, key:tuple) -> np.ndarray:
+    "The buffered samples of a pinned series: (`buf` metric index | `xbuf` signal index, server)."
+    src, k, s = key
+    return (self.buf if src == "buf" else self.xbuf)[k, self._index[s]]
+
+@patch
+def _keys(self:CascadeDetector, c:dict, s:str) -> list[tuple]:
+    "The series server `s` moved in cascade `c`: its metric, its vCPU delay, or (a host's steal) its anomalous metrics."
+    if c["metric"] in self.metrics: return [("buf", self.metrics.index(c["metric"]), s)]
+    if c["metric"] in CONTENTION_SIGNALS: return [("xbuf", CONTENTION_SIGNALS.index(c["metric"]), s)]
+    return [("buf", k, s) for k, m in enumerate(self.metrics) if s in (self.anomalous or {}).get(m, ())]
+
+@patch
+def _pin(self:CascadeDetector, ev:dict):
+    "Pin, at the level it left, each series a server of event `ev` moved that its episode does not follow yet."
+    ep = next((e for v, e in self.episodes if v is ev), None)
+    if ep is None: return
+    h, m, sp = move_windows(self.step_s, self.window, self.span)
+    t = self.times[-(h + m + sp + CONFIRM - 1):]
+    if (t[-1] - t[0]) / np.timedelta64(1, "s") > 2 * len(t) * self.step_s: return   # the level before spans a gap: none to pin
+    for c in ev["cascades"]:
+        for s in c["affected_servers"]:
+            for key in self._keys(c, s):
+                if key in ep.pins: continue
+                x = self._series(key)
+                sig, ok = server_noise(x[None], self.window, 2 * sp)
+                if ok[0]: ep.pin(key, float(pinned_level(x, h, m, sp + CONFIRM)), float(sig[0]), float(nan_quantile(x[-m:], 0.5)))
+
+@patch
+def _level_z(self:CascadeDetector, ep:Episode) -> dict:
+    "`level_z` now of each series `ep` pins."
+    h, m, _ = move_windows(self.step_s, self.window, self.span)
+    with np.errstate(all="ignore"):
+        return {k: float(level_z(self._series(k), pre, sig, h, m)) for k, (pre, sig, _) in ep.pins.items()}
+
+@patch
+def _joined(self:CascadeDetector, cascades:list[dict]) -> dict|None:
+    "The active event sharing a server with `cascades`, if any: they join it."
+    seen = {s for c in cascades for s in c["affected_servers"]}
+    return next((ev for ev, ep in reversed(self.episodes) if seen & set(ev["affected_servers"])), None)
+
+@patch
+def _is_recovery(self:CascadeDetector, c:dict) -> bool:
+    "Whether cascade `c` is most of an active or just-resolved event's servers moving back to the level they left."
+    recent = [ep for _, ep in self.episodes] + [ep for _, ep in self.resolved if self.clock_s - ep.resolved[0] <= self.capacity * self.step_s]
+    keys = [k for s in c["affected_servers"] for k in self._keys(c, s)]
+    h, m, _ = move_windows(self.step_s, self.window, self.span)
+    for ep in recent:
+        with np.errstate(all="ignore"):
+            back = [k for k in keys if k in ep.pins and ep.is_back(k, level_z(self._series(k), *ep.pins[k][:2], h, m))]
+        if keys and 2 * len(back) > len(keys): return True
+    return False
+
+@patch
+def _view(self:CascadeDetector, ev:dict, ep:Episode) -> dict:
+    "An event as `active_cascade` / `last_resolved` show it."
+    return {"id": ev["id"], "status": "active" if ep.active else "resolved", "leader": ev["leader"], "leader_kind": ev["leader_kind"],
+            "cause": ev["cause"], "severity": ev["severity"], "started_at": ev["timestamp"], "duration_s": ep.duration_s,
+            "resolved_at": ep.resolved[1] if ep.resolved else None, "affected_servers": ev["affected_servers"], "still_affected": ep.off}
+
+@patch
+def _close(self:CascadeDetector, ev:dict, ep:Episode):
+    "Note a resolved event: its record, the recently resolved."
+    ev.update(status="resolved", resolved_at=ep.resolved[1], duration_s=ep.duration_s)
+    if self._active is ev: self._active = None
+    self.resolved = (self.resolved + [(ev, ep)])[-10:]
+    if self.store is not None: self.store.put_record("cascade", ev["id"], ev)
+
+@patch
+def _end_episodes(self:CascadeDetector):
+    "Resolve every active event at the last sample before a gap longer than the buffer: the levels it pinned say nothing after it."
+    for ev, ep in self.episodes:
+        ep.now_s, ep.resolved = self.clock_s, (self.clock_s, iso(self.times[-1]))
+        self._close(ev, ep)
+    self.episodes = []
+
+@patch
+def _follow(self:CascadeDetector, cur:dict):
+    "Step each active event's episode; close the resolved; while one is active, `cur` reports it (the newest)."
+    keep = []
+    for ev, ep in self.episodes:
+        if ep.step(self._level_z(ep), self.clock_s, cur["timestamp"]): keep.append((ev, ep))
+        else: self._close(ev, ep)
+    self.episodes = keep
+    cur["active_cascade"] = self._view(*keep[-1]) if keep else None
+    cur["last_resolved"] = self._view(*self.resolved[-1]) if self.resolved else None
+    if not keep: return
+    for ev, ep in keep: ev["duration_s"] = ep.duration_s
+    off = set().union(*(ep.off for _, ep in keep), *(self.anomalous or {}).values())
+    S = cur["total_servers"]
+    cur.update(cascade_detected=True, servers_with_anomalies=len(off), anomaly_rate=round(len(off) / S, 4) if S else 0.0,
+               correlation_score=max(cur["correlation_score"], max(ev["correlation_score"] for ev, _ in keep)),
+               cascades=cur["cascades"] or [c for ev, _ in keep for c in ev["cascades"]])
+
 
 # %% ../nbs/08_cascade.ipynb #c031
 @patch
@@ -593,6 +704,7 @@ def status(self:CascadeDetector) -> dict:
     "Seed 004's `GET /cascade/status` body."
     cur = self.current or {"cascade_detected": False, "timestamp": iso(utc()), "total_servers": len(self.servers),
                            "servers_with_anomalies": 0, "anomaly_rate": 0.0, "correlation_score": 0.0, "cascades": []}
+    cur = {"active_cascade": None, "last_resolved": None, **cur}
     return {"current_status": cur,
             "tracking": {"servers": len(self.servers), "metrics_tracked": list(self.metrics or []), "window_size": self.window},
             "recent_events": self.recent_events(), "event_count": self.event_count,

@@ -45,7 +45,7 @@ def test_quiet_fleet_raises_no_cascade_over_a_day(step):
     "A simulated day with daily rhythms, shared host load and ML jobs starting and stopping, but no incident."
     det = CascadeDetector(BASE)
     hist = replay(det, FleetSimulator(45, seed=5), int(pd.Timestamp("2025-03-03", tz="UTC").timestamp()), 86400 // step, step)
-    assert det.event_count == 0
+    assert det.event_count == 0 and not any(h["active_cascade"] or h["last_resolved"] for h in hist[det.capacity:])
     assert np.mean([h["anomaly_rate"] for h in hist[det.capacity:]]) < 0.05
 
 
@@ -106,6 +106,7 @@ def test_events_kept_as_records(tmp_path):
     with open_store(s) as st:                                       # kept across a restart
         again = CascadeDetector(BASE, store=st)
         assert again.event_count == len(recs) and again.status()["recent_events"][0]["id"] == recs[0]["id"]
+        assert recs[0]["status"] == "active" and again.status()["recent_events"][0]["status"] == "interrupted"   # its end went unseen
 
 
 def test_frame_and_xarray_input():
@@ -209,3 +210,22 @@ def test_early_cascade_needs_one_host_and_calm_servers():
     hist = replay(det, sim, T0 + 190 * 15, 70)
     first = next(j for j, h in enumerate(hist) if h["cascade_detected"])
     assert T0 + (190 + first) * 15 > inc.starts[2]
+
+
+def test_cascade_stays_active_while_it_lasts_at_five_minute_steps():
+    "A 3-hour cascade at 5-minute steps: active from detection to its end with one leader, resolved two samples after, one event."
+    sim = FleetSimulator(45, seed=11)
+    det = CascadeDetector(BASE)
+    t0 = int(pd.Timestamp("2025-03-03 06:00", tz="UTC").timestamp())
+    sim.inject("cascade", server=sim.servers.server[0], start=t0 + 150 * 300, duration="3h", lag="1min")
+    hist = replay(det, sim, t0, 200, 300)
+    first = next(j for j, h in enumerate(hist) if h["cascade_detected"])
+    during = hist[first:186]                                               # the cascade lasts samples 150..185
+    assert all(h["cascade_detected"] for h in during)
+    assert {h["active_cascade"]["id"] for h in during} == {det.events[0]["id"]}
+    assert {h["active_cascade"]["leader"] for h in during} == {det.events[0]["leader"]}
+    assert len(hist[185]["active_cascade"]["still_affected"]) >= 3 and hist[185]["active_cascade"]["duration_s"] >= 2.5 * 3600
+    assert not any(h["cascade_detected"] or h["active_cascade"] for h in hist[190:])
+    done = hist[-1]["last_resolved"]
+    assert done["id"] == det.events[0]["id"] and t0 + 186 * 300 <= pd.Timestamp(done["resolved_at"]).timestamp() <= t0 + 188 * 300
+    assert det.event_count == 1 and det.events[0]["status"] == "resolved" and det.health()["status"] == "healthy"

@@ -659,6 +659,17 @@ def test_cascade_graph_draws_the_leader_of_a_fed_cascade(page, hub):
     alert = page.locator(".qd-alert", has_text="active cascade")
     expect(alert).to_contain_text(f"led by {ev['leader']}", timeout=30000)
     expect(alert).to_contain_text("critical")
+    # issue #18: twelve minutes in, no server is moving any more, yet the cascade goes on: so do the banner and the alert
+    later = sim.frame(t0 + pd.Timedelta(minutes=55, seconds=15), t0 + pd.Timedelta(minutes=62), step="15s")
+    with httpx.Client(base_url=hub.url, headers={"X-API-Key": hub.api_key}, timeout=30) as c:
+        for t, batch in later.groupby("time"):
+            recs = [{"server": name(r.server), "time": t.isoformat(), **{f: float(getattr(r, f)) for f in fields}} for r in batch.itertuples()]
+            assert c.post("/feed/data", json=recs).status_code == 200
+    act = api(hub, "/cascade/status")["current_status"]["active_cascade"]
+    assert act["leader"] == ev["leader"] and act["duration_s"] >= 8 * 60, act
+    expect(alert).to_contain_text(re.compile(r"since \d\d:\d\d UTC \(([89]|\d\d) min\)"), timeout=30000)   # the page polls: 8 minutes or more
+    expect(alert).to_contain_text(f"of its {len(act['affected_servers'])} servers still affected")
+    expect(alert).to_contain_text(f"led by {ev['leader']}")
 
 
 # the controls not clicked above: the server picker, the time range, the export range

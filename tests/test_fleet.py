@@ -95,3 +95,52 @@ def test_fed_with_hosts_a_cascade_is_raised_before_its_third_server_moves(hub):
     assert at(ev) <= pd.Timestamp(inc.starts[2], unit="s", tz="UTC")       # opened by the time the third server starts
     assert (ev["leader"], ev["leader_kind"]) == (inc.servers[0], "server")
     assert set(inc.servers[:3]) <= set(ev["affected_servers"]) <= set(inc.servers)
+
+
+def feed(c, frames, fields, host=False):
+    for t, batch in frames.groupby("time"):
+        recs = [{"server": r.server, **({"host": r.host} if host else {}), "time": t.isoformat(), **{f: float(getattr(r, f)) for f in fields}}
+                for r in batch.itertuples()]
+        r = c.post("/feed/data", json=recs)
+        assert r.status_code == 200, r.text
+
+
+def test_fed_cascade_stays_active_while_it_lasts_and_resolves_after(hub):
+    "Issue #18: a 60-minute cascade is active 10 and 30 minutes in, with its leader; resolved once its servers are back; one event."
+    H = {"X-API-Key": hub.api_key}
+    sim = FleetSimulator(20, seed=7)
+    t0 = pd.Timestamp("2025-03-12 09:00", tz="UTC")                        # after the other tests' days
+    onset = t0 + pd.Timedelta(minutes=40)
+    inc = sim.inject("cascade", server=sim.servers.server[0], start=onset, duration="1h", lag="1min")
+    fields = ["cpu_pct", "mem_pct", "iowait_pct", "load1", "swap_pct"]
+    part = lambda a, b: sim.frame(onset + pd.Timedelta(minutes=a), onset + pd.Timedelta(minutes=b) - pd.Timedelta(seconds=15), step="15s")
+    seen = {}
+    with httpx.Client(base_url=hub.url, headers=H, timeout=30) as c:
+        feed(c, part(-40, 0), fields)
+        quiet = c.get("/cascade/status").json()                            # a quiet fleet: nothing active
+        before = quiet["event_count"]
+        for a, b in ((0, 10), (10, 30), (30, 72)):
+            feed(c, part(a, b), fields)
+            seen[b] = c.get("/cascade/status").json()
+        health = c.get("/cascade/health").json()
+    assert quiet["current_status"]["cascade_detected"] is False and quiet["current_status"].get("active_cascade") is None
+    for mins in (10, 30):
+        cur = seen[mins]["current_status"]
+        assert cur["cascade_detected"] is True, (mins, cur)
+        act = cur["active_cascade"]
+        assert act["status"] == "active" and act["leader"] == inc.servers[0], (mins, act)
+        assert set(inc.servers[:3]) <= set(act["still_affected"]) <= set(act["affected_servers"]) <= set(inc.servers)
+        assert act["duration_s"] >= (mins - 5) * 60 and cur["correlation_score"] > 0.7   # it began when it was detected
+        assert cur["servers_with_anomalies"] >= 3
+    a10, a30 = seen[10]["current_status"]["active_cascade"], seen[30]["current_status"]["active_cascade"]
+    assert a10["id"] == a30["id"] and a10["started_at"] == a30["started_at"] and a30["duration_s"] - a10["duration_s"] == 20 * 60
+    cur = seen[72]["current_status"]
+    assert cur["cascade_detected"] is False and cur["active_cascade"] is None, cur
+    done = cur["last_resolved"]
+    assert done["id"] == seen[30]["current_status"]["active_cascade"]["id"] and done["status"] == "resolved"
+    ended = onset + pd.Timedelta(hours=1)
+    assert ended <= pd.Timestamp(done["resolved_at"]) <= ended + pd.Timedelta(minutes=6), done
+    assert seen[72]["event_count"] == before + 1                              # the servers' return is not a second cascade
+    ev = seen[72]["recent_events"][0]
+    assert ev["id"] == done["id"] and ev["status"] == "resolved" and ev["resolved_at"] == done["resolved_at"]
+    assert health["cascade_risk"] == "low"                                   # the correlation of the incident is not held past it

@@ -22,7 +22,7 @@ LAYERS = [
     ("sources", ["qdash.collect", "qdash.collect.*"]),
     ("work", ["qdash.jobs", "qdash.lifeline", "qdash.calibration_params", "qdash.calibrate"]),
     ("model", ["qdash.model", "qdash.model.*"]),
-    ("fleet", ["qdash.anomaly", "qdash.cascade", "qdash.drift", "qdash.history", "qdash.inbox"]),
+    ("fleet", ["qdash.anomaly", "qdash.cascade", "qdash.episode", "qdash.drift", "qdash.history", "qdash.inbox"]),
     ("services", ["qdash.serving"]),
     ("surfaces", ["qdash.hub", "qdash.hub.*", "qdash.client", "qdash.dashboard", "qdash.dashboard.*", "qdash.cli"]),
     ("support", ["qdash.testing", "qdash.bench", "qdash.bench.*"]),

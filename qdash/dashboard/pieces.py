@@ -208,24 +208,28 @@ def ranked_html(rows:list[dict], total:int, by_risk:bool) -> str:
 
 # %% ../../nbs/dashboard/01a_pieces.ipynb #c019
 def cascade_html(st:dict|None, n:int=8) -> str:
-    "The cascade timeline: recent events with leader and affected servers (names as text)."
+    "The cascade timeline: recent events (active, or when they resolved) with leader and affected servers (names as text)."
     head = '<h3 class="qd">Cascade timeline</h3>'
     if st is None: return head + '<div class="qd-ok qd-cascade" data-events="-1">cascade detection is not served by this hub</div>'
     evs, cur = (st.get("recent_events") or [])[:n], st.get("current_status") or {}
-    now = (f'<div class="qd-muted">now: {"cascade in progress" if cur.get("cascade_detected") else "no cascade"} · '
+    act = cur.get("active_cascade")
+    going = (f'cascade in progress since {esc(str(act.get("started_at") or "")[11:16])} UTC, {len(act.get("still_affected") or [])} of its '
+             f'{len(act.get("affected_servers") or [])} servers still affected' if act else "cascade in progress")
+    now = (f'<div class="qd-muted">now: {going if cur.get("cascade_detected") else "no cascade"} · '
            f'{fmt_num(cur.get("servers_with_anomalies"))} of {fmt_num(cur.get("total_servers"))} servers anomalous · '
            f'{fmt_num(st.get("event_count"))} events in all</div>')
     if not evs: return f'<div class="qd-cascade" data-events="0">{head}{now}<div class="qd-ok">✓ no cascades detected</div></div>'
     def t(v): return esc(str(v or "")[5:16].replace("T", " "))
     rows = "".join(
-        f'<tr><td>{t(e.get("timestamp"))} → {t(e.get("last_seen"))}</td>'
+        f'<tr data-status="{esc(e.get("status") or "")}"><td>{t(e.get("timestamp"))} → '
+        f'{"active" if e.get("status") == "active" else t(e.get("resolved_at") or e.get("last_seen"))}</td>'
         f'<td>{pill(e.get("severity", "?"), LEVEL_COLORS.get({"high": "critical", "medium": "warning"}.get(e.get("severity")), "#FFD700"))}</td>'
         f'<td class="qd-leader" title="{esc(e.get("cause") or e.get("leader"))}"><b>{esc(e.get("leader"))}</b>'
         + (f' (host)<div class="qd-muted qd-cause">{esc(e.get("cause"))}</div>' if e.get("leader_kind") == "host" else "") + '</td>'
         f'<td class="qd-wrap">{len(e.get("affected_servers") or [])}: {esc(", ".join(map(str, e.get("affected_servers") or [])))}</td>'
         f'<td>{esc(", ".join(str(c.get("metric")) for c in e.get("cascades") or []))}</td></tr>' for e in evs)
     return (f'<div class="qd-cascade" data-events="{len(evs)}">{head}{now}<div class="qd-scroll"><table class="qd">'
-            f'<tr><th>began → last seen (UTC)</th><th>severity</th><th>leader</th><th>affected servers</th><th>metrics</th></tr>{rows}</table></div></div>')
+            f'<tr><th>began → resolved (UTC)</th><th>severity</th><th>leader</th><th>affected servers</th><th>metrics</th></tr>{rows}</table></div></div>')
 
 def drift_html(d:dict|None) -> str:
     "The drift indicator: PER, DSS, FDS against their thresholds."

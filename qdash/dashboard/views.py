@@ -40,13 +40,18 @@ class ConnectionIndicator(pn.viewable.Viewer):
 
 # %% ../../nbs/dashboard/02_views.ipynb #c014b
 def cascade_alert(st:dict|None) -> dict|None:
-    "Seed 004's `ACTIVE CASCADE` alert while `/cascade/status` says a cascade is detected now, naming the newest event's leader."
+    "Seed 004's `ACTIVE CASCADE` alert while `/cascade/status` says a cascade is active: since when, who is still affected, its leader."
     cur = (st or {}).get("current_status") or {}
     if not cur.get("cascade_detected"): return None
-    ev = next(iter(st.get("recent_events") or []), None) or {}
+    act = cur.get("active_cascade")
+    ev = act or next(iter(st.get("recent_events") or []), None) or {}        # a hub without `active_cascade`: the newest event
     led = f", led by {ev['leader']}{' (host)' if ev.get('leader_kind') == 'host' else ''}" if ev.get("leader") else ""
-    return {"level": "critical", "source": "cascade",
-            "message": f"active cascade: {fmt_num(cur.get('servers_with_anomalies'))} of {fmt_num(cur.get('total_servers'))} servers anomalous{led}"}
+    anom = f"{fmt_num(cur.get('servers_with_anomalies'))} of {fmt_num(cur.get('total_servers'))} servers anomalous"
+    if not act: return {"level": "critical", "source": "cascade", "message": f"active cascade: {anom}{led}"}
+    since = f" since {str(act.get('started_at') or '')[11:16]} UTC ({fmt_num(round((act.get('duration_s') or 0) / 60))} min)"
+    still = f"{len(act.get('still_affected') or [])} of its {len(act.get('affected_servers') or [])} servers still affected"
+    return {"level": "critical", "source": "cascade", "key": ("cascade", act.get("id")),   # dismissed, it stays so while it lasts
+            "message": f"active cascade{since}: {still}, {anom}{led}"}
 
 def alerts_of(feed:LiveFeed) -> list[dict]:
     "Alerts to show, most severe first: the hub's own (seed 001), an active cascade and forecast alerts (seed 004; the alert board's when the feed has it)."
@@ -102,7 +107,7 @@ class AlertBar(pn.viewable.Viewer):
         self.ok = html_pane('<div class="qd-ok">✓ no active alerts</div>', margin=(0, 6))
         self.layout = pn.Column(*[r for r, _, _ in self.items], self.ok, sizing_mode="stretch_width", margin=0)
     def __panel__(self): return self.layout
-    def _key(self, a): return (a["level"], a["source"], a["message"])
+    def _key(self, a): return a.get("key") or (a["level"], a["source"], a["message"])
     def dismiss(self, i:int):
         if self.shown and i < len(self.shown): self.dismissed.add(self._key(self.shown[i]))
         self.update(force=True)

@@ -24,12 +24,25 @@ _CASCADE = _schema({"metric": {"type": "string"}, "affected_servers": {"type": "
                     "lag_samples": {"type": "object", "additionalProperties": {"type": "integer"}}},
                    required=["metric", "affected_servers", "severity"])
 _EVENT = _schema({"id": {"type": "string"}, "timestamp": {"type": "string"}, "last_seen": {"type": "string"},
+                  "status": {"type": "string", "enum": ["active", "resolved", "interrupted"],
+                             "description": "active while most of its servers are off their level; interrupted: the hub stopped first"},
+                  "resolved_at": {"type": "string", "nullable": True, "description": "when its servers were back (null while active)"},
+                  "duration_s": {"type": "number", "description": "seconds from its detection to now, or to its resolution"},
                   "cascades": {"type": "array", "items": _CASCADE}, "correlation_score": {"type": "number"},
                   "affected_servers": {"type": "array", "items": {"type": "string"}}, "severity": _SEVERITY, **_LEADER},
                  required=["timestamp", "cascades", "correlation_score", "affected_servers"])
+_ACTIVE = _schema({"id": {"type": "string"}, "status": {"type": "string", "enum": ["active", "resolved"]}, **_LEADER, "severity": _SEVERITY,
+                   "started_at": {"type": "string", "description": "when the cascade was detected"},
+                   "duration_s": {"type": "number", "description": "seconds since started_at, or from it to resolved_at"},
+                   "resolved_at": {"type": "string", "nullable": True, "description": "when its servers were back (the first quiet sample)"},
+                   "affected_servers": {"type": "array", "items": {"type": "string"}},
+                   "still_affected": {"type": "array", "items": {"type": "string"}, "description": "its servers still off the level they left"}},
+                  required=["id", "status", "leader", "started_at", "duration_s", "affected_servers", "still_affected"])
 _CURRENT = _schema({"cascade_detected": {"type": "boolean"}, "timestamp": {"type": "string"}, "total_servers": {"type": "integer"},
                     "servers_with_anomalies": {"type": "integer"}, "anomaly_rate": {"type": "number"},
-                    "correlation_score": {"type": "number"}, "cascades": {"type": "array", "items": _CASCADE}})
+                    "correlation_score": {"type": "number"}, "cascades": {"type": "array", "items": _CASCADE},
+                    "active_cascade": {**_ACTIVE, "nullable": True, "description": "the cascade going on now (the newest if several); null when none"},
+                    "last_resolved": {**_ACTIVE, "nullable": True, "description": "the cascade resolved last, with resolved_at; null before any"}})
 
 @route("fleet", "GET", "/cascade/status", limit="cascade_status")
 @doc("Cascade detection status, recent events and thresholds; each cascade names its leader (a server, or a contended host) and cause", "fleet",
