@@ -654,12 +654,13 @@ def _view(self:CascadeDetector, ev:dict, ep:Episode) -> dict:
     "An event as `active_cascade` / `last_resolved` show it."
     return {"id": ev["id"], "status": "active" if ep.active else "resolved", "leader": ev["leader"], "leader_kind": ev["leader_kind"],
             "cause": ev["cause"], "severity": ev["severity"], "started_at": ev["timestamp"], "duration_s": ep.duration_s,
-            "resolved_at": ep.resolved[1] if ep.resolved else None, "affected_servers": ev["affected_servers"], "still_affected": ep.off}
+            "resolved_at": ep.resolved[1] if ep.resolved else None, "resolution": ep.resolution,
+            "affected_servers": ev["affected_servers"], "still_affected": ep.off}
 
 @patch
 def _close(self:CascadeDetector, ev:dict, ep:Episode):
     "Note a resolved event: its record, the recently resolved."
-    ev.update(status="resolved", resolved_at=ep.resolved[1], duration_s=ep.duration_s)
+    ev.update(status="resolved", resolved_at=ep.resolved[1], duration_s=ep.duration_s, resolution=ep.resolution or "recovered")
     if self._active is ev: self._active = None
     self.resolved = (self.resolved + [(ev, ep)])[-10:]
     if self.store is not None: self.store.put_record("cascade", ev["id"], ev)
@@ -668,7 +669,7 @@ def _close(self:CascadeDetector, ev:dict, ep:Episode):
 def _end_episodes(self:CascadeDetector):
     "Resolve every active event at the last sample before a gap longer than the buffer: the levels it pinned say nothing after it."
     for ev, ep in self.episodes:
-        ep.now_s, ep.resolved = self.clock_s, (self.clock_s, iso(self.times[-1]))
+        ep.now_s, ep.resolved, ep.resolution = self.clock_s, (self.clock_s, iso(self.times[-1])), "data_gap"
         self._close(ev, ep)
     self.episodes = []
 

@@ -9,7 +9,7 @@ import numpy as np
 from .anomaly import nan_quantile
 
 # %% auto #0
-__all__ = ['RESOLVE_S', 'pinned_level', 'level_z', 'Episode']
+__all__ = ['RESOLVE_S', 'SETTLE_S', 'pinned_level', 'level_z', 'Episode']
 
 # %% ../nbs/08a_episode.ipynb #ep05
 def pinned_level(x:np.ndarray, # series, time on the last axis (the latest last)
@@ -30,14 +30,17 @@ def level_z(x:np.ndarray, # series, time on the last axis
 
 # %% ../nbs/08a_episode.ipynb #ep09
 RESOLVE_S = 180.0   # seconds a cascade's servers must stay back before it resolves (at least one more sample at slow steps)
+SETTLE_S = 6 * 3600.0   # the longest a cascade stays active: by then its servers' level is their new normal, and their own alerts say so
 
 class Episode:
     "One cascade event while it lasts: active while at least half its servers are still off the level they left."
     def __init__(self, z_score:float, # `anomaly_z_score`: off beyond this many σ
                  start_s:float, # the samples' clock (epoch seconds) when the event opened
                  hold_s:float=RESOLVE_S, # quiet this long before it resolves
+                 max_s:float=SETTLE_S, # active at most this long: then it resolves as `settled`
                 ):
-        self.z_score, self.start_s, self.hold_s = float(z_score), float(start_s), float(hold_s)
+        self.z_score, self.start_s, self.hold_s, self.max_s = float(z_score), float(start_s), float(hold_s), float(max_s)
+        self.resolution = None              # "recovered" (its servers came back) or "settled" (they stayed off for `max_s`)
         self.pins = {}                      # key (..., server) -> (pinned level, σ, direction +1/-1)
         self.off, self.now_s = [], float(start_s)
         self.quiet, self.resolved = None, None   # (clock, iso) of the first quiet sample; of the resolution
@@ -66,7 +69,8 @@ class Episode:
         self.off = sorted({k[-1] for k, v in z.items() if k in self.pins and self.pins[k][2] * v > self.z_score})
         if 2 * len(self.off) >= max(1, len(self.servers)): self.quiet = None
         elif self.quiet is None: self.quiet = (self.now_s, now)
-        elif self.now_s - self.quiet[0] >= self.hold_s: self.resolved = self.quiet
+        elif self.now_s - self.quiet[0] >= self.hold_s: self.resolved, self.resolution = self.quiet, "recovered"
+        if self.active and self.now_s - self.start_s >= self.max_s: self.resolved, self.resolution = (self.now_s, now), "settled"
         return self.active
 
     def is_back(self, key:tuple, z:float) -> bool:

@@ -98,7 +98,7 @@ def _last_t(page, name):
 def test_live_charts_receive_points(page):
     tab(page, "Server")
     page.wait_for_function(LAST_T, arg=["server-points", 0], timeout=15000)
-    page.wait_for_function(LAST_T, arg=["server-points", _last_t(page, "server-points")], timeout=15000)    # a newer point comes (1 s apart; slack for a loaded CI machine)
+    page.wait_for_function(LAST_T, arg=["server-points", _last_t(page, "server-points")], timeout=15000)    # a newer point comes
     tab(page, "Overview")
     page.wait_for_function(LAST_T, arg=["overview-resources", 0], timeout=10000)
     page.wait_for_function(LAST_T, arg=["overview-resources", _last_t(page, "overview-resources")], timeout=15000)

@@ -23,10 +23,14 @@ _CASCADE = _schema({"metric": {"type": "string"}, "affected_servers": {"type": "
                     "severity": _SEVERITY, "correlation_score": {"type": "number"}, **_LEADER,
                     "lag_samples": {"type": "object", "additionalProperties": {"type": "integer"}}},
                    required=["metric", "affected_servers", "severity"])
+_RESOLUTION = {"type": "string", "nullable": True, "enum": ["recovered", "settled", "data_gap", None],
+               "description": "recovered: its servers came back; settled: still off after 6 h, their new level; "
+                              "data_gap: the telemetry stopped longer than the buffer (null while active)"}
 _EVENT = _schema({"id": {"type": "string"}, "timestamp": {"type": "string"}, "last_seen": {"type": "string"},
                   "status": {"type": "string", "enum": ["active", "resolved", "interrupted"],
                              "description": "active while most of its servers are off their level; interrupted: the hub stopped first"},
                   "resolved_at": {"type": "string", "nullable": True, "description": "when its servers were back (null while active)"},
+                  "resolution": _RESOLUTION,
                   "duration_s": {"type": "number", "description": "seconds from its detection to now, or to its resolution"},
                   "cascades": {"type": "array", "items": _CASCADE}, "correlation_score": {"type": "number"},
                   "affected_servers": {"type": "array", "items": {"type": "string"}}, "severity": _SEVERITY, **_LEADER},
@@ -35,6 +39,7 @@ _ACTIVE = _schema({"id": {"type": "string"}, "status": {"type": "string", "enum"
                    "started_at": {"type": "string", "description": "when the cascade was detected"},
                    "duration_s": {"type": "number", "description": "seconds since started_at, or from it to resolved_at"},
                    "resolved_at": {"type": "string", "nullable": True, "description": "when its servers were back (the first quiet sample)"},
+                   "resolution": _RESOLUTION,
                    "affected_servers": {"type": "array", "items": {"type": "string"}},
                    "still_affected": {"type": "array", "items": {"type": "string"}, "description": "its servers still off the level they left"}},
                   required=["id", "status", "leader", "started_at", "duration_s", "affected_servers", "still_affected"])
