@@ -1547,6 +1547,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'qdash.model.band.interval_payload': ('model/band.html#interval_payload', 'qdash/model/band.py'),
                                   'qdash.model.band.match_values': ('model/band.html#match_values', 'qdash/model/band.py'),
                                   'qdash.model.band.pooled_scales': ('model/band.html#pooled_scales', 'qdash/model/band.py'),
+                                  'qdash.model.band.realised': ('model/band.html#realised', 'qdash/model/band.py'),
                                   'qdash.model.band.replay': ('model/band.html#replay', 'qdash/model/band.py'),
                                   'qdash.model.band.widen': ('model/band.html#widen', 'qdash/model/band.py')},
             'qdash.model.data': { 'qdash.model.data._epoch_s': ('model/data.html#_epoch_s', 'qdash/model/data.py'),

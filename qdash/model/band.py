@@ -12,7 +12,7 @@ from .data import QUANTILES
 
 # %% auto #0
 __all__ = ['I10', 'I50', 'I90', 'BUCKETS_S', 'horizon_buckets', 'band_residual', 'widen', 'IntervalCalibrator', 'match_values',
-           'interval_payload', 'replay', 'frame_actuals', 'coverage_summary', 'pooled_scales']
+           'realised', 'interval_payload', 'replay', 'frame_actuals', 'coverage_summary', 'pooled_scales']
 
 # %% ../../nbs/model/06b_band.ipynb #119c48e7
 I10, I50, I90 = QUANTILES.index(0.1), QUANTILES.index(0.5), QUANTILES.index(0.9)
@@ -195,24 +195,37 @@ def _epoch_s(t) -> float:
     t = pd.Timestamp(t)
     return (t.tz_localize("UTC") if t.tzinfo is None else t).value / 1e9
 
+def realised(data, # the cycle's telemetry (server, time) at `step`, e.g. from load_fleet
+             step:float, # seconds per step
+             complete_only:bool=True, # leave out each server's newest step (a bucket still filling)
+            ):
+    "(step indices of `data`'s times, `values(server, target)` -> its (time,) floats or None); (None, None) for empty `data`."
+    if data is None or not data.sizes.get("server", 0) or not data.sizes.get("time", 0): return None, None
+    t = pd.DatetimeIndex(data.time.values)
+    t = t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t
+    idx, pos = t.as_unit("ns").asi8 // int(step * 1e9), {str(s): i for i, s in enumerate(data.server.values)}
+    def values(s:str, k:str):
+        if s not in pos or k not in data.data_vars: return None
+        v = np.array(data[k].isel(server=pos[s]).values, float)
+        fin = np.nonzero(np.isfinite(v))[0]
+        if complete_only and len(fin): v[fin[-1]] = np.nan
+        return v
+    return idx, values
+
 @patch
 def observe_data(self:IntervalCalibrator, data, # the cycle's telemetry (server, time) at `step`, e.g. from load_fleet
                  complete_only:bool=True, # leave out each server's newest step (a bucket still filling)
                 ) -> int:
     "Score every waiting forecast against the values `data` holds; the residuals added."
-    if data is None or not data.sizes.get("server", 0) or not data.sizes.get("time", 0): return 0
-    t = pd.DatetimeIndex(data.time.values)
-    t = t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t
-    idx = t.as_unit("ns").asi8 // int(self.step * 1e9)
-    pos, n = {str(s): i for i, s in enumerate(data.server.values)}, 0
+    idx, values = realised(data, self.step, complete_only)
+    if idx is None: return 0
+    n = 0
     with self.lock:
         want = {}
         for key in self.series: want.setdefault(key[:2], []).append(key)
         for (s, k), keys in want.items():
-            if s not in pos or k not in data.data_vars: continue
-            v = np.array(data[k].isel(server=pos[s]).values, float)
-            fin = np.nonzero(np.isfinite(v))[0]
-            if complete_only and len(fin): v[fin[-1]] = np.nan
+            v = values(s, k)
+            if v is None: continue
             for key in keys: n += self.observe(key, idx, v)
         old = int(idx.max()) - self.window - self.H                       # a series not forecast for that long is forgotten
         for key in [k for k, st in self.series.items() if st.last_origin is not None and st.last_origin < old]: del self.series[key]

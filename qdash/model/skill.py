@@ -5,10 +5,10 @@
 # %% ../../nbs/model/06c_skill.ipynb #ffe67e1c
 from __future__ import annotations
 import threading
-import numpy as np, pandas as pd
+import numpy as np
 from fastcore.basics import patch
 from ..config import ValidationError
-from .band import I50, _bounds, _epoch_s, match_values
+from .band import I50, _bounds, _epoch_s, match_values, realised
 
 
 # %% auto #0
@@ -130,19 +130,13 @@ def observe_data(self:SkillSelector, data, # the cycle's telemetry (server, time
                  complete_only:bool=True, # leave out each server's newest step (a bucket still filling)
                 ) -> int:
     "Score every waiting path against the values `data` holds; the values scored."
-    if data is None or not data.sizes.get("server", 0) or not data.sizes.get("time", 0): return 0
-    t = pd.DatetimeIndex(data.time.values)
-    t = t.tz_convert("UTC").tz_localize(None) if t.tz is not None else t
-    idx = t.as_unit("ns").asi8 // int(self.step * 1e9)
-    pos, n = {str(s): i for i, s in enumerate(data.server.values)}, 0
+    idx, values = realised(data, self.step, complete_only)   # the calibrator's reading of the telemetry (`qdash.model.band`)
+    if idx is None: return 0
+    n = 0
     with self.lock:
         for key in list(self.tracks):
-            s, k = key
-            if s not in pos or k not in data.data_vars: continue
-            v = np.array(data[k].isel(server=pos[s]).values, float)
-            fin = np.nonzero(np.isfinite(v))[0]
-            if complete_only and len(fin): v[fin[-1]] = np.nan
-            n += self.observe(key, idx, v)
+            v = values(*key)
+            if v is not None: n += self.observe(key, idx, v)
         old = int(idx.max()) - self.window - self.H                       # a series not forecast for that long is forgotten
         for key in [k for k, st in self.tracks.items() if st.last_origin is not None and st.last_origin < old]: del self.tracks[key]
     return n
