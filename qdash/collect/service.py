@@ -85,6 +85,7 @@ class Collection:
         self.cycles = self.points_collected = self.errors = self.ticks_missed = 0   # ticks_missed: the clock was late and skipped them
         self.health = {src.name: {"up": None, "ok": None, "last_collection": None, "cycle_ms": None, "points": 0, "errors": 0,
                                   "last_error": None, "down_since": None, "overruns": 0, "skipped": 0,
+                                  "warnings": 0, "last_warning": None,
                                   "timeout_s": getattr(src, "timeout", None)} for src in self.sources}
 
     def __repr__(self): return f"Collection(sources={[s.name for s in self.sources]}, running={self.running})"
@@ -104,6 +105,7 @@ from fastcore.basics import patch
 def _run_source(self:Collection, src, ts:pd.Timestamp) -> int:
     "One cycle of `src` (on its own thread): frames into the writer and the listeners, its health updated; points."
     h, t0, n, err = self.health[src.name], time.perf_counter(), 0, None
+    e0 = getattr(src, "errors", 0)       # the source's own count: what grows in a cycle that still goes on is a warning
     try:
         frames = src.collect(ts)
         with self._deliver:
@@ -119,6 +121,9 @@ def _run_source(self:Collection, src, ts:pd.Timestamp) -> int:
     with self._lock:
         if not up: self._down(src, err or getattr(src, "last_error", None) or "the source reported itself down", ts)
         good = dict(last_error=None, down_since=None, last_collection=ts.isoformat()) if up else {}
+        grew = getattr(src, "errors", 0) - e0
+        if up and grew > 0:       # one domain's XML, one domain's call: that part failed, the rest was collected
+            good.update(warnings=h["warnings"] + grew, last_warning=getattr(src, "last_error", None))
         # one update: a reader never sees a cycle's time without its points (a benchmark counts the points up to that time)
         h.update(up=up, ok=up, cycle_ms=round((time.perf_counter() - t0) * 1000, 3), points=h["points"] + n, **good)
         self.points_collected += n
@@ -257,9 +262,10 @@ def feed(self:Collection, batch:list[tuple[str, pd.DataFrame]], # (measurement, 
 
 # %% ../../nbs/collect/05_service.ipynb #c019
 def status_line(st:dict) -> str:
-    "One line: cycles, points collected and written, queue, spool, errors, per-source health and why a source is down."
+    "One line: cycles, points collected and written, queue, spool, errors, per-source health, why a source is down and its last warning."
     src = " ".join(f"{k}:{'ok' if v['ok'] else 'DOWN' if v['ok'] is False else '-'}" for k, v in st["source_health"].items())
-    why = "; ".join(f"{k}: {v['last_error']}" for k, v in st["source_health"].items() if v.get("ok") is False and v.get("last_error"))
+    why = "; ".join(f"{k}: {v['last_error']}" if v.get("ok") is False else f"{k}: {v['warnings']} warning(s), last: {v['last_warning']}"
+                    for k, v in st["source_health"].items() if (v.get("ok") is False and v.get("last_error")) or v.get("warnings"))
     return (f"cycles {st['cycles']}  collected {st['points_collected']}  written {st['points_written']}  queue {st['queue_depth']}"
             f"  spool {st['spool_bytes'] // 1024} KiB  dropped {st['dropped']}  errors {st['errors']}  store {'up' if st['store_up'] else 'DOWN'}  {src}"
             + (f"  ({why})" if why else ""))
