@@ -27,7 +27,10 @@ def hub(tmp_path_factory):
            "QDASH__MODEL__DIR": str(models), "QDASH__LIMITS__PREDICTIONS_CURRENT": "100000/minute",
            "QDASH__LIMITS__ALERTS_ACTIVE": "100000/minute", "QDASH__LIMITS__EXPLAIN": "100000/minute",
            "QDASH__LIMITS__FEED_DATA": "100000/minute", "QDASH__LIMITS__CASCADE_STATUS": "100000/minute",   # a cascade is fed,
-           "QDASH__STORE__MAX_FUTURE": "2h"}   # an hour after the live points (the last test): within [store] max_future
+           "QDASH__LIMITS__DRIFT_STATUS": "100000/minute",   # the page and the drift test ask alike
+           "QDASH__STORE__MAX_FUTURE": "2h",   # an hour after the live points (the last test): within [store] max_future
+           "QDASH__DRIFT__CHECK_EVERY": "30s",   # drift checks come while the tests run: the panel is seen to follow them
+           "QDASH__DRIFT__WINDOW": "6h"}   # the two backfilled days span 2 windows: input drift (the anomaly rate) is judged
     with HubProcess(env) as h:
         yield h
 
@@ -633,6 +636,35 @@ def test_model_controls_act_through_the_hub(page, hub):
     finally:
         api(hub, f"/api/tasks/{job_id}", method="DELETE")                 # the job stops at its next batch (or with the hub)
     assert page.locator('.qd-drift tr[data-metric="anomaly_rate"]').count() == 1
+
+
+DRIFT_SHOWN = """d => { const r = d.querySelector('tr[data-metric="anomaly_rate"]');
+    return [d.dataset.check, r.dataset.value, r.children[1].innerText, d.innerText]; }"""   # one read: one render of the panel
+
+
+def _drift_pair(page, hub, after="", timeout=120.0):
+    "The drift panel's (check, anomaly rate value, text) and the hub's /drift/status for the same check, newer than `after`."
+    end, last = time.monotonic() + timeout, None
+    while time.monotonic() < end:
+        panel = page.locator(".qd-drift[data-check]")
+        shown = panel.evaluate(DRIFT_SHOWN) if panel.count() == 1 else None
+        st = api(hub, "/drift/status")
+        last = (shown, st.get("last_check"), st["metrics"].get("anomaly_rate"))
+        if shown and shown[0] and shown[0] > after and shown[0] == st.get("last_check") and st["metrics"].get("anomaly_rate") is not None:
+            return shown, st
+        time.sleep(0.5)
+    raise AssertionError(f"the panel and the hub never showed the same drift check with an anomaly rate after {after!r}: {last}")
+
+
+def test_drift_panel_shows_the_hubs_anomaly_rate(page, hub):
+    "Seed 004's drift panel: the anomaly rate the page shows is /drift/status's for the same check, and follows the next check."
+    tab(page, "Overview")
+    (check, raw, text, panel), st = _drift_pair(page, hub)
+    rate = st["metrics"]["anomaly_rate"]
+    assert 0 <= rate <= 1 and float(raw) == rate and text == f"{rate:,.3f}", (raw, text, rate)
+    assert f"last check {check[11:19]} UTC" in panel and ("drift detected" in panel) == st["drift_detected"]
+    (check2, raw2, text2, _), st2 = _drift_pair(page, hub, after=check)       # [drift] check_every 30s: the next check
+    assert check2 > check and float(raw2) == st2["metrics"]["anomaly_rate"] and text2 == f"{st2['metrics']['anomaly_rate']:,.3f}"
 
 
 def test_cascade_graph_draws_the_leader_of_a_fed_cascade(page, hub):

@@ -232,7 +232,7 @@ def cascade_html(st:dict|None, n:int=8) -> str:
             f'<tr><th>began → resolved (UTC)</th><th>severity</th><th>leader</th><th>affected servers</th><th>metrics</th></tr>{rows}</table></div></div>')
 
 def drift_html(d:dict|None) -> str:
-    "The drift indicator: PER, DSS, FDS against their thresholds."
+    "The drift indicator: PER, DSS, FDS and the anomaly rate against their thresholds; each row's exact value and the check's time as data attributes."
     head = '<h3 class="qd">Model drift</h3>'
     if d is None: return head + '<div class="qd-ok qd-drift" data-drift="unknown">drift monitoring is not served by this hub</div>'
     m, th, state = d.get("metrics") or {}, d.get("thresholds") or {}, "drift" if d.get("drift_detected") else "ok"
@@ -241,10 +241,11 @@ def drift_html(d:dict|None) -> str:
                      ("anomaly_rate", "anomaly rate")):
         v, lim = m.get(k), th.get(k)
         pct = None if v is None or not lim else 100 * v / lim
-        rows.append(f'<tr data-metric="{k}"><td>{label}</td><td>{fmt_num(v, 3)}</td><td>{fmt_num(lim, 2)}</td>'
+        exact = "" if v is None else repr(float(v))
+        rows.append(f'<tr data-metric="{k}" data-value="{exact}"><td>{label}</td><td>{fmt_num(v, 3)}</td><td>{fmt_num(lim, 2)}</td>'
                     f'<td>{bar(pct, "#9ca3af" if pct is None else "#ef4444" if pct > 100 else "#10b981")}</td></tr>')
     flag = pill("drift detected", "#FFA500") if state == "drift" else pill("no drift", "#00FF00")
-    return (f'<div class="qd-drift" data-drift="{state}">{head}<div>{flag} '
+    return (f'<div class="qd-drift" data-drift="{state}" data-check="{esc(str(d.get("last_check") or ""))}">{head}<div>{flag} '
             f'<span class="qd-muted">model {esc(d.get("model") or "–")} · last check {esc(str(d.get("last_check") or "–")[11:19])} UTC</span></div>'
             f'<table class="qd"><tr><th>metric</th><th>value</th><th>threshold</th><th>of threshold</th></tr>{"".join(rows)}</table></div>')
 
