@@ -1903,6 +1903,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qdash.serving.Services.stop': ('serving.html#services.stop', 'qdash/serving.py'),
                                'qdash.serving.Services.store_up': ('serving.html#services.store_up', 'qdash/serving.py'),
                                'qdash.serving._num': ('serving.html#_num', 'qdash/serving.py'),
+                               'qdash.serving._paths': ('serving.html#_paths', 'qdash/serving.py'),
+                               'qdash.serving.compact_payload': ('serving.html#compact_payload', 'qdash/serving.py'),
                                'qdash.serving.compact_results': ('serving.html#compact_results', 'qdash/serving.py'),
                                'qdash.serving.risk_reason': ('serving.html#risk_reason', 'qdash/serving.py'),
                                'qdash.serving.trend_targets': ('serving.html#trend_targets', 'qdash/serving.py')},
