@@ -173,7 +173,7 @@ def rss_components(n:int=1000, cycles:int=30) -> dict:
             f"from qdash.bench.hub import _components; print(json.dumps(_components({int(n)}, {int(cycles)}, r)))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
     if out.returncode: raise RuntimeError(f"rss_components failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout[out.stdout.rindex('{"figure"'):])   # DuckDB may print a progress bar before it, on the same line
 
 
 # %% ../../nbs/bench/12_hub.ipynb #h015
