@@ -8,8 +8,8 @@ import ctypes, os, re, sys, tempfile
 from .config import ValidationError
 
 # %% auto #0
-__all__ = ['M_ARENA_MAX', 'HUB_ARENAS', 'process_memory', 'malloc_stats', 'trim_memory', 'limit_arenas', 'arrow_on_malloc',
-           'xarray_without_dask', 'tune_memory']
+__all__ = ['M_ARENA_MAX', 'HUB_ARENAS', 'process_memory', 'object_mb', 'malloc_stats', 'trim_memory', 'limit_arenas',
+           'arrow_on_malloc', 'xarray_without_dask', 'tune_memory']
 
 # %% ../nbs/00c_memory.ipynb #m005
 def process_memory(pid:int|None=None) -> dict: # process to read; default: this one
@@ -20,6 +20,32 @@ def process_memory(pid:int|None=None) -> dict: # process to read; default: this 
     mb = lambda k: round(kb.get(k, 0) / 1024, 1)
     return {"rss_mb": mb("Rss"), "anon_mb": mb("Anonymous"), "file_mb": round(mb("Rss") - mb("Anonymous"), 1),
             "huge_mb": mb("AnonHugePages")}
+
+# %% ../nbs/00c_memory.ipynb #m006b
+def _deep(o, seen:set) -> int:
+    if id(o) in seen: return 0
+    seen.add(id(o))
+    if type(o).__module__.startswith("numpy") and hasattr(o, "nbytes") and hasattr(o, "base"):   # an array (or a numpy scalar)
+        return sys.getsizeof(o) if o.base is None else int(o.nbytes) + sys.getsizeof(o)
+    mod = type(o).__module__
+    if mod.startswith("pandas") and hasattr(o, "memory_usage"):
+        u = o.memory_usage(deep=True)
+        return int(u.sum() if hasattr(u, "sum") else u)
+    if mod.startswith("xarray") and hasattr(o, "nbytes"): return int(o.nbytes)
+    n = sys.getsizeof(o)
+    if isinstance(o, dict): return n + sum(_deep(k, seen) + _deep(v, seen) for k, v in o.items())
+    if isinstance(o, (list, tuple, set, frozenset)): return n + sum(_deep(x, seen) for x in o)
+    if isinstance(o, (str, bytes, bytearray, int, float, bool, type(None), type)) or callable(o): return n
+    d = getattr(o, "__dict__", None)
+    if d is not None: n += _deep(d, seen)
+    for s in getattr(type(o), "__slots__", ()):
+        if hasattr(o, s): n += _deep(getattr(o, s), seen)
+    return n
+
+def object_mb(o) -> float: # any object: a dict of results, a payload, a service
+    "MB held by `o` and everything it reaches (arrays by their buffers, pandas and xarray by their own counts); each object once."
+    return round(_deep(o, set()) / 2**20, 1)
+
 
 # %% ../nbs/00c_memory.ipynb #m008
 def _libc():

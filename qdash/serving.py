@@ -28,9 +28,9 @@ from .drift import DriftMonitor, fleet_window
 log = logging.getLogger("qdash.serving")
 
 # %% auto #0
-__all__ = ['log', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'POOL_MIN_BYTES', 'STORE_PROBE_S', 'Every', 'trend_targets',
-           'compact_results', 'Forecasting', 'risk_reason', 'Explanations', 'FleetWatch', 'DriftWatch', 'FeedParser',
-           'Services']
+__all__ = ['log', 'CYCLE_ONLY', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'POOL_MIN_BYTES', 'STORE_PROBE_S', 'Every',
+           'trend_targets', 'compact_results', 'compact_payload', 'Forecasting', 'risk_reason', 'Explanations',
+           'FleetWatch', 'DriftWatch', 'FeedParser', 'Services']
 
 # %% ../nbs/10_serving.ipynb #6db3ed89
 class Every:
@@ -71,16 +71,40 @@ def trend_targets(data:xr.Dataset, # the cycle's telemetry
     return [k for k in want if k in data.data_vars and k not in targets]
 
 # %% ../nbs/10_serving.ipynb #38267d12
+CYCLE_ONLY = ("last_value_forecast", "served_quantiles")   # parts of a result only its own cycle reads (the payload is built from them)
+
 def compact_results(results:dict, # a cycle's results {server: result}, changed in place
+                    drop=(), # keys left out of each result (the hub's cycle: `CYCLE_ONLY`)
                    ) -> dict:
-    "`results` with every float64 array of each result (and of its nested dicts) cast to float32."
+    "`results` with every float64 array of each result (and of its nested dicts) cast to float32, equal lists of timestamps made one, `drop` left out."
+    times = {}                                     # one list for each distinct list of timestamps (servers share an origin)
     def small(v):
         if isinstance(v, np.ndarray) and v.dtype == np.float64: return v.astype(np.float32)
         if isinstance(v, dict): return {k: small(x) for k, x in v.items()}
+        if isinstance(v, list) and v and all(isinstance(t, pd.Timestamp) for t in v): return times.setdefault(tuple(v), v)
         return v
     for s, r in results.items():
-        if isinstance(r, dict): results[s] = {k: small(v) for k, v in r.items()}
+        if isinstance(r, dict): results[s] = {k: small(v) for k, v in r.items() if k not in drop}
     return results
+
+
+# %% ../nbs/10_serving.ipynb #cp000002
+def _paths(d:dict, times:dict) -> dict:
+    "A forecast dict's lists of floats as float64 arrays, nested dicts too; its `timestamps` one list per distinct list."
+    for k, v in d.items():
+        if isinstance(v, dict): _paths(v, times)
+        elif isinstance(v, list) and v:
+            if k == "timestamps": d[k] = times.setdefault(tuple(v), v)
+            elif all(type(x) is float for x in v): d[k] = np.array(v, dtype=np.float64)
+    return d
+
+def compact_payload(payload:dict, # a cycle's payload (`predictions_payload` and what follows it), changed in place
+                   ) -> dict:
+    "`payload` with each prediction's forecast paths as float64 arrays and equal lists of times made one; its JSON is unchanged."
+    times = {}
+    for p in (payload.get("predictions") or {}).values():
+        if isinstance(p.get("forecast"), dict): _paths(p["forecast"], times)
+    return payload
 
 
 # %% ../nbs/10_serving.ipynb #cea5fabf
@@ -218,8 +242,9 @@ class Forecasting:
             payload["summary"]["forecast_health"] = payload["summary"]["fleet_health"]   # 100 less the mean risk
             h = fleet_health(self.fleet.cascade_health(), payload["summary"], [a["level"] for a in payload["alerts"]], fc is not None)
             payload["summary"].update(fleet_health=h["health_score"], fleet_status=h["status"], fleet_reasons=h["reasons"])
+        compact_payload(payload)                       # kept until the next cycle: arrays, not lists of floats (the same JSON)
         self.notifier.poke()                           # never waits: the notifier's thread sends
-        compact_results(results)                       # kept until the next cycle: single precision halves it
+        compact_results(results, CYCLE_ONLY)           # kept until the next cycle: single precision halves it, times shared
         with self.lock:
             self.results, self.data, self.payload = results, data, payload
             self.data_step = float(fc.step if fc else m.step)

@@ -8,7 +8,7 @@ import gzip, json, math, threading, time as _time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-import duckdb, numpy as np, pandas as pd, pyarrow as pa, requests
+import duckdb, numpy as np, pandas as pd, pyarrow as pa
 from fastcore.basics import patch
 import contextlib
 from .config import QdashError, ValidationError, Settings, load_settings, parse_duration
@@ -756,6 +756,7 @@ class InfluxStore(Store):
         if hasattr(self._local, "s"): self._local.s.close()
     def _session(self):
         if not hasattr(self._local, "s"):
+            import requests                               # here, not at the top: a hub on DuckDB never loads it (~5 MB)
             self._local.s = requests.Session(); self._local.s.headers.update(self._headers); self._local.s.auth = self._auth
         return self._local.s
 
@@ -767,6 +768,7 @@ def _retry_after(r, attempt):
 @patch
 def _request(self:InfluxStore, path, params, data, headers=None, what="request"):
     "POST to InfluxDB with retries (one attempt while it is known down); the response of a 2xx, else the matching error."
+    import requests
     lv = self.liveness
     deadline, attempt = _time.monotonic() + (self.retry_max_s if lv.up is not False else 0), 0
     while True:
@@ -806,6 +808,7 @@ def _query(self:InfluxStore, q:str) -> list[dict]:
 
 @patch
 def _ping(self:InfluxStore, timeout=None) -> bool:
+    import requests
     try: r = self._session().get(self.url + "/ping", timeout=self.timeout if timeout is None else timeout)
     except requests.RequestException as e: self.liveness.failed(f"InfluxDB at {self.url}: {type(e).__name__}"); return False
     if r.status_code == 204: self.liveness.ok(); return True

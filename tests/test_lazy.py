@@ -27,3 +27,25 @@ print(json.dumps({{"before": before, "torch_after": "torch" in sys.modules, "rep
     assert got["reported"]["algorithm"] == "VQE" and got["reported"]["psi"] == 0.9
     assert got["status"]["psi"] == 0.9 and got["status"]["algorithm"] == "VQE"   # the point is the newest status
     assert got["torch_after"]                                    # the first report imported qdash.calibrate (and torch) then
+
+def test_hub_imports_no_http_client_and_a_receiver_still_sends():
+    "httpx (alert receivers) and requests (InfluxDB) load on first use: a hub on DuckDB without receivers holds neither (~10 MB)."
+    got = _run("""
+import json, sys, threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+import qdash.hub.app, qdash.serving
+before = [m for m in ("httpx", "requests") if m in sys.modules]
+bodies = []
+class H(BaseHTTPRequestHandler):
+    def do_POST(self):
+        bodies.append(self.rfile.read(int(self.headers["content-length"]))); self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+srv = HTTPServer(("127.0.0.1", 0), H); threading.Thread(target=srv.serve_forever, daemon=True).start()
+from qdash.model.notify import Receiver
+rec = Receiver("webhook", f"http://127.0.0.1:{srv.server_port}/hook", record=lambda r: None).send({"hello": 1}, {"event": "test"})
+print(json.dumps({"before": before, "httpx_after": "httpx" in sys.modules, "status": rec["status"], "http_status": rec["http_status"],
+                  "bodies": [b.decode() for b in bodies]}))
+""")
+    assert got["before"] == []                                   # importing the hub loaded neither
+    assert got["status"] == "sent" and got["http_status"] == 204 and got["httpx_after"]
+    assert got["bodies"] == ['{"hello":1}']                      # the receiver got the body

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx, psutil
 import qdash
 from ..testing import HubProcess
-from ..memory import malloc_stats, process_memory
+from ..memory import malloc_stats, process_memory, object_mb
 from .api import ws_fanout
 
 # %% auto #0
@@ -149,18 +149,21 @@ def _components(n:int=1000, # simulated servers
         try:
             f.run_cycle(end); trim_memory()
             out["forecast_cycle_mb"] = rss()                       # the cycle's telemetry, results and payload, kept
+            kept = {k: object_mb(getattr(f, k)) for k in ("data", "results", "payload", "intervals", "skill")}   # what holds it
             w = getattr(f.registry, "worker", None)
             if w is not None and w.pid:
                 worker = {"worker_rss_mb": process_memory(w.pid).get("rss_mb"), "worker_peak_mb": _peak_mb(w.pid)}
             fleet = FleetWatch(s, store, f)
             for i in range(cycles): fleet.tap(*sim.collect(end + pd.Timedelta(seconds=i + 1))[0])
             out["cascade_mb"] = rss()                              # the detector's windows, full
+            kept["cascade"] = object_mb(fleet.detector)
         finally:
             if hasattr(f.registry, "close"): f.registry.close()
             store.close()
     steps = list(out)
     return {"figure": "rss_components", "servers": n, **out,
-            **{f"{b[:-3]}_share_mb": round(out[b] - out[a], 1) for a, b in zip(steps, steps[1:])}, **worker,
+            **{f"{b[:-3]}_share_mb": round(out[b] - out[a], 1) for a, b in zip(steps, steps[1:])},
+            "kept_mb": kept, **worker,
             "malloc_arenas": malloc_stats().get("arenas")}
 
 def rss_components(n:int=1000, cycles:int=30) -> dict:
@@ -170,7 +173,7 @@ def rss_components(n:int=1000, cycles:int=30) -> dict:
             f"from qdash.bench.hub import _components; print(json.dumps(_components({int(n)}, {int(cycles)}, r)))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
     if out.returncode: raise RuntimeError(f"rss_components failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout[out.stdout.rindex('{"figure"'):])   # DuckDB may print a progress bar before it, on the same line
 
 
 # %% ../../nbs/bench/12_hub.ipynb #h015

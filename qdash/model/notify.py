@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging, queue, threading, time, uuid
 from collections import deque
 from urllib.parse import urlsplit
-import httpx
 import pandas as pd
 from ..config import Settings, ValidationError
 from ..timeutil import utc, iso
@@ -77,6 +76,7 @@ class Receiver:
     def send(self, body, meta:dict) -> dict:
         "POST `body` (JSON), retrying; the delivery's record (`meta` says what it was: event, alert ids, servers)."
         t0, at, attempts, status, error = time.perf_counter(), iso(utc(None)), 0, None, None
+        import httpx                                   # here, not at the top: a hub without receivers never loads it (~7 MB)
         if self.http is None: self.http = httpx.Client(timeout=self.timeout_s)   # one per receiver: its connections are reused
         for i in range(1 + self.retries):
             attempts += 1
