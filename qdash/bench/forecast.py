@@ -244,7 +244,7 @@ def served_paths(fc, # the Forecaster whose windows these are
     "The P50 of `target` qdash serves at each window: the model's forecast combined with the trend, then chosen by recent skill, as a forecasting cycle does."
     from qdash.model.risk import score_forecasts
     from qdash.model.trend import forecast_trend, combine
-    from qdash.model.skill import last_value_results, select_results
+    from qdash.model.skill import combined_results, last_value_results, select_results
     q, ser, first = windows
     H, step, day = fc.horizon, fc.step, int(86400 // fc.step)
     k = list(fc.targets).index(target)
@@ -266,10 +266,11 @@ def served_paths(fc, # the Forecaster whose windows these are
         th = thresholds if target in thresholds else {**thresholds, target: np.inf}   # no level: forecast as the hub does one (risk 0)
         tr = forecast_trend(data, th, step, H, also=[target])
         lastv = last_value_results(res, tr, data, list(fc.targets))
+        comb = combined_results(res, lastv, data, list(fc.targets), step)
         res = combine(res, tr, list(fc.targets))
         if selector is not None:                        # what has come before the origin is scored, then the choice is made
             selector.observe_data(data, complete_only=False)
-            select_results(selector, res, lastv, list(fc.targets), origin=int(t) - 1)
+            select_results(selector, res, lastv, list(fc.targets), origin=int(t) - 1, combined=comb)
         for s, i in zip(srv, idx):
             r, trf = res[s], res[s].get("trend_forecast")
             if selector is not None and r.get("served_quantiles", {}).get(target) is not None:
