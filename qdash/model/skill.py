@@ -12,8 +12,8 @@ from .band import I50, _bounds, _epoch_s, match_values, realised
 
 
 # %% auto #0
-__all__ = ['CANDIDATES', 'LEVEL_S', 'WARN', 'SkillSelector', 'newest_values', 'last_value_results', 'recent_level',
-           'combined_results', 'default_source', 'candidates_of', 'select_results', 'skill_payload']
+__all__ = ['CANDIDATES', 'WARN', 'LEVEL_S', 'SkillSelector', 'newest_values', 'last_value_results', 'default_source',
+           'candidates_of', 'select_results', 'skill_payload', 'recent_level', 'combined_results']
 
 # %% ../../nbs/model/06c_skill.ipynb #6f14ddd1
 CANDIDATES = ("model", "trend", "last_value", "combined")
@@ -177,42 +177,6 @@ def last_value_results(results:dict, # scored TFT results (before calibration: t
         out[s] = {"status": "ok", "targets": got, "quantiles": np.stack(qs, 1), **({"timestamps": base["timestamps"]} if "timestamps" in base else {})}
     return out
 
-LEVEL_S = 3600.0   # the recent level: the median of the values of the last hour (the band's first horizon bucket)
-
-def recent_level(data, # telemetry (server, time) at `step`
-                 targets:list[str], step:float, # seconds per step
-                 span_s:float=LEVEL_S) -> dict:
-    "{server: {target: the median of its finite values in the newest `span_s`}}: where a series is now, one spike outvoted."
-    n, out = max(1, int(span_s // step)), {}
-    for k in targets:
-        if k not in data.data_vars: continue
-        v = np.asarray(data[k].transpose("server", "time").values, float)[:, -n:]
-        for i, s in enumerate(map(str, data.server.values)):
-            f = v[i][np.isfinite(v[i])]
-            if len(f): out.setdefault(s, {})[k] = float(np.median(f))
-    return out
-
-def combined_results(results:dict, # scored TFT results (before calibration: their raw bands)
-                     lastv:dict, # from last_value_results
-                     data, # the cycle's telemetry
-                     targets:list[str], # the quantiles' target axis of `results`
-                     step:float, # seconds per step of `data`
-                    ) -> dict:
-    "Per server: the model's P50, last value and the recent level combined by their median at each step, in the model's band recentred on it."
-    level, out = recent_level(data, targets, step), {}
-    for s, r in results.items():
-        lv, lev = lastv.get(s), level.get(s, {})
-        if r.get("status") != "ok" or lv is None: continue
-        got, qs = [], []
-        for j, k in enumerate(targets):
-            q = r["quantiles"][:, j]
-            if k not in lv["targets"] or k not in lev or not np.isfinite(q).all(): continue
-            p = np.median(np.stack([q[:, I50], lv["quantiles"][:, lv["targets"].index(k), I50], np.full(len(q), lev[k])]), 0)
-            got.append(k); qs.append(np.clip(q - q[:, I50:I50 + 1] + p[:, None], *_bounds(k)))
-        if got: out[s] = {"status": "ok", "targets": got, "quantiles": np.stack(qs, 1), **({"timestamps": r["timestamps"]} if "timestamps" in r else {})}
-    return out
-
-
 # %% ../../nbs/model/06c_skill.ipynb #eebbd69d
 WARN = 50.0    # the risk from which a target's path is what its alert is about: it is served whatever the selection says
 
@@ -283,4 +247,41 @@ def skill_payload(payload:dict, # from interval_payload
             else: (p.get("interval") or {}).pop(k, None)
         p["skill"] = {k: v for k, v in r["skill"].items() if k in fc}
     return payload
+
+
+# %% ../../nbs/model/06c_skill.ipynb #c0b1a002
+LEVEL_S = 3600.0   # the recent level: the median of the values of the last hour (the band's first horizon bucket)
+
+def recent_level(data, # telemetry (server, time) at `step`
+                 targets:list[str], step:float, # seconds per step
+                 span_s:float=LEVEL_S) -> dict:
+    "{server: {target: the median of its finite values in the newest `span_s`}}: where a series is now, one spike outvoted."
+    n, out = max(1, int(span_s // step)), {}
+    for k in targets:
+        if k not in data.data_vars: continue
+        v = np.asarray(data[k].transpose("server", "time").values, float)[:, -n:]
+        for i, s in enumerate(map(str, data.server.values)):
+            f = v[i][np.isfinite(v[i])]
+            if len(f): out.setdefault(s, {})[k] = float(np.median(f))
+    return out
+
+def combined_results(results:dict, # scored TFT results (before calibration: their raw bands)
+                     lastv:dict, # from last_value_results
+                     data, # the cycle's telemetry
+                     targets:list[str], # the quantiles' target axis of `results`
+                     step:float, # seconds per step of `data`
+                    ) -> dict:
+    "Per server: the model's P50, last value and the recent level combined by their median at each step, in the model's band recentred on it."
+    level, out = recent_level(data, targets, step), {}
+    for s, r in results.items():
+        lv, lev = lastv.get(s), level.get(s, {})
+        if r.get("status") != "ok" or lv is None: continue
+        got, qs = [], []
+        for j, k in enumerate(targets):
+            q = r["quantiles"][:, j]
+            if k not in lv["targets"] or k not in lev or not np.isfinite(q).all(): continue
+            p = np.median(np.stack([q[:, I50], lv["quantiles"][:, lv["targets"].index(k), I50], np.full(len(q), lev[k])]), 0)
+            got.append(k); qs.append(np.clip(q - q[:, I50:I50 + 1] + p[:, None], *_bounds(k)))
+        if got: out[s] = {"status": "ok", "targets": got, "quantiles": np.stack(qs, 1), **({"timestamps": r["timestamps"]} if "timestamps" in r else {})}
+    return out
 
