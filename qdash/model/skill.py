@@ -12,7 +12,7 @@ from .band import I50, _bounds, _epoch_s, match_values, realised
 
 
 # %% auto #0
-__all__ = ['CANDIDATES', 'WARN', 'LEVEL_S', 'SkillSelector', 'newest_values', 'last_value_results', 'default_source',
+__all__ = ['CANDIDATES', 'FAMILY', 'WARN', 'LEVEL_S', 'SkillSelector', 'newest_values', 'last_value_results', 'default_source',
            'candidates_of', 'select_results', 'skill_payload', 'recent_level', 'combined_results']
 
 # %% ../../nbs/model/06c_skill.ipynb #6f14ddd1
@@ -110,6 +110,8 @@ def skill(self:SkillSelector, key:tuple, # (server, target)
     s = sum(c[2][pats][:, cols].sum(0) for c in st.errors)
     return {"n": n, "mae": dict(zip(among, map(float, s / n)))}
 
+FAMILY = ("model", "combined")   # the model's forecast and its combination: one forecast, hedged or not; compared without the margin
+
 @patch
 def choose(self:SkillSelector, key:tuple, # (server, target)
            default:str, # served until enough values have matured: the current behaviour
@@ -120,8 +122,10 @@ def choose(self:SkillSelector, key:tuple, # (server, target)
     if default not in among: among = [default, *among]
     with self.lock: sk = self.skill(key, among)
     if sk["n"] < self.min_points or len(sk["mae"]) < len(among): return default, sk
-    best = min(among, key=lambda c: (sk["mae"][c], c != default))
-    return (best if sk["mae"][best] < (1 - self.margin) * sk["mae"][default] else default), sk
+    rank = lambda c: (sk["mae"][c], c != default)
+    base = min([c for c in among if c in FAMILY], key=rank) if default in FAMILY else default   # the model or its combination: the better
+    best = min(among, key=rank)
+    return (best if best == base or sk["mae"][best] < (1 - self.margin) * sk["mae"][base] else base), sk
 
 
 # %% ../../nbs/model/06c_skill.ipynb #aa55c239
