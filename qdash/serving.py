@@ -18,7 +18,7 @@ from .model.registry import ModelRegistry
 from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals, level_of
 from .model.trend import forecast_trend, combine, trend_payload
 from .model.band import IntervalCalibrator, interval_payload
-from .model.skill import SkillSelector, last_value_results, select_results, skill_payload
+from .model.skill import SkillSelector, combined_results, last_value_results, select_results, skill_payload
 from .model.alerts import AlertEngine
 from .model.notify import Notifier
 from .model.explain import ExplanationCache, InsufficientData
@@ -229,11 +229,12 @@ class Forecasting:
                 sel = self.selector(step, horizon)               # which path to serve per target: model, trend or last value
                 sel.observe_data(data)
                 lastv = last_value_results(results, trend, data, targets)   # from the raw bands, calibrated as their own source
+                comb = combined_results(results, lastv, data, targets, step)   # the model, last value and the last hour's median, by their median
                 cal.calibrate_results(results, targets, "model"); cal.calibrate_results(trend, None, "trend")
-                cal.calibrate_results(lastv, None, "last_value")
+                cal.calibrate_results(lastv, None, "last_value"); cal.calibrate_results(comb, None, "combined")
                 results = combine(results, trend, targets, m.min_history * step, extra=extra)
                 targets = [*targets, *extra]
-                select_results(sel, results, lastv, targets)     # after combine: the risk stays the higher of model and trend
+                select_results(sel, results, lastv, targets, combined=comb)     # after combine: the risk stays the higher of model and trend
         results = apply_vitals(results, self.check_vitals(now))
         payload = skill_payload(interval_payload(trend_payload(predictions_payload(results, targets, data, now), results), results), results)
         payload["model"] = {"name": fc.name if fc else None, "error": None if fc else self.error}

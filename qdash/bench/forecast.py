@@ -240,19 +240,21 @@ def served_paths(fc, # the Forecaster whose windows these are
                  thresholds:dict, # `[model] thresholds`
                  target:str="value",
                  selector:SkillSelector|None=None, # the choice by recent skill, carried across the origins in time order; None: the default rule
+                 calibrator:IntervalCalibrator|None=None, # the bands' online calibration, carried across the origins: the served quantiles are returned
                 ) -> np.ndarray:
-    "The P50 of `target` qdash serves at each window: the model's forecast combined with the trend, then chosen by recent skill, as a forecasting cycle does."
+    "The P50 of `target` qdash serves per window (window, horizon), as a forecasting cycle does; with `calibrator`, its quantiles, bands calibrated."
     from qdash.model.risk import score_forecasts
     from qdash.model.trend import forecast_trend, combine
-    from qdash.model.skill import last_value_results, select_results
+    from qdash.model.skill import combined_results, last_value_results, select_results
     q, ser, first = windows
     H, step, day = fc.horizon, fc.step, int(86400 // fc.step)
     k = list(fc.targets).index(target)
-    out = np.full((len(ser), H), np.nan)
+    out = np.full((len(ser), H, q.shape[-1]), np.nan)
     for t in np.unique(first):
         idx = np.nonzero(first == t)[0]
         srv = [segment_server[str(ser[i])] for i in idx]
-        res = {s: {"status": "ok", "quantiles": q[i]} for s, i in zip(srv, idx)}
+        ts = list(pd.to_datetime((int(t) + np.arange(H)) * int(step), unit="s", utc=True))
+        res = {s: {"status": "ok", "quantiles": q[i], "timestamps": ts} for s, i in zip(srv, idx)}
         if set(fc.targets) & set(thresholds): res = score_forecasts(res, fc.targets, thresholds, step)   # no level: no risk, as served
         L = day + 144                                   # the day the cycle reads, as in bench_trend_targets
         Y = np.full((len(srv), L), np.nan)
@@ -266,18 +268,23 @@ def served_paths(fc, # the Forecaster whose windows these are
         th = thresholds if target in thresholds else {**thresholds, target: np.inf}   # no level: forecast as the hub does one (risk 0)
         tr = forecast_trend(data, th, step, H, also=[target])
         lastv = last_value_results(res, tr, data, list(fc.targets))
+        comb = combined_results(res, lastv, data, list(fc.targets), step)
+        if calibrator is not None:                      # each band widened or narrowed by its series' errors before the origin, per source
+            calibrator.observe_data(data, complete_only=False)
+            calibrator.calibrate_results(res, list(fc.targets), "model"); calibrator.calibrate_results(tr, None, "trend")
+            calibrator.calibrate_results(lastv, None, "last_value"); calibrator.calibrate_results(comb, None, "combined")
         res = combine(res, tr, list(fc.targets))
         if selector is not None:                        # what has come before the origin is scored, then the choice is made
             selector.observe_data(data, complete_only=False)
-            select_results(selector, res, lastv, list(fc.targets), origin=int(t) - 1)
+            select_results(selector, res, lastv, list(fc.targets), origin=int(t) - 1, combined=comb)
         for s, i in zip(srv, idx):
             r, trf = res[s], res[s].get("trend_forecast")
             if selector is not None and r.get("served_quantiles", {}).get(target) is not None:
-                out[i] = r["served_quantiles"][target][:, 3]
+                out[i] = r["served_quantiles"][target]
             elif r.get("source") == "trend" and r.get("target") == target and trf is not None:
-                out[i] = trf["quantiles"][:, trf["targets"].index(target), 3]
-            else: out[i] = r["quantiles"][:, k, 3]
-    return out
+                out[i] = trf["quantiles"][:, trf["targets"].index(target)]
+            else: out[i] = r["quantiles"][:, k]
+    return out if calibrator is not None else out[..., 3]
 
 # %% ../../nbs/bench/05_forecast.ipynb #nab0007
 def nab_summary(table:pd.DataFrame, # score_paths output
@@ -303,6 +310,7 @@ def nab_by_series(fc, # the NAB model (a Forecaster)
                   selector:SkillSelector|None=None, # a fresh choice by recent skill: `qdash` is served with it, `qdash_default` without
                   learn:int=2 * NAB_SEASON, # steps before `start_idx` whose forecasts the selection learns from
                   learn_every:int=24, # steps between the origins the selection replays (a divisor of `every`)
+                  calibrator:IntervalCalibrator|None=None, # with `selector`: the served bands calibrated as the hub does, their coverage measured
                  ) -> tuple[pd.DataFrame, dict]:
     "Per-series MASE of qdash (as served), last value, seasonal-naive and AutoTheta on the same windows from `start_idx`, and `nab_summary`."
     if every % learn_every: raise ValidationError(f"learn_every={learn_every}: expected a divisor of every={every}", field="learn_every")
@@ -318,16 +326,28 @@ def nab_by_series(fc, # the NAB model (a Forecaster)
              **{m: np.stack([p[m] for p in base]) for m in ("last_value", "seasonal_naive")}}
     dense = None
     if selector is not None:
-        on = served_paths(fc, full, seg, arrays, thresholds, selector=selector)
+        on = served_paths(fc, full, seg, arrays, thresholds, selector=selector, calibrator=calibrator)
+        bands, on = (on, on[..., 3]) if calibrator is not None else (None, on)
         off = served_paths(fc, full, seg, arrays, thresholds)
         paths["qdash"], paths["qdash_default"] = on[keep], off[keep]
         k = full[2] >= start_idx                          # the same week at every replayed origin: how much the figure rests on the sampling
         wk = [(seg[str(s)], int(t)) for s, t in zip(full[1][k], full[2][k])]
         lv = np.stack([naive_paths(arrays[s][1], t - arrays[s][0], fc.horizon, season)["last_value"] for s, t in wk])
         dense = score_paths(arrays, wk, {"qdash": on[k], "qdash_default": off[k], "last_value": lv}, scale)
+        if bands is not None:                             # P10-P90 coverage of the band served, per series, at every replayed origin of the week
+            hits = {}
+            for (s, t), b in zip(wk, bands[k]):
+                y = arrays[s][1][t - arrays[s][0]:t - arrays[s][0] + fc.horizon]
+                f = np.isfinite(y) & np.isfinite(b[:len(y)]).all(-1)
+                h = hits.setdefault(s, [0, 0]); h[0] += int(((y >= b[:len(y), 1]) & (y <= b[:len(y), 5]))[f].sum()); h[1] += int(f.sum())
+            cov = {s: round(a / n, 3) for s, (a, n) in hits.items() if n}
     paths["autotheta"] = np.stack([autotheta_path(arrays[s][1], t - arrays[s][0], fc.horizon, season) for s, t in windows])
     tab = score_paths(arrays, windows, paths, scale)
     sm = nab_summary(tab)
+    if selector is not None and calibrator is not None:
+        sm["served_band"] = {"median_coverage_p10_p90": round(float(np.median(list(cov.values()))), 3) if cov else None,
+                             "share_series_coverage_75_85": round(float(np.mean([0.75 <= v <= 0.85 for v in cov.values()])), 3) if cov else None,
+                             "by_series": cov}
     if dense is not None:
         by = {s: {r.method: round(r.mase, 3) for r in g.itertuples()} for s, g in dense.groupby("series")}
         sm["every_replayed_origin"] = {"origins_every_h": learn_every * fc.step / 3600, **nab_summary(dense), "by_series": by}
@@ -363,12 +383,14 @@ def bench_nab(settings:Settings|None=None, # [model] thresholds; the model is tr
     t0 = time.perf_counter()
     m = s.model                                       # the hub's choice by recent skill, fresh, kept across the replayed origins
     sel = SkillSelector(nfc.horizon, step, m.skill_window, m.skill_min_points, 1, m.skill_margin)
-    tab, sm = nab_by_series(nfc, nf, e_idx, dict(m.thresholds), mase_every, selector=sel, learn_every=every)
+    cal = IntervalCalibrator(nfc.horizon, step, every=1, prior=_prior(card))   # the bands as served: each source calibrated online, as the hub does
+    tab, sm = nab_by_series(nfc, nf, e_idx, dict(m.thresholds), mase_every, selector=sel, learn_every=every, calibrator=cal)
     yield {"figure": "nab_by_series", "dataset": "nab_realKnownCause_5min_final_week", "origins_every_h": mase_every * step / 3600,
            "fewer_origins": f"every {mase_every * step / 3600:g} h for every method, as AutoTheta is refit at each origin "
                             f"(the pooled line: every {every * step / 3600:g} h)",
-           "qdash_source": "as served: the TFT combined with the trend, then the path of the model, the trend or last value chosen by recent skill "
-                           "(`qdash.model.skill`, replayed from two days before the week); qdash_default: without the choice",
+           "qdash_source": "as served: the TFT combined with the trend, then the path of the model, the trend, last value or their combination "
+                           "(the default) chosen by recent skill (`qdash.model.skill`, replayed from two days before the week); "
+                           "qdash_default: without the choice",
            "by_series": {srv: {"windows": int(g.windows.iloc[0]), **{r.method: round(r.mase, 3) for r in g.itertuples()}} for srv, g in tab.groupby("series")},
            "seconds": round(time.perf_counter() - t0, 1)}
     q = lambda d, m: (d.get(m) if d else None)
@@ -378,7 +400,8 @@ def bench_nab(settings:Settings|None=None, # [model] thresholds; the model is tr
            "nab_median_mase_qdash": q(sm["median_mase"], "qdash"), "nab_median_mase_autotheta": q(sm["median_mase"], "autotheta"),
            "nab_median_mase_qdash_default": q(sm["median_mase"], "qdash_default"),
            "nab_share_beating_last_value_default": q(sm["share_beating_last_value"], "qdash_default"),
-           "nab_median_coverage_p10_p90": iv["median_coverage_p10_p90"]}
+           "nab_median_coverage_p10_p90": iv["median_coverage_p10_p90"],
+           "nab_median_coverage_p10_p90_served": (sm.get("served_band") or {}).get("median_coverage_p10_p90")}
 
 # %% ../../nbs/bench/05_forecast.ipynb #c055
 def bench_forecast(settings:Settings|None=None, # [model] dir (the shipped model) and thresholds

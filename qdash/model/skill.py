@@ -12,11 +12,11 @@ from .band import I50, _bounds, _epoch_s, match_values, realised
 
 
 # %% auto #0
-__all__ = ['CANDIDATES', 'WARN', 'SkillSelector', 'newest_values', 'last_value_results', 'default_source', 'candidates_of',
-           'select_results', 'skill_payload']
+__all__ = ['CANDIDATES', 'FAMILY', 'WARN', 'LEVEL_S', 'SkillSelector', 'newest_values', 'last_value_results', 'default_source',
+           'candidates_of', 'select_results', 'skill_payload', 'recent_level', 'combined_results']
 
 # %% ../../nbs/model/06c_skill.ipynb #6f14ddd1
-CANDIDATES = ("model", "trend", "last_value")
+CANDIDATES = ("model", "trend", "last_value", "combined")
 
 class _Track:
     "One (server, target)'s forecasts waiting for their values, and its candidates' recent absolute errors."
@@ -26,7 +26,7 @@ class _Track:
         self.last_origin, self.matured = None, 0
 
 class SkillSelector:
-    "Per (server, target): which P50 path to serve — the model's, the trend's or last value's — by its recent error on the values that came."
+    "Per (server, target): which P50 path to serve — the model's, the trend's, last value's or their combination — by its recent error on the values that came."
     def __init__(self, horizon:int, # steps ahead of the forecasts
                  step:float, # seconds per step
                  window_s:float=86400, # errors older than this are forgotten
@@ -83,8 +83,8 @@ def observe(self:SkillSelector, key:tuple, # (server, target)
     e = np.concatenate(new)
     C = len(self.candidates)
     pat = (np.isfinite(e) * (1 << np.arange(C))).sum(1)               # which candidates forecast each value
-    n = np.bincount(pat, minlength=1 << C)
-    sums = np.stack([np.bincount(pat, np.nan_to_num(e[:, c]), 1 << C) for c in range(C)], 1)
+    n = np.bincount(pat, minlength=1 << C).astype(np.int32)          # single precision: a slot's sums hold a 48th of a day
+    sums = np.stack([np.bincount(pat, np.nan_to_num(e[:, c]), 1 << C) for c in range(C)], 1).astype(np.float32)
     if st.errors and st.errors[-1][0] // self.slot == newest // self.slot:
         last = st.errors[-1]; last[0], last[1], last[2] = newest, last[1] + n, last[2] + sums
     else: st.errors.append([newest, n, sums])
@@ -110,6 +110,8 @@ def skill(self:SkillSelector, key:tuple, # (server, target)
     s = sum(c[2][pats][:, cols].sum(0) for c in st.errors)
     return {"n": n, "mae": dict(zip(among, map(float, s / n)))}
 
+FAMILY = ("model", "combined")   # the model's forecast and its combination: one forecast, hedged or not; compared without the margin
+
 @patch
 def choose(self:SkillSelector, key:tuple, # (server, target)
            default:str, # served until enough values have matured: the current behaviour
@@ -120,8 +122,10 @@ def choose(self:SkillSelector, key:tuple, # (server, target)
     if default not in among: among = [default, *among]
     with self.lock: sk = self.skill(key, among)
     if sk["n"] < self.min_points or len(sk["mae"]) < len(among): return default, sk
-    best = min(among, key=lambda c: (sk["mae"][c], c != default))
-    return (best if sk["mae"][best] < (1 - self.margin) * sk["mae"][default] else default), sk
+    rank = lambda c: (sk["mae"][c], c != default)
+    base = min([c for c in among if c in FAMILY], key=rank) if default in FAMILY else default   # the model or its combination: the better
+    best = min(among, key=rank)
+    return (best if best == base or sk["mae"][best] < (1 - self.margin) * sk["mae"][base] else base), sk
 
 
 # %% ../../nbs/model/06c_skill.ipynb #aa55c239
@@ -177,7 +181,6 @@ def last_value_results(results:dict, # scored TFT results (before calibration: t
         out[s] = {"status": "ok", "targets": got, "quantiles": np.stack(qs, 1), **({"timestamps": base["timestamps"]} if "timestamps" in base else {})}
     return out
 
-
 # %% ../../nbs/model/06c_skill.ipynb #eebbd69d
 WARN = 50.0    # the risk from which a target's path is what its alert is about: it is served whatever the selection says
 
@@ -188,6 +191,7 @@ def default_source(r:dict, k:str) -> str:
 def candidates_of(r:dict, # a combined result (`combine`)
                   lv:dict|None, # its last value's result (`last_value_results`)
                   targets:list[str], # the axis of r's quantiles
+                  cb:dict|None=None, # its combination's result (`combined_results`)
                  ) -> dict:
     "{target: {candidate: quantiles (H, len(QUANTILES))}}: what could be served for each target of `r`."
     out, tr = {}, r.get("trend_forecast")
@@ -196,6 +200,7 @@ def candidates_of(r:dict, # a combined result (`combine`)
         if default_source(r, k) == "model" and np.isfinite(r["quantiles"][:, j]).all(): c["model"] = r["quantiles"][:, j]
         if tr is not None and k in tr["targets"]: c["trend"] = tr["quantiles"][:, tr["targets"].index(k)]
         if lv is not None and k in lv["targets"]: c["last_value"] = lv["quantiles"][:, lv["targets"].index(k)]
+        if cb is not None and "model" in c and k in cb["targets"]: c["combined"] = cb["quantiles"][:, cb["targets"].index(k)]
         if c: out[k] = c
     return out
 
@@ -207,17 +212,20 @@ def select_results(sel:SkillSelector, # kept across cycles
                    lastv:dict, # `last_value_results`
                    targets:list[str], # the axis of the results' quantiles
                    origin:int|None=None, # the origin's step index, for results without `timestamps`
+                   combined:dict|None=None, # `combined_results`: where there is one, the model's targets are served it by default
                   ) -> dict:
     "Record each target's candidate paths, then set `served` {target: candidate} and `skill` on every `ok` result. `results`."
+    combined = combined or {}
     for s, r in results.items():
         if r.get("status") != "ok": continue
-        cands, o = candidates_of(r, lastv.get(s), targets), _origin(r, sel.step, origin)
+        cands, o = candidates_of(r, lastv.get(s), targets, combined.get(s)), _origin(r, sel.step, origin)
         r["served"], r["skill"], r["served_quantiles"], r["last_value_forecast"] = {}, {}, {}, lastv.get(s)
+        if s in combined: r["combined_forecast"] = combined[s]
         for k, c in cands.items():
             if o is not None: sel.record((str(s), k), o, {n: q[:, I50] for n, q in c.items()})
             d = default_source(r, k)
             if r.get("target") == k and (r.get("risk_score") or 0) >= WARN: w, sk = d, sel.skill((str(s), k), list(c))   # a warning's path stays
-            else: w, sk = sel.choose((str(s), k), d, list(c))
+            else: w, sk = sel.choose((str(s), k), "combined" if d == "model" and "combined" in c else d, list(c))
             r["served"][k], r["served_quantiles"][k] = w, c.get(w)
             r["skill"][k] = {"served": w, "n": sk["n"], "mae": {n: round(v, 4) for n, v in sk["mae"].items()}}
     return results
@@ -237,9 +245,47 @@ def skill_payload(payload:dict, # from interval_payload
             if k not in fc or q is None or src.get(k) == w: continue
             fc[k], fc.setdefault("p10", {})[k], fc.setdefault("p90", {})[k] = (np.round(q[:, i], 2).tolist() for i in (3, 1, 5))
             src[k] = w
-            iv = ({"last_value": r.get("last_value_forecast"), "trend": r.get("trend_forecast")}.get(w, r) or {}).get("interval") or {}
+            own = {"last_value": r.get("last_value_forecast"), "trend": r.get("trend_forecast"), "combined": r.get("combined_forecast")}
+            iv = (own.get(w, r) or {}).get("interval") or {}
             if k in iv: p.setdefault("interval", {})[k] = iv[k]
             else: (p.get("interval") or {}).pop(k, None)
         p["skill"] = {k: v for k, v in r["skill"].items() if k in fc}
     return payload
+
+
+# %% ../../nbs/model/06c_skill.ipynb #c0b1a002
+LEVEL_S = 3600.0   # the recent level: the median of the values of the last hour (the band's first horizon bucket)
+
+def recent_level(data, # telemetry (server, time) at `step`
+                 targets:list[str], step:float, # seconds per step
+                 span_s:float=LEVEL_S) -> dict:
+    "{server: {target: the median of its finite values in the newest `span_s`}}: where a series is now, one spike outvoted."
+    n, out = max(1, int(span_s // step)), {}
+    for k in targets:
+        if k not in data.data_vars: continue
+        v = np.asarray(data[k].transpose("server", "time").values, float)[:, -n:]
+        for i, s in enumerate(map(str, data.server.values)):
+            f = v[i][np.isfinite(v[i])]
+            if len(f): out.setdefault(s, {})[k] = float(np.median(f))
+    return out
+
+def combined_results(results:dict, # scored TFT results (before calibration: their raw bands)
+                     lastv:dict, # from last_value_results
+                     data, # the cycle's telemetry
+                     targets:list[str], # the quantiles' target axis of `results`
+                     step:float, # seconds per step of `data`
+                    ) -> dict:
+    "Per server: the model's P50, last value and the recent level combined by their median at each step, in the model's band recentred on it."
+    level, out = recent_level(data, targets, step), {}
+    for s, r in results.items():
+        lv, lev = lastv.get(s), level.get(s, {})
+        if r.get("status") != "ok" or lv is None: continue
+        got, qs = [], []
+        for j, k in enumerate(targets):
+            q = r["quantiles"][:, j]
+            if k not in lv["targets"] or k not in lev or not np.isfinite(q).all(): continue
+            p = np.median(np.stack([q[:, I50], lv["quantiles"][:, lv["targets"].index(k), I50], np.full(len(q), lev[k])]), 0)
+            got.append(k); qs.append(np.clip(q - q[:, I50:I50 + 1] + p[:, None], *_bounds(k)))
+        if got: out[s] = {"status": "ok", "targets": got, "quantiles": np.stack(qs, 1), **({"timestamps": r["timestamps"]} if "timestamps" in r else {})}
+    return out
 

@@ -20,11 +20,12 @@ __all__ = ['route', 'PREDICTION', 'SILENCE_BODY', 'NOTIFY_STATUS', 'TRAINING_TAS
 # %% ../../../nbs/hub/routes/03_predictions.ipynb #c012
 def _forecasting(request): return part(request, "forecasting", "forecaster")
 
-_SOURCES = {"type": "string", "enum": ["model", "trend", "last_value"]}
+_SOURCES = {"type": "string", "enum": ["model", "trend", "last_value", "combined"]}
 PREDICTION = {"type": "object", "description": "one server's forecast, risk and alert", "properties": {
     "forecast_source": {"type": "object", "additionalProperties": _SOURCES,
                         "description": "per target, whose P50 path and band `forecast` holds: the TFT (`model`), the trend, or "
-                                       "`last_value` (the newest value held flat), chosen per server by recent skill (`skill`)"},
+                                       "`last_value` (the newest value held flat), or `combined` (per step the median of the model's P50, last value and the "
+                                       "median of the last hour), chosen per server by recent skill (`skill`)"},
     "skill": {"type": "object", "description": "per target, the choice by recent skill: the candidate `served`, the matured values `n` "
                                                "it was judged on, and each candidate's mean absolute error `mae` over them",
               "additionalProperties": _schema({"served": _SOURCES, "n": {"type": "integer"},
