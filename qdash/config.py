@@ -275,7 +275,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     interval_window=S(DURATION, "2d", "recent span of a server's forecast errors its band is calibrated from"),
     skill_min_points=S(_int_range(1, 1_000_000), "300", "scored values a target needs before its forecast is chosen by recent skill"),
     skill_window=S(DURATION, "1d", "recent span of forecast errors the choice of a server's forecast (model, trend or last value) is read from"),
-    skill_margin=S(_float_range(0.0, 0.9), "0.2", "share by which a forecast's recent error must beat the default's (model or trend) to be served instead"),
+    skill_margin=S(_float_range(0.0, 0.9), "0.2", "share by which another forecast's recent error must beat the default's (model or combined) to be served"),
     worker=S(BOOL, "true", "forecast and explain in a worker process that owns the model, so the hub never imports torch; false: in the hub's own process"),
   ),
   "fleet": dict(
