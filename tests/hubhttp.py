@@ -4,7 +4,7 @@ from pathlib import Path
 
 import httpx
 
-SHIPPED = Path(__file__).resolve().parent.parent / "models" / "tft-fleet45"   # encoder 288 × 5 min, targets cpu_pct, mem_pct, swap_pct, iowait_pct, load1
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "tft-fleet45"   # encoder 288 × 5 min, targets cpu_pct, mem_pct
 NO_LIMITS = {f"QDASH__LIMITS__{k}": "100000/minute" for k in ("DEFAULT", "FEED_DATA", "PREDICTIONS_CURRENT", "ALERTS_ACTIVE", "EXPLAIN")}
 
 

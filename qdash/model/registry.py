@@ -117,7 +117,7 @@ def _safe_globals() -> list:
     nq = near_quantile_loss()
     ok = [StandardScaler, ModuleList, enc.EncoderNormalizer, enc.MultiNormalizer, enc.NaNLabelEncoder, enc.GroupNormalizer,
           enc.TorchNormalizer, base_metrics.MultiLoss, point.MAE, point.MAPE, point.RMSE, point.SMAPE, QuantileLoss, nq,
-          (nq, "qdash." "forecast.NearQuantileLoss"),   # where it lived when earlier checkpoints were saved
+          (nq, "qdash." "forecast.NearQuantileLoss"),   # where it lived when the shipped checkpoint was saved
           (nq, "qdash.model." "forecast.NearQuantileLoss"),   # and before that module was split in five
           torchmetrics.metric.jit_distributed_available, torchmetrics.utilities.data.dim_zero_sum,
           set, np.dtype, np.ndarray, np._core.multiarray._reconstruct, np._core.multiarray.scalar]
