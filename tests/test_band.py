@@ -71,7 +71,8 @@ def test_a_live_hub_serves_a_calibrated_band_whose_state_advances_across_cycles(
     p = body["predictions"]["swing-01"]
     assert p["status"] == "ok" and p["history"] == "full", p
     first = p["interval"]["mem_pct"]
-    assert first["source"] == p["forecast_source"]["mem_pct"] == "model" and first["n"] == 0 and first["scale"] == 1.0, first
+    # the model's forecast combined with last value and the last hour's median is the default where the model forecasts (qdash.model.skill)
+    assert first["source"] == p["forecast_source"]["mem_pct"] == "combined" and first["n"] == 0 and first["scale"] == 1.0, first
     width0 = np.subtract(p["forecast"]["p90"]["mem_pct"], p["forecast"]["p10"]["mem_pct"])
     seen, t = [first], start
     for _ in range(14):                                                     # 70 minutes, one 5-minute step at a time

@@ -59,7 +59,7 @@ def test_swap_and_iowait_incidents_are_forecast_and_alerted_on_their_target(hub)
     assert d["source"] == "breach" and d["breach"]["target"] == "iowait_pct" and d["alert"]["level"] == "critical", d
     q = p["quiet"]
     assert q["status"] == "ok" and q["alert"]["level"] == "healthy" and q["risk_score"] < 50, q
-    assert q["forecast_source"] == {"cpu_pct": "model", "mem_pct": "model", **{k: "trend" for k in NEW}}, q["forecast_source"]
+    assert q["forecast_source"] == {"cpu_pct": "combined", "mem_pct": "combined", **{k: "trend" for k in NEW}}, q["forecast_source"]   # the model's, combined
     for k in NEW: assert len(q["forecast"][k]) == len(q["forecast"]["p90"][k]) == 96
     assert abs(q["forecast"]["swap_pct"][-1] - 2) < 2 and abs(q["forecast"]["load1"][-1] - 2) < 1
     al = {a["server_name"]: a for a in get(hub, "/alerts/active").json()["alerts"] if a["kind"] == "risk"}

@@ -31,10 +31,10 @@ def libtorch_mapped(pid: int) -> bool:
 
 
 def model_cycle(body) -> bool:
-    "A /predictions/current payload with model forecasts: the shipped model named, a full-history server forecast by it."
+    "A /predictions/current payload with model forecasts: the shipped model named, a full-history server forecast by it (alone or combined)."
     preds = body.get("predictions") or {}
     return (body.get("model") or {}).get("name") == SHIPPED.name and any(
-        p.get("history") == "full" and (p.get("forecast_source") or {}).get("cpu_pct") == "model" for p in preds.values())
+        p.get("history") == "full" and (p.get("forecast_source") or {}).get("cpu_pct") in ("model", "combined") for p in preds.values())
 
 
 @pytest.fixture(scope="module")
