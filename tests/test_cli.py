@@ -1,5 +1,5 @@
 """The `qdash` command as a user runs it: a separate process, real environment variables, real files."""
-import json, os, signal, socket, subprocess, sys, time
+import json, os, signal, socket, subprocess, sys, threading, time
 from pathlib import Path
 
 import pytest
@@ -171,9 +171,14 @@ def test_collect_says_why_libvirt_is_down(tmp_path):
     e.update(QDASH__COLLECT__LIBVIRT_URI=uri, QDASH__STORE__PATH=str(tmp_path / "q.duckdb"), QDASH__COLLECT__SPOOL_DIR=str(tmp_path / "spool"))
     p = subprocess.Popen([str(QDASH), "collect", "--sources", "libvirt"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=e, cwd=tmp_path)
-    time.sleep(4)
+    lines = []                                          # its status lines as they come: stopped once one says DOWN (a cold start takes seconds)
+    reader = threading.Thread(target=lambda: [lines.append(x) for x in p.stderr], daemon=True)
+    reader.start()
+    end = time.monotonic() + 90
+    while time.monotonic() < end and not any("libvirt:DOWN" in x for x in lines): time.sleep(0.2)
     p.send_signal(2)
-    out, err = p.communicate(timeout=30)
+    p.wait(timeout=30); reader.join(10)
+    err = "".join(lines)
     final = err.strip().splitlines()[-1]
     assert "libvirt:DOWN" in final and f"connect {uri}:" in final and "no-such-fleet.xml" in final.split(f"connect {uri}:")[1], err
 
