@@ -285,9 +285,10 @@ def test_a_domain_whose_xml_does_not_parse_costs_that_domain_only_through_a_live
         key = {"X-API-Key": hub.api_key}
         get = lambda path, **kw: httpx.get(hub.url + path, headers=key, timeout=30, **kw)
 
-        def ready():      # every running domain has a VM point with a CPU rate (two cycles) and the warning is in
-            tele, st = get("/telemetry").json(), get("/api/telemetry/status").json()
+        def ready():      # every running domain has a VM point with a CPU rate (two cycles), every other one its disk and NIC
+            tele, st = get("/telemetry").json(), get("/api/telemetry/status").json()   # rows (rates too), and the warning is in
             ok = all(tele.get(n, {}).get("vm", {}).get("cpu_pct") is not None for n in running) and st["source_health"]["libvirt"]["warnings"]
+            ok = ok and all("vm_disk" in tele[n] and "vm_net" in tele[n] for n in running if n != "db-01")
             return ok, tele, st
         ok, tele, st = False, {}, {}
         for _ in range(300):

@@ -42,7 +42,9 @@ def test_train_register_reload_predict(env):
     q = p["forecast"]
     lo, mid, hi = np.array(q["p10"]["mem_pct"]), np.array(q["mem_pct"]), np.array(q["p90"]["mem_pct"])
     assert (lo <= mid + 1e-6).all() and (mid <= hi + 1e-6).all()
-    json.dumps(pay)
+    from qdash.hub.http import dumps                  # the payload keeps its paths as arrays; the API writes them as JSON lists
+    back = json.loads(dumps(pay))
+    assert back["predictions"][sim.servers.server[0]]["forecast"]["mem_pct"] == pytest.approx(list(q["mem_pct"]))
 
 
 def test_corrupt_or_missing_model_refused_old_keeps_serving(env):
