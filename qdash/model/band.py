@@ -4,7 +4,7 @@
 
 # %% ../../nbs/model/06b_band.ipynb #e07a270c
 from __future__ import annotations
-import threading
+import sys, threading
 import numpy as np, pandas as pd
 from fastcore.basics import patch
 from ..config import ValidationError
@@ -45,15 +45,28 @@ def widen(q:np.ndarray, # quantiles (H, ..., len(QUANTILES))
 
 # %% ../../nbs/model/06b_band.ipynb #7a73afd1
 class _Series:
-    "One (server, target, source)'s calibration: forecasts waiting for their values, recent residuals, its ACI levels."
-    # lists, not deques: an empty deque is 600 bytes, and a hub of 1,000 servers holds 14,000 of these with five each (42 MB)
-    def __init__(self, B:int, alpha:float):
-        self.pending = []                         # [origin, (H, 3) P10/P50/P90 raw, (H,) scored, (B,) low, (B,) high] per bucket
-        self.scores = [[] for _ in range(B)]      # per bucket: (newest step index, float16 residuals) a chunk a slot
-        self.hits = []                            # (newest step index, hits of the served band, values scored) counts
-        self.alpha = np.full(B, alpha)            # per bucket: the miscoverage level the scales are read at (ACI)
+    "One (server, target, source)'s calibration, in arrays of a fixed size: forecasts waiting for values, a sample of recent residuals, ACI levels."
+    __slots__ = ("org", "hs", "med", "half", "unit", "served", "res", "seen", "slot_of", "hits", "alpha", "last_origin", "last_seen", "matured",
+                 "low", "high")
+    def __init__(self, c:IntervalCalibrator):
+        P, K, S, B = c.P, c.K, c.S, c.B
+        self.org = np.full(P, -1, np.int64)         # per waiting forecast (a row): its origin's step index; -1: a free row
+        self.hs = np.full((P, K), c.done, c.hdtype)  # the horizon steps kept of each (`done`: scored already)
+        self.med = np.zeros((P, K), np.float32)     # its P50 at those steps
+        self.half = np.zeros((P, K, 2), np.float16) # its P50 - P10 and P90 - P50 there, in units of `unit` (so they fit half precision)
+        self.unit = np.ones(P, np.float32)          # per row: its widest half-band
+        self.served = np.ones((P, B, 2), np.float16)   # per row: the scales (low, high) per bucket it was served with
+        self.res = np.zeros((B, S, c.C), np.float16)   # per bucket and slot of the window (a ring): a uniform sample of the slot's residuals
+        self.seen = np.zeros((B, S), np.int32)      # residuals each (bucket, slot) was offered: the sample's weights
+        self.slot_of = np.full(S, -1, np.int64)     # the slot (step index // slot) each ring position holds
+        self.hits = np.zeros((S, 2), np.int32)      # per slot: hits of the served band, values scored
+        self.alpha = np.full(B, 1 - c.coverage)     # per bucket: the miscoverage level the scales are read at (ACI)
         self.last_origin, self.last_seen, self.matured = None, None, 0
-        self.low = self.high = None               # the last scales served, per bucket (B,): per step they were 1.7 KB a series more
+        self.low = self.high = None                 # the last scales served, per bucket (B,)
+    @property
+    def nbytes(self) -> int:
+        "Bytes this series holds: the object, its arrays' headers and buffers, its numbers."
+        return sys.getsizeof(self) + sum(sys.getsizeof(getattr(self, k)) for k in self.__slots__)
 
 class IntervalCalibrator:
     "Online, per-series calibration of forecast bands: each series' recent errors widen or narrow its P10-P90 so it holds `coverage`."
@@ -65,15 +78,27 @@ class IntervalCalibrator:
                  every:int=3, # steps between the forecasts kept (one a cycle would cost memory, not accuracy)
                  gamma:float=0.05, # ACI step: how far the level moves after each batch of matured values
                  prior:dict|None=None, # {target: [[low, high] per bucket]}: the scales to start from (the model card's)
+                 keep_steps:int=12, # horizon steps scored of each forecast kept, as many from each bucket
+                 sample:int=768, # residuals kept per bucket over the window: a uniform sample of each slot's
+                 seed:int=0, # of the sampling (which steps are scored, which residuals kept)
                 ):
         if not 0 < coverage < 1: raise ValidationError(f"coverage={coverage}: expected a share between 0 and 1", field="coverage")
-        if int(every) < 1: raise ValidationError(f"every={every}: expected at least 1 step", field="every")
-        if int(min_points) < 1: raise ValidationError(f"min_points={min_points}: expected at least 1", field="min_points")
+        for f, v in (("every", every), ("min_points", min_points), ("keep_steps", keep_steps), ("sample", sample), ("horizon", horizon)):
+            if int(v) < 1: raise ValidationError(f"{f}={v}: expected at least 1", field=f)
         self.H, self.step, self.coverage, self.window = int(horizon), float(step), float(coverage), int(window_s // step)
         self.min_points, self.every, self.gamma, self.prior = int(min_points), int(every), float(gamma), dict(prior or {})
-        self.slot = max(1, self.window // 48)   # steps whose residuals are kept as one chunk
+        self.slot = max(1, self.window // 48)        # steps whose residuals share one slot of the sample
+        self.S = -(-self.window // self.slot) + 1    # slots: the window's and the one filling
+        self.C = max(1, -(-int(sample) // max(1, self.S - 1)))   # residuals kept per slot and bucket
         self.bucket = horizon_buckets(self.H, self.step)
         self.B = int(self.bucket.max()) + 1
+        per = max(1, -(-int(keep_steps) // self.B))
+        blocks = [blk for b in range(self.B) for blk in np.array_split(np.nonzero(self.bucket == b)[0], min(per, int((self.bucket == b).sum())))]
+        self.h0, self.hn = np.array([x[0] for x in blocks]), np.array([len(x) for x in blocks])   # one step kept from each block, at random
+        self.K, self.P = len(blocks), self.H // self.every + 2   # steps kept a forecast; forecasts waiting at most
+        self.hdtype = np.uint8 if self.H < 255 else np.uint16
+        self.done = np.iinfo(self.hdtype).max
+        self.rng = np.random.default_rng(seed)
         self.series: dict[tuple, _Series] = {}
         self.lock = threading.RLock()
     def __repr__(self): return f"IntervalCalibrator(series={len(self.series)}, coverage={self.coverage}, every={self.every})"
@@ -102,6 +127,33 @@ def match_values(pending:list, # waiting forecasts, oldest first (a list or a de
     return out, newest
 
 # %% ../../nbs/model/06b_band.ipynb #e2a8c3e3
+def _wquantile(v:np.ndarray, w:np.ndarray, q) -> np.ndarray:
+    "Quantiles `q` of values `v` with weights `w` (numpy's linear interpolation when the weights are equal)."
+    o = np.argsort(v, kind="stable")
+    v, c = v[o], np.cumsum(w[o]) - w[o]
+    return np.interp(q, c / c[-1] if c[-1] > 0 else c, v)
+
+@patch
+def _add(self:IntervalCalibrator, st:_Series, r:np.ndarray, b:np.ndarray, hit:np.ndarray, t:np.ndarray):
+    "Residuals `r` (buckets `b`, hits of the served band `hit`) of values at steps `t` into `st`'s levels, sample and counts."
+    for k in range(self.B):
+        m = b == k
+        if not m.any(): continue
+        miss = 1.0 - hit[m].mean()                                  # Gibbs & Candès: a miss lowers α (wider), a hit raises it
+        st.alpha[k] = float(np.clip(st.alpha[k] + self.gamma * ((1 - self.coverage) - miss), 0.005, 0.9))
+    ns, r16 = t // self.slot, np.clip(r, -6e4, 6e4).astype(np.float16)   # half precision: 0.05 %, a quarter of the memory
+    for s in np.unique(ns[ns > st.last_seen // self.slot - self.S]):     # older than the window: only the levels learn from it
+        p, m = int(s % self.S), ns == s
+        if st.slot_of[p] != s: st.slot_of[p], st.seen[:, p], st.hits[p] = s, 0, 0   # a new slot takes the oldest's place
+        st.hits[p] += (int(hit[m].sum()), int(m.sum()))
+        for k in np.unique(b[m]):
+            v = r16[m & (b == k)]
+            i = int(st.seen[k, p]) + np.arange(len(v))                # Vitter's algorithm R, a batch at a time
+            j = i if i[-1] < self.C else np.where(i < self.C, i, (self.rng.random(len(v)) * (i + 1)).astype(np.int64))
+            st.res[k, p, j[j < self.C]] = v[j < self.C]
+            st.seen[k, p] += len(v)
+    st.matured += len(r)
+
 @patch
 def observe(self:IntervalCalibrator, key:tuple, # (server, target, source)
             idx:np.ndarray, # step indices (epoch s // step) of realised values, increasing
@@ -109,49 +161,59 @@ def observe(self:IntervalCalibrator, key:tuple, # (server, target, source)
            ) -> int:
     "Score the waiting forecasts of `key` against realised values; the residuals added."
     st = self.series.get(key)
-    if st is None or not st.pending or not len(idx): return 0
-    got, newest = match_values(st.pending, idx, values, self.H, lambda it: it[2])
-    if newest is None: return 0
-    new_r, new_b, new_hit = [], [], []
-    for (_, q3, done, low, high), h, y in got:
-        q = np.full((len(h), len(QUANTILES)), np.nan); q[:, [I10, I50, I90]] = q3[h]
-        r, b = band_residual(y, q), self.bucket[h]
-        done[h] = True
-        new_r.append(r); new_b.append(b); new_hit.append((r >= -low[b]) & (r <= high[b]))
+    if st is None or not len(idx) or not (st.org >= 0).any(): return 0
+    idx, values = np.asarray(idx, np.int64), np.asarray(values, float)
+    ok = np.isfinite(values)
+    idx, values = idx[ok], values[ok]
+    if not len(idx): return 0
+    newest = int(idx[-1])
     st.last_seen = newest if st.last_seen is None else max(st.last_seen, newest)
-    if not new_r: return 0
-    r, b, hit = np.concatenate(new_r), np.concatenate(new_b), np.concatenate(new_hit)
-    for k in range(self.B):
-        m = b == k
-        if not m.any(): continue
-        r16, sc = np.clip(r[m], -6e4, 6e4).astype(np.float16), st.scores[k]   # half precision: 0.05 %, a quarter of the memory
-        if sc and sc[-1][0] // self.slot == newest // self.slot: sc[-1] = (newest, np.concatenate([sc[-1][1], r16]))   # one chunk a slot
-        else: sc.append((newest, r16))
-        miss = 1.0 - hit[m].mean()                                  # Gibbs & Candès: a miss lowers α (wider), a hit raises it
-        st.alpha[k] = float(np.clip(st.alpha[k] + self.gamma * ((1 - self.coverage) - miss), 0.005, 0.9))
-    if st.hits and st.hits[-1][0] // self.slot == newest // self.slot:
-        _, h0, n0 = st.hits[-1]; st.hits[-1] = (newest, h0 + int(hit.sum()), n0 + len(hit))
-    else: st.hits.append((newest, int(hit.sum()), len(hit)))
-    for d in (*st.scores, st.hits):
-        while d and d[0][0] < newest - self.window: del d[0]
-    st.matured += len(r)
+    rows = np.nonzero(st.org >= 0)[0]
+    hs = st.hs[rows]
+    t = st.org[rows, None] + 1 + hs.astype(np.int64)                 # the step each kept horizon step forecast
+    j = np.minimum(np.searchsorted(idx, t), len(idx) - 1)
+    got = (hs != self.done) & (idx[j] == t)                           # came now, not scored before
+    ri, ki = np.nonzero(got)
+    row, h, y = rows[ri], hs[ri, ki].astype(np.int64), values[j[ri, ki]]
+    m = st.med[row, ki].astype(float)
+    half = st.half[row, ki].astype(float) * st.unit[row, None]
+    r = (y - m) / np.maximum(np.where(y >= m, half[:, 1], half[:, 0]), 1e-9 + 1e-6 * np.abs(m))   # `band_residual`
+    b = self.bucket[h]
+    sv = st.served[row, b].astype(float)
+    st.hs[row, ki] = self.done
+    if len(r): self._add(st, r, b, (r >= -sv[:, 0]) & (r <= sv[:, 1]), t[ri, ki])
+    st.org[(st.org >= 0) & (st.org + self.H <= newest)] = -1           # every step has come (or gone): the row is free
     return len(r)
 
 # %% ../../nbs/model/06b_band.ipynb #f851a1e4
+@patch
+def residuals(self:IntervalCalibrator, key:tuple, # (server, target, source)
+              bucket:int|None=None, # a horizon bucket; None: all of them
+             ) -> tuple[np.ndarray, np.ndarray]:
+    "(residuals kept in the window, the weight of each: how many residuals of its slot and bucket it stands for)."
+    st, vs, ws = self.series.get(key), [np.empty(0)], [np.empty(0)]
+    if st is None or st.last_seen is None: return vs[0], ws[0]
+    valid = st.slot_of > st.last_seen // self.slot - self.S
+    for k in range(self.B) if bucket is None else [bucket]:
+        n = np.where(valid, np.minimum(st.seen[k], self.C), 0)
+        vs.append(st.res[k][np.arange(self.C)[None] < n[:, None]].astype(float))
+        ws.append(np.repeat(st.seen[k][n > 0] / n[n > 0], n[n > 0]))
+    return np.concatenate(vs), np.concatenate(ws)
+
 @patch
 def bucket_scales(self:IntervalCalibrator, key:tuple) -> tuple[np.ndarray, np.ndarray]:
     "(low, high) per horizon bucket: `key`'s recent residual quantiles at its ACI levels; the prior (or 1) until it has enough."
     st = self.series.get(key)
     pr = np.asarray(self.prior.get(key[1] if len(key) > 1 else None, [[1.0, 1.0]]), float).reshape(-1, 2)
     low, high = pr[np.minimum(np.arange(self.B), len(pr) - 1)].T.copy()
-    if st is not None:
-        each = [np.concatenate([c for _, c in d]).astype(float) if d else np.empty(0) for d in st.scores]
-        pooled = np.concatenate(each)
+    if st is not None and st.last_seen is not None:
+        each = [self.residuals(key, k) for k in range(self.B)]
+        pooled = tuple(np.concatenate(x) for x in zip(*each))
         for k in range(self.B):
-            s = each[k] if len(each[k]) >= self.min_points else pooled
-            if len(s) < self.min_points: continue
+            v, w = each[k] if each[k][1].sum() >= self.min_points else pooled
+            if w.sum() < self.min_points: continue
             a = st.alpha[k]
-            lo_q, hi_q = np.quantile(s, [a / 2, 1 - a / 2])
+            lo_q, hi_q = _wquantile(v, w, [a / 2, 1 - a / 2])
             low[k], high[k] = -lo_q, hi_q
     return np.clip(low, 0.1, 50.0), np.clip(high, 0.1, 50.0)
 
@@ -162,6 +224,18 @@ def scales(self:IntervalCalibrator, key:tuple) -> tuple[np.ndarray, np.ndarray]:
     return low[self.bucket], high[self.bucket]
 
 @patch
+def _keep(self:IntervalCalibrator, st:_Series, origin:int, q:np.ndarray, bl:np.ndarray, bh:np.ndarray):
+    "Keep forecast `q` (its steps `h0 + random < hn`) to be scored: in a free row, or the oldest's (values late)."
+    free = np.nonzero(st.org < 0)[0]
+    i = int(free[0]) if len(free) else int(np.argmin(st.org))
+    h = self.h0 + (self.rng.random(self.K) * self.hn).astype(np.int64)
+    m = q[h, I50]
+    half = np.stack([m - q[h, I10], q[h, I90] - m], -1)
+    u = float(np.abs(half).max())
+    u = u if 0 < u < np.inf else 1.0
+    st.org[i], st.hs[i], st.med[i], st.half[i], st.unit[i], st.served[i] = origin, h, m, half / u, u, np.stack([bl, bh], -1)
+
+@patch
 def calibrate(self:IntervalCalibrator, key:tuple, # (server, target, source)
               origin:int, # step index of the forecast's origin (its first step is origin + 1)
               q:np.ndarray, # raw quantiles (H, len(QUANTILES))
@@ -170,12 +244,12 @@ def calibrate(self:IntervalCalibrator, key:tuple, # (server, target, source)
     "The calibrated quantiles of one forecast; the raw one is kept (every `every` steps) to be scored when its values come."
     with self.lock:
         st = self.series.get(key)
-        if st is None: st = self.series[key] = _Series(self.B, 1 - self.coverage)
+        if st is None: st = self.series[key] = _Series(self)
         bl, bh = self.bucket_scales(key)
         low, high = bl[self.bucket], bh[self.bucket]
         st.low, st.high, origin = bl, bh, int(origin)
         if (st.last_origin is None or origin - st.last_origin >= self.every) and np.isfinite(q[:, [I10, I50, I90]]).all():
-            st.pending.append((origin, q[:, [I10, I50, I90]].astype(np.float32), np.zeros(self.H, bool), bl, bh))
+            self._keep(st, origin, q, bl, bh)
             st.last_origin = origin
     return widen(q, low, high, bounds)
 
@@ -184,10 +258,11 @@ def summary(self:IntervalCalibrator, key:tuple) -> dict|None:
     "`coverage_recent` (of the bands served, in the window), `scale` (mean factor on the band), `n` (residuals in the window), `matured`."
     st = self.series.get(key)
     if st is None or st.low is None: return None
-    hit, n = sum(c[1] for c in st.hits), sum(c[2] for c in st.hits)
-    return {"coverage_recent": round(hit / n, 3) if n else None,
+    valid = st.slot_of > (st.last_seen if st.last_seen is not None else 0) // self.slot - self.S
+    hit, n = st.hits[valid].sum(0)
+    return {"coverage_recent": round(int(hit) / int(n), 3) if n else None,
             "scale": round(float(np.mean((st.low[self.bucket] + st.high[self.bucket]) / 2)), 3),
-            "n": int(sum(len(c) for d in st.scores for _, c in d)), "matured": int(st.matured)}
+            "n": int(st.seen[:, valid].sum()), "matured": int(st.matured)}
 
 # %% ../../nbs/model/06b_band.ipynb #d27f456a
 def _bounds(target:str): return (0.0, 100.0) if target.endswith("_pct") else (-np.inf, np.inf)
@@ -311,11 +386,12 @@ def pooled_scales(calibrator:IntervalCalibrator, # after a replay
     "{target: [[low, high] per horizon bucket]}: every series' residuals pooled, read at the goal's level (the card's prior)."
     a, out = 1 - calibrator.coverage, {}
     for k in sorted({key[1] for key in calibrator.series if key[2] == source}):
-        st = [calibrator.series[key] for key in calibrator.series if key[1] == k and key[2] == source]
+        keys = [key for key in calibrator.series if key[1] == k and key[2] == source]
         per = []
         for b in range(calibrator.B):
-            s = np.concatenate([c for x in st for _, c in x.scores[b]] or [np.empty(0)])
-            per.append([round(float(np.clip(-np.quantile(s, a / 2), 0.1, 50)), 3), round(float(np.clip(np.quantile(s, 1 - a / 2), 0.1, 50)), 3)]
-                       if len(s) >= calibrator.min_points else [1.0, 1.0])
+            v, w = (np.concatenate(x) for x in zip(*[calibrator.residuals(key, b) for key in keys]))
+            if w.sum() < calibrator.min_points: per.append([1.0, 1.0]); continue
+            lo, hi = _wquantile(v, w, [a / 2, 1 - a / 2])
+            per.append([round(float(np.clip(-lo, 0.1, 50)), 3), round(float(np.clip(hi, 0.1, 50)), 3)])
         out[k] = per
     return out
