@@ -1,5 +1,6 @@
-"""Issue #19 (memory): a band calibration's state stops growing once its window is full, and stays small, while the bands it
-serves still hold 80 %. Three simulated days at the hub's cadence through the calls the hub makes each cycle
+"""Issue #19 (memory): a band calibration's state stops growing once its window is full, and stays small (a young series
+far smaller: its arrays grow as they are used), while the bands it serves still hold 80 %.
+Three simulated days at the hub's cadence through the calls the hub makes each cycle
 (`observe_data` on the cycle's telemetry, `calibrate_results` on its forecasts)."""
 import pickle
 
@@ -36,12 +37,14 @@ def test_a_series_memory_stops_growing_and_its_bands_still_hold_80_percent():
         for i, s in enumerate(sigma):
             q, y = res[s]["quantiles"][:, 0], Y[i, o + 1:o + 1 + H]
             served[s].append((((y >= q[:, I10]) & (y <= q[:, I90])).mean(), (q[:, I90] - q[:, I10]).mean()))
+        if o - t0 + 1 == 12: young = {s: cal.series[(s, "mem_pct", "model")].nbytes for s in sigma}   # after an hour
         if (o - t0 + 1) % DAY == 0:
             d = (o - t0 + 1) // DAY
             size[d] = {s: len(pickle.dumps(cal.series[(s, "mem_pct", "model")])) for s in sigma}
     for s in sigma:                                                   # (a) it stops growing, under the bound
         assert size[3][s] <= size[2][s] * 1.02 + 256 and size[3][s] < BOUND, size
         assert cal.series[(s, "mem_pct", "model")].nbytes < BOUND, cal.series[(s, "mem_pct", "model")].nbytes
+        assert young[s] < cal.series[(s, "mem_pct", "model")].nbytes / 3, (young, s)   # a young series pays for the hours it has run
     info = {s: cal.summary((s, "mem_pct", "model")) for s in sigma}
     assert all(v["n"] > 1000 and v["matured"] > v["n"] for v in info.values()), info   # the window is full, and older values forgotten
     last = {s: np.mean(served[s][-DAY:], axis=0) for s in sigma}      # (b) over the last day: coverage and mean width served

@@ -11,8 +11,8 @@ from ..config import ValidationError
 from .data import QUANTILES
 
 # %% auto #0
-__all__ = ['I10', 'I50', 'I90', 'BUCKETS_S', 'horizon_buckets', 'band_residual', 'widen', 'IntervalCalibrator', 'match_values',
-           'realised', 'interval_payload', 'replay', 'frame_actuals', 'coverage_summary', 'pooled_scales']
+__all__ = ['I10', 'I50', 'I90', 'BUCKETS_S', 'horizon_buckets', 'band_residual', 'widen', 'IntervalCalibrator', 'realised',
+           'interval_payload', 'replay', 'frame_actuals', 'coverage_summary', 'pooled_scales']
 
 # %% ../../nbs/model/06b_band.ipynb #119c48e7
 I10, I50, I90 = QUANTILES.index(0.1), QUANTILES.index(0.5), QUANTILES.index(0.9)
@@ -45,21 +45,22 @@ def widen(q:np.ndarray, # quantiles (H, ..., len(QUANTILES))
 
 # %% ../../nbs/model/06b_band.ipynb #7a73afd1
 class _Series:
-    "One (server, target, source)'s calibration, in arrays of a fixed size: forecasts waiting for values, a sample of recent residuals, ACI levels."
-    __slots__ = ("org", "hs", "med", "half", "unit", "served", "res", "seen", "slot_of", "hits", "alpha", "last_origin", "last_seen", "matured",
+    "One (server, target, source)'s calibration, in arrays that grow to a fixed size: forecasts waiting for values, a sample of recent residuals, ACI levels."
+    __slots__ = ("org", "hs", "med", "half", "unit", "served", "pos", "res", "seen", "slot_of", "hits", "alpha", "last_origin", "last_seen", "matured",
                  "low", "high")
     def __init__(self, c:IntervalCalibrator):
-        P, K, S, B = c.P, c.K, c.S, c.B
-        self.org = np.full(P, -1, np.int64)         # per waiting forecast (a row): its origin's step index; -1: a free row
-        self.hs = np.full((P, K), c.done, c.hdtype)  # the horizon steps kept of each (`done`: scored already)
-        self.med = np.zeros((P, K), np.float32)     # its P50 at those steps
-        self.half = np.zeros((P, K, 2), np.float16) # its P50 - P10 and P90 - P50 there, in units of `unit` (so they fit half precision)
-        self.unit = np.ones(P, np.float32)          # per row: its widest half-band
-        self.served = np.ones((P, B, 2), np.float16)   # per row: the scales (low, high) per bucket it was served with
-        self.res = np.zeros((B, S, c.C), np.float16)   # per bucket and slot of the window (a ring): a uniform sample of the slot's residuals
-        self.seen = np.zeros((B, S), np.int32)      # residuals each (bucket, slot) was offered: the sample's weights
-        self.slot_of = np.full(S, -1, np.int64)     # the slot (step index // slot) each ring position holds
-        self.hits = np.zeros((S, 2), np.int32)      # per slot: hits of the served band, values scored
+        K, S, B = c.K, c.S, c.B                     # every table starts empty and grows as it is used, up to P rows and S slots
+        self.org = np.empty(0, np.int64)            # per waiting forecast (a row): its origin's step index; -1: a free row
+        self.hs = np.empty((0, K), c.hdtype)        # the horizon steps kept of each (`done`: scored already)
+        self.med = np.empty((0, K), np.float32)     # its P50 at those steps
+        self.half = np.empty((0, K, 2), np.float16) # its P50 - P10 and P90 - P50 there, in units of `unit` (so they fit half precision)
+        self.unit = np.empty(0, np.float32)         # per row: its widest half-band
+        self.served = np.empty((0, B, 2), np.float16)  # per row: the scales (low, high) per bucket it was served with
+        self.pos = np.full(S, -1, np.int8)          # per position of the window's ring: the slot storage it uses (-1: none yet)
+        self.res = np.empty((B, 0, c.C), np.float16)   # per bucket and slot stored: a uniform sample of the slot's residuals
+        self.seen = np.empty((B, 0), np.int32)      # residuals each (bucket, slot) was offered: the sample's weights
+        self.slot_of = np.empty(0, np.int64)        # the slot (step index // slot) each slot stored holds
+        self.hits = np.empty((0, 2), np.int32)      # per slot stored: hits of the served band, values scored
         self.alpha = np.full(B, 1 - c.coverage)     # per bucket: the miscoverage level the scales are read at (ACI)
         self.last_origin, self.last_seen, self.matured = None, None, 0
         self.low = self.high = None                 # the last scales served, per bucket (B,)
@@ -88,7 +89,7 @@ class IntervalCalibrator:
         self.H, self.step, self.coverage, self.window = int(horizon), float(step), float(coverage), int(window_s // step)
         self.min_points, self.every, self.gamma, self.prior = int(min_points), int(every), float(gamma), dict(prior or {})
         self.slot = max(1, self.window // 48)        # steps whose residuals share one slot of the sample
-        self.S = -(-self.window // self.slot) + 1    # slots: the window's and the one filling
+        self.S = -(-self.window // self.slot) + 1    # slots: the window's and the one filling (at most 50: `pos` is int8)
         self.C = max(1, -(-int(sample) // max(1, self.S - 1)))   # residuals kept per slot and bucket
         self.bucket = horizon_buckets(self.H, self.step)
         self.B = int(self.bucket.max()) + 1
@@ -103,28 +104,10 @@ class IntervalCalibrator:
         self.lock = threading.RLock()
     def __repr__(self): return f"IntervalCalibrator(series={len(self.series)}, coverage={self.coverage}, every={self.every})"
 
-# %% ../../nbs/model/06b_band.ipynb #36eb0d50
-def match_values(pending:list, # waiting forecasts, oldest first (a list or a deque); each item starts with its origin's step index
-                 idx:np.ndarray, # step indices (epoch s // step) of realised values, increasing
-                 values:np.ndarray, # the values (NaN: none)
-                 horizon:int, # steps ahead of the forecasts
-                 scored, # item -> (horizon,) bool: its steps already scored
-                ) -> tuple[list, int|None]:
-    "([(item, horizon steps h, their values)] not scored before, the newest step index with a value or None); forecasts whose horizon has passed are dropped."
-    idx, values = np.asarray(idx, np.int64), np.asarray(values, float)
-    ok = np.isfinite(values)
-    idx, values = idx[ok], values[ok]
-    if not len(idx): return [], None
-    out, steps = [], np.arange(1, horizon + 1)
-    for it in pending:
-        j = np.minimum(np.searchsorted(idx, it[0] + steps), len(idx) - 1)
-        got = (idx[j] == it[0] + steps) & ~scored(it)
-        if got.any():
-            h = np.nonzero(got)[0]
-            out.append((it, h, values[j[h]]))
-    newest = int(idx[-1])
-    while pending and pending[0][0] + horizon <= newest: del pending[0]   # every step has come (or gone)
-    return out, newest
+def _grow(a:np.ndarray, n:int, fill, axis:int=0) -> np.ndarray:
+    "`a` with `n` more entries along `axis`, set to `fill`."
+    shape = list(a.shape); shape[axis] = n
+    return np.concatenate([a, np.full(shape, fill, a.dtype)], axis)
 
 # %% ../../nbs/model/06b_band.ipynb #e2a8c3e3
 def _wquantile(v:np.ndarray, w:np.ndarray, q) -> np.ndarray:
@@ -143,7 +126,10 @@ def _add(self:IntervalCalibrator, st:_Series, r:np.ndarray, b:np.ndarray, hit:np
         st.alpha[k] = float(np.clip(st.alpha[k] + self.gamma * ((1 - self.coverage) - miss), 0.005, 0.9))
     ns, r16 = t // self.slot, np.clip(r, -6e4, 6e4).astype(np.float16)   # half precision: 0.05 %, a quarter of the memory
     for s in np.unique(ns[ns > st.last_seen // self.slot - self.S]):     # older than the window: only the levels learn from it
-        p, m = int(s % self.S), ns == s
+        p, m = int(st.pos[s % self.S]), ns == s
+        if p < 0:                                                       # the ring's position used for the first time: its storage now
+            p = st.pos[s % self.S] = len(st.slot_of)
+            st.res, st.seen, st.slot_of, st.hits = _grow(st.res, 1, 0, 1), _grow(st.seen, 1, 0, 1), _grow(st.slot_of, 1, -1), _grow(st.hits, 1, 0)
         if st.slot_of[p] != s: st.slot_of[p], st.seen[:, p], st.hits[p] = s, 0, 0   # a new slot takes the oldest's place
         st.hits[p] += (int(hit[m].sum()), int(m.sum()))
         for k in np.unique(b[m]):
@@ -193,11 +179,13 @@ def residuals(self:IntervalCalibrator, key:tuple, # (server, target, source)
     "(residuals kept in the window, the weight of each: how many residuals of its slot and bucket it stands for)."
     st, vs, ws = self.series.get(key), [np.empty(0)], [np.empty(0)]
     if st is None or st.last_seen is None: return vs[0], ws[0]
-    valid = st.slot_of > st.last_seen // self.slot - self.S
+    p = st.pos[st.pos >= 0]                                           # the slots stored, in the ring's order
+    valid = st.slot_of[p] > st.last_seen // self.slot - self.S
     for k in range(self.B) if bucket is None else [bucket]:
-        n = np.where(valid, np.minimum(st.seen[k], self.C), 0)
-        vs.append(st.res[k][np.arange(self.C)[None] < n[:, None]].astype(float))
-        ws.append(np.repeat(st.seen[k][n > 0] / n[n > 0], n[n > 0]))
+        seen = st.seen[k, p]
+        n = np.where(valid, np.minimum(seen, self.C), 0)
+        vs.append(st.res[k, p][np.arange(self.C)[None] < n[:, None]].astype(float))
+        ws.append(np.repeat(seen[n > 0] / n[n > 0], n[n > 0]))
     return np.concatenate(vs), np.concatenate(ws)
 
 @patch
@@ -225,9 +213,13 @@ def scales(self:IntervalCalibrator, key:tuple) -> tuple[np.ndarray, np.ndarray]:
 
 @patch
 def _keep(self:IntervalCalibrator, st:_Series, origin:int, q:np.ndarray, bl:np.ndarray, bh:np.ndarray):
-    "Keep forecast `q` (its steps `h0 + random < hn`) to be scored: in a free row, or the oldest's (values late)."
+    "Keep forecast `q` (its steps `h0 + random < hn`) to be scored: in a free row, a new one (up to `P`), or the oldest's (values late)."
     free = np.nonzero(st.org < 0)[0]
-    i = int(free[0]) if len(free) else int(np.argmin(st.org))
+    if len(free): i = int(free[0])
+    elif len(st.org) < self.P:                                        # a young series: its table grows a row at a time
+        i, grown = len(st.org), [(st.org, -1), (st.hs, self.done), (st.med, 0), (st.half, 0), (st.unit, 1), (st.served, 1)]
+        st.org, st.hs, st.med, st.half, st.unit, st.served = (_grow(a, 1, f) for a, f in grown)
+    else: i = int(np.argmin(st.org))
     h = self.h0 + (self.rng.random(self.K) * self.hn).astype(np.int64)
     m = q[h, I50]
     half = np.stack([m - q[h, I10], q[h, I90] - m], -1)

@@ -4,12 +4,11 @@
 
 # %% ../../nbs/model/06c_skill.ipynb #ffe67e1c
 from __future__ import annotations
-import threading
+import sys, threading
 import numpy as np
 from fastcore.basics import patch
 from ..config import ValidationError
-from .band import I50, _bounds, _epoch_s, match_values, realised
-
+from .band import I50, _bounds, _epoch_s, realised
 
 # %% auto #0
 __all__ = ['CANDIDATES', 'FAMILY', 'WARN', 'LEVEL_S', 'SkillSelector', 'newest_values', 'last_value_results', 'default_source',
@@ -19,11 +18,23 @@ __all__ = ['CANDIDATES', 'FAMILY', 'WARN', 'LEVEL_S', 'SkillSelector', 'newest_v
 CANDIDATES = ("model", "trend", "last_value", "combined")
 
 class _Track:
-    "One (server, target)'s forecasts waiting for their values, and its candidates' recent absolute errors."
-    def __init__(self):
-        self.pending = []          # [origin, (H, C) P50 paths (NaN: that candidate did not forecast), (H,) scored]
-        self.errors = []           # [newest step index, (2^C,) values per pattern, (2^C, C) sums of absolute errors] per slot
-        self.last_origin, self.matured = None, 0
+    "One (server, target)'s forecasts waiting for their values (rows of a table), and its candidates' recent absolute errors (sums per slot)."
+    __slots__ = ("org", "hs", "path", "lin", "pat", "slot_of", "newest", "pats", "acc", "last_origin", "last_seen", "matured")
+    def __init__(self, sel:SkillSelector):
+        self.org = np.empty(0, np.int64)                   # per waiting forecast (a row): its origin's step index; -1: a free row
+        self.hs = np.empty((0, sel.K), sel.hdtype)         # the horizon steps kept of each (`done`: scored already)
+        self.path = np.empty((0, sel.K, sel.C), np.int16)  # the candidates' P50s there, as int16 steps of the row's own range
+        self.lin = np.empty((0, 2), np.float32)            # per row: (centre, step) of that range: P50 = centre + path * step
+        self.pat = np.empty(0, np.uint8)                   # per row: which candidates forecast (bit c: candidate c)
+        self.slot_of = np.empty(0, np.int64)               # per slot of errors: its slot (step index // slot)
+        self.newest = np.empty(0, np.int64)                # ... and the newest step index whose values were added to it
+        self.pats = np.empty(0, np.uint8)                  # the patterns seen: the columns of `acc`
+        self.acc = np.empty((0, 0, sel.C + 1), np.float32) # per slot and pattern: values scored (weighted), then each candidate's sum of abs errors
+        self.last_origin, self.last_seen, self.matured = None, None, 0
+    @property
+    def nbytes(self) -> int:
+        "Bytes this series holds: the object, its arrays' headers and buffers, its numbers."
+        return sys.getsizeof(self) + sum(sys.getsizeof(getattr(self, k)) for k in self.__slots__)
 
 class SkillSelector:
     "Per (server, target): which P50 path to serve — the model's, the trend's, last value's or their combination — by its recent error on the values that came."
@@ -34,64 +45,108 @@ class SkillSelector:
                  every:int=3, # steps between the forecasts kept
                  margin:float=0.2, # the share by which another candidate's error must be below the default's to be served instead
                  candidates=CANDIDATES, # what can be served
+                 keep_steps:int=12, # horizon steps scored of each forecast kept: one from each of as many blocks, each standing for its block
+                 seed:int=0, # of the sampling (which step of each block is scored)
                 ):
-        if int(min_points) < 1: raise ValidationError(f"min_points={min_points}: expected at least 1", field="min_points")
+        for f, v in (("min_points", min_points), ("keep_steps", keep_steps), ("horizon", horizon)):
+            if int(v) < 1: raise ValidationError(f"{f}={v}: expected at least 1", field=f)
         if int(every) < 1: raise ValidationError(f"every={every}: expected at least 1 step", field="every")
         if float(window_s) < step: raise ValidationError(f"window_s={window_s}: expected at least one step ({step:g} s)", field="window_s")
+        if not 0 <= margin < 1: raise ValidationError(f"margin={margin}: expected a share from 0 to below 1", field="margin")
+        if not 1 <= len(candidates) <= 8: raise ValidationError(f"candidates={candidates}: expected 1 to 8", field="candidates")
         self.H, self.step, self.window = int(horizon), float(step), int(window_s // step)
         self.slot = max(1, self.window // 48)   # steps whose errors are summed together
-        if not 0 <= margin < 1: raise ValidationError(f"margin={margin}: expected a share from 0 to below 1", field="margin")
+        self.S = self.window // self.slot + 2   # slots that can be in the window at once
         self.min_points, self.every, self.margin, self.candidates = int(min_points), int(every), float(margin), tuple(candidates)
+        blocks = np.array_split(np.arange(self.H), min(int(keep_steps), self.H))
+        self.h0, self.hn = np.array([b[0] for b in blocks]), np.array([len(b) for b in blocks])   # one step of each block, at random
+        self.K, self.C, self.P = len(blocks), len(self.candidates), self.H // self.every + 2  # steps kept a forecast; candidates; rows at most
+        self.hdtype = np.uint8 if self.H < 255 else np.uint16
+        self.done = np.iinfo(self.hdtype).max
+        self.rng = np.random.default_rng(seed)
         self.tracks: dict[tuple, _Track] = {}
         self.lock = threading.RLock()
     def __repr__(self): return f"SkillSelector(series={len(self.tracks)}, min_points={self.min_points}, every={self.every})"
 
-
 # %% ../../nbs/model/06c_skill.ipynb #2f5bbf06
+def _grow(a:np.ndarray, n:int, fill, axis:int=0) -> np.ndarray:
+    "`a` with `n` more entries along `axis`, set to `fill`."
+    shape = list(a.shape); shape[axis] = n
+    return np.concatenate([a, np.full(shape, fill, a.dtype)], axis)
+
 @patch
 def record(self:SkillSelector, key:tuple, # (server, target)
            origin:int, # step index of the forecasts' origin (their first step is origin + 1)
            paths:dict, # {candidate: (H,) P50 path}; a candidate left out (or not finite) did not forecast
           ) -> bool:
-    "Keep the candidates' paths of one origin (every `every` steps) to be scored when their values come; whether it was kept."
-    P = np.full((self.H, len(self.candidates)), np.nan, np.float32)
-    for c, p in paths.items():
-        if c in self.candidates and p is not None and np.isfinite(p).all(): P[:, self.candidates.index(c)] = p
-    if not np.isfinite(P).any(): return False
+    "Keep the candidates' paths of one origin (every `every` steps, at `K` of its steps) to be scored when their values come; whether it was kept."
+    ok = {self.candidates.index(c): p for c, p in paths.items() if c in self.candidates and p is not None and np.isfinite(p).all()}
+    if not ok: return False
     with self.lock:
         st = self.tracks.get(key)
-        if st is None: st = self.tracks[key] = _Track()
+        if st is None: st = self.tracks[key] = _Track(self)
         if st.last_origin is not None and int(origin) - st.last_origin < self.every: return False
-        st.pending.append((int(origin), P, np.zeros(self.H, bool)))
+        free = np.nonzero(st.org < 0)[0]
+        if len(free): i = int(free[0])
+        elif len(st.org) < self.P:                                            # a young series: its table grows a row at a time
+            i = len(st.org)
+            st.org, st.hs, st.path, st.lin, st.pat = (_grow(a, 1, f) for a, f in ((st.org, -1), (st.hs, self.done), (st.path, 0), (st.lin, 0), (st.pat, 0)))
+        else: i = int(np.argmin(st.org))                                      # values late: the oldest row gives way
+        h = self.h0 + (self.rng.random(self.K) * self.hn).astype(np.int64)
+        cols = sorted(ok)
+        v = np.stack([np.asarray(ok[c], float)[h] for c in cols], 1)          # (K, candidates that forecast)
+        mid, q = np.float32((v.max() + v.min()) / 2), np.float32(max((v.max() - v.min()) / 65534, 1e-30))
+        st.path[i] = 0
+        st.path[i][:, cols] = np.clip(np.rint((v - mid) / q), -32767, 32767)  # to within a 65534th of the row's range
+        st.org[i], st.hs[i], st.lin[i], st.pat[i] = int(origin), h, (mid, q), sum(1 << c for c in cols)
         st.last_origin = int(origin)
     return True
+
+@patch
+def _slot(self:SkillSelector, st:_Track, newest:int) -> int:
+    "The row of `acc` that sums the errors of values scored when `newest` was the newest: the slot's own, a forgotten one's, or a new one."
+    s = newest // self.slot
+    j = np.nonzero(st.slot_of == s)[0]
+    if len(j): return int(j[0])
+    old = np.nonzero(st.newest < newest - self.window)[0]                 # out of the window: its row is reused
+    if len(old): j = int(old[0])
+    else: j, st.slot_of, st.newest, st.acc = len(st.slot_of), _grow(st.slot_of, 1, -1), _grow(st.newest, 1, -1), _grow(st.acc, 1, 0)
+    st.slot_of[j], st.acc[j] = s, 0
+    return j
 
 @patch
 def observe(self:SkillSelector, key:tuple, # (server, target)
             idx:np.ndarray, # step indices (epoch s // step) of realised values, increasing
             values:np.ndarray, # the values (NaN: none)
            ) -> int:
-    "Score the waiting paths of `key` against realised values; the values scored."
+    "Score the waiting paths of `key` against realised values; the values scored (each kept step counts for its block)."
     st = self.tracks.get(key)
-    if st is None or not st.pending or not len(idx): return 0
-    got, newest = match_values(st.pending, idx, values, self.H, lambda it: it[2])   # the calibrator's matching (`qdash.model.band`)
-    if not got: return 0
-    new = []
-    for (_, P, done), h, y in got:
-        done[h] = True
-        new.append(np.abs(P[h] - y[:, None]))
-    e = np.concatenate(new)
-    C = len(self.candidates)
-    pat = (np.isfinite(e) * (1 << np.arange(C))).sum(1)               # which candidates forecast each value
-    n = np.bincount(pat, minlength=1 << C).astype(np.int32)          # single precision: a slot's sums hold a 48th of a day
-    sums = np.stack([np.bincount(pat, np.nan_to_num(e[:, c]), 1 << C) for c in range(C)], 1).astype(np.float32)
-    if st.errors and st.errors[-1][0] // self.slot == newest // self.slot:
-        last = st.errors[-1]; last[0], last[1], last[2] = newest, last[1] + n, last[2] + sums
-    else: st.errors.append([newest, n, sums])
-    while st.errors and st.errors[0][0] < newest - self.window: del st.errors[0]
-    st.matured += len(e)
-    return len(e)
-
+    if st is None or not (st.org >= 0).any() or not len(idx): return 0
+    idx, values = np.asarray(idx, np.int64), np.asarray(values, float)
+    fin = np.isfinite(values)
+    idx, values = idx[fin], values[fin]
+    if not len(idx): return 0
+    newest, rows = int(idx[-1]), np.nonzero(st.org >= 0)[0]
+    hs = st.hs[rows]
+    t = st.org[rows, None] + 1 + hs.astype(np.int64)                     # the step each kept horizon step forecast
+    j = np.minimum(np.searchsorted(idx, t), len(idx) - 1)
+    ri, ki = np.nonzero((hs != self.done) & (idx[j] == t))               # came now, not scored before
+    row, y, w = rows[ri], values[j[ri, ki]], self.hn[ki].astype(float)
+    st.hs[row, ki] = self.done
+    st.org[(st.org >= 0) & (st.org + self.H <= newest)] = -1              # every step has come (or gone): the row is free
+    if not len(y): return 0
+    P = st.lin[row, :1].astype(float) + st.path[row, ki].astype(float) * st.lin[row, 1:].astype(float)
+    pat = st.pat[row]
+    e = np.abs(P - y[:, None]) * w[:, None] * ((pat[:, None] >> np.arange(self.C)) & 1)   # abs errors, times the steps each stands for; 0: no forecast
+    a = self._slot(st, newest)
+    for p in np.unique(pat):
+        c = np.nonzero(st.pats == p)[0]
+        if not len(c): st.pats, st.acc, c = np.append(st.pats, np.uint8(p)), _grow(st.acc, 1, 0, 1), [len(st.pats)]   # a new pattern: a new column
+        m, c = pat == p, int(c[0])
+        st.acc[a, c] += np.r_[w[m].sum(), e[m].sum(0)].astype(np.float32)
+    st.newest[a], st.last_seen = newest, newest
+    st.matured += int(w.sum())
+    return int(w.sum())
 
 # %% ../../nbs/model/06c_skill.ipynb #6cca2d8f
 @patch
@@ -101,13 +156,13 @@ def skill(self:SkillSelector, key:tuple, # (server, target)
     "`mae` per candidate and `n`: over the recent matured values that every candidate in `among` forecast."
     among = [c for c in self.candidates if among is None or c in among]
     st = self.tracks.get(key)
-    if st is None or not st.errors or not among: return {"n": 0, "mae": {}}
+    if st is None or st.last_seen is None or not among: return {"n": 0, "mae": {}}
     cols = [self.candidates.index(c) for c in among]
     need = sum(1 << c for c in cols)
-    pats = [p for p in range(1 << len(self.candidates)) if p & need == need]   # values every candidate in `among` forecast
-    n = int(sum(c[1][pats].sum() for c in st.errors))
+    acc = st.acc[st.newest >= st.last_seen - self.window][:, (st.pats & need) == need]   # in the window; values every candidate in `among` forecast
+    n = int(round(float(acc[..., 0].sum())))
     if not n: return {"n": 0, "mae": {}}
-    s = sum(c[2][pats][:, cols].sum(0) for c in st.errors)
+    s = acc[..., [1 + c for c in cols]].sum((0, 1))
     return {"n": n, "mae": dict(zip(among, map(float, s / n)))}
 
 FAMILY = ("model", "combined")   # the model's forecast and its combination: one forecast, hedged or not; compared without the margin
@@ -126,7 +181,6 @@ def choose(self:SkillSelector, key:tuple, # (server, target)
     base = min([c for c in among if c in FAMILY], key=rank) if default in FAMILY else default   # the model or its combination: the better
     best = min(among, key=rank)
     return (best if best == base or sk["mae"][best] < (1 - self.margin) * sk["mae"][base] else base), sk
-
 
 # %% ../../nbs/model/06c_skill.ipynb #aa55c239
 @patch
