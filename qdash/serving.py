@@ -15,7 +15,7 @@ from .memory import trim_memory
 from .collect.feed import check_body, decode_body, parse_feed
 from .model.data import TARGETS, EXTRA_TARGETS, DISPLAY_FIELDS, frame_to_fleet, load_fleet
 from .model.registry import ModelRegistry
-from .model.risk import score_forecasts, predictions_payload, Vitals, apply_vitals, level_of
+from .model.risk import score_forecasts, predictions_payload, fleet_summary, Vitals, apply_vitals, level_of
 from .model.trend import forecast_trend, combine, trend_payload
 from .model.band import IntervalCalibrator, interval_payload
 from .model.skill import SkillSelector, combined_results, last_value_results, select_results, skill_payload
@@ -130,6 +130,8 @@ class Forecasting:
         self.fleet: FleetWatch|None = None    # the cascade side of the fleet's one health (`Services` sets it)
         self.intervals: IntervalCalibrator|None = None   # each server's band calibration, kept across cycles (`calibrator`)
         self.skill: SkillSelector|None = None            # each server's choice of forecast by recent skill, kept across cycles (`selector`)
+        self.models: dict = {}                # the serving models of the last cycle, by name (active first)
+        self.server_model: dict[str, str|None] = {}   # which model forecast each server last (None: the trend alone)
 
     def tap(self, measurement:str, frame:pd.DataFrame):
         "Hand server telemetry to the vitals (the collection calls this with every batch collected or fed)."
@@ -196,48 +198,106 @@ class Forecasting:
         except QdashError as e:
             self.error = e.detail; return None
 
-    def telemetry(self, fc, now:pd.Timestamp):
-        "Recent fleet telemetry at the forecasting step (the model's window; a day for the trend), (server, time); None without the fields."
+    def serving(self, fc) -> list:
+        "The models serving this cycle: the active `fc` first, then the registry's other serving models at its step and horizon."
+        if fc is None: return []
+        try: models = list(self.registry.serving().values())
+        except QdashError as e:
+            log.warning("the serving set did not load (%s); the active model serves alone", e); return [fc]
+        return [fc, *(x for x in models if x.name != fc.name and (x.step, x.horizon) == (fc.step, fc.horizon))]
+
+    def telemetry(self, fc, now:pd.Timestamp, models=()): # the serving models (default: `fc` alone)
+        "Recent fleet telemetry at the forecasting step (the models' window; a day for the trend), (server, time); None without a level's field."
         m = self.settings.model
+        models = list(models) or ([fc] if fc is not None else [])
         step = fc.step if fc else m.step
-        steps = max(fc.encoder_length if fc else m.encoder_length, int(m.min_history), int(86400 // step) + 12)
-        span = pd.Timedelta(seconds=step * (steps + (fc.max_gap if fc else 6) + 2))
+        steps = max(*(x.encoder_length for x in models), m.encoder_length if fc is None else 0, int(m.min_history), int(86400 // step) + 12)
+        span = pd.Timedelta(seconds=step * (steps + max((x.max_gap for x in models), default=6) + 2))
         have = set(self.store.query("vm", limit=1).columns)
-        if (fc is not None and not set(fc.targets) <= have) or not have & set(m.thresholds): return None
-        fields = list(dict.fromkeys([*(fc.targets if fc else ()), *TARGETS, *EXTRA_TARGETS, *m.thresholds, *DISPLAY_FIELDS]))  # each level's field too
+        if not have & set(m.thresholds): return None   # a model's field the store lacks: the servers are grouped by what they have
+        fields = list(dict.fromkeys([*(k for x in models for k in x.targets), *TARGETS, *EXTRA_TARGETS, *m.thresholds, *DISPLAY_FIELDS]))
         return load_fleet(self.store, fields, start=now - span, stop=now + pd.Timedelta(seconds=1), every=f"{int(step)}s")
+
+    def groups(self, data:xr.Dataset, models:list) -> list[tuple]:
+        "[(model, servers)]: each server of `data` with the serving model for the fields it has (recent finite values); None: no model fits."
+        want = [k for k in dict.fromkeys(k for x in models for k in x.targets) if k in data.data_vars]
+        if not models: return [(None, [str(s) for s in data.server.values])]
+        recent = data.isel(time=slice(-max(x.encoder_length for x in models), None))
+        has = {k: np.isfinite(np.asarray(recent[k].transpose("server", "time").values, float)).any(1) for k in want}
+        pick, out = {}, {}
+        for i, s in enumerate(map(str, data.server.values)):
+            fields = frozenset(k for k in want if has[k][i])
+            if fields not in pick:                         # one look-up per field set: the registry's rule, among this cycle's models
+                fit = self.registry.serving_for(fields)
+                pick[fields] = next((x for x in models if fit is not None and x.name == fit.name), None)
+            out.setdefault(pick[fields], []).append(s)
+        return list(out.items())
+
+    def _switched(self, server:str, name:str|None):
+        "A server now forecast by another model: its model's band calibration and skill record are dropped (never mixed across models)."
+        old = self.server_model.get(server, name)
+        self.server_model[server] = name
+        if old == name: return
+        cal, sel = self.intervals, self.skill
+        if cal is not None:
+            with cal.lock:
+                for key in [k for k in cal.series if k[0] == server and k[2] in ("model", "combined")]: del cal.series[key]
+        if sel is not None:
+            with sel.lock:
+                for key in [k for k in sel.tracks if k[0] == server]: del sel.tracks[key]
+
+    def _forecast_group(self, fc, data:xr.Dataset, step:float, horizon:int) -> tuple[dict, list[str]]:
+        "One group's results (its model's forecast, the trend for what it leaves out, last value, combined, calibrated, selected) and their targets."
+        m = self.settings.model
+        targets, results = list(fc.targets if fc else TARGETS), {}
+        if fc is not None:
+            results = score_forecasts(fc.predict(data, min_history=int(m.min_history)), fc.targets, m.thresholds, fc.step)
+            for r in results.values(): r["model"] = fc.name
+        extra = trend_targets(data, targets, m.thresholds)
+        trend = forecast_trend(data, m.thresholds, step, horizon, also=[k for k in extra if k not in m.thresholds])
+        cal = self.calibrator(fc, step, horizon)        # each band widened or narrowed by its server's recent errors
+        sel = self.selector(step, horizon)               # which path to serve per target: model, trend or last value
+        lastv = last_value_results(results, trend, data, targets)   # from the raw bands, calibrated as their own source
+        comb = combined_results(results, lastv, data, targets, step)   # the model, last value and the last hour's median, by their median
+        cal.calibrate_results(results, targets, "model"); cal.calibrate_results(trend, None, "trend")
+        cal.calibrate_results(lastv, None, "last_value"); cal.calibrate_results(comb, None, "combined")
+        results = combine(results, trend, targets, m.min_history * step, extra=extra)
+        targets = [*targets, *extra]
+        select_results(sel, results, lastv, targets, combined=comb)     # after combine: the risk stays the higher of model and trend
+        if fc is not None:
+            for r in results.values(): r["model"] = fc.name
+        return results, targets
 
     def run_cycle(self, now=None) -> dict:
         "Forecast the fleet once; the new payload."
         t0 = time.perf_counter()
         now = utc(now)
         fc, data, results, m = self.forecaster, None, {}, self.settings.model
+        models, parts = self.serving(fc), []             # the active model first, then one per other target set
         targets = fc.targets if fc else list(TARGETS)
         if "vm" in self.store.measurements():
-            data = self.telemetry(fc, now)
+            data = self.telemetry(fc, now, models)
             if data is not None:                         # agents' servers: their newest points from the store
                 self.remote = {str(x) for x in data.server.values} - self.tapped
                 self.read_vitals(self.remote, now)
             if data is not None and data.sizes.get("server", 0):
-                if fc is not None:
-                    results = score_forecasts(fc.predict(data, min_history=int(m.min_history)), fc.targets, m.thresholds, fc.step)
                 step, horizon = (fc.step, fc.horizon) if fc else (m.step, m.horizon)
-                extra = trend_targets(data, targets, m.thresholds)
-                trend = forecast_trend(data, m.thresholds, step, horizon, also=[k for k in extra if k not in m.thresholds])
-                cal = self.calibrator(fc, step, horizon)        # each band widened or narrowed by its server's recent errors
-                cal.observe_data(data)                           # (risk is read from the raw bands, scored above)
-                sel = self.selector(step, horizon)               # which path to serve per target: model, trend or last value
-                sel.observe_data(data)
-                lastv = last_value_results(results, trend, data, targets)   # from the raw bands, calibrated as their own source
-                comb = combined_results(results, lastv, data, targets, step)   # the model, last value and the last hour's median, by their median
-                cal.calibrate_results(results, targets, "model"); cal.calibrate_results(trend, None, "trend")
-                cal.calibrate_results(lastv, None, "last_value"); cal.calibrate_results(comb, None, "combined")
-                results = combine(results, trend, targets, m.min_history * step, extra=extra)
-                targets = [*targets, *extra]
-                select_results(sel, results, lastv, targets, combined=comb)     # after combine: the risk stays the higher of model and trend
+                self.calibrator(fc, step, horizon).observe_data(data)   # realised values, once for the whole fleet
+                self.selector(step, horizon).observe_data(data)
+                for model, servers in self.groups(data, models):   # each server with the model for the fields it has
+                    for s in servers: self._switched(s, model.name if model is not None else None)
+                    res, tg = self._forecast_group(model, data.sel(server=servers), step, horizon)
+                    results.update(res); parts.append((list(res), tg))
         results = apply_vitals(results, self.check_vitals(now))
-        payload = skill_payload(interval_payload(trend_payload(predictions_payload(results, targets, data, now), results), results), results)
-        payload["model"] = {"name": fc.name if fc else None, "error": None if fc else self.error}
+        preds = {}
+        for servers, tg in parts: preds.update(predictions_payload({s: results[s] for s in servers}, tg, data, now)["predictions"])
+        payload = predictions_payload({s: r for s, r in results.items() if s not in preds}, targets, data, now)   # no forecast: vitals only
+        payload.update(predictions={s: preds.get(s) or payload["predictions"][s] for s in results}, summary=fleet_summary(results))
+        payload = skill_payload(interval_payload(trend_payload(payload, results), results), results)
+        for s, p in payload["predictions"].items(): p["model"] = results[s].get("model")   # which model forecast it (None: the trend alone)
+        payload["model"] = {"name": fc.name if fc else None, "error": None if fc else self.error,
+                            "serving": [{"name": x.name, "targets": list(x.targets)} for x in models]}
+        self.models = {x.name: x for x in models}
         payload = self.alerts.observe(payload, now)
         if self.fleet is not None:   # the summary's fleet health is the one `/cascade/health` serves (see `fleet_health`)
             payload["summary"]["forecast_health"] = payload["summary"]["fleet_health"]   # 100 less the mean risk
@@ -258,7 +318,9 @@ class Forecasting:
         fc = self.registry.loaded
         with self.lock:
             ok = sum(r.get("status") == "ok" for r in (self.results or {}).values())
+            serving = [{"name": x.name, "targets": list(x.targets)} for x in self.models.values() if fc is not None and self.registry._alive(x)]
             return {"model_loaded": fc is not None, "model_name": fc.name if fc else None,
+                    "models_serving": serving or ([{"name": fc.name, "targets": list(fc.targets)}] if fc else []),
                     "model_path": fc.info.get("path") if fc else None, "model_error": None if fc else self.error,
                     "last_prediction": iso(self.updated_at) if self.cycle else None, "cycles": self.cycle,
                     "cycle_ms": self.cycle_ms, "servers_forecast": ok}
@@ -310,11 +372,20 @@ class Explanations:
         with f.lock: results, cycle, data = f.results, f.cycle, f.data
         fc, s = f.registry.loaded, f.settings
         r = results.get(server)
+        if r is not None and r.get("status") == "ok":   # the model that forecast it (none: the trend alone)
+            name = r.get("model")
+            if name is None: fc = None
+            elif fc is None or fc.name != name:
+                other = f.models.get(name)
+                fc = other if other is not None and f.registry._alive(other) else None
         reason = None if r is None else risk_reason(r)
         warns = reason is not None and reason["source"] != "model" and reason["alert_level"] != "healthy"
         if warns and (fc is None or data is None or r.get("history") == "short" or r["status"] != "ok"):
             # a breach or a trend is its own why: no model forecast is needed to say it
             return {"server_name": server, "prediction": {**self._served(reason), "model": None}, "risk": reason}
+        if r is not None and r.get("status") == "ok" and fc is None and data is not None and f.registry.loaded is not None:
+            raise NotFound(f"server {server!r} is forecast from its trend alone: no serving model has the fields it reports "
+                           f"(serving: {', '.join(f.models) or 'none'})", field="server_name")
         if r is None or fc is None or data is None:
             why = " (no model is serving; see GET /admin/models)" if fc is None else ""
             raise NotFound(f"no server named {server!r} in the latest forecast{why}", field="server_name")
@@ -623,6 +694,7 @@ class Services:
         "Seed 004's daemon status: the model serving, the last prediction, servers tracked, uptime."
         f = self.forecasting.status() if self.forecasting is not None else {"model_loaded": False}
         return {"model_loaded": f["model_loaded"], "model_path": f.get("model_path"), "model_name": f.get("model_name"),
+                "models_serving": f.get("models_serving", []),
                 "rolling_window_size": self.settings.model.encoder_length, "last_prediction": f.get("last_prediction"),
                 "servers_tracked": len(self.servers()), "servers_forecast": f.get("servers_forecast", 0),
                 "uptime_seconds": round(time.time() - self.started_at, 1) if self.started_at else 0.0,

@@ -33,6 +33,7 @@ class ModelRegistry:
     "Trained models in a directory: list, add, load, activate and hot-swap."
     def __init__(self, dir:str|Path="models"): # the registry directory ([model] dir)
         self.dir, self._lock, self._current = Path(dir), threading.RLock(), None
+        self._others, self.errors = {}, {}   # the serving set's other models, loaded; {name: why it did not load}
     def __repr__(self): return f"ModelRegistry({str(self.dir)!r}, models={len(self.names())})"
     def names(self) -> list[str]:
         "Model directories (those with a card), oldest first by card time."
@@ -146,16 +147,35 @@ def load(self:ModelRegistry, name:str) -> "Forecaster":
     return Forecaster(model, {**card["settings"], "name": card["name"], "path": str(p),
                               "spread": card.get("calibration", {}).get("spread")}, card=card)
 
+# %% ../../nbs/model/04_registry.ipynb #ms000
+def _targets_of(card:dict) -> tuple: return tuple((card.get("settings") or {}).get("targets") or ())
+
+@patch
+def serving_names(self:ModelRegistry) -> list[str]:
+    "The serving set: the active model, then the newest valid model of every other target set (cards only)."
+    act = self.active_name()
+    if act is None: return []
+    try: seen = {frozenset(_targets_of(self.card(act)))}
+    except QdashError: seen = set()
+    out = [act]
+    for n in reversed(self.names()):
+        try: ts = frozenset(_targets_of(self.card(n)))
+        except QdashError: continue
+        if ts and ts not in seen: seen.add(ts); out.append(n)
+    return out
+
+
 # %% ../../nbs/model/04_registry.ipynb #c030b
 def _list_models(self:ModelRegistry) -> list[dict]:
-    "Every model's card summary, newest first, with `active` and `valid` flags (cards only; checkpoints not loaded)."
-    act, out = self.active_name(), []
+    "Every model's card summary, newest first, with `active`, `serving` and `valid` flags (cards only; checkpoints not loaded)."
+    act, out, serving = self.active_name(), [], set(self.serving_names())
     for n in reversed(self.names()):
         try: c, err = self.card(n), None
         except QdashError as e: c, err = {"name": n}, e.detail
         out.append({"name": n, "path": str(self.dir / n), "created_at": c.get("created_at"), "data": c.get("data", {}).get("end"),
                     "servers": c.get("data", {}).get("n_servers"), "validation": c.get("validation"), "baselines": c.get("baselines"),
-                    "command": c.get("command"), "active": n == act, "valid": err is None, "error": err})
+                    "command": c.get("command"), "targets": _targets_of(c) or None, "active": n == act,
+                    "serving": n in serving, "valid": err is None, "error": err or self.errors.get(n)})
     return out
 ModelRegistry.list = _list_models
 
@@ -184,12 +204,49 @@ def current(self:ModelRegistry) -> "Forecaster|None":
 @patch
 def reload(self:ModelRegistry, name:str|None=None, # model name or path; default: the active one
           ) -> dict:
-    "Load a model and make it the serving one; on any error the serving model stays. The new card."
+    "Load a model and make it the active one (ACTIVE names it); on any error the serving model stays. The new card."
     with self._lock:
         name = name or self.active_name()
         if name is None: raise NotFound(f"no models in {self.dir}", field="model_path")
         fc = self.load(name)
-        self._current = fc
+        old, self._current = self._current, fc
+        if old is not None and old.name != fc.name: self._others[old.name] = old   # it may still serve its target set
+        self._others.pop(fc.name, None); self.errors.pop(fc.name, None)
         if Path(fc.info["path"]).parent.resolve() == self.dir.resolve():
             tmp = self.dir / f".{ACTIVE}.tmp"; tmp.write_text(fc.card["name"] + "\n"); os.replace(tmp, self.dir / ACTIVE)
         return fc.card
+
+# %% ../../nbs/model/04_registry.ipynb #ms002
+@patch
+def _alive(self:ModelRegistry, fc) -> bool: return True   # a loaded model stays usable here (a worker's may die: `WorkerRegistry`)
+
+@patch
+def serving(self:ModelRegistry) -> dict:
+    "The serving set loaded: {name: Forecaster}, the active model first; a model that does not load is left out, its error in `errors`."
+    with self._lock:
+        names, out = self.serving_names(), {}
+        for n in list(self._others):
+            if n not in names: del self._others[n]   # no longer serving: dropped
+        for n in list(self.errors):
+            if n not in names: del self.errors[n]
+        for n in names:
+            if n == names[0]:
+                try: fc = self.current
+                except QdashError as e: self.errors[n] = e.detail; continue
+            else:
+                fc = self._others.get(n)
+                if fc is None or not self._alive(fc):
+                    try: fc = self._others[n] = self.load(n)
+                    except QdashError as e: self.errors[n] = e.detail; self._others.pop(n, None); continue
+            self.errors.pop(n, None)
+            if fc is not None: out[n] = fc
+        return out
+
+@patch
+def serving_for(self:ModelRegistry, fields, # the fields a server has (recent non-null values)
+               ) -> "Forecaster|None":
+    "The serving model whose targets are all in `fields`, with the most targets (ties: the active one); None when none fits."
+    have, best = set(fields), None
+    for fc in self.serving().values():
+        if set(fc.targets) <= have and (best is None or len(fc.targets) > len(best.targets)): best = fc
+    return best

@@ -15,8 +15,8 @@ from .evaluate import _windows, evaluate, calibrate_spread
 from .registry import ModelRegistry
 
 # %% auto #0
-__all__ = ['REF_END', 'REF_DAYS', 'REF_TEST_DAYS', 'REF_COMMAND', 'TrainingCancelled', 'fit_tft', 'reference_plan',
-           'reference_fleet', 'train_reference_model']
+__all__ = ['REF_END', 'REF_DAYS', 'REF_TEST_DAYS', 'REF_COMMAND', 'REF_FULL', 'REF_FULL_COMMAND', 'TrainingCancelled', 'fit_tft',
+           'reference_plan', 'reference_fleet', 'train_reference_model']
 
 # %% ../../nbs/model/05_train.ipynb #c022
 class TrainingCancelled(QdashError):
@@ -149,6 +149,8 @@ def _f(v): return None if v is None else round(float(v), 4)
 # %% ../../nbs/model/05_train.ipynb #c051
 REF_END, REF_DAYS, REF_TEST_DAYS = "2026-01-26T00:00:00Z", 21, 7
 REF_COMMAND = 'python -c "from qdash.model.train import train_reference_model; train_reference_model()"'
+REF_FULL = {"name": "tft-fleet45-full", "targets": ("cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "load1"), "max_epochs": 13}
+REF_FULL_COMMAND = 'python -c "from qdash.model.train import train_reference_model, REF_FULL; train_reference_model(**REF_FULL)"'
 
 def reference_plan(n_train:int=36) -> tuple[list, list]:
     "The reference fleet's incidents: (training plan, held-out plan), each [(kind, day, duration hours, server index)]."
@@ -182,10 +184,11 @@ def train_reference_model(settings:Settings|None=None, # [model] dir is where it
                           oversample:float=0.3, near:float=16.0, patience:int=4,
                           targets=("cpu_pct", "mem_pct"), # the thresholded targets only: half the inputs, half the CPU
                           **kw) -> dict:
-    "Train the shipped model on the reference fleet's first 14 days; its card."
+    "Train a shipped model on the reference fleet's first 14 days (default: `tft-fleet45`; `**REF_FULL`: `tft-fleet45-full`); its card."
     s = settings or load_settings()
     store, sim, test_start = reference_fleet()
     data = load_fleet(store, stop=test_start)
-    return fit_tft(data, s, max_epochs=max_epochs, name=name, command=REF_COMMAND, targets=list(targets),
+    full = (name, tuple(targets), max_epochs) == (REF_FULL["name"], REF_FULL["targets"], REF_FULL["max_epochs"])
+    return fit_tft(data, s, max_epochs=max_epochs, name=name, command=REF_FULL_COMMAND if full else REF_COMMAND, targets=list(targets),
                    limit_train_batches=limit_train_batches, oversample=oversample, near=near, patience=patience,
                    **{"progress_bar": True, **kw})

@@ -51,15 +51,16 @@ def serve(conn, # the worker's end of the pipe
     watch(hub, lambda: os._exit(0))                        # and the hub's own end, watched here too
     tune_memory()                                          # two malloc arenas for torch's threads, Arrow on malloc (qdash.memory)
     from qdash.model.explain import explain_server
-    reg, fc = ModelRegistry(dir), None
+    reg, models = ModelRegistry(dir), {}                   # the models it holds, by name, in load order
     while True:
         try: op, args = conn.recv()
         except (EOFError, OSError): return
         try:
-            if op == "load": fc = reg.load(args["name"]); out = _meta(fc)
-            elif op == "info": out = {"pid": os.getpid(), "model": fc.name if fc else None, "torch": "torch" in sys.modules}
-            elif fc is None or fc.name != args.get("model"):
-                raise Unavailable(f"the forecast worker holds model {fc.name if fc else None!r}, not {args.get('model')!r} "
+            if op == "load": fc = models[args["name"]] = reg.load(args["name"]); out = _meta(fc)
+            elif op == "keep": models = {n: m for n, m in models.items() if n in args["names"]}; out = list(models)
+            elif op == "info": out = {"pid": os.getpid(), "model": next(iter(models), None), "models": list(models), "torch": "torch" in sys.modules}
+            elif (fc := models.get(args.get("model"))) is None:
+                raise Unavailable(f"the forecast worker holds models {list(models)}, not {args.get('model')!r} "
                                   "(it changed meanwhile); ask again", field="model")
             elif op == "predict": out = pack_predictions(fc.predict(args["data"], min_history=args["min_history"]))
             elif op == "explain": out = explain_server(fc, args["data"], args["server"], thresholds=args["thresholds"],
@@ -89,10 +90,13 @@ class ForecastWorker:
     def __init__(self, dir, # the registry directory the worker loads from
                  timeout:float=WORKER_TIMEOUT_S): # seconds one request may take
         self.dir, self.timeout = str(dir), float(timeout)
-        self.proc = self.conn = self.model = None           # the process, the hub's end of its pipe, the model it holds
+        self.proc = self.conn = None                        # the process, the hub's end of its pipe
+        self.models: list[str] = []                         # the models it holds, in load order
         self.starts, self.deaths, self.last_death = 0, 0, None
         self._call, self._state = threading.RLock(), threading.Lock()
-    def __repr__(self): return f"ForecastWorker(pid={self.pid}, model={self.model!r}, starts={self.starts}, deaths={self.deaths})"
+    def __repr__(self): return f"ForecastWorker(pid={self.pid}, models={self.models}, starts={self.starts}, deaths={self.deaths})"
+    @property
+    def model(self) -> str|None: return self.models[0] if self.models else None   # the first it loaded: the active model
     @property
     def pid(self) -> int|None: return self.proc.pid if self.proc is not None else None
 
@@ -107,7 +111,7 @@ def _start(self:ForecastWorker):
     target = importlib.import_module("qdash.model.worker").serve   # the importable copy (a notebook's own is not, in the worker)
     p = ctx.Process(target=target, args=(there, self.dir, os.getpid()), name="qdash-forecast-worker", daemon=True)
     p.start(); there.close()
-    self.proc, self.conn, self.model = p, here, None
+    self.proc, self.conn, self.models = p, here, []
     self.starts += 1
     if self.starts > 1: log.warning("forecast worker started again (pid %d): %d deaths so far", p.pid, self.deaths)
 
@@ -119,12 +123,12 @@ def _lost(self:ForecastWorker, why:str, proc=None):
     if p.is_alive(): p.kill()
     p.join(5)
     self.deaths += 1
-    self.last_death = {"at": iso(utc()), "pid": p.pid, "exitcode": p.exitcode, "reason": why, "model": self.model}
-    log.warning("the forecast worker (pid %d, model %s) %s (exit code %s); the next forecasting cycle starts another",
-                p.pid, self.model, why, p.exitcode)
+    self.last_death = {"at": iso(utc()), "pid": p.pid, "exitcode": p.exitcode, "reason": why, "model": self.model, "models": list(self.models)}
+    log.warning("the forecast worker (pid %d, models %s) %s (exit code %s); the next forecasting cycle starts another",
+                p.pid, ", ".join(self.models) or "none", why, p.exitcode)
     try: self.conn.close()
     except OSError: pass
-    self.proc = self.conn = self.model = None
+    self.proc = self.conn = None; self.models = []
 
 @patch
 def _check(self:ForecastWorker) -> bool:
@@ -134,7 +138,7 @@ def _check(self:ForecastWorker) -> bool:
 
 # %% ../../nbs/model/09_worker.ipynb #w014
 @patch
-def call(self:ForecastWorker, op:str, # load, predict, explain or info
+def call(self:ForecastWorker, op:str, # load, keep, predict, explain or info
          start:bool=False, # start the process if there is none
          **args):
     "Send one request and wait for its answer; the worker's error raised here, `WorkerUnavailable` if it died or hung."
@@ -154,30 +158,31 @@ def call(self:ForecastWorker, op:str, # load, predict, explain or info
         except (EOFError, OSError):
             with self._state: self._lost(f"died during {op}", proc)
             raise WorkerUnavailable(f"the forecast worker died during {op}; the next forecasting cycle starts it again") from None
-        if op == "load" and status == "ok":
+        if op in ("load", "keep") and status == "ok":
             with self._state:
-                if self.proc is proc: self.model = out["info"].get("name")
-            out = {**out, "start": self.starts}
+                if self.proc is proc and op == "keep": self.models = list(out)
+                elif self.proc is proc: self.models = [*(n for n in self.models if n != out["info"].get("name")), out["info"].get("name")]
+            if op == "load": out = {**out, "start": self.starts}
     if status == "error": raise out
     return out
 
 @patch
 def holds(self:ForecastWorker, fc) -> bool:
-    "Whether the running process holds `fc`'s model: the one it loaded, in this very process (not one since restarted)."
-    with self._state: return self._check() and self.model == fc.name and self.starts == fc.start
+    "Whether the running process holds `fc`'s model: one it loaded, in this very process (not one since restarted)."
+    with self._state: return self._check() and fc.name in self.models and self.starts == fc.start
 
 @patch
 def status(self:ForecastWorker) -> dict:
-    "The worker as `/status` shows it: pid, model, starts, restarts, deaths, the last death, RSS. Never waits for a request."
+    "The worker as `/status` shows it: pid, model (the first it loaded), models, starts, restarts, deaths, the last death, RSS. Never waits."
     with self._state:
         up = self._check()
-        return {"pid": self.pid, "alive": up, "model": self.model, "starts": self.starts, "restarts": max(0, self.starts - 1),
+        return {"pid": self.pid, "alive": up, "model": self.model, "models": list(self.models), "starts": self.starts, "restarts": max(0, self.starts - 1),
                 "deaths": self.deaths, "last_death": self.last_death, "rss_mb": _rss_mb(self.proc.pid) if up else None}
 
 @patch
 def stop(self:ForecastWorker, timeout:float=5.0):
     "End the process (SIGTERM, then SIGKILL after `timeout`); a request in flight gets `WorkerUnavailable`. Not a death."
-    with self._state: p, c, self.proc, self.conn, self.model = self.proc, self.conn, None, None, None
+    with self._state: p, c, self.proc, self.conn, self.models = self.proc, self.conn, None, None, []
     if p is None: return
     p.terminate(); p.join(timeout)
     if p.is_alive(): p.kill(); p.join(timeout)
@@ -238,6 +243,17 @@ class WorkerRegistry(ModelRegistry):
             fc = self._current
             if fc is not None and not self.worker.holds(fc): self._current = self.load(Path(fc.info["path"]).name)
             return ModelRegistry.current.fget(self)
+
+    def _alive(self, fc) -> bool: return self.worker.holds(fc)
+
+    def reload(self, name:str|None=None) -> dict:
+        "`ModelRegistry.reload` in the worker; then the worker keeps only the serving set (the model replaced may serve no more)."
+        card = ModelRegistry.reload(self, name)
+        with self._lock:
+            keep = [n for n in self.serving_names() if n == card["name"] or n in self._others]
+            try: self.worker.call("keep", names=keep)
+            except Unavailable: pass                      # the worker died meanwhile: the next cycle loads the set again
+        return card
 
     def close(self):
         "Stop the worker (the hub's services call this when they stop)."
