@@ -84,8 +84,8 @@ def test_three_agents_one_influxdb_one_hub_forecasts_alerts_and_explains_every_s
             alert = wait_for(leak_alert, 30)
             assert alert and alert[0]["message"].startswith("Memory"), alert
 
-            for server in ("east-web-01", sims["west"][0], "db-01"):          # one server of each agent
-                r = get(f"/explain/{server}")
+            for server in ("east-web-01", sims["west"][0], "db-01"):          # one server of each agent (an explanation is
+                r = httpx.get(hub.url + f"/explain/{server}", headers=h, timeout=120)   # seconds of attributions: not a speed test)
                 assert r.status_code == 200, (server, r.text)
                 assert r.json()["shap"]["top_features"], (server, r.json())
             assert get("/status").json()["servers_tracked"] >= len(servers)

@@ -36,6 +36,10 @@ def test_a_random_walk_is_served_the_value_now_and_a_leak_keeps_its_trend(hub):
     walk = np.clip(50 + np.cumsum(jumps), 5, 85) + rng.normal(0, 0.05, n + live)        # held between jumps
     leak = 30 + 1.2 * np.arange(n + live) / 12 + rng.normal(0, 0.3, n + live)  # 1.2 %/h: 68 % at the end, far below 95
     cpu = 30 + rng.normal(0, 0.5, n + live)
+    pad = 36                                                                # three quiet hours before: a full window (288 steps)
+    hist = pd.date_range(hist[0] - pd.Timedelta(minutes=5 * pad), start, freq="5min")   # whatever minute the cycle runs in
+    walk, leak, cpu = (np.concatenate([np.full(pad, x[0]), x]) for x in (walk, leak, cpu))
+    n = len(hist)
     r = hubhttp.feed(hub, records("walk-01", hist, walk[:n], cpu[:n]) + records("leak-01", hist, leak[:n], cpu[:n]))
     assert r.status_code == 200, r.text
     body = next_cycle(hub, pd.Timestamp.now(tz="UTC"),
