@@ -12,9 +12,9 @@ from ..model.risk import Vitals, score_forecasts
 from ..model.trend import trend_scores
 
 # %% auto #0
-__all__ = ['STEP', 'SLOW', 'FAST', 'DISK', 'FORECASTABLE_S', 'NAB_KEYS', 'GRIDS', 'bench_thresholds', 'incident_fleet',
-           'score_static', 'score_predict_linear', 'score_seasonal_naive', 'score_trend', 'score_tft', 'evaluate',
-           'best_at', 'vitals_delays', 'breach_delays', 'bench_alerts']
+__all__ = ['STEP', 'SLOW', 'FAST', 'DISK', 'FORECASTABLE_S', 'FORECAST_FIELDS', 'NAB_KEYS', 'GRIDS', 'bench_thresholds',
+           'incident_fleet', 'score_static', 'score_predict_linear', 'score_seasonal_naive', 'score_trend', 'score_tft',
+           'evaluate', 'best_at', 'vitals_delays', 'breach_delays', 'bench_alerts']
 
 # %% ../../nbs/bench/11_alerts.ipynb #9623cdd8
 STEP = 300
@@ -28,12 +28,14 @@ def bench_thresholds(settings:Settings|None=None) -> dict:
     "`[model] thresholds` plus swap_pct:80 and disk_used_pct:90 when it has no level for them."
     return {"swap_pct": 80.0, "disk_used_pct": 90.0, **dict((settings or load_settings()).model.thresholds)}
 
+FORECAST_FIELDS = ("cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "load1")   # the simulated servers report all five: the full model serves them
+
 def incident_fleet(seed:int=2024, # a seed the shipped model was not trained on
                    n:int=45, # servers
                    days:int=7, # held-out days, after two days of history
                    thresholds:dict|None=None, # {field: level}; default bench_thresholds()
                    start="2026-03-02"):
-    "(sim, Y {field: (server, step)}, times (epoch s, each step's end), (first, end) of the held-out span, incidents)."
+    "(sim, Y {field: (server, step)}: the thresholds' fields and the models' inputs, times (epoch s, each step's end), (first, end) of the held-out span, incidents)."
     th = thresholds or bench_thresholds()
     sim, rng = FleetSimulator(n, seed=seed), np.random.default_rng(seed)
     d0 = int(pd.Timestamp(start, tz="UTC").timestamp())
@@ -45,7 +47,7 @@ def incident_fleet(seed:int=2024, # a seed the shipped model was not trained on
     t = np.arange(d0, e1, 60, dtype=np.int64)
     v = sim.values(t)
     k = STEP // 60
-    Y = {f: v[f].reshape(sim.n, -1, k).mean(-1) for f in th}
+    Y = {f: v[f].reshape(sim.n, -1, k).mean(-1) for f in dict.fromkeys([*th, *FORECAST_FIELDS])}   # what the hub would forecast from
     times = t.reshape(-1, k)[:, -1]
     idx = {s: i for i, s in enumerate(sim.servers.server)}
     over = np.zeros((sim.n, len(times)), bool)
@@ -216,7 +218,7 @@ def bench_alerts(settings:Settings|None=None, # [model] dir (the shipped model) 
     timed("predict_linear_6h_8h", lambda: score_predict_linear(Y, origins, th, 6 * 3600, 8 * 3600))
     timed("seasonal_naive", lambda: score_seasonal_naive(Y, origins, th))
     timed("qdash_trend", lambda: score_trend(Y, origins, th))
-    try: fc = ModelRegistry(s.model.dir).current
+    try: fc = ModelRegistry(s.model.dir).serving_for(Y)   # the model the hub serves servers with these fields
     except QdashError: fc = None
     if fc is not None:
         k = max(1, tft_every_s // every_s)
