@@ -35,7 +35,7 @@ def incident_fleet(seed:int=2024, # a seed the shipped model was not trained on
                    days:int=7, # held-out days, after two days of history
                    thresholds:dict|None=None, # {field: level}; default bench_thresholds()
                    start="2026-03-02"):
-    "(sim, Y {field: (server, step)}: the thresholds' fields and the models' inputs, times (epoch s, each step's end), (first, end) of the held-out span, incidents)."
+    "(sim, Y {field: (server, step)} (thresholds' fields, models' inputs), times (epoch s, each step's end), (first, end) of the held-out span, incidents)."
     th = thresholds or bench_thresholds()
     sim, rng = FleetSimulator(n, seed=seed), np.random.default_rng(seed)
     d0 = int(pd.Timestamp(start, tz="UTC").timestamp())
