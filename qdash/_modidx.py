@@ -1942,6 +1942,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qdash.serving._paths': ('serving.html#_paths', 'qdash/serving.py'),
                                'qdash.serving.compact_payload': ('serving.html#compact_payload', 'qdash/serving.py'),
                                'qdash.serving.compact_results': ('serving.html#compact_results', 'qdash/serving.py'),
+                               'qdash.serving.models_at_start': ('serving.html#models_at_start', 'qdash/serving.py'),
                                'qdash.serving.risk_reason': ('serving.html#risk_reason', 'qdash/serving.py'),
                                'qdash.serving.trend_targets': ('serving.html#trend_targets', 'qdash/serving.py')},
             'qdash.store': { 'qdash.store.DuckStore': ('store.html#duckstore', 'qdash/store.py'),

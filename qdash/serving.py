@@ -30,7 +30,7 @@ log = logging.getLogger("qdash.serving")
 # %% auto #0
 __all__ = ['log', 'CYCLE_ONLY', 'BASELINE_DAYS', 'SERVER_MEASUREMENTS', 'POOL_MIN_BYTES', 'STORE_PROBE_S', 'Every',
            'trend_targets', 'compact_results', 'compact_payload', 'Forecasting', 'risk_reason', 'Explanations',
-           'FleetWatch', 'DriftWatch', 'FeedParser', 'Services']
+           'FleetWatch', 'DriftWatch', 'FeedParser', 'models_at_start', 'Services']
 
 # %% ../nbs/10_serving.ipynb #6db3ed89
 class Every:
@@ -555,6 +555,20 @@ class FeedParser:
         with self._lock: old, self.pool = self.pool, None
         if old is not None: old.shutdown(wait=False, cancel_futures=True)   # the next large feed starts a new one
 
+# %% ../nbs/10_serving.ipynb #m0dl5at1
+def models_at_start(registry:ModelRegistry) -> tuple[int, str]:
+    "(logging level, message): the models that will serve and what each forecasts, or why none will — from the cards alone."
+    rows = registry.list()
+    serving = sorted((r for r in rows if r["serving"] and r["valid"]), key=lambda r: not r["active"])   # the active one first
+    bad = [f"{r['name']} ({r['error']})" for r in rows if not r["valid"]]
+    if not serving:
+        why = f"no usable model in {registry.dir}" + (f": {'; '.join(bad)}" if bad else "")
+        return logging.WARNING, (f"{why} — servers are forecast from their trends alone and breaches still alert; "
+                                 "train one with `qdash train` (or put one in [model] dir) for model forecasts and explanations")
+    each = ", ".join(f"{r['name']} ({', '.join(r['targets'] or [])}{'; active' if r['active'] else ''})" for r in serving)
+    return logging.INFO, f"forecasting with {len(serving)} model{'s' if len(serving) > 1 else ''} from {registry.dir}: {each}" + \
+        (f"; not usable: {'; '.join(bad)}" if bad else "")
+
 # %% ../nbs/10_serving.ipynb #5802b2f4
 STORE_PROBE_S = 2.0   # how often the hub pings the store, and how long it waits for the answer
 
@@ -579,6 +593,7 @@ class Services:
         self.runner = JobRunner(self.store, s, feed=lambda b: self.collection.feed(b, wait=0)).start()   # worker heartbeats: like any telemetry, never waiting
         self.feeds = FeedParser(s, self.store).start()
         self.forecasting = Forecasting(s, self.store, registry=open_registry(s), seed=False)   # [model] worker: the model next door
+        log.log(*models_at_start(self.forecasting.registry))   # which models will forecast what, or why none will
         self.fleet = FleetWatch(s, self.store, self.forecasting)
         self.forecasting.fleet = self.fleet
         for fn in (self._track, self.fleet.tap, self.forecasting.tap, *listeners): self.collection.add_listener(fn)

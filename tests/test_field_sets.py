@@ -48,7 +48,7 @@ def hub(tmp_path, request):
     store.write("vm", fr[fr.server == b].assign(server="host-01", host="hv"))
     store.close()
     env = {"QDASH__MODEL__DIR": str(models), "QDASH__COLLECT__SOURCES": "libvirt", "QDASH__COLLECT__LIBVIRT_URI": URI,
-           "QDASH__MODEL__PREDICT_EVERY": "2s", "QDASH__MODEL__WORKER": request.param, **NO_LIMITS}
+           "QDASH__MODEL__PREDICT_EVERY": "2s", "QDASH__MODEL__WORKER": request.param, "QDASH__SERVER__LOG_LEVEL": "info", **NO_LIMITS}
     with HubProcess(env, data_dir=tmp_path) as h:
         yield h
 
@@ -78,3 +78,17 @@ def test_each_server_is_forecast_by_the_model_for_its_fields(hub):
         ex = r.json()
         assert ex["prediction"]["model"] == model and ex["shap"]["top_features"], ex["prediction"]
         assert len({f["feature"].split("[")[0] for f in ex["shap"]["top_features"]} & {"cpu_pct", "mem_pct", *EXTRA}) >= 1
+    log = (hub.dir / "hub.log").read_text(errors="replace")                   # and the hub said so when it started
+    assert (f"forecasting with 2 models from {hub.dir / 'models'}: tft-fleet45 (cpu_pct, mem_pct; active), "
+            "tft-fleet45-full (cpu_pct, mem_pct, swap_pct, iowait_pct, load1)") in log, log[-2000:]
+
+
+def test_a_hub_without_a_model_says_so_at_start_and_forecasts_from_trends(tmp_path):
+    (tmp_path / "empty").mkdir()
+    env = {"QDASH__MODEL__DIR": str(tmp_path / "empty"), "QDASH__COLLECT__SOURCES": "libvirt", "QDASH__COLLECT__LIBVIRT_URI": URI,
+           "QDASH__MODEL__PREDICT_EVERY": "2s", **NO_LIMITS}
+    with HubProcess(env, data_dir=tmp_path / "hub") as h:
+        log = (h.dir / "hub.log").read_text(errors="replace")
+        assert f"WARNING qdash.serving: no usable model in {tmp_path / 'empty'} — servers are forecast from their trends alone" in log, log[-2000:]
+        st = get(h, "/status").json()
+        assert st["model_loaded"] is False and st["models_serving"] == [], st
