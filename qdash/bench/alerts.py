@@ -14,7 +14,7 @@ from ..model.trend import trend_scores
 # %% auto #0
 __all__ = ['STEP', 'SLOW', 'FAST', 'DISK', 'FORECASTABLE_S', 'FORECAST_FIELDS', 'NAB_KEYS', 'GRIDS', 'bench_thresholds',
            'incident_fleet', 'score_static', 'score_predict_linear', 'score_seasonal_naive', 'score_trend', 'score_tft',
-           'evaluate', 'best_at', 'vitals_delays', 'breach_delays', 'bench_alerts']
+           'evaluate', 'best_at', 'vitals_delays', 'breach_delays', 'score_methods', 'curves', 'versus', 'bench_alerts']
 
 # %% ../../nbs/bench/11_alerts.ipynb #9623cdd8
 STEP = 300
@@ -34,7 +34,9 @@ def incident_fleet(seed:int=2024, # a seed the shipped model was not trained on
                    n:int=45, # servers
                    days:int=7, # held-out days, after two days of history
                    thresholds:dict|None=None, # {field: level}; default bench_thresholds()
-                   start="2026-03-02"):
+                   start="2026-03-02",
+                 hot:int=0, # servers without an incident made to live near a threshold (run_hot): memory, memory, CPU, ...
+                ):
     "(sim, Y {field: (server, step)} (thresholds' fields, models' inputs), times (epoch s, each step's end), (first, end) of the held-out span, incidents)."
     th = thresholds or bench_thresholds()
     sim, rng = FleetSimulator(n, seed=seed), np.random.default_rng(seed)
@@ -44,6 +46,10 @@ def incident_fleet(seed:int=2024, # a seed the shipped model was not trained on
     for (kind, h), s in zip(SLOW + FAST + DISK, names):
         a = int(rng.uniform(e0 + 3600, e1 - (h + 3) * 3600) // 60 * 60)
         sim.inject(kind, s, start=a, duration=f"{int(h * 3600)}s")
+    quiet, r2 = names[len(SLOW + FAST + DISK):], np.random.default_rng(seed + 1)    # its own draws: the incidents stay as they were
+    for k, s in enumerate(quiet[:hot]):
+        f, u = "cpu_pct" if k % 3 == 2 else "mem_pct", r2.uniform(3, 7)     # a usual high 3-7 points under the level, never over it
+        sim.run_hot(s, f, peak=th[f] - u, headroom=min(2.0, u - 0.5))
     t = np.arange(d0, e1, 60, dtype=np.int64)
     v = sim.values(t)
     k = STEP // 60
@@ -196,11 +202,58 @@ NAB_KEYS = ("nab_share_beating_last_value", "nab_median_coverage_p10_p90", "nab_
 GRIDS = {"risk": [30, 40, 50, 55, 60, 65, 70, 75, 80, 85, 90, 95],
          "margin": [-30, -25, -20, -15, -10, -5, 0, 5, 10, 20, 30, 50, 75, 100, 150]}
 
+def score_methods(sim, Y:dict, times, origins, th:dict, fc=None, # a loaded Forecaster, or None: no TFT
+                  every_s:int=600, tft_every_s:int=1800) -> tuple[dict, dict]:
+    "({method: scores (server, origin)}, {method: seconds}) of every method on one fleet."
+    scores, secs = {}, {}
+    def timed(name, fn):
+        a = time.perf_counter(); scores[name] = fn(); secs[name] = round(time.perf_counter() - a, 1)
+    timed("static", lambda: score_static(Y, origins, th))
+    timed("predict_linear_1h_4h", lambda: score_predict_linear(Y, origins, th, 3600, 4 * 3600))
+    timed("predict_linear_6h_8h", lambda: score_predict_linear(Y, origins, th, 6 * 3600, 8 * 3600))
+    timed("seasonal_naive", lambda: score_seasonal_naive(Y, origins, th))
+    timed("qdash_trend", lambda: score_trend(Y, origins, th))
+    if fc is not None:
+        k = max(1, tft_every_s // every_s)
+        timed("qdash_tft", lambda: np.repeat(score_tft(fc, sim, Y, times, origins[::k], th), k, axis=1)[:, :len(origins)])
+        scores["qdash"] = np.maximum(scores["qdash_tft"], scores["qdash_trend"])
+    return scores, secs
+
+def curves(scores:dict, secs:dict, inc, ot, ex, best:dict, **tags):
+    "Each method's curve and its point at 0.05 false alerts per server-day, as lines; `best` filled {method: point}."
+    for m, sc in scores.items():
+        kind = "risk" if m.startswith("qdash") else "margin"
+        pts = []
+        for x in GRIDS[kind]:
+            e = evaluate(sc, x, inc, ot, ex)
+            p = {"figure": "curve", **tags, "method": m, "threshold": x, "threshold_kind": "risk_score" if kind == "risk" else "margin_points",
+                 **{k: e[k] for k in ("false_alerts_per_server_day", "warned_share", "lead_median_min")},
+                 "fast_detect_median_samples": _finite(np.median(e["fast_detect_samples"])) if e["fast_detect_samples"] else None}
+            pts.append({**p, "missed": e["missed"]})
+            yield p
+        b = best_at(pts)
+        best[m] = b
+        yield {"figure": "at_fa_0_05", **tags, "method": m, "seconds": secs.get(m),
+               **({k: v for k, v in b.items() if k not in ("figure", "method", *tags)} if b else {"warned_share": 0.0, "threshold": None})}
+
+def versus(best:dict, main:str) -> dict:
+    "qdash against the best value rule at 0.05 false alerts per server-day: warned share and median lead of each."
+    g = lambda m, k: (best.get(m) or {}).get(k)
+    pl = max(("predict_linear_1h_4h", "predict_linear_6h_8h"), key=lambda m: (g(m, "warned_share") or 0, g(m, "lead_median_min") or 0))
+    out = {"method": main}
+    for name, m in (("qdash", main), ("static", "static"), ("predict_linear", pl)):
+        out |= {f"{name}_warned_share_at_fa_0_05": g(m, "warned_share") or 0.0, f"{name}_lead_median_min_at_fa_0_05": g(m, "lead_median_min"),
+                f"{name}_threshold_at_fa_0_05": g(m, "threshold")}
+    q, s = (g(main, "warned_share") or 0.0, g(main, "lead_median_min") or 0.0), (g("static", "warned_share") or 0.0, g("static", "lead_median_min") or 0.0)
+    out["qdash_beats_static"] = q[0] > s[0] or (q[0] == s[0] and q[1] > s[1])
+    return out
+
 def bench_alerts(settings:Settings|None=None, # [model] dir (the shipped model) and thresholds
                  seed:int=2024, n:int=45, days:int=7,
                  every_s:int=600, # seconds between origins
                  tft_every_s:int=1800, # seconds between the TFT's forecasts (carried to the origins between: inference is the cost)
-                 nab:bool=True): # the real NAB series too: a small TFT trained once (minutes), scored per series beside AutoTheta
+                 nab:bool=True, # the real NAB series too: a small TFT trained once (minutes), scored per series beside AutoTheta
+                 hot:int=6): # the second fleet: the same incidents, and this many quiet servers living near a threshold (0: not run)
     "Curves, the methods at 0.05 false alerts per server-day, and the headline, as dicts for `qdash bench alerts`."
     from qdash.model.registry import ModelRegistry
     s = settings or load_settings()
@@ -210,35 +263,11 @@ def bench_alerts(settings:Settings|None=None, # [model] dir (the shipped model) 
     origins = np.nonzero((times >= e0) & (times < e1))[0][::every_s // STEP]
     ot = times[origins]
     ex = _excluded(inc, sim.n, ot)
-    scores, secs = {}, {}
-    def timed(name, fn):
-        a = time.perf_counter(); scores[name] = fn(); secs[name] = round(time.perf_counter() - a, 1)
-    timed("static", lambda: score_static(Y, origins, th))
-    timed("predict_linear_1h_4h", lambda: score_predict_linear(Y, origins, th, 3600, 4 * 3600))
-    timed("predict_linear_6h_8h", lambda: score_predict_linear(Y, origins, th, 6 * 3600, 8 * 3600))
-    timed("seasonal_naive", lambda: score_seasonal_naive(Y, origins, th))
-    timed("qdash_trend", lambda: score_trend(Y, origins, th))
     try: fc = ModelRegistry(s.model.dir).serving_for(Y)   # the model the hub serves servers with these fields
     except QdashError: fc = None
-    if fc is not None:
-        k = max(1, tft_every_s // every_s)
-        timed("qdash_tft", lambda: np.repeat(score_tft(fc, sim, Y, times, origins[::k], th), k, axis=1)[:, :len(origins)])
-        scores["qdash"] = np.maximum(scores["qdash_tft"], scores["qdash_trend"])
+    scores, secs = score_methods(sim, Y, times, origins, th, fc, every_s, tft_every_s)
     best = {}
-    for m, sc in scores.items():
-        kind = "risk" if m.startswith("qdash") else "margin"
-        pts = []
-        for x in GRIDS[kind]:
-            e = evaluate(sc, x, inc, ot, ex)
-            p = {"figure": "curve", "method": m, "threshold": x, "threshold_kind": "risk_score" if kind == "risk" else "margin_points",
-                 **{k: e[k] for k in ("false_alerts_per_server_day", "warned_share", "lead_median_min")},
-                 "fast_detect_median_samples": _finite(np.median(e["fast_detect_samples"])) if e["fast_detect_samples"] else None}
-            pts.append({**p, "missed": e["missed"]})
-            yield p
-        b = best_at(pts)
-        best[m] = b
-        yield {"figure": "at_fa_0_05", "method": m, "seconds": secs.get(m),
-               **({k: v for k, v in b.items() if k not in ("figure", "method")} if b else {"warned_share": 0.0, "threshold": None})}
+    yield from curves(scores, secs, inc, ot, ex, best)
     vd = vitals_delays(Y, times, inc, sim, th, int(s.alerts["for"]))
     bd = np.array(breach_delays(inc, sim, th, int(s.alerts["for"])))   # at the collection interval, as the hub's watch counts
     seen = bd[np.isfinite(bd) | np.isinf(bd)]
@@ -264,6 +293,15 @@ def bench_alerts(settings:Settings|None=None, # [model] dir (the shipped model) 
            "forecastable_incidents": sum(x["forecastable"] for x in inc), "fast_incidents": sum(not x["forecastable"] for x in inc),
            "server_days": round(float((~ex).sum() * every_s / 86400), 1), "origins_every_min": every_s / 60,
            "model": fc.name if fc is not None else None, "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
+    yield {"figure": "versus_static", "fleet": "held_out", **versus(best, main)}
+    if hot:                                     # the same week, with quiet servers that run close to a level every day
+        sim2, Y2, _, _, inc2 = incident_fleet(seed, n, days, th, hot=hot)
+        hs = sorted(sim2.__dict__.get("_hot", {}).items())
+        scores2, secs2 = score_methods(sim2, Y2, times, origins, th, fc, every_s, tft_every_s)
+        best2 = {}
+        yield from curves(scores2, secs2, inc2, ot, ex, best2, fleet="near_thresholds")
+        yield {"figure": "versus_static", "fleet": "near_thresholds", **versus(best2, main),
+               "hot_servers": [f"{sim2.servers.server[i]}:{f}<={top:.1f}" for (i, f), (_, top) in hs]}
     real = {}
     if nab:                                     # the real series: the same TFT recipe, trained once here, beside AutoTheta
         from qdash.bench.forecast import bench_nab

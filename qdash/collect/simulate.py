@@ -10,7 +10,8 @@ import numpy as np, pandas as pd
 from ..config import ValidationError, parse_duration
 
 # %% auto #0
-__all__ = ['PROFILES', 'FIELDS', 'KINDS', 'CONTENTION', 'HOST_FIELDS', 'Incident', 'FleetSimulator', 'Contention']
+__all__ = ['PROFILES', 'FIELDS', 'KINDS', 'CONTENTION', 'HOST_FIELDS', 'HOT_REFERENCE', 'PERCENT_FIELDS', 'Incident',
+           'FleetSimulator', 'Contention']
 
 # %% ../../nbs/collect/02_simulate.ipynb #c005
 _M = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -261,6 +262,7 @@ def values(self:FleetSimulator, t) -> dict[str, np.ndarray]:
     "Every field at epoch seconds `t`, incidents applied: `{field: array (server, time)}`."
     t = np.atleast_1d(np.asarray(t, dtype=np.int64))
     out = self._normal(t)
+    for (i, f), (dv, top) in self.__dict__.get("_hot", {}).items(): out[f][i] = np.clip(out[f][i] + dv, 0, top)   # run_hot
     self._apply(out, t)
     self._contend(out, t)
     return out
@@ -403,6 +405,27 @@ def leak_breaching_at(self:FleetSimulator, at, # when mem_pct first reaches `thr
         if abs(hit - goal) < 60: break
         start += goal - hit
     return self.inject("memory_leak", server, start=start, duration=dur)
+
+# %% ../../nbs/collect/02_simulate.ipynb #c017j
+HOT_REFERENCE = "2026-01-05"     # the week a hot server's usual high is read from (a Monday)
+PERCENT_FIELDS = ("cpu_pct", "mem_pct", "swap_pct", "iowait_pct", "disk_used_pct")
+
+@patch
+def run_hot(self:FleetSimulator, server:str, # a server of the fleet
+            field:str="mem_pct", # one of PERCENT_FIELDS
+            peak:float=90.0, # its usual high: the 99th percentile of its 5-minute means
+            headroom:float=2.0, # it never goes over peak + headroom
+           ) -> FleetSimulator:
+    "Let `server` live near a level: `field` shifted so its usual high is `peak`. Not an incident; itself."
+    names = list(self.servers.server)
+    if server not in names: raise ValidationError(f"server={server!r}: expected a server of this fleet ({names[0]}, ...)", field="server")
+    if field not in PERCENT_FIELDS: raise ValidationError(f"field={field!r}: expected one of {', '.join(PERCENT_FIELDS)}", field="field")
+    if not (0 < peak and peak + headroom <= 100 and headroom >= 0):
+        raise ValidationError(f"peak={peak}, headroom={headroom}: expected 0 < peak, 0 <= headroom, peak + headroom <= 100", field="peak")
+    i, t0 = names.index(server), _epoch(HOT_REFERENCE)
+    v = self._normal(np.arange(t0, t0 + 7 * 86400, 60))[field][i].reshape(-1, 5).mean(-1)
+    self._hot = {**self.__dict__.get("_hot", {}), (i, field): (float(peak - np.percentile(v, 99)), float(peak + headroom))}
+    return self
 
 # %% ../../nbs/collect/02_simulate.ipynb #c017f
 import re

@@ -9,9 +9,10 @@ import numpy as np, pandas as pd, xarray as xr
 from .risk import QUANTILES, exceed_prob, horizon_weights, fmt_minutes, fmt_span, PHRASES
 
 # %% auto #0
-__all__ = ['MAX_BLOCKS', 'REACH', 'T_LOW', 'T_FULL', 'DAY_MARGIN', 'DAY_FULL', 'WINDOWS_S', 'RATES', 'RATE_WINDOW_S',
-           'MIN_HISTORY_S', 'FULL', 'theil_sen', 'fit_window', 'window_forecast', 'trend_credit', 'windows_for',
-           'trend_scores', 'trend_message', 'forecast_trend', 'combine', 'trend_payload']
+__all__ = ['MAX_BLOCKS', 'REACH', 'RATE_REACH', 'T_LOW', 'T_FULL', 'DAY_MARGIN', 'DAY_FULL', 'WINDOWS_S', 'RATES',
+           'RATE_WINDOW_S', 'MIN_HISTORY_S', 'RATE_MIN_HISTORY_S', 'FULL', 'theil_sen', 'fit_window', 'window_forecast',
+           'trend_credit', 'windows_for', 'reach_for', 'trend_scores', 'trend_message', 'forecast_trend', 'combine',
+           'trend_payload']
 
 # %% ../../nbs/model/06a_trend.ipynb #6c535d11
 def _nanmedian(a:np.ndarray, axis:int=-1, keepdims:bool=False) -> np.ndarray:
@@ -71,6 +72,7 @@ def fit_window(Y:np.ndarray, # (rows, steps) newest last; NaN where missing
 
 # %% ../../nbs/model/06a_trend.ipynb #de97605e
 REACH = 2.0             # a trend seen for W is continued for at most REACH·W
+RATE_REACH = 0.5        # ... a rate's trend seen for less than RATE_WINDOW_S, for at most RATE_REACH·W
 _Z = np.array([NormalDist().inv_cdf(q) for q in QUANTILES])   # the standard normal's QUANTILES (the stdlib's: scipy.special costs a hub 8 MB)
 T_LOW, T_FULL = 2.0, 4.0 # t-statistics of the slope: no trend at T_LOW, all of it from T_FULL
 DAY_MARGIN, DAY_FULL = 10.0, 15.0 # points above the same time yesterday where a trend starts to count, and counts fully
@@ -78,9 +80,10 @@ DAY_MARGIN, DAY_FULL = 10.0, 15.0 # points above the same time yesterday where a
 def window_forecast(f:dict, # from fit_window
                     horizon:int, # steps ahead
                     bounds=(0.0, 100.0), # (low, high) clip of the quantiles: a percentage stays in 0-100
+                    reach:float=REACH, # continued for at most reach·W steps, then held
                    ) -> np.ndarray:
-    "Quantiles (rows, horizon, len(QUANTILES)) of the trend continued for at most REACH·W steps."
-    h = np.minimum(np.arange(1, horizon + 1), REACH * f["W"])
+    "Quantiles (rows, horizon, len(QUANTILES)) of the trend continued for at most reach·W steps."
+    h = np.minimum(np.arange(1, horizon + 1), reach * f["W"])
     m = f["level"][:, None] + f["slope"][:, None] * h
     s = np.sqrt(f["sigma"][:, None] ** 2 + (f["slope_se"][:, None] * h) ** 2)
     return np.clip(m[..., None] + s[..., None] * _Z[None, None], *bounds)
@@ -98,14 +101,18 @@ def trend_credit(f:dict, # from fit_window
 
 # %% ../../nbs/model/06a_trend.ipynb #136eaa9b
 WINDOWS_S = (3600, 3 * 3600, 6 * 3600, 12 * 3600)
-RATES = ("cpu_pct", "iowait_pct", "load1")      # swing within a day: a trend must hold for RATE_WINDOW_S
-RATE_WINDOW_S = 6 * 3600
+RATES = ("cpu_pct", "iowait_pct", "load1")      # swing within hours: a shorter trend of theirs is continued for less
+RATE_WINDOW_S = 6 * 3600                        # a rate's trend seen for less is continued for RATE_REACH·W
 MIN_HISTORY_S = 1800                            # the least history a trend is read from
+RATE_MIN_HISTORY_S = 3600                       # ... for a rate
 
 def windows_for(target:str, step:float) -> list[int]:
     "The windows (steps) read for `target`."
-    lo = RATE_WINDOW_S if target in RATES else 0
-    return [int(w // step) for w in WINDOWS_S if w >= lo]
+    return [int(w // step) for w in WINDOWS_S]
+
+def reach_for(target:str, W:int, step:float) -> float:
+    "How many windows ahead a trend of `target` seen for `W` steps is continued."
+    return RATE_REACH if target in RATES and W * step < RATE_WINDOW_S else REACH
 
 def _history(Y:np.ndarray) -> np.ndarray:
     "Steps from each row's first finite point to its newest (the newest is the last column)."
@@ -131,13 +138,13 @@ def trend_scores(Y:np.ndarray, # (rows, steps): each row's recent values at `ste
             "window_s": np.full(N, np.nan), "slope_per_h": np.full(N, np.nan), "level": np.full(N, np.nan)}
     full = windows_for(target, step)
     tasks = [(W, hist >= W) for W in full if W <= Y.shape[-1]]
-    least = max(int(MIN_HISTORY_S // step), int(RATE_WINDOW_S // step) if target in RATES else 3)
+    least = max(3, int((RATE_MIN_HISTORY_S if target in RATES else MIN_HISTORY_S) // step))
     young = (hist < max(full)) & (hist >= least)                       # less than the longest window: all it has, too
     tasks += [(int(v), young & (hist == v)) for v in np.unique(hist[young]) if v not in full]
     for W, use in tasks:
         if not use.any(): continue
         f = fit_window(Y[use], W)
-        q = window_forecast(f, H, bounds)
+        q = window_forecast(f, H, bounds, reach_for(target, W, step))
         p = exceed_prob(q, QUANTILES, np.full(q.shape[:-1], float(threshold))) * trend_credit(f, yday[use])[:, None]
         risk = 100 * (p * w).max(-1)
         idx = np.nonzero(use)[0]
