@@ -1916,7 +1916,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qdash.serving.Forecasting.run_cycle': ('serving.html#forecasting.run_cycle', 'qdash/serving.py'),
                                'qdash.serving.Forecasting.seed_vitals': ('serving.html#forecasting.seed_vitals', 'qdash/serving.py'),
                                'qdash.serving.Forecasting.selector': ('serving.html#forecasting.selector', 'qdash/serving.py'),
-                               'qdash.serving.Forecasting.serving': ('serving.html#forecasting.serving', 'qdash/serving.py'),
                                'qdash.serving.Forecasting.status': ('serving.html#forecasting.status', 'qdash/serving.py'),
                                'qdash.serving.Forecasting.tap': ('serving.html#forecasting.tap', 'qdash/serving.py'),
                                'qdash.serving.Forecasting.telemetry': ('serving.html#forecasting.telemetry', 'qdash/serving.py'),
