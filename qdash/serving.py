@@ -198,20 +198,11 @@ class Forecasting:
         except QdashError as e:
             self.error = e.detail; return None
 
-    def serving(self, fc) -> list:
-        "The models serving this cycle: the active `fc` first, then the registry's other serving models at its step and horizon."
-        if fc is None: return []
-        try: models = list(self.registry.serving().values())
-        except QdashError as e:
-            log.warning("the serving set did not load (%s); the active model serves alone", e); return [fc]
-        return [fc, *(x for x in models if x.name != fc.name and (x.step, x.horizon) == (fc.step, fc.horizon))]
-
-    def telemetry(self, fc, now:pd.Timestamp, models=()): # the serving models (default: `fc` alone)
+    def telemetry(self, now:pd.Timestamp, models:list): # the cycle's serving models, the active one first ([]: the trend alone)
         "Recent fleet telemetry at the forecasting step (the models' window; a day for the trend), (server, time); None without a level's field."
         m = self.settings.model
-        models = list(models) or ([fc] if fc is not None else [])
-        step = fc.step if fc else m.step
-        steps = max(*(x.encoder_length for x in models), m.encoder_length if fc is None else 0, int(m.min_history), int(86400 // step) + 12)
+        step = models[0].step if models else m.step
+        steps = max(*(x.encoder_length for x in models), 0 if models else m.encoder_length, int(m.min_history), int(86400 // step) + 12)
         span = pd.Timedelta(seconds=step * (steps + max((x.max_gap for x in models), default=6) + 2))
         have = set(self.store.query("vm", limit=1).columns)
         if not have & set(m.thresholds): return None   # a model's field the store lacks: the servers are grouped by what they have
@@ -227,9 +218,7 @@ class Forecasting:
         pick, out = {}, {}
         for i, s in enumerate(map(str, data.server.values)):
             fields = frozenset(k for k in want if has[k][i])
-            if fields not in pick:                         # one look-up per field set: the registry's rule, among this cycle's models
-                fit = self.registry.serving_for(fields)
-                pick[fields] = next((x for x in models if fit is not None and x.name == fit.name), None)
+            if fields not in pick: pick[fields] = self.registry.serving_for(fields, models)   # the registry's rule, among this cycle's models
             out.setdefault(pick[fields], []).append(s)
         return list(out.items())
 
@@ -273,10 +262,12 @@ class Forecasting:
         t0 = time.perf_counter()
         now = utc(now)
         fc, data, results, m = self.forecaster, None, {}, self.settings.model
-        models, parts = self.serving(fc), []             # the active model first, then one per other target set
+        # the registry's serving set, asked once a cycle: the active model first, then one per other target set at its step and horizon
+        models = [fc, *(x for x in self.registry.serving().values() if x.name != fc.name and (x.step, x.horizon) == (fc.step, fc.horizon))] if fc else []
+        parts = []
         targets = fc.targets if fc else list(TARGETS)
         if "vm" in self.store.measurements():
-            data = self.telemetry(fc, now, models)
+            data = self.telemetry(now, models)
             if data is not None:                         # agents' servers: their newest points from the store
                 self.remote = {str(x) for x in data.server.values} - self.tapped
                 self.read_vitals(self.remote, now)

@@ -11,8 +11,9 @@ from ..config import ValidationError
 from .data import QUANTILES
 
 # %% auto #0
-__all__ = ['I10', 'I50', 'I90', 'BUCKETS_S', 'horizon_buckets', 'band_residual', 'widen', 'IntervalCalibrator', 'realised',
-           'interval_payload', 'replay', 'frame_actuals', 'coverage_summary', 'pooled_scales']
+__all__ = ['I10', 'I50', 'I90', 'BUCKETS_S', 'horizon_buckets', 'band_residual', 'widen', 'WaitingForecasts',
+           'IntervalCalibrator', 'realised', 'interval_payload', 'replay', 'frame_actuals', 'coverage_summary',
+           'pooled_scales']
 
 # %% ../../nbs/model/06b_band.ipynb #119c48e7
 I10, I50, I90 = QUANTILES.index(0.1), QUANTILES.index(0.5), QUANTILES.index(0.9)
@@ -43,6 +44,61 @@ def widen(q:np.ndarray, # quantiles (H, ..., len(QUANTILES))
     s = np.where(q < m, np.reshape(low, sh), np.reshape(high, sh))
     return np.clip(np.sort(m + (q - m) * s, -1), *bounds)
 
+# %% ../../nbs/model/06b_band.ipynb #wf000002
+def _grow(a:np.ndarray, n:int, fill, axis:int=0) -> np.ndarray:
+    "`a` with `n` more entries along `axis`, set to `fill`."
+    shape = list(a.shape); shape[axis] = n
+    return np.concatenate([a, np.full(shape, fill, a.dtype)], axis)
+
+class WaitingForecasts:
+    "Forecasts kept until their values come, a series' rows (`org`, `hs`) of a table of at most `P`, each scored at `K` steps, as many a horizon bucket."
+    def __init__(self, bucket:np.ndarray, # the horizon bucket of each step ahead (0, 1, ...)
+                 keep_steps:int, # steps scored of each forecast kept: one from each of as many blocks per bucket
+                 every:int, # steps between the forecasts kept
+                 seed:int, # of the sampling (which step of each block is scored)
+                ):
+        self.H, B = len(bucket), int(bucket.max()) + 1
+        per = max(1, -(-int(keep_steps) // B))
+        blocks = [blk for b in range(B) for blk in np.array_split(np.nonzero(bucket == b)[0], min(per, int((bucket == b).sum())))]
+        self.h0, self.hn = np.array([x[0] for x in blocks]), np.array([len(x) for x in blocks])   # one step kept from each block, at random
+        self.K, self.P = len(blocks), self.H // int(every) + 2   # steps kept a forecast; forecasts waiting at most
+        self.hdtype = np.uint8 if self.H < 255 else np.uint16
+        self.done = np.iinfo(self.hdtype).max                    # a kept step scored already
+        self.rng = np.random.default_rng(seed)
+
+    def _row(self, st, origin:int, # step index of the forecast's origin
+             grown=(), # (name, fill) of the series' other arrays with a row per forecast
+            ) -> tuple[int, np.ndarray]:
+        "(row, the steps drawn to score it at) of a new forecast in `st`'s table: a free row, a new one (up to `P`), or the oldest's (values late)."
+        free = np.nonzero(st.org < 0)[0]
+        if len(free): i = int(free[0])
+        elif len(st.org) < self.P:                                # a young series: its table grows a row at a time
+            i = len(st.org)
+            for k, f in (("org", -1), ("hs", self.done), *grown): setattr(st, k, _grow(getattr(st, k), 1, f))
+        else: i = int(np.argmin(st.org))
+        h = self.h0 + (self.rng.random(self.K) * self.hn).astype(np.int64)
+        st.org[i], st.hs[i] = origin, h
+        return i, h
+
+    def _due(self, st, idx:np.ndarray, # step indices (epoch s // step) of realised values, increasing
+             values:np.ndarray, # the values (NaN: none)
+            ) -> tuple|None:
+        "(newest step index, rows, columns of `hs`, horizon steps, steps, values) of the kept steps the values bring, now scored; None: nothing to."
+        if st is None or not len(idx) or not (st.org >= 0).any(): return None
+        idx, values = np.asarray(idx, np.int64), np.asarray(values, float)
+        ok = np.isfinite(values)
+        idx, values = idx[ok], values[ok]
+        if not len(idx): return None
+        newest, rows = int(idx[-1]), np.nonzero(st.org >= 0)[0]
+        hs = st.hs[rows]
+        t = st.org[rows, None] + 1 + hs.astype(np.int64)              # the step each kept horizon step forecast
+        j = np.minimum(np.searchsorted(idx, t), len(idx) - 1)
+        ri, ki = np.nonzero((hs != self.done) & (idx[j] == t))         # came now, not scored before
+        row = rows[ri]
+        st.hs[row, ki] = self.done
+        st.org[(st.org >= 0) & (st.org + self.H <= newest)] = -1       # every step has come (or gone): the row is free
+        return newest, row, ki, hs[ri, ki].astype(np.int64), t[ri, ki], values[j[ri, ki]]
+
 # %% ../../nbs/model/06b_band.ipynb #7a73afd1
 class _Series:
     "One (server, target, source)'s calibration, in arrays that grow to a fixed size: forecasts waiting for values, a sample of recent residuals, ACI levels."
@@ -69,7 +125,7 @@ class _Series:
         "Bytes this series holds: the object, its arrays' headers and buffers, its numbers."
         return sys.getsizeof(self) + sum(sys.getsizeof(getattr(self, k)) for k in self.__slots__)
 
-class IntervalCalibrator:
+class IntervalCalibrator(WaitingForecasts):
     "Online, per-series calibration of forecast bands: each series' recent errors widen or narrow its P10-P90 so it holds `coverage`."
     def __init__(self, horizon:int, # steps ahead of the forecasts
                  step:float, # seconds per step
@@ -86,28 +142,17 @@ class IntervalCalibrator:
         if not 0 < coverage < 1: raise ValidationError(f"coverage={coverage}: expected a share between 0 and 1", field="coverage")
         for f, v in (("every", every), ("min_points", min_points), ("keep_steps", keep_steps), ("sample", sample), ("horizon", horizon)):
             if int(v) < 1: raise ValidationError(f"{f}={v}: expected at least 1", field=f)
-        self.H, self.step, self.coverage, self.window = int(horizon), float(step), float(coverage), int(window_s // step)
+        self.step, self.coverage, self.window = float(step), float(coverage), int(window_s // step)
         self.min_points, self.every, self.gamma, self.prior = int(min_points), int(every), float(gamma), dict(prior or {})
         self.slot = max(1, self.window // 48)        # steps whose residuals share one slot of the sample
         self.S = -(-self.window // self.slot) + 1    # slots: the window's and the one filling (at most 50: `pos` is int8)
         self.C = max(1, -(-int(sample) // max(1, self.S - 1)))   # residuals kept per slot and bucket
-        self.bucket = horizon_buckets(self.H, self.step)
+        self.bucket = horizon_buckets(int(horizon), self.step)
         self.B = int(self.bucket.max()) + 1
-        per = max(1, -(-int(keep_steps) // self.B))
-        blocks = [blk for b in range(self.B) for blk in np.array_split(np.nonzero(self.bucket == b)[0], min(per, int((self.bucket == b).sum())))]
-        self.h0, self.hn = np.array([x[0] for x in blocks]), np.array([len(x) for x in blocks])   # one step kept from each block, at random
-        self.K, self.P = len(blocks), self.H // self.every + 2   # steps kept a forecast; forecasts waiting at most
-        self.hdtype = np.uint8 if self.H < 255 else np.uint16
-        self.done = np.iinfo(self.hdtype).max
-        self.rng = np.random.default_rng(seed)
+        super().__init__(self.bucket, keep_steps, self.every, seed)   # H, the steps kept of each forecast, the table's size, the rng
         self.series: dict[tuple, _Series] = {}
         self.lock = threading.RLock()
     def __repr__(self): return f"IntervalCalibrator(series={len(self.series)}, coverage={self.coverage}, every={self.every})"
-
-def _grow(a:np.ndarray, n:int, fill, axis:int=0) -> np.ndarray:
-    "`a` with `n` more entries along `axis`, set to `fill`."
-    shape = list(a.shape); shape[axis] = n
-    return np.concatenate([a, np.full(shape, fill, a.dtype)], axis)
 
 # %% ../../nbs/model/06b_band.ipynb #e2a8c3e3
 def _wquantile(v:np.ndarray, w:np.ndarray, q) -> np.ndarray:
@@ -147,28 +192,16 @@ def observe(self:IntervalCalibrator, key:tuple, # (server, target, source)
            ) -> int:
     "Score the waiting forecasts of `key` against realised values; the residuals added."
     st = self.series.get(key)
-    if st is None or not len(idx) or not (st.org >= 0).any(): return 0
-    idx, values = np.asarray(idx, np.int64), np.asarray(values, float)
-    ok = np.isfinite(values)
-    idx, values = idx[ok], values[ok]
-    if not len(idx): return 0
-    newest = int(idx[-1])
+    due = self._due(st, idx, values)
+    if due is None: return 0
+    newest, row, ki, h, t, y = due
     st.last_seen = newest if st.last_seen is None else max(st.last_seen, newest)
-    rows = np.nonzero(st.org >= 0)[0]
-    hs = st.hs[rows]
-    t = st.org[rows, None] + 1 + hs.astype(np.int64)                 # the step each kept horizon step forecast
-    j = np.minimum(np.searchsorted(idx, t), len(idx) - 1)
-    got = (hs != self.done) & (idx[j] == t)                           # came now, not scored before
-    ri, ki = np.nonzero(got)
-    row, h, y = rows[ri], hs[ri, ki].astype(np.int64), values[j[ri, ki]]
     m = st.med[row, ki].astype(float)
     half = st.half[row, ki].astype(float) * st.unit[row, None]
     r = (y - m) / np.maximum(np.where(y >= m, half[:, 1], half[:, 0]), 1e-9 + 1e-6 * np.abs(m))   # `band_residual`
     b = self.bucket[h]
     sv = st.served[row, b].astype(float)
-    st.hs[row, ki] = self.done
-    if len(r): self._add(st, r, b, (r >= -sv[:, 0]) & (r <= sv[:, 1]), t[ri, ki])
-    st.org[(st.org >= 0) & (st.org + self.H <= newest)] = -1           # every step has come (or gone): the row is free
+    if len(r): self._add(st, r, b, (r >= -sv[:, 0]) & (r <= sv[:, 1]), t)
     return len(r)
 
 # %% ../../nbs/model/06b_band.ipynb #f851a1e4
@@ -213,19 +246,13 @@ def scales(self:IntervalCalibrator, key:tuple) -> tuple[np.ndarray, np.ndarray]:
 
 @patch
 def _keep(self:IntervalCalibrator, st:_Series, origin:int, q:np.ndarray, bl:np.ndarray, bh:np.ndarray):
-    "Keep forecast `q` (its steps `h0 + random < hn`) to be scored: in a free row, a new one (up to `P`), or the oldest's (values late)."
-    free = np.nonzero(st.org < 0)[0]
-    if len(free): i = int(free[0])
-    elif len(st.org) < self.P:                                        # a young series: its table grows a row at a time
-        i, grown = len(st.org), [(st.org, -1), (st.hs, self.done), (st.med, 0), (st.half, 0), (st.unit, 1), (st.served, 1)]
-        st.org, st.hs, st.med, st.half, st.unit, st.served = (_grow(a, 1, f) for a, f in grown)
-    else: i = int(np.argmin(st.org))
-    h = self.h0 + (self.rng.random(self.K) * self.hn).astype(np.int64)
+    "Keep forecast `q` to be scored at a sample of its steps (a row of the table, `_row`): its P50 and half-bands there, the scales it was served with."
+    i, h = self._row(st, origin, (("med", 0), ("half", 0), ("unit", 1), ("served", 1)))
     m = q[h, I50]
     half = np.stack([m - q[h, I10], q[h, I90] - m], -1)
     u = float(np.abs(half).max())
     u = u if 0 < u < np.inf else 1.0
-    st.org[i], st.hs[i], st.med[i], st.half[i], st.unit[i], st.served[i] = origin, h, m, half / u, u, np.stack([bl, bh], -1)
+    st.med[i], st.half[i], st.unit[i], st.served[i] = m, half / u, u, np.stack([bl, bh], -1)
 
 @patch
 def calibrate(self:IntervalCalibrator, key:tuple, # (server, target, source)

@@ -244,9 +244,10 @@ def serving(self:ModelRegistry) -> dict:
 
 @patch
 def serving_for(self:ModelRegistry, fields, # the fields a server has (recent non-null values)
+                models=None, # the serving models to pick from, the active one first (a forecasting cycle's); default: `serving()`
                ) -> "Forecaster|None":
     "The serving model whose targets are all in `fields`, with the most targets (ties: the active one); None when none fits."
     have, best = set(fields), None
-    for fc in self.serving().values():
+    for fc in (self.serving().values() if models is None else models):
         if set(fc.targets) <= have and (best is None or len(fc.targets) > len(best.targets)): best = fc
     return best

@@ -8,7 +8,7 @@ import sys, threading
 import numpy as np
 from fastcore.basics import patch
 from ..config import ValidationError
-from .band import I50, _bounds, _epoch_s, realised
+from .band import I50, WaitingForecasts, _bounds, _epoch_s, _grow, realised
 
 # %% auto #0
 __all__ = ['CANDIDATES', 'FAMILY', 'WARN', 'LEVEL_S', 'SkillSelector', 'newest_values', 'last_value_results', 'default_source',
@@ -36,7 +36,7 @@ class _Track:
         "Bytes this series holds: the object, its arrays' headers and buffers, its numbers."
         return sys.getsizeof(self) + sum(sys.getsizeof(getattr(self, k)) for k in self.__slots__)
 
-class SkillSelector:
+class SkillSelector(WaitingForecasts):
     "Per (server, target): which P50 path to serve — the model's, the trend's, last value's or their combination — by its recent error on the values that came."
     def __init__(self, horizon:int, # steps ahead of the forecasts
                  step:float, # seconds per step
@@ -54,26 +54,17 @@ class SkillSelector:
         if float(window_s) < step: raise ValidationError(f"window_s={window_s}: expected at least one step ({step:g} s)", field="window_s")
         if not 0 <= margin < 1: raise ValidationError(f"margin={margin}: expected a share from 0 to below 1", field="margin")
         if not 1 <= len(candidates) <= 8: raise ValidationError(f"candidates={candidates}: expected 1 to 8", field="candidates")
-        self.H, self.step, self.window = int(horizon), float(step), int(window_s // step)
+        self.step, self.window = float(step), int(window_s // step)
         self.slot = max(1, self.window // 48)   # steps whose errors are summed together
         self.S = self.window // self.slot + 2   # slots that can be in the window at once
         self.min_points, self.every, self.margin, self.candidates = int(min_points), int(every), float(margin), tuple(candidates)
-        blocks = np.array_split(np.arange(self.H), min(int(keep_steps), self.H))
-        self.h0, self.hn = np.array([b[0] for b in blocks]), np.array([len(b) for b in blocks])   # one step of each block, at random
-        self.K, self.C, self.P = len(blocks), len(self.candidates), self.H // self.every + 2  # steps kept a forecast; candidates; rows at most
-        self.hdtype = np.uint8 if self.H < 255 else np.uint16
-        self.done = np.iinfo(self.hdtype).max
-        self.rng = np.random.default_rng(seed)
+        super().__init__(np.zeros(int(horizon), int), keep_steps, self.every, seed)   # the horizon one bucket: `keep_steps` equal blocks
+        self.C = len(self.candidates)
         self.tracks: dict[tuple, _Track] = {}
         self.lock = threading.RLock()
     def __repr__(self): return f"SkillSelector(series={len(self.tracks)}, min_points={self.min_points}, every={self.every})"
 
 # %% ../../nbs/model/06c_skill.ipynb #2f5bbf06
-def _grow(a:np.ndarray, n:int, fill, axis:int=0) -> np.ndarray:
-    "`a` with `n` more entries along `axis`, set to `fill`."
-    shape = list(a.shape); shape[axis] = n
-    return np.concatenate([a, np.full(shape, fill, a.dtype)], axis)
-
 @patch
 def record(self:SkillSelector, key:tuple, # (server, target)
            origin:int, # step index of the forecasts' origin (their first step is origin + 1)
@@ -86,19 +77,13 @@ def record(self:SkillSelector, key:tuple, # (server, target)
         st = self.tracks.get(key)
         if st is None: st = self.tracks[key] = _Track(self)
         if st.last_origin is not None and int(origin) - st.last_origin < self.every: return False
-        free = np.nonzero(st.org < 0)[0]
-        if len(free): i = int(free[0])
-        elif len(st.org) < self.P:                                            # a young series: its table grows a row at a time
-            i = len(st.org)
-            st.org, st.hs, st.path, st.lin, st.pat = (_grow(a, 1, f) for a, f in ((st.org, -1), (st.hs, self.done), (st.path, 0), (st.lin, 0), (st.pat, 0)))
-        else: i = int(np.argmin(st.org))                                      # values late: the oldest row gives way
-        h = self.h0 + (self.rng.random(self.K) * self.hn).astype(np.int64)
+        i, h = self._row(st, int(origin), (("path", 0), ("lin", 0), ("pat", 0)))   # a row of the table, its steps drawn
         cols = sorted(ok)
         v = np.stack([np.asarray(ok[c], float)[h] for c in cols], 1)          # (K, candidates that forecast)
         mid, q = np.float32((v.max() + v.min()) / 2), np.float32(max((v.max() - v.min()) / 65534, 1e-30))
         st.path[i] = 0
         st.path[i][:, cols] = np.clip(np.rint((v - mid) / q), -32767, 32767)  # to within a 65534th of the row's range
-        st.org[i], st.hs[i], st.lin[i], st.pat[i] = int(origin), h, (mid, q), sum(1 << c for c in cols)
+        st.lin[i], st.pat[i] = (mid, q), sum(1 << c for c in cols)
         st.last_origin = int(origin)
     return True
 
@@ -121,20 +106,10 @@ def observe(self:SkillSelector, key:tuple, # (server, target)
            ) -> int:
     "Score the waiting paths of `key` against realised values; the values scored (each kept step counts for its block)."
     st = self.tracks.get(key)
-    if st is None or not (st.org >= 0).any() or not len(idx): return 0
-    idx, values = np.asarray(idx, np.int64), np.asarray(values, float)
-    fin = np.isfinite(values)
-    idx, values = idx[fin], values[fin]
-    if not len(idx): return 0
-    newest, rows = int(idx[-1]), np.nonzero(st.org >= 0)[0]
-    hs = st.hs[rows]
-    t = st.org[rows, None] + 1 + hs.astype(np.int64)                     # the step each kept horizon step forecast
-    j = np.minimum(np.searchsorted(idx, t), len(idx) - 1)
-    ri, ki = np.nonzero((hs != self.done) & (idx[j] == t))               # came now, not scored before
-    row, y, w = rows[ri], values[j[ri, ki]], self.hn[ki].astype(float)
-    st.hs[row, ki] = self.done
-    st.org[(st.org >= 0) & (st.org + self.H <= newest)] = -1              # every step has come (or gone): the row is free
-    if not len(y): return 0
+    due = self._due(st, idx, values)                                      # the kept steps whose values came (`qdash.model.band`)
+    if due is None or not len(due[-1]): return 0
+    newest, row, ki, _, _, y = due
+    w = self.hn[ki].astype(float)
     P = st.lin[row, :1].astype(float) + st.path[row, ki].astype(float) * st.lin[row, 1:].astype(float)
     pat = st.pat[row]
     e = np.abs(P - y[:, None]) * w[:, None] * ((pat[:, None] >> np.arange(self.C)) & 1)   # abs errors, times the steps each stands for; 0: no forecast
