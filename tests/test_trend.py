@@ -74,3 +74,23 @@ def test_a_server_with_two_hours_of_history_is_forecast_and_flagged_short(hub):
     assert y["alert"]["level"] == "healthy" and y["risk_score"] < 50
     r = get(hub, "/explain/young-2h")                                   # the model has not forecast it: nothing to explain yet
     assert 400 <= r.status_code < 500 and "trend" in r.json()["detail"], r.text
+
+
+def test_a_cpu_creep_is_warned_before_it_breaches_and_a_job_that_levels_off_is_not(hub):
+    "CPU is a rate: a rise seen for under 6 hours is continued for half its window, so a creep still climbing warns and a job's plateau does not."
+    rng, t = np.random.default_rng(19), now()
+    n = 27 * 12                                                          # 27 hours at 5-minute steps
+    creep = np.r_[np.full(n - 36, 35.0), 35 + 15 * np.arange(1, 37) / 12] + rng.normal(0, 0.8, n)   # 15 %/h for 3 h: 80 % now, 90 % in 40 min
+    job = np.r_[np.full(n - 18, 15.0), np.full(18, 72.0)] + 3 * np.sin(np.arange(n) / 9) + rng.normal(0, 0.8, n)  # a job started 90 min ago, at 72 %
+    mem = 45 + rng.normal(0, 0.3, n)
+    rec = lambda s, cpu: [{"server_name": s, "timestamp": (t - pd.Timedelta(minutes=5 * (n - 1 - i))).isoformat(), "profile": "batch",
+                           "cpu_pct": round(float(c), 3), "mem_pct": round(float(m), 3)} for i, (c, m) in enumerate(zip(cpu, mem))]
+    feed(hub, rec("creep-cpu", creep) + rec("job-cpu", job))
+    body = next_cycle(hub, now(), lambda b: {"creep-cpu", "job-cpu"} <= set(b["predictions"]))
+    c, j = body["predictions"]["creep-cpu"], body["predictions"]["job-cpu"]
+    assert max(creep) < 90 and "breach" not in c                         # nothing over 90 % yet: a warning, not a breach
+    assert c["source"] == "trend" and c["alert"]["level"] in ("warning", "critical") and c["risk_score"] >= 60, c
+    assert c["trend"]["slope_per_h"] > 10 and c["trend"]["window_h"] <= 3, c["trend"]     # read from the short window
+    assert 10 <= c["time_to_issue_min"] <= 90, c["time_to_issue_min"]
+    assert j["alert"]["level"] == "healthy" and j["risk_score"] < 50, j   # the job levelled off at 72 %: no trend to 90 %
+    assert max(j["forecast"]["cpu_pct"]) < 90, j["forecast"]["cpu_pct"][:12]
