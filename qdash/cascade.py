@@ -720,6 +720,34 @@ def health(self:CascadeDetector) -> dict:
             "anomaly_rate": cur["anomaly_rate"], "anomalous_servers": cur["servers_with_anomalies"],
             "total_servers": cur["total_servers"], "cascade_risk": cascade_risk(cur["correlation_score"])}
 
+# %% ../nbs/08_cascade.ipynb #ea02
+def _secs(s:float) -> str: return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
+
+@patch
+def episode_alerts(self:CascadeDetector, most:int=5, # servers the message names before "and N more"
+                  ) -> list[dict]:
+    "The active events and the recently resolved as the alert engine reads them (`AlertEngine.update_cascades`), oldest first."
+    out = []
+    for ev, ep in [*self.resolved, *self.episodes]:
+        led = [c for c in ev["cascades"] if c.get("leader_kind") == "host"]
+        lead = next((c for c in led if c["metric"] == CONTENTION_SIGNALS[0]), (led or ev["cascades"] or [{}])[0])
+        first = list(lead.get("affected_servers") or ev["affected_servers"])
+        order = first + [s for s in ev["affected_servers"] if s not in first]
+        if not order: continue
+        on = [self.hosts.get(s) for s in order]
+        top = max(set(on) - {None}, key=on.count, default=None)
+        host = ev["leader"] if ev["leader_kind"] == "host" else top if top is not None and 2 * on.count(top) > len(on) else None
+        within = max((lead.get("lag_samples") or {}).get(s, 0) for s in first) * self.step_s
+        rest = order[1:most]
+        tail = order[0] + (f" then {', '.join(rest)}" if rest else "") + (f" and {len(order) - 1 - len(rest)} more" if len(order) > most else "")
+        tail += f" within {_secs(within)}" if within > 0 else " together" if len(order) > 1 else ""
+        msg = f"Cascade on {host}: {tail}" if host else f"Cascade: {tail}"
+        out.append({"episode_id": ev["id"], "status": "active" if ep.active else "resolved", "host": host, "leader": order[0],
+                    "leader_kind": ev["leader_kind"], "servers": order, "started_at": ev["timestamp"], "severity": ev["severity"],
+                    "cause": ev["cause"], "message": msg + (f" ({ev['cause']})" if ev["cause"] else ""),
+                    "ended_at": ep.resolved[1] if ep.resolved else None, "resolution": ep.resolution})
+    return out
+
 # %% ../nbs/08_cascade.ipynb #475dedce
 ORDER = ["healthy", "degraded", "warning", "critical"]   # seed 004's levels, best to worst
 

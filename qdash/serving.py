@@ -421,6 +421,7 @@ class FleetWatch:
         self.detector, self.forecasting = CascadeDetector(settings, store), forecasting
         self.lock = threading.Lock()
         self.errors = 0
+        self.alert()                       # a cascade alert the last run left active: its episode's end went unseen
 
     def tap(self, measurement:str, frame:pd.DataFrame):
         "Feed one batch (the collection calls this for everything it collects or is fed); a host's own batch (steal, iowait) too."
@@ -432,6 +433,17 @@ class FleetWatch:
                 else: self.detector.update(frame)
         except Exception as e:   # a batch without any usable metric must not stop the tap
             self.errors += 1; log.debug("cascade update skipped: %s", e)
+        self.alert()
+
+    def alert(self):
+        "Tell the alert engine which cascades are active (an alert each, `AlertEngine.update_cascades`); wake the notifier if that changed any."
+        f = self.forecasting
+        if f is None: return
+        try:
+            with self.lock: eps = self.detector.episode_alerts()
+            if f.alerts.update_cascades(eps): f.notifier.poke()
+        except Exception as e:   # the store refusing an alert record must not stop the tap either
+            log.warning("cascade alerts not updated: %s", e)
 
     def status(self) -> dict:
         with self.lock: return self.detector.status()

@@ -11,7 +11,7 @@ from .risk import LEVELS, level_of, alert_badge, fmt_minutes, fmt_span
 from ..timeutil import utc, iso
 
 # %% auto #0
-__all__ = ['KINDS', 'SILENCE_KINDS', 'STALE_LEVEL', 'AlertEngine']
+__all__ = ['KINDS', 'SILENCE_KINDS', 'STALE_LEVEL', 'CASCADE_LEVELS', 'CASCADE_FIELDS', 'AlertEngine']
 
 # %% ../../nbs/model/07_alerts.ipynb #c005
 _RANK = {name: i for i, (name, *_) in enumerate(reversed(LEVELS))}   # healthy 0 ... critical 3
@@ -28,11 +28,13 @@ class AlertEngine:
         self.store, self.margin, self.clear_after = store, float(margin), int(clear_after)
         self._lock, self._below = threading.RLock(), {}
         recs = list(reversed(store.list_records("alert", where={"status": "active"})))
-        self._active = {a["server_name"]: a for a in recs if a.get("kind", "risk") != "stale"}   # risk alerts
+        self._active = {a["server_name"]: a for a in recs if a.get("kind", "risk") == "risk"}   # risk alerts
         self._stale = {a["server_name"]: a for a in recs if a.get("kind") == "stale"}           # servers gone quiet
+        self._cascades = {a["episode_id"]: a for a in recs if a.get("kind") == "cascade"}       # cascades, by their episode
         t = utc(now)
         self._silences = [s for s in store.list_records("silence") if utc(s["until"]) > t]
-    def __repr__(self): return f"AlertEngine(active={len(self._active)}, stale={len(self._stale)}, silences={len(self._silences)})"
+    def __repr__(self):
+        return f"AlertEngine(active={len(self._active)}, stale={len(self._stale)}, cascades={len(self._cascades)}, silences={len(self._silences)})"
 
 # %% ../../nbs/model/07_alerts.ipynb #c007
 from fastcore.basics import patch
@@ -113,14 +115,15 @@ def _view(self:AlertEngine, a:dict, t=None) -> dict:
             "time_to_issue_min": a.get("time_to_issue_min"), "target": a.get("target"), "source": a.get("source"),
             "color": dict((n, c) for n, _, c, _ in LEVELS)[a["level"]] if on else alert_badge(0)["color"],
             "status": a["status"], "acked": a["acked"], "acked_by": a.get("acked_by"), "silenced": self.silenced(a["server_name"], t, a.get("kind", "risk")),
-            "opened_at": a["opened_at"], "resolved_at": a.get("resolved_at")}
+            "opened_at": a["opened_at"], "resolved_at": a.get("resolved_at"),
+            **({k: a.get(k) for k in CASCADE_FIELDS} if a.get("kind") == "cascade" else {})}
 
 @patch
 def active(self:AlertEngine, now=None, include_silenced:bool=False) -> dict:
     "GET /alerts/active: timestamp, count, alerts (highest risk first)."
     t = utc(now)
     with self._lock:
-        al = [self._view(a, t) for a in (*self._active.values(), *self._stale.values())]
+        al = [self._view(a, t) for a in (*self._active.values(), *self._stale.values(), *self._cascades.values())]
     rank = lambda a: -(a["risk_score"] if a["risk_score"] is not None else _LOW[a["level"]])
     al = sorted([a for a in al if include_silenced or not a["silenced"]], key=rank)
     return {"timestamp": iso(t), "count": len(al), "alerts": al}
@@ -140,7 +143,7 @@ def ack(self:AlertEngine, alert_id:str, # the alert's id
     "Acknowledge an active alert; its view. NotFound if no active alert has this id."
     t = utc(now)
     with self._lock:
-        a = next((a for a in (*self._active.values(), *self._stale.values()) if a["id"] == alert_id), None)
+        a = next((a for a in (*self._active.values(), *self._stale.values(), *self._cascades.values()) if a["id"] == alert_id), None)
         if a is None: raise NotFound(f"no active alert with id '{alert_id}'", field="id")
         a.update(acked=True, acked_by=by, acked_at=iso(t))
         self._save(a)
@@ -246,3 +249,40 @@ def expire(self:AlertEngine, silence_id:str, # the silence's id
         self.store.put_record("silence", s["id"], s)
         self._silences = [x for x in self._silences if utc(x["until"]) > t]
         return dict(s)
+
+# %% ../../nbs/model/07_alerts.ipynb #ca02
+CASCADE_LEVELS = {"low": "warning", "medium": "warning", "high": "critical", "critical": "critical"}   # an episode's severity -> its alert's level
+CASCADE_FIELDS = ("episode_id", "host", "leader", "leader_kind", "servers", "started_at", "severity", "cause", "resolution", "ended_at")
+
+@patch
+def update_cascades(self:AlertEngine, episodes:list[dict], # `CascadeDetector.episode_alerts()`: the active episodes and the recently resolved
+                    now=None) -> list[dict]:
+    "Open an alert for each active cascade episode, keep it current, resolve it when its episode is over (or gone); the events."
+    t, events = utc(now), []
+    with self._lock:
+        live = {e["episode_id"]: e for e in episodes if e.get("status") == "active"}
+        for eid, e in live.items():
+            a, lvl = self._cascades.get(eid), CASCADE_LEVELS.get(e.get("severity"), "warning")
+            info = {k: e.get(k) for k in CASCADE_FIELDS}
+            if a is None:
+                a = {"id": f"alert-{uuid.uuid4().hex[:12]}", "kind": "cascade", "server_name": e["leader"], "status": "active", "level": lvl,
+                     "risk_score": None, "opened_at": iso(t), "resolved_at": None, "acked": False, "acked_by": None, "acked_at": None,
+                     "message": e["message"], "target": None, "time_to_issue": None, "time_to_issue_min": None, "profile": None, "source": None,
+                     **info, "updated_at": iso(t), "history": [{"at": iso(t), "level": lvl, "risk_score": None}]}
+                self._cascades[eid] = a
+                self._save(a); events.append({"event": "opened", "alert": self._view(a, t)})
+                continue
+            up = _RANK[lvl] > _RANK[a["level"]]                    # a wider episode is news: escalate (and clear the acknowledgement)
+            if up:
+                a.update(level=lvl, acked=False, acked_by=None, acked_at=None)
+                a["history"] = (a["history"] + [{"at": iso(t), "level": lvl, "risk_score": None}])[-50:]
+            if up or a["message"] != e["message"] or any(a.get(k) != v for k, v in info.items()):
+                a.update(message=e["message"], updated_at=iso(t), **info); self._save(a)
+            if up: events.append({"event": "escalated", "alert": self._view(a, t)})
+        for eid in [x for x in self._cascades if x not in live]:
+            e, a = next((e for e in episodes if e["episode_id"] == eid), None), self._cascades.pop(eid)
+            a.update(status="resolved", resolved_at=iso(t), updated_at=iso(t), resolution=(e or {}).get("resolution") or "interrupted",
+                     ended_at=(e or {}).get("ended_at"))
+            a["history"] = (a["history"] + [{"at": iso(t), "level": "healthy", "risk_score": None}])[-50:]
+            self._save(a); events.append({"event": "resolved", "alert": self._view(a, t)})
+    return events

@@ -18,7 +18,7 @@ logger = logging.getLogger("qdash.notify")
 __all__ = ['logger', 'ALERTNAMES', 'RETRY_STATUS', 'webhook_body', 'am_labels', 'am_alert', 'Receiver', 'Notifier']
 
 # %% ../../nbs/model/07b_notify.ipynb #n006
-ALERTNAMES = {"risk": "QdashServerAtRisk", "stale": "QdashServerStale"}
+ALERTNAMES = {"risk": "QdashServerAtRisk", "stale": "QdashServerStale", "cascade": "QdashCascade"}
 _RANK = {name: i for i, (name, *_) in enumerate(reversed(LEVELS))}   # healthy 0 ... critical 3
 
 def webhook_body(alert:dict, # an alert as `AlertEngine.active` shows it (or its resolved record)
@@ -34,6 +34,7 @@ def am_labels(alert:dict) -> dict:
     labels = {"alertname": ALERTNAMES.get(kind, "QdashAlert"), "server": str(alert["server_name"]), "severity": alert["level"],
               "kind": kind, "source": "qdash"}
     if alert.get("profile"): labels["profile"] = str(alert["profile"])
+    if kind == "cascade": labels.update({k: str(alert[k]) for k in ("host", "leader") if alert.get(k)})   # where to look, and who went first
     return labels
 
 def am_alert(alert:dict, now=None, resend_s:float=60.0, # the resend interval: a firing alert is valid for four of them
