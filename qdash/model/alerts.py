@@ -81,6 +81,19 @@ def _refresh(self:AlertEngine, a:dict, sc:dict, t):
                  time_to_issue=_when(sc.get("time_to_issue_min")), source=sc.get("source"))
     a["profile"], a["updated_at"] = sc.get("profile", a.get("profile")), iso(t)
 
+def _opened(kind:str, server:str, level:str, message:str, t, **extra) -> dict:
+    "A new alert record of `kind` that is not a risk (no score): stale, cascade."
+    return {"id": f"alert-{uuid.uuid4().hex[:12]}", "kind": kind, "server_name": server, "status": "active", "level": level,
+            "risk_score": None, "opened_at": iso(t), "resolved_at": None, "acked": False, "acked_by": None, "acked_at": None,
+            "message": message, "target": None, "time_to_issue": None, "time_to_issue_min": None, **extra, "updated_at": iso(t),
+            "history": [{"at": iso(t), "level": level, "risk_score": None}]}
+
+def _closed(a:dict, t, **extra) -> dict:
+    "`a` resolved at `t` (its history ends healthy); `a`."
+    a.update(status="resolved", resolved_at=iso(t), updated_at=iso(t), **extra)
+    a["history"] = (a["history"] + [{"at": iso(t), "level": "healthy", "risk_score": a["risk_score"]}])[-50:]
+    return a
+
 @patch
 def _save(self:AlertEngine, a:dict):
     a["_written"] = a["risk_score"]
@@ -101,8 +114,7 @@ def _open(self:AlertEngine, server:str, sc:dict, t) -> dict:
 def _resolve(self:AlertEngine, server:str, x:float, t) -> dict:
     a = self._active.pop(server)
     self._below.pop(server, None)
-    a.update(status="resolved", resolved_at=iso(t), updated_at=iso(t), risk_score=round(float(x), 1))
-    a["history"] = (a["history"] + [{"at": iso(t), "level": "healthy", "risk_score": a["risk_score"]}])[-50:]
+    _closed(a, t, risk_score=round(float(x), 1))
     self._save(a)
     return {"event": "resolved", "alert": self._view(a, t)}
 
@@ -199,19 +211,14 @@ def update_stale(self:AlertEngine, status:dict, # {server: {"stale": bool, "last
             if v.get("stale"):
                 msg = _silence_msg(last, t)
                 if a is None:
-                    a = {"id": f"alert-{uuid.uuid4().hex[:12]}", "kind": "stale", "server_name": server, "status": "active",
-                         "level": STALE_LEVEL, "risk_score": None, "opened_at": iso(t), "resolved_at": None, "acked": False,
-                         "acked_by": None, "acked_at": None, "message": msg, "target": None, "time_to_issue": None,
-                         "time_to_issue_min": None, "last_seen": last, "profile": v.get("profile"), "updated_at": iso(t),
-                         "history": [{"at": iso(t), "level": STALE_LEVEL, "risk_score": None}]}
+                    a = _opened("stale", server, STALE_LEVEL, msg, t, last_seen=last, profile=v.get("profile"))
                     self._stale[server] = a
                     self._save(a); events.append({"event": "opened", "alert": self._view(a, t)})
                 elif a["message"] != msg:
                     a.update(message=msg, updated_at=iso(t)); self._save(a)
             elif v.get("stale") is False and a is not None:
                 del self._stale[server]
-                a.update(status="resolved", resolved_at=iso(t), updated_at=iso(t), last_seen=last)
-                a["history"] = (a["history"] + [{"at": iso(t), "level": "healthy", "risk_score": None}])[-50:]
+                _closed(a, t, last_seen=last)
                 self._save(a); events.append({"event": "resolved", "alert": self._view(a, t)})
     return events
 
@@ -265,10 +272,7 @@ def update_cascades(self:AlertEngine, episodes:list[dict], # `CascadeDetector.ep
             a, lvl = self._cascades.get(eid), CASCADE_LEVELS.get(e.get("severity"), "warning")
             info = {k: e.get(k) for k in CASCADE_FIELDS}
             if a is None:
-                a = {"id": f"alert-{uuid.uuid4().hex[:12]}", "kind": "cascade", "server_name": e["leader"], "status": "active", "level": lvl,
-                     "risk_score": None, "opened_at": iso(t), "resolved_at": None, "acked": False, "acked_by": None, "acked_at": None,
-                     "message": e["message"], "target": None, "time_to_issue": None, "time_to_issue_min": None, "profile": None, "source": None,
-                     **info, "updated_at": iso(t), "history": [{"at": iso(t), "level": lvl, "risk_score": None}]}
+                a = _opened("cascade", e["leader"], lvl, e["message"], t, profile=None, source=None, **info)
                 self._cascades[eid] = a
                 self._save(a); events.append({"event": "opened", "alert": self._view(a, t)})
                 continue
@@ -281,8 +285,6 @@ def update_cascades(self:AlertEngine, episodes:list[dict], # `CascadeDetector.ep
             if up: events.append({"event": "escalated", "alert": self._view(a, t)})
         for eid in [x for x in self._cascades if x not in live]:
             e, a = next((e for e in episodes if e["episode_id"] == eid), None), self._cascades.pop(eid)
-            a.update(status="resolved", resolved_at=iso(t), updated_at=iso(t), resolution=(e or {}).get("resolution") or "interrupted",
-                     ended_at=(e or {}).get("ended_at"))
-            a["history"] = (a["history"] + [{"at": iso(t), "level": "healthy", "risk_score": None}])[-50:]
+            _closed(a, t, resolution=(e or {}).get("resolution") or "interrupted", ended_at=(e or {}).get("ended_at"))
             self._save(a); events.append({"event": "resolved", "alert": self._view(a, t)})
     return events
