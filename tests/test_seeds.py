@@ -276,7 +276,8 @@ def test_queue_length_is_the_runners_queue_and_pending_its_records(client):
             m = client.metrics()
             pending = [j["id"] for j in client.jobs(limit=100, status="pending") if j["origin"] == "hub"]
             return m, pending
-        m, pending = wait_for(lambda: (lambda m, p: (m, p) if _own(m, "jobs_active") == 2 and _own(m, "queue_length") == 3 else None)(*figures()),
+        m, pending = wait_for(lambda: (lambda m, p: (m, p) if _own(m, "jobs_active") == 2 and _own(m, "queue_length") == 3
+                                       and _own(m, "jobs_pending") == len(p) else None)(*figures()),   # one snapshot, as after() reads it
                               20, "the metrics never showed 2 running and 3 queued")
         assert sorted(pending) == sorted(waiting) and _own(m, "jobs_pending") == 3
         client.cancel_task(waiting[-1])                  # out of the queue at once; its record may stay pending until the pool drops it
