@@ -270,7 +270,9 @@ def test_serve_with_a_locked_store_is_one_line_and_logs_once(tmp_path):
             lines.append(ln)
             if "Worker ready" in ln or len(lines) > 200: break
     finally:
-        p.send_signal(signal.SIGINT); p.wait(30)
+        p.send_signal(signal.SIGINT)            # at once: a signal right after "Worker ready" stops it too (it was lost: stop_on_signals)
+        rest, _ = p.communicate(timeout=60)
+    assert p.returncode == 0, rest
     assert sum("Starting worker" in ln for ln in lines) == 1, "".join(lines)   # not again through a root handler
 
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/hub/01_app.ipynb #80f27638
 from __future__ import annotations
-import asyncio, errno, hashlib, importlib.resources, itertools, logging, math, socket, ssl, time
+import asyncio, errno, hashlib, importlib.resources, itertools, logging, math, signal, socket, ssl, time
 from pathlib import Path
 import pandas as pd
 from sanic import Blueprint, Request, Sanic
@@ -25,7 +25,7 @@ log = logging.getLogger("qdash.hub.app")
 
 # %% auto #0
 __all__ = ['log', 'DOCS_ASSETS', 'DOCS_CONFIG', 'ROUTE_MODULES', 'ID_TAGS', 'LISTEN_HINTS', 'create_app', 'listen_error',
-           'check_listen', 'serve', 'hub_port', 'tls_files']
+           'check_listen', 'serve', 'stop_on_signals', 'hub_port', 'tls_files']
 
 # %% ../../nbs/hub/01_app.ipynb #29d79cee
 DOCS_ASSETS = importlib.resources.files("qdash.hub") / "assets"   # redoc.html, redoc.standalone.js and its licence
@@ -338,11 +338,28 @@ def serve(settings:Settings|None=None): # hub settings; default: `load_settings(
     open_store(settings).close()  # the store file locked by another process: one line, before Sanic logs a traceback
     _log_to_stderr(settings.server.log_level)
     app = create_app(settings)
+    app.register_listener(_stop_on_signals, "after_server_start")   # Ctrl-C or SIGTERM right after start too
     try: app.run(host=host, port=port, ssl=tls, single_process=True, access_log=False, motd=False)
     except OSError as e:          # taken in between: the same line
         msg = listen_error(e, host, port)
         if msg is None: raise
         raise QdashError(msg) from None
+
+# %% ../../nbs/hub/01_app.ipynb #sig00002
+def stop_on_signals(loop:asyncio.AbstractEventLoop, # the loop `stop` runs on (call this from the main thread)
+                    stop, # called once, on `loop`, at the first of `signals`
+                    signals=(signal.SIGINT, signal.SIGTERM)):
+    "Call `stop()` on `loop` at the first of `signals`, also one that arrives between two runs of the loop (uvloop drops those)."
+    done = []
+    def once():
+        if not done: done.append(True); stop()
+    for s in signals: loop.add_signal_handler(s, once)          # while the loop runs: through its self-pipe
+    def between(signum, frame): loop.call_soon_threadsafe(once)  # whenever it arrives: the next run calls it
+    for s in signals: signal.signal(s, between)                 # replaces the loop's no-op Python handler; the C one still wakes it
+
+async def _stop_on_signals(app, loop=None):
+    stop_on_signals(asyncio.get_running_loop(), lambda: app.stop(terminate=False))   # Sanic's own handler, called once
+
 
 # %% ../../nbs/hub/01_app.ipynb #3970e775
 def hub_port(settings:Settings) -> int:
