@@ -79,10 +79,10 @@ class Pinger(threading.Thread):
 
 
 def test_api_answers_and_health_tells_while_influxdb_is_paused(srv, tmp_path):
-    "Items 2, 11 and 14: during a SIGSTOP of influxd the public routes and the records API answer; health says the store is down."
+    "Items 2, 11 and 14: during a SIGSTOP of influxd the public routes, /api/status and the records API answer; health says the store is down."
     with HubProcess(hub_env(srv), data_dir=tmp_path) as hub:
         assert wait_for(lambda: get(hub, "/health").json()["status"] == "healthy")
-        pingers = [Pinger(hub, p) for p in ("/health", "/api/health", "/status")] + [Pinger(hub, "/api/jobs", key=True)]
+        pingers = [Pinger(hub, p) for p in ("/health", "/api/health", "/status")] + [Pinger(hub, p, key=True) for p in ("/api/jobs", "/api/status")]
         os.kill(srv.proc.pid, signal.SIGSTOP)
         t_pause = time.monotonic()
         try:
@@ -91,6 +91,7 @@ def test_api_answers_and_health_tells_while_influxdb_is_paused(srv, tmp_path):
             time.sleep(max(0.0, 12 - (time.monotonic() - t_pause)))
             body = get(hub, "/health").json()
             st = get(hub, "/api/telemetry/status", key=True).json()
+            api = get(hub, "/api/status", key=True).json()        # its calibration part is the last build; its health is now
         finally:
             got = {p.path: p.stop() for p in pingers}
             os.kill(srv.proc.pid, signal.SIGCONT)
@@ -99,6 +100,7 @@ def test_api_answers_and_health_tells_while_influxdb_is_paused(srv, tmp_path):
             assert all(s == 200 for _, s in answers), (path, [a for a in answers if a[1] != 200][:5])
         assert down_after is not None and down_after < 5, down_after          # store_up did not stay true for 10 s
         assert body["checks"]["store"] is False and st["store_up"] is False and st["writer"]["last_error"]
+        assert api["backend_health"]["store"] is False and "psi" in api
         # recovery: healthy again, and the writer's error is cleared, not left stale
         assert wait_for(lambda: get(hub, "/health").json()["status"] == "healthy", 60)
         st = wait_for(lambda: (s := get(hub, "/api/telemetry/status", key=True).json())["store_up"] and s["spool_points"] == 0 and s, 60)

@@ -16,7 +16,7 @@ from ..config import QdashError, ConfigError, Settings, load_settings
 from ..memory import tune_memory
 from ..serving import Services
 from ..store import open_store
-from .http import Unauthorized, Forbidden, TooManyRequests, dumps, records, on_error
+from .http import Unauthorized, Forbidden, TooManyRequests, cached, dumps, records, on_error
 from .guard import ensure_api_key, RateLimiter, client_address, Keyring, read_keys, may
 from .guard import FailedKeys, Connections, key_warnings
 from .live import RequestStats, ProcessStats, Broadcaster
@@ -71,7 +71,7 @@ def create_app(settings:Settings|None=None, # hub settings; default: `load_setti
     c.hub = Broadcaster(settings.server.max_ws_clients, settings.server.ws_queue, settings.limits.ws_per_key, settings.limits.ws_per_address)
     c.failed_keys = FailedKeys(settings.limits.auth_failures)     # abusive clients: see "Slow clients, many connections, guessed keys"
     c.conns = Connections(settings.limits.connections_per_address, settings.server.request_deadline, settings.server.trusted_proxies)
-    c.cache, c.cache_locks, c.versions = {}, {}, {}   # serialized answers: see `qdash.hub.http.cached`, `per_version`
+    c.cache, c.cache_tasks, c.versions = {}, {}, {}   # serialized answers: see `qdash.hub.http.cached`, `per_version`
     app.error_handler.add(Exception, on_error)
     app.on_request(_guard, priority=100)
     app.on_response(_count)
@@ -258,6 +258,12 @@ async def _open(app, loop=None):
 async def _begin(app, loop=None):
     app.ctx.metrics_task = asyncio.ensure_future(_metrics_loop(app))
     app.ctx.deadline_task = asyncio.ensure_future(_deadline_loop(app))
+    if app.ctx.services is not None: app.ctx.prime_task = asyncio.ensure_future(_prime_status(app))
+
+async def _prime_status(app):
+    "Build `/api/status` once now, while the store is quiet: later rebuilds then never keep a client waiting (see `cached`)."
+    try: await cached(app, "calibration", status.build_calibration)
+    except QdashError as e: log.info("status not built at start (%s); the first request builds it", e)
 
 async def _close(app, loop=None):
     c = app.ctx

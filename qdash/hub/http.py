@@ -17,10 +17,10 @@ from .guard import ROLES, Identity, acting_user
 log = logging.getLogger("qdash.hub.http")
 
 # %% auto #0
-__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'TEXT_Q', 'FLAG_Q', 'READ_METHODS', 'FORBIDDEN', 'TIME_Q', 'EVERY_Q',
-           'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error', 'text_schema', 'doc',
-           'Forbidden', 'needed_role', 'caller', 'by_whom', 'mark_admin', 'Routes', 'json_object', 'part', 'off_loop',
-           'cached', 'per_version']
+__all__ = ['log', 'HTTP_CODES', 'ERROR', 'OBJ', 'ARR', 'TEXT_Q', 'FLAG_Q', 'READ_METHODS', 'FORBIDDEN', 'REBUILD_WAIT_S',
+           'TIME_Q', 'EVERY_Q', 'Unauthorized', 'TooManyRequests', 'dumps', 'reply', 'records', 'on_error',
+           'text_schema', 'doc', 'Forbidden', 'needed_role', 'caller', 'by_whom', 'mark_admin', 'Routes', 'json_object',
+           'part', 'off_loop', 'cached', 'per_version']
 
 # %% ../../nbs/hub/00_http.ipynb #4b73b205
 class Unauthorized(QdashError):
@@ -263,20 +263,29 @@ async def off_loop(app, fn, *args, timeout:float|None=None, # seconds; default [
     except asyncio.TimeoutError:
         raise Unavailable(f"the store did not answer within {timeout:g}s ([server] store_wait); try again later") from None
 
+REBUILD_WAIT_S = 0.04   # how long a request waits for a rebuild before it gets the last build (the store is slow)
+
+async def _rebuild(app, name:str, build) -> bytes:
+    out = dumps(await off_loop(app, build, app))
+    app.ctx.cache[name] = (out, time.monotonic())
+    return out
+
+def _seen(task):   # a rebuild nobody waited for to the end: its error is logged, not "never retrieved"
+    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), Unavailable):
+        log.warning("rebuilding a cached answer failed: %s", task.exception())
+
 async def cached(app, name:str, build) -> bytes:
-    "`build(app)` serialized, rebuilt at most once per update interval however many clients ask; the last build while a rebuild waits."
+    "`build(app)` serialized, rebuilt at most once per update interval however many ask; the last build while a rebuild takes longer than `REBUILD_WAIT_S`."
     c = app.ctx
     entry = c.cache.get(name)
-    if entry is None or time.monotonic() - entry[1] > c.settings.server.update_interval:
-        lock = c.cache_locks.setdefault(name, asyncio.Lock())
-        if lock.locked() and entry is not None: return entry[0]    # someone is rebuilding: the last answer now
-        async with lock:
-            entry = c.cache.get(name)
-            if entry is None or time.monotonic() - entry[1] > c.settings.server.update_interval:
-                try: entry = c.cache[name] = (dumps(await off_loop(app, build, app)), time.monotonic())
-                except Unavailable:
-                    if entry is None: raise
-    return entry[0]
+    if entry is not None and time.monotonic() - entry[1] <= c.settings.server.update_interval: return entry[0]
+    task = c.cache_tasks.get(name)
+    if task is None or task.done():                   # one rebuild at a time, whoever asks
+        task = c.cache_tasks[name] = asyncio.ensure_future(_rebuild(app, name, build))
+        task.add_done_callback(_seen)
+    if entry is None: return await asyncio.shield(task)   # the first build is waited for (a 503 when the store does not answer)
+    try: return await asyncio.wait_for(asyncio.shield(task), REBUILD_WAIT_S)
+    except Exception: return entry[0]                 # still building, or it failed (`_seen` logs why): the last build
 
 def per_version(app, name:str, version, build) -> bytes:
     "`build()` serialized once per `version` (e.g. an inference cycle) however many clients ask."

@@ -5,6 +5,7 @@
 # %% ../../../nbs/hub/routes/00_status.ipynb #cc48aaf5
 from __future__ import annotations
 from datetime import datetime, timezone
+import orjson
 from ... import __version__
 from ...jobs import calibration_status
 from ..http import Routes, doc, reply, cached, caller, _schema, OBJ
@@ -12,8 +13,8 @@ from ..live import hub_health
 route = Routes()
 
 # %% auto #0
-__all__ = ['route', 'HEALTH', 'API_HEALTH', 'WHOAMI', 'health', 'api_health', 'build_status', 'daemon_status', 'api_status',
-           'build_metrics', 'api_metrics', 'whoami']
+__all__ = ['route', 'HEALTH', 'API_HEALTH', 'NO_CALIBRATION', 'WHOAMI', 'health', 'api_health', 'build_calibration',
+           'build_status', 'daemon_status', 'api_status', 'build_metrics', 'api_metrics', 'whoami']
 
 # %% ../../../nbs/hub/routes/00_status.ipynb #237c143a
 def _parts(c) -> dict:
@@ -51,13 +52,17 @@ async def api_health(request):
                   "unhealthy_parts": sorted(k for k, v in parts.items() if v is False), "version": __version__})
 
 # %% ../../../nbs/hub/routes/00_status.ipynb #3ad1ad69
-def build_status(app) -> dict:
-    "Seed 000's status: the newest calibration point and the health of the hub's parts."
+NO_CALIBRATION = {k: None for k in ("algorithm", "mode", "psi", "rho", "omega", "last_update")}
+
+def build_calibration(app) -> dict:
+    "The newest calibration point (read from the store: `/api/status` asks through `cached`)."
     c = app.ctx
-    cal = calibration_status(c.services.store) if c.services is not None else {k: None for k in
-          ("algorithm", "mode", "psi", "rho", "omega", "last_update")}
+    return calibration_status(c.services.store) if c.services is not None else NO_CALIBRATION
+
+def build_status(app, cal:dict) -> dict:
+    "Seed 000's status: the calibration point `cal` and the health of the hub's parts now."
     return {**{k: cal[k] for k in ("algorithm", "mode", "psi", "rho", "omega")},
-            "backend_health": {k: bool(v) for k, v in _parts(c).items()}, "last_update": cal["last_update"]}
+            "backend_health": {k: bool(v) for k, v in _parts(app.ctx).items()}, "last_update": cal["last_update"]}
 
 @route("status", "GET", "/status", public=True)
 @doc("Daemon status: the model serving, the last prediction, servers tracked", "status",
@@ -73,7 +78,8 @@ async def daemon_status(request):
 @route("status", "GET", "/api/status")
 @doc("System status", "status", _schema({"backend_health": OBJ, "last_update": {"type": "string", "nullable": True}}))
 async def api_status(request):
-    return reply(await cached(request.app, "status", build_status))
+    cal = orjson.loads(await cached(request.app, "calibration", build_calibration))   # the store's part: the last build while it is slow
+    return reply(build_status(request.app, cal))                                    # the parts' health: now
 
 # %% ../../../nbs/hub/routes/00_status.ipynb #899fd142
 from ...inbox import reports, merge_reports
