@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import psutil
 
 # %% auto #0
-__all__ = ['RequestStats', 'ProcessStats', 'hub_health', 'Subscription', 'Broadcaster', 'pump']
+__all__ = ['RequestStats', 'ProcessStats', 'hub_health', 'ws_frame', 'Subscription', 'Broadcaster', 'pump']
 
 # %% ../../nbs/hub/03_live.ipynb #c005
 class RequestStats:
@@ -58,13 +58,23 @@ def hub_health(parts:dict[str, bool|None], # part name -> healthy? (None: not pa
     return ("degraded" if alerts else "healthy"), alerts
 
 # %% ../../nbs/hub/03_live.ipynb #c014
+def ws_frame(data:bytes|str) -> bytes: # a message: bytes go as a binary frame, text as a text frame
+    "The whole RFC 6455 frame a server sends for `data` (FIN, unmasked, no extension): built once, written to every client."
+    if isinstance(data, str): data, op = data.encode(), 0x81
+    else: data, op = bytes(data), 0x82
+    n = len(data)
+    head = bytes([op, n]) if n < 126 else bytes([op, 126]) + n.to_bytes(2, "big") if n < 65536 else bytes([op, 127]) + n.to_bytes(8, "big")
+    return head + data
+
 class Subscription:
-    "One client's view of a topic: a bounded queue and a `slow` flag."
+    "One client's view of a topic: a bounded queue, a `slow` flag, and maybe a `direct` write of ready frames."
     def __init__(self, topic:str, size:int,
                  key:str|None=None,        # who subscribed: the API key's bucket (hashed, never the key)...
                  address:str|None=None):   # ...and the client's address, for the per-key and per-address caps
         self.topic, self.queue, self.slow = topic, asyncio.Queue(size), asyncio.Event()
         self.key, self.address = key, address
+        self.direct = None   # `write(frame) -> bool`: the frame written now, or False when the socket cannot take it without waiting
+        self.busy = False    # `pump` is sending a queued message: later ones queue behind it
 
 class Broadcaster:
     "Hands each published message to every subscriber of its topic; full queues mark subscribers slow."
@@ -99,11 +109,14 @@ class Broadcaster:
 
     def publish(self, data:bytes|str, # the message, serialized once for everyone
                 topic:str) -> int:
-        "Queue `data` for every subscriber of `topic`; answers how many got it."
+        "Write `data` to every subscriber of `topic` that takes it now (one frame for all), queue it for the others; how many got it."
         self.published += 1
-        n = 0
+        n, frame = 0, None
         for sub in [s for s in self.subs if s.topic == topic]:
             if sub.slow.is_set(): continue
+            if sub.direct is not None and not sub.busy and sub.queue.empty():   # nothing of its own waiting: the frame goes now
+                if frame is None: frame = ws_frame(data)
+                if sub.direct(frame): n += 1; continue
             try: sub.queue.put_nowait(data); n += 1
             except asyncio.QueueFull:
                 sub.slow.set(); self.slow_dropped += 1
@@ -111,7 +124,11 @@ class Broadcaster:
         return n
 
 async def _send_all(sub, send):
-    while True: await send(await sub.queue.get())
+    while True:
+        data = await sub.queue.get()
+        sub.busy = True                       # until it is sent, `publish` queues behind it: the order holds
+        try: await send(data)
+        finally: sub.busy = False
 
 async def pump(sub:Subscription, # the client's subscription
                send, close,      # coroutines `send(data)` and `close(code, reason)` of its socket

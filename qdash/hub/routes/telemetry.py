@@ -108,6 +108,21 @@ def _closer(ws):
             if tr is not None: tr.abort()
     return close
 
+try: from websockets.protocol import State as _State
+except ImportError: _State = None
+
+def _direct(ws):
+    "`Subscription.direct` for a Sanic WebSocket: a ready frame written to its transport, or False when it cannot take one now (None: not a Sanic socket)."
+    io, proto, mutex = getattr(ws, "io_proto", None), getattr(ws, "ws_proto", None), getattr(ws, "conn_mutex", None)
+    can = getattr(io, "_can_write", None)          # Sanic's own backpressure flag: cleared while the transport is over its high-water mark
+    if None in (io, proto, mutex, can, _State): return None
+    def write(frame:bytes) -> bool:
+        tr = io.transport
+        if proto.state is not _State.OPEN or tr is None or tr.is_closing() or not can.is_set() or mutex.locked(): return False
+        tr.write(frame)
+        return True
+    return write
+
 async def _stream(request, ws, topic):
     c = request.app.ctx
     who = getattr(request.ctx, "caller", None), getattr(request.ctx, "address", None)   # set by the hub's guard
@@ -115,6 +130,7 @@ async def _stream(request, ws, topic):
     if sub is None:               # a cap: [server] max_ws_clients, [limits] ws_per_key or ws_per_address
         await _closer(ws)(1013, c.hub.refusal(*who) or "no WebSocket slot free")
         return
+    sub.direct = _direct(ws)      # most messages are one write of a frame built once for all (`Broadcaster.publish`)
     try:
         if topic == "metrics" and "metrics" in c.cache: sub.queue.put_nowait(c.cache["metrics"][0])
         await pump(sub, ws.send, _closer(ws), on_closed=_CLOSED)
