@@ -2040,6 +2040,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'qdash.store.Store.ping': ('store.html#store.ping', 'qdash/store.py'),
                              'qdash.store.Store.put_record': ('store.html#store.put_record', 'qdash/store.py'),
                              'qdash.store.Store.query': ('store.html#store.query', 'qdash/store.py'),
+                             'qdash.store.Store.release_memory': ('store.html#store.release_memory', 'qdash/store.py'),
                              'qdash.store.Store.retain': ('store.html#store.retain', 'qdash/store.py'),
                              'qdash.store.Store.roll_up': ('store.html#store.roll_up', 'qdash/store.py'),
                              'qdash.store.Store.series': ('store.html#store.series', 'qdash/store.py'),

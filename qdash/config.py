@@ -227,6 +227,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     retention=S(DURATION, "30d", "raw data older than this is deleted by retain()"),
     raw_retention=S(DURATION, "8h", "DuckDB: raw points older than this are rolled into the 1 min and 1 h tiers (count, sum, min, max, last) and deleted"),
     minute_retention=S(DURATION, "7d", "DuckDB: the 1 min tier keeps this long; older time only at 1 h"),
+    duckdb_memory_mb=S(_int_range(16, 1 << 20), "1024", "DuckDB's memory in MB: its cache of the file and working memory (past it: read again, spilled)"),
     retain_every=S(DURATION, "1h", "how often the hub applies retention (Store.retain); the first time one interval after it starts"),
     max_future=S(DURATION, "1h", "points stamped more than this ahead of now are refused (clock skew allowed; times stay within 1970..2262)"),
   ),

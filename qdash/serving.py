@@ -624,6 +624,7 @@ class Services:
             ser = self.store.series(m)
             if "server" in ser.columns: names.update(ser["server"].dropna().astype(str))
         with self._known_lock: self.known_servers |= names
+        self.store.release_memory()                    # and DuckDB's cached blocks of it
         trim_memory()                                  # the backfill's frames are gone: hand their memory back
 
     def _when_store_answers(self, name:str, fn):
@@ -660,6 +661,7 @@ class Services:
         if data is not None and data.sizes.get("server", 0):
             with self._known_lock: self.known_servers |= {str(x) for x in data.server.values}
         self.explanations.refresh_drivers()
+        self.store.release_memory()                    # DuckDB's blocks of the day it read
         trim_memory()                                  # the cycle's frames and payloads, freed: back to the system, not left in an arena
 
     def stop(self, timeout:float|None=None): # seconds for all of it; default [server] graceful_shutdown_timeout

@@ -138,7 +138,8 @@ class Store:
         self._tslock, self.liveness = self._lock, Liveness()       # what time-series calls take; what they said about the backend
         path = str(settings.store.path)
         if path != ":memory:": Path(path).parent.mkdir(parents=True, exist_ok=True)
-        try: self.db = duckdb.connect(path, config={"default_block_size": str(DUCKDB_BLOCK_SIZE)})
+        try: self.db = duckdb.connect(path, config={"default_block_size": str(DUCKDB_BLOCK_SIZE),   # [store] duckdb_memory_mb: DuckDB's
+                                                    "memory_limit": f"{settings.store.duckdb_memory_mb}MB"})  # default is 80 % of the machine's RAM
         except duckdb.Error as e: raise StoreUnavailable(f"cannot open the store file {path}: {str(e).splitlines()[0]}") from None
         self.db.execute(_RECORDS)
     def __enter__(self): return self
@@ -730,6 +731,20 @@ def open_store(settings:Settings|None=None, # default: load_settings()
     "The store `[store] backend` names: DuckDB (default) or InfluxDB; records go to `[store] path` either way."
     s = load_settings() if settings is None else settings
     return (InfluxStore if s.store.backend == "influxdb" else DuckStore)(s)
+
+# %% ../nbs/01_store.ipynb #mem0002
+@patch
+def release_memory(self:Store, keep_mb:int=16) -> float: # MB left to DuckDB for a moment: what it must evict down to
+    "Make DuckDB evict the blocks it caches but nobody holds, then restore its limit; the MB its pool held before."
+    limit = f"{self.settings.store.duckdb_memory_mb}MB"
+    with self._lock:
+        held = self.db.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchone()[0] / 2**20
+        if str(self.settings.store.path) == ":memory:": return round(float(held), 1)   # its blocks live nowhere else: they stay
+        try: self.db.execute(f"SET memory_limit='{int(keep_mb)}MB'")
+        except duckdb.Error: pass                    # more than that is in use right now: it evicted what it could
+        finally: self.db.execute(f"SET memory_limit='{limit}'")
+    return round(float(held), 1)
+
 
 # %% ../nbs/01_store.ipynb #c048
 def _iql_ident(s): return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'

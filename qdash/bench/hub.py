@@ -143,11 +143,11 @@ def _components(n:int=1000, # simulated servers
         out["store_mb"] = rss()
         end, sim = pd.Timestamp.now(tz="UTC").floor("5min"), FleetSimulator(n)
         sim.backfill(store, days=2, end=end)
-        trim_memory()                                              # as the hub does after its catch-up
+        store.release_memory(); trim_memory()                      # as the hub does after its catch-up
         out["backfill_mb"] = rss()
         f = Forecasting(s, store, registry=open_registry(s))      # [model] worker: the model in its own process
         try:
-            f.run_cycle(end); trim_memory()
+            f.run_cycle(end); store.release_memory(); trim_memory()
             out["forecast_cycle_mb"] = rss()                       # the cycle's telemetry, results and payload, kept
             kept = {k: object_mb(getattr(f, k)) for k in ("data", "results", "payload", "intervals", "skill")}   # what holds it
             w = getattr(f.registry, "worker", None)
