@@ -153,7 +153,7 @@ def _centre_scale(self:Forecaster, y) -> tuple:
 
 @patch
 def _predict_direct(self:Forecaster, ok:pd.DataFrame, # the eligible servers' rows, each series' last <= encoder_length steps
-                    prof:dict, batch_size:int=1024) -> dict:
+                    prof:dict, batch_size:int=128) -> dict: # windows a pass: the peak goes with it (1,000 servers: 1.6 GB at 1,024, 0.9 at 128)
     "{series: quantiles (horizon, target, quantile)} through the direct route, one batch per encoder length."
     torch = _torch()[0]
     ok = ok.sort_values(["series", "time_idx"], kind="stable")
