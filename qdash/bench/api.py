@@ -4,14 +4,16 @@
 
 # %% ../../nbs/bench/03_api.ipynb #9a63283cbaf04dbcab1f6479b197f3a8
 from __future__ import annotations
-import asyncio, base64, importlib, os, socket, statistics, time
+import asyncio, base64, importlib, os, queue, shutil, socket, statistics, subprocess, tempfile, threading, time
+from pathlib import Path
+import numpy as np
 import orjson, psutil
 from ..testing import *
 from ..config import Settings, load_settings
 
 
 # %% auto #0
-__all__ = ['requests_per_s', 'ws_fanout', 'run_bench', 'serve_bench', 'bench_api']
+__all__ = ['WS_LOAD_JS', 'requests_per_s', 'ws_fanout', 'run_bench', 'serve_bench', 'bench_api']
 
 # %% ../../nbs/bench/03_api.ipynb #c008
 def _run(coro):
@@ -44,6 +46,79 @@ def requests_per_s(hub:HubProcess, path:str, seconds:float=3.0, conns:int=8) -> 
     n = _run(_load(hub.port, path, hub.api_key, seconds, conns))
     dt = time.perf_counter() - t0
     return {"requests_per_s": round(n / dt, 1), "hub_cpu_pct": round(proc.cpu_percent(None), 1)}
+
+# %% ../../nbs/bench/03_api.ipynb #wsn0002
+WS_LOAD_JS = r"""
+// n /ws clients in one Node process: "ready" on stdout once all are open; then "start stop" (epoch s) on stdin;
+// the latencies (ms) of the snapshots built in that window, one JSON array on stdout, when it has passed.
+const [url, n] = [process.argv[2], +process.argv[3]];
+const now = () => (performance.timeOrigin + performance.now()) / 1000;   // epoch seconds, below the millisecond
+const dec = new TextDecoder();
+const sentAt = (s) => {                                                  // the snapshot's "timestamp", to the microsecond
+  const m = /"timestamp":"([^"]+)"/.exec(s);
+  if (!m) return null;
+  const f = /\.(\d+)/.exec(m[1]);
+  return Math.floor(Date.parse(m[1].replace(/\.\d+/, "")) / 1000) + (f ? parseFloat("0." + f[1]) : 0);
+};
+let open = 0, start = Infinity, stop = Infinity;
+const lat = [], socks = [];
+for (let i = 0; i < n; i++) {
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => { if (++open === n) process.stdout.write("ready\n"); };
+  ws.onerror = (e) => { process.stderr.write(`client ${i}: ${e.message || e.type}\n`); process.exit(2); };
+  ws.onmessage = (ev) => {
+    const t = now(), d = ev.data;
+    const sent = sentAt(typeof d === "string" ? d.slice(0, 80) : dec.decode(new Uint8Array(d, 0, Math.min(80, d.byteLength))));
+    if (sent !== null && sent >= start && t < stop) lat.push(1000 * (t - sent));
+  };
+  socks.push(ws);
+}
+let buf = "";
+process.stdin.on("data", (d) => {
+  buf += d;
+  if (!buf.includes("\n")) return;
+  [start, stop] = buf.trim().split(" ").map(Number);
+  setTimeout(() => { socks.forEach((s) => s.close()); process.stdout.write(JSON.stringify(lat) + "\n", () => process.exit(0)); },
+             Math.max(0, (stop - now()) * 1000) + 200);
+});
+"""
+
+def _node() -> list[str]|None:
+    "The command that runs Node with a WebSocket client here (flag needed on Node 20), or None."
+    exe = shutil.which("node")
+    if exe is None: return None
+    for flags in ([], ["--experimental-websocket", "--no-warnings"]):
+        r = subprocess.run([exe, *flags, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"], capture_output=True)
+        if r.returncode == 0: return [exe, *flags]
+    return None
+
+class _NodeClients:
+    "A Node load-generator process with the pipe protocol of `_client_proc`: `poll`, `recv` ready then ok, `send` the window."
+    def __init__(self, url:str, n:int):
+        self.dir = tempfile.mkdtemp(prefix="qdash-wsload-")
+        script = Path(self.dir) / "wsload.js"; script.write_text(WS_LOAD_JS)
+        self.p = subprocess.Popen([*_node(), str(script), url, str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.lines, self.stage = queue.Queue(), "ready"
+        threading.Thread(target=lambda: [self.lines.put(ln) for ln in self.p.stdout] + [self.lines.put(None)], daemon=True).start()
+        self._next = None
+    def poll(self, timeout:float) -> bool:
+        try: self._next = self.lines.get(timeout=timeout); return True
+        except queue.Empty: return False
+    def recv(self):
+        ln, stage = self._next, self.stage
+        if ln is None: return ("error", self.p.stderr.read()[-2000:] or f"node exited {self.p.wait()}")
+        if stage == "ready": self.stage = "ok"; return ("ready", None)
+        return ("ok", np.asarray(orjson.loads(ln), np.float32).tobytes())
+    def send(self, window): self.p.stdin.write(f"{window[0]} {window[1]}\n"); self.p.stdin.flush()
+    def join(self, timeout:float):
+        try: self.p.wait(timeout)
+        except subprocess.TimeoutExpired: pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+    def is_alive(self) -> bool: return self.p.poll() is None
+    def kill(self): self.p.kill()
+
 
 # %% ../../nbs/bench/03_api.ipynb #c010
 def _raw_ws(port, path, key):
@@ -90,17 +165,24 @@ def _expect(conn, what:str, timeout:float):
     return body
 
 def ws_fanout(hub:HubProcess, n:int=500, seconds:float=6.0, slow:bool=False,
-              procs:int|None=None) -> dict: # load-generator processes; default: one per 250 clients, at least 2
+              procs:int|None=None, # load-generator processes; default: node one per 1,000 clients, Python one per 250 (at least 2)
+              generator:str|None=None) -> dict: # "node" or "python"; default: node where it has a WebSocket client
     "p50/p99 delivery latency (ms) of `/ws` snapshots to `n` clients spread over `procs` processes, and the hub's CPU."
     import multiprocessing as mp, numpy as np
-    procs = procs or max(2, -(-n // 250))
-    ctx, pipes, ps = mp.get_context("spawn"), [], []
-    target = importlib.import_module("qdash.bench.api")._client_proc   # a spawned process imports it by name: the module's, also from this notebook
-    for k in range(procs):
-        a, b = ctx.Pipe()
-        pr = ctx.Process(target=target, args=(f"ws://127.0.0.1:{hub.port}/ws", hub.api_key, n // procs + (k < n % procs), b),
-                         daemon=True)
-        pr.start(); b.close(); pipes.append(a); ps.append(pr)
+    generator = generator or ("node" if _node() else "python")
+    if generator == "node":
+        if _node() is None: raise RuntimeError("generator='node': no node with a WebSocket client on this machine")
+        procs = procs or max(1, -(-n // 1000))
+        pipes = ps = [_NodeClients(f"ws://127.0.0.1:{hub.port}/ws?api_key={hub.api_key}", n // procs + (k < n % procs)) for k in range(procs)]
+    else:
+        procs = procs or max(2, -(-n // 250))
+        ctx, pipes, ps = mp.get_context("spawn"), [], []
+        target = importlib.import_module("qdash.bench.api")._client_proc   # a spawned process imports it by name: the module's, also from this notebook
+        for k in range(procs):
+            a, b = ctx.Pipe()
+            pr = ctx.Process(target=target, args=(f"ws://127.0.0.1:{hub.port}/ws", hub.api_key, n // procs + (k < n % procs), b),
+                             daemon=True)
+            pr.start(); b.close(); pipes.append(a); ps.append(pr)
     try:
         for a in pipes: _expect(a, "ready", 60 + n / 10)            # every client connected before the window opens
         slow_sock = _raw_ws(hub.port, "/ws", hub.api_key) if slow else None
@@ -117,7 +199,7 @@ def ws_fanout(hub:HubProcess, n:int=500, seconds:float=6.0, slow:bool=False,
         for pr in ps:
             pr.join(10)
             if pr.is_alive(): pr.kill()
-    return {"ws_clients": n, "client_procs": procs, "slow_client": slow, "messages": len(lat),
+    return {"ws_clients": n, "load_generator": generator, "client_procs": procs, "slow_client": slow, "messages": len(lat),
             "messages_per_client_s": round(len(lat) / n / seconds, 2), "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99),
             "hub_cpu_share_of_core": round(cpu, 3)}
 

@@ -99,7 +99,7 @@ def build_metrics(app) -> dict:
         per_source[vm.get("source", "?")] = per_source.get(vm.get("source", "?"), 0) + 1
     runner = sv.runner if sv is not None else None
     jobs = runner.counts() if runner is not None else {}
-    out = {"timestamp": datetime.now(timezone.utc).isoformat(),
+    out = {"timestamp": None,                                  # when the snapshot is complete: set last
             **{k: int(jobs.get(k, 0)) for k in ("jobs_active", "jobs_completed", "jobs_failed", "jobs_pending", "queue_length")},
             "points_queued": int(st.get("queue_depth", 0) or 0),
             "http_requests": c.stats.requests, "http_errors": c.stats.errors,
@@ -107,7 +107,9 @@ def build_metrics(app) -> dict:
             **c.proc.read(), "active_connections": len(c.hub.subs), "ws_slow_disconnects": c.hub.slow_dropped,
             "provider_stats": jobs.get("provider_stats", {}), "source_stats": per_source,
             "recent_jobs": runner.list(limit=10) if runner is not None else [], "system_health": health, "alerts": alerts}
-    return merge_reports(out, reports(sv.store)) if sv is not None and sv.store is not None else out   # what other systems pushed
+    out = merge_reports(out, reports(sv.store)) if sv is not None and sv.store is not None else out   # what other systems pushed
+    out["timestamp"] = datetime.now(timezone.utc).isoformat()
+    return out
 
 @route("status", "GET", "/api/metrics")
 @doc("Metrics snapshot, as pushed on /ws", "status",
